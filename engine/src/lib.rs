@@ -1,0 +1,1 @@
+//! secretchat engine.
