@@ -33,7 +33,7 @@ pub fn emit(schema: &Schema, root: &str) -> Result<String, CodegenError> {
             let d = &schema.defs[i];
             let _ = writeln!(s, "/// - `{}`", d.line);
         }
-        s += &format!("#[derive(Clone, Debug, PartialEq, {RT}::TlSerialize, {RT}::TlDeserialize, {RT}::TlJson)]\npub enum {rust} {{\n");
+        s += &format!("#[derive(Clone, Debug, PartialEq, {RT}::TlSerialize, {RT}::TlDeserialize, {RT}::TlJson, {RT}::TlArbitrary)]\npub enum {rust} {{\n");
         for &i in idxs {
             let d = &schema.defs[i];
             let ctor = rust_name(d);
@@ -139,7 +139,7 @@ fn emit_struct(schema: &Schema, root: &str, def: &Def) -> Result<String, Codegen
     if let Some(l) = def.layer {
         let _ = writeln!(s, "///\n/// End-to-end layer {l} version of `{}`.", def.base_name);
     }
-    s += &format!("#[derive(Clone, Debug, PartialEq, {RT}::TlSerialize, {RT}::TlDeserialize, {RT}::TlJson, {RT}::Identifiable)]\n");
+    s += &format!("#[derive(Clone, Debug, PartialEq, {RT}::TlSerialize, {RT}::TlDeserialize, {RT}::TlJson, {RT}::TlArbitrary, {RT}::Identifiable)]\n");
     let layer = def.layer.map(|l| format!(", layer = {l}")).unwrap_or_default();
     let _ = writeln!(s, "#[tl(id = 0x{:08x}, name = \"{}\"{layer})]", def.id, def.full_base_name());
     let generics = if def.generics.is_empty() { String::new() } else { format!("<{}>", def.generics.join(", ")) };
@@ -223,6 +223,16 @@ fn emit_dispatch(schema: &Schema, root: &str) -> String {
             path(d)
         );
     }
-    s += "        _ => None,\n    }\n}\n";
+    s += "        _ => None,\n    }\n}\n\n";
+    s += "/// Runs [`::secretchat_schema::arbitrary::roundtrip`] once for every constructor, function and\n\
+           /// boxed type of this schema; returns how many types were checked.\n\
+           pub fn check_roundtrips(g: &mut ::secretchat_schema::arbitrary::Gen) -> Result<usize, String> {\n    let mut n = 0;\n";
+    for d in &concrete {
+        let _ = writeln!(s, "    {RT}::arbitrary::roundtrip::<{}>(g)?; n += 1;", path(d));
+    }
+    for (ns, name) in schema.types.keys() {
+        let _ = writeln!(s, "    {RT}::arbitrary::roundtrip::<{}>(g)?; n += 1;", type_path(root, "enums", ns, &type_name(name)));
+    }
+    s += "    Ok(n)\n}\n";
     s
 }

@@ -147,9 +147,10 @@ pub fn build(statements: &[Statement]) -> Result<Schema, CodegenError> {
         }
     }
     let mut schema = Schema::default();
-    for (st, d) in parsed {
+    for (st, mut d) in parsed {
         if BUILTIN.contains(&d.name.as_str()) && d.namespace.is_empty() {
-            verify_id(st, &d, &d.name)?;
+            let name = d.name.clone();
+            verify_id(st, &mut d, &name)?;
             continue;
         }
         let s = stem(&d.name);
@@ -165,7 +166,7 @@ pub fn build(statements: &[Statement]) -> Result<Schema, CodegenError> {
         } else {
             (d.name.clone(), None)
         };
-        verify_id(st, &d, &base_name)?;
+        verify_id(st, &mut d, &base_name)?;
         let def = lower(st, &d, base_name, layer)?;
         if !def.is_function {
             if let Ty::Boxed { namespace, name } = &def.ty {
@@ -177,8 +178,14 @@ pub fn build(statements: &[Statement]) -> Result<Schema, CodegenError> {
     Ok(schema)
 }
 
-fn verify_id(st: &Statement, d: &Definition, base_name: &str) -> Result<(), CodegenError> {
+/// Checks an explicit `#id`; without one, sets the id to the CRC32 of the normalized line
+/// (computed here: the parser's own inference differs from the TL rules for `bytes`).
+fn verify_id(st: &Statement, d: &mut Definition, base_name: &str) -> Result<(), CodegenError> {
     let full = join(&d.namespace, base_name);
+    if !st.text.split_whitespace().next().is_some_and(|n| n.contains('#')) {
+        d.id = crate::crc::compute(&st.text, &full);
+        return Ok(());
+    }
     let computed = crate::crc::compute(&st.text, &full);
     if !crate::crc::candidates(&st.text, &full).contains(&d.id) {
         return Err(CodegenError::IdMismatch {

@@ -21,6 +21,7 @@
 //! On an enum (one boxed TL type): every variant is a one-field tuple variant holding the
 //! constructor's struct.
 
+mod arbitrary;
 mod attrs;
 mod enums;
 mod structs;
@@ -47,6 +48,13 @@ pub fn derive_tl_deserialize(input: TokenStream) -> TokenStream {
 pub fn derive_tl_json(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     dispatch(&input, structs::json, enums::json)
+}
+
+/// Derives `arbitrary::TlArbitrary`: random values for property tests and fuzzing.
+#[proc_macro_derive(TlArbitrary, attributes(tl))]
+pub fn derive_tl_arbitrary(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    dispatch(&input, arbitrary::on_struct, arbitrary::on_enum)
 }
 
 /// Derives `Identifiable` from the struct's `#[tl(id, name, layer)]` attribute.

@@ -255,17 +255,6 @@ mod tests {
 
     #[test]
     fn nesting_depth_is_capped() {
-        // Vector<Vector<...<long>>> nested deeper than MAX_DEPTH: each level is id + count 1.
-        let mut buf = Vec::new();
-        for _ in 0..40 {
-            buf.extend_from_slice(&VECTOR_ID.to_le_bytes());
-            buf.extend_from_slice(&1u32.to_le_bytes());
-        }
-        buf.extend_from_slice(&[0; 8]);
-        type Deep = Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<i64>>>>>>>>>>;
-        // Ten levels parse a prefix fine; the cap is exercised by the reader directly.
-        let mut r = Reader::new(&buf);
-        assert!(Deep::deserialize(&mut r).is_err()); // the 11th level is not an i64 list
         let mut r = Reader::new(&[]);
         let mut depth_hit = false;
         fn dive(r: &mut Reader<'_>, n: u32, hit: &mut bool) -> Result<(), DecodeError> {

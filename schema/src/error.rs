@@ -140,3 +140,38 @@ pub enum JsonError {
     #[error(transparent)]
     Encode(#[from] EncodeError),
 }
+
+impl DecodeError {
+    /// A stable snake_case name for the variant (used by the CLI's `{"error": kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnexpectedEof { .. } => "unexpected_eof",
+            Self::UnexpectedConstructor { .. } => "unexpected_constructor",
+            Self::UnknownConstructor { .. } => "unknown_constructor",
+            Self::TrailingBytes { .. } => "trailing_bytes",
+            Self::VectorTooLong { .. } => "vector_too_long",
+            Self::TooDeep { .. } => "too_deep",
+            Self::InvalidUtf8 { .. } => "invalid_utf8",
+            Self::NonZeroPadding { .. } => "non_zero_padding",
+            Self::BadLengthPrefix { .. } => "bad_length_prefix",
+        }
+    }
+}
+
+impl JsonError {
+    /// A stable snake_case name for the variant; [`JsonError::Field`] reports its innermost cause.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotAnObject => "not_an_object",
+            Self::MissingName => "missing_name",
+            Self::UnknownConstructor { .. } => "unknown_constructor",
+            Self::AmbiguousLayer { .. } => "ambiguous_layer",
+            Self::WrongConstructor { .. } => "wrong_constructor",
+            Self::MissingField { .. } => "missing_field",
+            Self::UnknownField { .. } => "unknown_field",
+            Self::WrongType { .. } => "wrong_type",
+            Self::Field { source, .. } => source.kind(),
+            Self::Encode(_) => "too_long",
+        }
+    }
+}

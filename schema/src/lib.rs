@@ -20,6 +20,7 @@
 
 extern crate self as secretchat_schema;
 
+pub mod arbitrary;
 mod deserialize;
 mod error;
 pub mod json;
@@ -30,7 +31,7 @@ pub use deserialize::{BareDeserialize, Deserialize, MAX_DEPTH, Reader, read_byte
 pub use error::{DecodeError, EncodeError, JsonError};
 pub use json::TlJson;
 pub use wrappers::{Bare, RawVec};
-pub use secretchat_macros::{Identifiable, TlDeserialize, TlJson, TlSerialize};
+pub use secretchat_macros::{Identifiable, TlArbitrary, TlDeserialize, TlJson, TlSerialize};
 pub use serialize::{
     BOOL_FALSE_ID, BOOL_TRUE_ID, BareSerialize, MAX_BYTES_LEN, Serialize, VECTOR_ID, VectorItem,
     write_bytes,

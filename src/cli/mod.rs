@@ -1,0 +1,52 @@
+//! The `secretchat` command-line tool.
+//!
+//! Every command prints one JSON object on stdout. A rejected input exits with status 2 and
+//! prints `{"error": "<snake_case kind>", "detail": "..."}`; other tools script against these
+//! names, so they are stable.
+
+pub mod tl;
+
+use serde_json::{Value, json};
+
+/// A command's failure: a stable kind and a human detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError {
+    /// snake_case kind, e.g. `unexpected_eof`.
+    pub kind: &'static str,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
+impl CliError {
+    /// A new error.
+    pub fn new(kind: &'static str, detail: impl ToString) -> Self {
+        Self { kind, detail: detail.to_string() }
+    }
+
+    /// The JSON line printed for it.
+    pub fn to_json(&self) -> Value {
+        json!({ "error": self.kind, "detail": self.detail })
+    }
+}
+
+impl From<secretchat_schema::DecodeError> for CliError {
+    fn from(e: secretchat_schema::DecodeError) -> Self {
+        Self::new(e.kind(), e)
+    }
+}
+
+impl From<secretchat_schema::JsonError> for CliError {
+    fn from(e: secretchat_schema::JsonError) -> Self {
+        Self::new(e.kind(), e)
+    }
+}
+
+/// Parses a hex argument (whitespace and a `0x` prefix allowed).
+///
+/// # Errors
+/// `bad_hex` with the argument name.
+pub fn parse_hex(what: &str, s: &str) -> Result<Vec<u8>, CliError> {
+    let s: String = s.split_whitespace().collect();
+    let s = s.strip_prefix("0x").unwrap_or(&s);
+    hex::decode(s).map_err(|e| CliError::new("bad_hex", format!("{what}: {e}")))
+}
