@@ -18,7 +18,8 @@ fn main() {
     for (file, root, layer, out) in SCHEMAS {
         println!("cargo:rerun-if-changed={file}");
         let tl = fs::read_to_string(file).unwrap_or_else(|e| fail(file, &e));
-        let rust = secretchat_codegen::generate(&tl, root, *layer).unwrap_or_else(|e| fail(file, &e));
+        let rust =
+            secretchat_codegen::generate(&tl, root, *layer).unwrap_or_else(|e| fail(file, &e));
         fs::write(Path::new(&out_dir).join(out), rust).unwrap_or_else(|e| fail(out, &e));
     }
     println!("cargo:rerun-if-changed=build.rs");

@@ -71,12 +71,32 @@ mod tests {
     fn known_ids() {
         // Ids as published in secret_api.tl / the TL docs.
         let cases = [
-            ("decryptedMessageLayer#1be31789 random_bytes:bytes layer:int in_seq_no:int out_seq_no:int message:DecryptedMessage = DecryptedMessageLayer", "decryptedMessageLayer", 0x1be31789),
+            (
+                "decryptedMessageLayer#1be31789 random_bytes:bytes layer:int in_seq_no:int out_seq_no:int message:DecryptedMessage = DecryptedMessageLayer",
+                "decryptedMessageLayer",
+                0x1be31789,
+            ),
             ("boolFalse = Bool", "boolFalse", 0xbc799737),
-            ("decryptedMessageActionReadMessages#c4f40be random_ids:Vector<long> = DecryptedMessageAction", "decryptedMessageActionReadMessages", 0x0c4f40be),
-            ("documentAttributeAudio#9852f9c6 flags:# voice:flags.10?true duration:int title:flags.0?string performer:flags.1?string waveform:flags.2?bytes = DocumentAttribute", "documentAttributeAudio", 0x9852f9c6),
-            ("invokeAfterMsgs#3dc4b4f0 {X:Type} msg_ids:Vector<long> query:!X = X", "invokeAfterMsgs", 0x3dc4b4f0),
-            ("decryptedMessage8#1f814f1f random_id:long random_bytes:bytes message:string media:DecryptedMessageMedia = DecryptedMessage", "decryptedMessage", 0x1f814f1f),
+            (
+                "decryptedMessageActionReadMessages#c4f40be random_ids:Vector<long> = DecryptedMessageAction",
+                "decryptedMessageActionReadMessages",
+                0x0c4f40be,
+            ),
+            (
+                "documentAttributeAudio#9852f9c6 flags:# voice:flags.10?true duration:int title:flags.0?string performer:flags.1?string waveform:flags.2?bytes = DocumentAttribute",
+                "documentAttributeAudio",
+                0x9852f9c6,
+            ),
+            (
+                "invokeAfterMsgs#3dc4b4f0 {X:Type} msg_ids:Vector<long> query:!X = X",
+                "invokeAfterMsgs",
+                0x3dc4b4f0,
+            ),
+            (
+                "decryptedMessage8#1f814f1f random_id:long random_bytes:bytes message:string media:DecryptedMessageMedia = DecryptedMessage",
+                "decryptedMessage",
+                0x1f814f1f,
+            ),
         ];
         for (text, base, id) in cases {
             assert_eq!(compute(text, base), id, "{}", normalize(text, base));

@@ -119,7 +119,19 @@ fn join(ns: &[String], name: &str) -> String {
 }
 
 /// Built-in definitions that map to Rust primitives rather than generated types.
-const BUILTIN: &[&str] = &["int", "long", "double", "string", "bytes", "int128", "int256", "vector", "boolFalse", "boolTrue", "true"];
+const BUILTIN: &[&str] = &[
+    "int",
+    "long",
+    "double",
+    "string",
+    "bytes",
+    "int128",
+    "int256",
+    "vector",
+    "boolFalse",
+    "boolTrue",
+    "true",
+];
 
 /// Builds the IR, verifying every id against its CRC.
 ///
@@ -134,7 +146,12 @@ pub fn build(statements: &[Statement]) -> Result<Schema, CodegenError> {
             Ok(d) => d,
             // `int ? = Int`, `vector {t:Type} # [ t ] = Vector t`: built-in, nothing to generate.
             Err(ParseError::NotImplemented) => continue,
-            Err(e) => return Err(CodegenError::Parse { line: st.text.clone(), error: format!("{e:?}") }),
+            Err(e) => {
+                return Err(CodegenError::Parse {
+                    line: st.text.clone(),
+                    error: format!("{e:?}"),
+                });
+            }
         };
         parsed.push((st, def));
     }
@@ -143,7 +160,9 @@ pub fn build(statements: &[Statement]) -> Result<Schema, CodegenError> {
     let mut stems: BTreeMap<(Vec<String>, String), usize> = BTreeMap::new();
     for (st, d) in &parsed {
         if st.layer.is_some() && !st.is_function {
-            *stems.entry((d.namespace.clone(), stem(&d.name))).or_default() += 1;
+            *stems
+                .entry((d.namespace.clone(), stem(&d.name)))
+                .or_default() += 1;
         }
     }
     let mut schema = Schema::default();
@@ -154,12 +173,20 @@ pub fn build(statements: &[Statement]) -> Result<Schema, CodegenError> {
             continue;
         }
         let s = stem(&d.name);
-        let layered = st.layer.is_some() && stems.get(&(d.namespace.clone(), s.clone())).copied().unwrap_or(0) > 1;
+        let layered = st.layer.is_some()
+            && stems
+                .get(&(d.namespace.clone(), s.clone()))
+                .copied()
+                .unwrap_or(0)
+                > 1;
         let (base_name, layer) = if layered {
             let suffix: Option<u32> = d.name[s.len()..].parse().ok();
             if let (Some(n), Some(l)) = (suffix, st.layer) {
                 if n != l {
-                    return Err(CodegenError::Unsupported { line: st.text.clone(), why: format!("name suffix {n} but listed under layer {l}") });
+                    return Err(CodegenError::Unsupported {
+                        line: st.text.clone(),
+                        why: format!("name suffix {n} but listed under layer {l}"),
+                    });
                 }
             }
             (s, suffix.or(st.layer))
@@ -170,7 +197,11 @@ pub fn build(statements: &[Statement]) -> Result<Schema, CodegenError> {
         let def = lower(st, &d, base_name, layer)?;
         if !def.is_function {
             if let Ty::Boxed { namespace, name } = &def.ty {
-                schema.types.entry((namespace.clone(), name.clone())).or_default().push(schema.defs.len());
+                schema
+                    .types
+                    .entry((namespace.clone(), name.clone()))
+                    .or_default()
+                    .push(schema.defs.len());
             }
         }
         schema.defs.push(def);
@@ -182,7 +213,12 @@ pub fn build(statements: &[Statement]) -> Result<Schema, CodegenError> {
 /// (computed here: the parser's own inference differs from the TL rules for `bytes`).
 fn verify_id(st: &Statement, d: &mut Definition, base_name: &str) -> Result<(), CodegenError> {
     let full = join(&d.namespace, base_name);
-    if !st.text.split_whitespace().next().is_some_and(|n| n.contains('#')) {
+    if !st
+        .text
+        .split_whitespace()
+        .next()
+        .is_some_and(|n| n.contains('#'))
+    {
         d.id = crate::crc::compute(&st.text, &full);
         return Ok(());
     }
@@ -198,13 +234,23 @@ fn verify_id(st: &Statement, d: &mut Definition, base_name: &str) -> Result<(), 
     Ok(())
 }
 
-fn lower(st: &Statement, d: &Definition, base_name: String, layer: Option<u32>) -> Result<Def, CodegenError> {
-    let unsupported = |why: &str| CodegenError::Unsupported { line: st.text.clone(), why: why.to_owned() };
+fn lower(
+    st: &Statement,
+    d: &Definition,
+    base_name: String,
+    layer: Option<u32>,
+) -> Result<Def, CodegenError> {
+    let unsupported = |why: &str| CodegenError::Unsupported {
+        line: st.text.clone(),
+        why: why.to_owned(),
+    };
     let mut params = Vec::new();
     let mut generics = Vec::new();
     for p in &d.params {
         match &p.ty {
-            ParameterType::Flags => params.push(Param::Flags { name: p.name.clone() }),
+            ParameterType::Flags => params.push(Param::Flags {
+                name: p.name.clone(),
+            }),
             ParameterType::Normal { ty, flag } => {
                 let ty = lower_ty(ty).ok_or_else(|| unsupported("unsupported parameter type"))?;
                 if let Ty::Generic(g) = &ty {
@@ -216,10 +262,20 @@ fn lower(st: &Statement, d: &Definition, base_name: String, layer: Option<u32>) 
                     return Err(unsupported("`true` outside a flag"));
                 }
                 let flag = match flag {
-                    Some(f) => Some((f.name.clone(), u32::try_from(f.index).ok().filter(|&b| b < 32).ok_or_else(|| unsupported("flag bit above 31"))?)),
+                    Some(f) => Some((
+                        f.name.clone(),
+                        u32::try_from(f.index)
+                            .ok()
+                            .filter(|&b| b < 32)
+                            .ok_or_else(|| unsupported("flag bit above 31"))?,
+                    )),
                     None => None,
                 };
-                params.push(Param::Field { name: p.name.clone(), ty, flag });
+                params.push(Param::Field {
+                    name: p.name.clone(),
+                    ty,
+                    flag,
+                });
             }
         }
     }
@@ -264,7 +320,10 @@ fn lower_ty(t: &Type) -> Option<Ty> {
         (true, "true") => Some(Ty::True),
         (true, "Vector" | "vector") => {
             let item = lower_ty(t.generic_arg.as_deref()?)?;
-            Some(Ty::Vector { boxed: t.name == "Vector", item: Box::new(item) })
+            Some(Ty::Vector {
+                boxed: t.name == "Vector",
+                item: Box::new(item),
+            })
         }
         _ => None,
     };
@@ -276,8 +335,14 @@ fn lower_ty(t: &Type) -> Option<Ty> {
     }
     let name = t.name.trim_start_matches('%').to_owned();
     Some(if t.bare {
-        Ty::Bare { namespace: t.namespace.clone(), name }
+        Ty::Bare {
+            namespace: t.namespace.clone(),
+            name,
+        }
     } else {
-        Ty::Boxed { namespace: t.namespace.clone(), name }
+        Ty::Boxed {
+            namespace: t.namespace.clone(),
+            name,
+        }
     })
 }

@@ -35,7 +35,9 @@ pub enum CodegenError {
         error: String,
     },
     /// The declared id is not the CRC32 of the normalized line.
-    #[error("constructor id mismatch in `{line}`: declared {declared:#010x}, CRC32 of `{normalized}` is {computed:#010x}")]
+    #[error(
+        "constructor id mismatch in `{line}`: declared {declared:#010x}, CRC32 of `{normalized}` is {computed:#010x}"
+    )]
     IdMismatch {
         /// The statement.
         line: String,

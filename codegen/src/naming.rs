@@ -21,20 +21,27 @@ pub fn type_name(tl: &str) -> String {
 /// A field or module name, escaped when it is a Rust keyword.
 pub fn field_name(tl: &str) -> String {
     const KEYWORDS: &[&str] = &[
-        "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for", "if", "impl", "in",
-        "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self", "Self", "static", "struct",
-        "super", "trait", "true", "type", "unsafe", "use", "where", "while", "async", "await", "dyn", "abstract",
-        "become", "box", "do", "final", "macro", "override", "priv", "typeof", "unsized", "virtual", "yield", "try",
+        "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn",
+        "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref",
+        "return", "self", "Self", "static", "struct", "super", "trait", "true", "type", "unsafe",
+        "use", "where", "while", "async", "await", "dyn", "abstract", "become", "box", "do",
+        "final", "macro", "override", "priv", "typeof", "unsized", "virtual", "yield", "try",
         "gen",
     ];
-    if KEYWORDS.contains(&tl) { format!("r#{tl}") } else { tl.to_owned() }
+    if KEYWORDS.contains(&tl) {
+        format!("r#{tl}")
+    } else {
+        tl.to_owned()
+    }
 }
 
 /// The variant name of constructor `ctor` (a Rust type name) in enum `ty`: the constructor name
 /// with the type's name as prefix removed, unless that leaves nothing or a digit.
 pub fn variant_name(ty: &str, ctor: &str) -> String {
     match ctor.strip_prefix(ty) {
-        Some(rest) if rest.starts_with(|c: char| c.is_ascii_uppercase()) && rest != "Self" => rest.to_owned(),
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_uppercase()) && rest != "Self" => {
+            rest.to_owned()
+        }
         _ => ctor.to_owned(),
     }
 }
@@ -45,14 +52,26 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(type_name("decryptedMessageMediaEmpty"), "DecryptedMessageMediaEmpty");
+        assert_eq!(
+            type_name("decryptedMessageMediaEmpty"),
+            "DecryptedMessageMediaEmpty"
+        );
         assert_eq!(type_name("dhConfigNotModified"), "DhConfigNotModified");
         assert_eq!(field_name("type"), "r#type");
         assert_eq!(field_name("long"), "long");
-        assert_eq!(variant_name("DecryptedMessageAction", "DecryptedMessageActionNoop"), "Noop");
-        assert_eq!(variant_name("DecryptedMessage", "DecryptedMessage8"), "DecryptedMessage8");
+        assert_eq!(
+            variant_name("DecryptedMessageAction", "DecryptedMessageActionNoop"),
+            "Noop"
+        );
+        assert_eq!(
+            variant_name("DecryptedMessage", "DecryptedMessage8"),
+            "DecryptedMessage8"
+        );
         assert_eq!(variant_name("DhConfig", "DhConfig"), "DhConfig");
         assert_eq!(variant_name("InputUser", "InputUserSelf"), "InputUserSelf");
-        assert_eq!(variant_name("DhConfig", "DhConfigNotModified"), "NotModified");
+        assert_eq!(
+            variant_name("DhConfig", "DhConfigNotModified"),
+            "NotModified"
+        );
     }
 }

@@ -28,7 +28,11 @@ pub fn statements(contents: &str, initial_layer: Option<u32>) -> Vec<Statement> 
             None => (line, None),
         };
         if let (Some(c), Some(_)) = (comment, initial_layer) {
-            if let Some(n) = c.trim().strip_prefix("layer ").and_then(|n| n.trim().parse().ok()) {
+            if let Some(n) = c
+                .trim()
+                .strip_prefix("layer ")
+                .and_then(|n| n.trim().parse().ok())
+            {
                 layer = Some(n);
             }
         }
@@ -51,7 +55,12 @@ pub fn statements(contents: &str, initial_layer: Option<u32>) -> Vec<Statement> 
     out
 }
 
-fn push(out: &mut Vec<Statement>, pending: &mut String, layer: Option<u32>, is_function: &mut bool) {
+fn push(
+    out: &mut Vec<Statement>,
+    pending: &mut String,
+    layer: Option<u32>,
+    is_function: &mut bool,
+) {
     let mut text = pending.split_whitespace().collect::<Vec<_>>().join(" ");
     pending.clear();
     for (sep, f) in [("---functions---", true), ("---types---", false)] {
@@ -61,7 +70,11 @@ fn push(out: &mut Vec<Statement>, pending: &mut String, layer: Option<u32>, is_f
         }
     }
     if !text.is_empty() {
-        out.push(Statement { text, layer, is_function: *is_function });
+        out.push(Statement {
+            text,
+            layer,
+            is_function: *is_function,
+        });
     }
 }
 
@@ -71,11 +84,18 @@ mod tests {
 
     #[test]
     fn layers_functions_and_comments() {
-        let tl = "a = A;\n// layer 23\nb x:int\n  y:long = B; // trailing\n---functions---\nf = B;\n";
+        let tl =
+            "a = A;\n// layer 23\nb x:int\n  y:long = B; // trailing\n---functions---\nf = B;\n";
         let s = statements(tl, Some(8));
         assert_eq!(s.len(), 3);
-        assert_eq!((s[0].text.as_str(), s[0].layer, s[0].is_function), ("a = A", Some(8), false));
-        assert_eq!((s[1].text.as_str(), s[1].layer), ("b x:int y:long = B", Some(23)));
+        assert_eq!(
+            (s[0].text.as_str(), s[0].layer, s[0].is_function),
+            ("a = A", Some(8), false)
+        );
+        assert_eq!(
+            (s[1].text.as_str(), s[1].layer),
+            ("b x:int y:long = B", Some(23))
+        );
         assert_eq!((s[2].text.as_str(), s[2].is_function), ("f = B", true));
         assert!(statements(tl, None).iter().all(|s| s.layer.is_none()));
     }

@@ -11,7 +11,8 @@ pub fn on_struct(input: &DeriveInput, data: &DataStruct) -> syn::Result<TokenStr
     let name = &input.ident;
     let mut g = input.generics.clone();
     for p in g.type_params_mut() {
-        p.bounds.push(syn::parse_quote!(#krate::arbitrary::TlArbitrary));
+        p.bounds
+            .push(syn::parse_quote!(#krate::arbitrary::TlArbitrary));
     }
     let (impl_g, ty_g, where_c) = g.split_for_impl();
     let mut inits = Vec::new();

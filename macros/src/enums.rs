@@ -72,7 +72,9 @@ pub fn json(input: &DeriveInput, data: &DataEnum) -> syn::Result<TokenStream> {
     let name = &input.ident;
     let type_name = name.to_string();
     let vs = variants(data)?;
-    let to = vs.iter().map(|(v, _)| quote! { Self::#v(x) => #krate::TlJson::to_json(x), });
+    let to = vs
+        .iter()
+        .map(|(v, _)| quote! { Self::#v(x) => #krate::TlJson::to_json(x), });
     let from = vs.iter().map(|(v, ty)| {
         quote! {
             if #j::names::<#ty>(&header) {

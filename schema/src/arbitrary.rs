@@ -16,7 +16,10 @@ pub struct Gen {
 impl Gen {
     /// A generator from a seed.
     pub fn new(seed: u64) -> Self {
-        Self { state: seed, depth: 0 }
+        Self {
+            state: seed,
+            depth: 0,
+        }
     }
 
     /// 64 random bits.
@@ -30,7 +33,11 @@ impl Gen {
 
     /// A number in `0..n` (`0` when `n == 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next_u64() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next_u64() % n as u64) as usize
+        }
     }
 
     /// A fair coin.
@@ -156,7 +163,9 @@ where
     let v = T::arbitrary(g);
     let bytes = v.to_bytes().map_err(|e| format!("{v:?}: encode: {e}"))?;
     let back = T::from_bytes(&bytes).map_err(|e| format!("{v:?}: decode: {e}"))?;
-    let again = back.to_bytes().map_err(|e| format!("{v:?}: re-encode: {e}"))?;
+    let again = back
+        .to_bytes()
+        .map_err(|e| format!("{v:?}: re-encode: {e}"))?;
     if again != bytes {
         return Err(format!("{v:?}: bytes changed on re-encode"));
     }

@@ -21,7 +21,11 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A reader at the start of `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0, depth: 0 }
+        Self {
+            buf,
+            pos: 0,
+            depth: 0,
+        }
     }
 
     /// Bytes not read yet.
@@ -40,7 +44,10 @@ impl<'a> Reader<'a> {
     /// [`DecodeError::UnexpectedEof`] when fewer than `n` remain.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        let end = end.ok_or(DecodeError::UnexpectedEof { offset: self.pos, needed: n })?;
+        let end = end.ok_or(DecodeError::UnexpectedEof {
+            offset: self.pos,
+            needed: n,
+        })?;
         let out = &self.buf[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -156,7 +163,10 @@ impl Deserialize for bool {
         match r.read_u32()? {
             BOOL_TRUE_ID => Ok(true),
             BOOL_FALSE_ID => Ok(false),
-            id => Err(DecodeError::UnexpectedConstructor { expected: "Bool", id }),
+            id => Err(DecodeError::UnexpectedConstructor {
+                expected: "Bool",
+                id,
+            }),
         }
     }
 }
@@ -169,10 +179,15 @@ impl Deserialize for bool {
 pub fn read_bytes<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], DecodeError> {
     let first = r.take(1)?[0];
     let (len, header) = if first == 0xff {
-        return Err(DecodeError::BadLengthPrefix { offset: r.position() - 1 });
+        return Err(DecodeError::BadLengthPrefix {
+            offset: r.position() - 1,
+        });
     } else if first == 0xfe {
         let l = r.take(3)?;
-        (usize::from(l[0]) | usize::from(l[1]) << 8 | usize::from(l[2]) << 16, 4)
+        (
+            usize::from(l[0]) | usize::from(l[1]) << 8 | usize::from(l[2]) << 16,
+            4,
+        )
     } else {
         (usize::from(first), 1)
     };
@@ -207,12 +222,18 @@ impl<T: VectorItem + Deserialize> Deserialize for Vec<T> {
     fn deserialize(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let id = r.read_u32()?;
         if id != VECTOR_ID {
-            return Err(DecodeError::UnexpectedConstructor { expected: "Vector", id });
+            return Err(DecodeError::UnexpectedConstructor {
+                expected: "Vector",
+                id,
+            });
         }
         let count = r.read_u32()? as usize;
         // Every TL item takes at least 4 bytes: a larger count is a lie, refuse before allocating.
         if count > r.remaining() / 4 {
-            return Err(DecodeError::VectorTooLong { count, remaining: r.remaining() });
+            return Err(DecodeError::VectorTooLong {
+                count,
+                remaining: r.remaining(),
+            });
         }
         r.nested(|r| (0..count).map(|_| T::deserialize(r)).collect())
     }
@@ -224,20 +245,38 @@ mod tests {
 
     #[test]
     fn truncated_primitives_are_errors() {
-        assert!(matches!(i32::from_bytes(&[1, 2]), Err(DecodeError::UnexpectedEof { .. })));
-        assert!(matches!(<[u8; 16]>::from_bytes(&[0; 15]), Err(DecodeError::UnexpectedEof { .. })));
-        assert!(matches!(i32::from_bytes(&[0; 5]), Err(DecodeError::TrailingBytes { extra: 1 })));
+        assert!(matches!(
+            i32::from_bytes(&[1, 2]),
+            Err(DecodeError::UnexpectedEof { .. })
+        ));
+        assert!(matches!(
+            <[u8; 16]>::from_bytes(&[0; 15]),
+            Err(DecodeError::UnexpectedEof { .. })
+        ));
+        assert!(matches!(
+            i32::from_bytes(&[0; 5]),
+            Err(DecodeError::TrailingBytes { extra: 1 })
+        ));
     }
 
     #[test]
     fn bytes_declared_longer_than_input() {
-        assert!(matches!(Vec::<u8>::from_bytes(&[0xfe, 0xff, 0xff, 0xff]), Err(DecodeError::UnexpectedEof { .. })));
-        assert!(matches!(Vec::<u8>::from_bytes(&[5, 1, 2, 3]), Err(DecodeError::UnexpectedEof { .. })));
+        assert!(matches!(
+            Vec::<u8>::from_bytes(&[0xfe, 0xff, 0xff, 0xff]),
+            Err(DecodeError::UnexpectedEof { .. })
+        ));
+        assert!(matches!(
+            Vec::<u8>::from_bytes(&[5, 1, 2, 3]),
+            Err(DecodeError::UnexpectedEof { .. })
+        ));
     }
 
     #[test]
     fn nonzero_padding_rejected() {
-        assert!(matches!(Vec::<u8>::from_bytes(&[1, 9, 0, 1]), Err(DecodeError::NonZeroPadding { offset: 2 })));
+        assert!(matches!(
+            Vec::<u8>::from_bytes(&[1, 9, 0, 1]),
+            Err(DecodeError::NonZeroPadding { offset: 2 })
+        ));
         assert_eq!(Vec::<u8>::from_bytes(&[1, 9, 0, 0]).unwrap(), vec![9]);
     }
 
@@ -245,12 +284,18 @@ mod tests {
     fn huge_vector_count_rejected_without_allocation() {
         let mut buf = VECTOR_ID.to_le_bytes().to_vec();
         buf.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(Vec::<i64>::from_bytes(&buf), Err(DecodeError::VectorTooLong { .. })));
+        assert!(matches!(
+            Vec::<i64>::from_bytes(&buf),
+            Err(DecodeError::VectorTooLong { .. })
+        ));
     }
 
     #[test]
     fn invalid_utf8_string_rejected() {
-        assert!(matches!(String::from_bytes(&[2, 0xc3, 0x28, 0]), Err(DecodeError::InvalidUtf8 { .. })));
+        assert!(matches!(
+            String::from_bytes(&[2, 0xc3, 0x28, 0]),
+            Err(DecodeError::InvalidUtf8 { .. })
+        ));
     }
 
     #[test]
@@ -258,9 +303,10 @@ mod tests {
         let mut r = Reader::new(&[]);
         let mut depth_hit = false;
         fn dive(r: &mut Reader<'_>, n: u32, hit: &mut bool) -> Result<(), DecodeError> {
-            r.nested(|r| if n == 0 { Ok(()) } else { dive(r, n - 1, hit) }).inspect_err(|e| {
-                *hit |= matches!(e, DecodeError::TooDeep { .. });
-            })
+            r.nested(|r| if n == 0 { Ok(()) } else { dive(r, n - 1, hit) })
+                .inspect_err(|e| {
+                    *hit |= matches!(e, DecodeError::TooDeep { .. });
+                })
         }
         assert!(dive(&mut r, MAX_DEPTH - 1, &mut depth_hit).is_ok());
         assert!(dive(&mut r, MAX_DEPTH, &mut depth_hit).is_err());

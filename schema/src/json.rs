@@ -48,7 +48,10 @@ pub fn put_header<T: Identifiable>(map: &mut Map<String, Value>) {
 /// [`JsonError::NotAnObject`], [`JsonError::MissingName`], [`JsonError::AmbiguousLayer`].
 pub fn header(value: &Value, candidates: &[(&str, Option<u32>)]) -> Result<Header, JsonError> {
     let map = value.as_object().ok_or(JsonError::NotAnObject)?;
-    let name = map.get("_").and_then(Value::as_str).ok_or(JsonError::MissingName)?;
+    let name = map
+        .get("_")
+        .and_then(Value::as_str)
+        .ok_or(JsonError::MissingName)?;
     let layer = match map.get("_layer") {
         None => None,
         Some(v) => Some(
@@ -74,12 +77,19 @@ pub fn header(value: &Value, candidates: &[(&str, Option<u32>)]) -> Result<Heade
             let mut same = candidates.iter().filter(|(c, _)| *c == name);
             match (same.next(), same.next()) {
                 (Some((_, l)), None) => *l,
-                (Some(_), Some(_)) => return Err(JsonError::AmbiguousLayer { name: name.to_owned() }),
+                (Some(_), Some(_)) => {
+                    return Err(JsonError::AmbiguousLayer {
+                        name: name.to_owned(),
+                    });
+                }
                 (None, _) => None,
             }
         }
     };
-    Ok(Header { name: name.to_owned(), layer })
+    Ok(Header {
+        name: name.to_owned(),
+        layer,
+    })
 }
 
 /// Whether `header` names `T`.
@@ -97,10 +107,16 @@ pub fn object_of<'v, T: Identifiable>(
 ) -> Result<&'v Map<String, Value>, JsonError> {
     let h = header(value, &[(T::TL_NAME, T::LAYER)])?;
     if !names::<T>(&h) {
-        return Err(JsonError::WrongConstructor { expected: T::TL_NAME, found: h.name });
+        return Err(JsonError::WrongConstructor {
+            expected: T::TL_NAME,
+            found: h.name,
+        });
     }
     let map = value.as_object().ok_or(JsonError::NotAnObject)?;
-    if let Some(k) = map.keys().find(|k| *k != "_" && *k != "_layer" && !fields.contains(&k.as_str())) {
+    if let Some(k) = map
+        .keys()
+        .find(|k| *k != "_" && *k != "_layer" && !fields.contains(&k.as_str()))
+    {
         return Err(JsonError::UnknownField { field: k.clone() });
     }
     Ok(map)
@@ -111,7 +127,9 @@ pub fn object_of<'v, T: Identifiable>(
 /// # Errors
 /// [`JsonError::MissingField`] or the field's own error, wrapped in [`JsonError::Field`].
 pub fn required<T: TlJson>(map: &Map<String, Value>, key: &str) -> Result<T, JsonError> {
-    let v = map.get(key).ok_or_else(|| JsonError::MissingField { field: key.to_owned() })?;
+    let v = map.get(key).ok_or_else(|| JsonError::MissingField {
+        field: key.to_owned(),
+    })?;
     T::from_json(v).map_err(|e| JsonError::field(key, e))
 }
 
@@ -120,7 +138,9 @@ pub fn required<T: TlJson>(map: &Map<String, Value>, key: &str) -> Result<T, Jso
 /// # Errors
 /// The field's own error, wrapped in [`JsonError::Field`].
 pub fn optional<T: TlJson>(map: &Map<String, Value>, key: &str) -> Result<Option<T>, JsonError> {
-    map.get(key).map(|v| T::from_json(v).map_err(|e| JsonError::field(key, e))).transpose()
+    map.get(key)
+        .map(|v| T::from_json(v).map_err(|e| JsonError::field(key, e)))
+        .transpose()
 }
 
 /// A `flags.N?true` field: absent means false.
@@ -139,7 +159,10 @@ impl JsonError {
     }
 
     fn field(field: &str, source: JsonError) -> Self {
-        JsonError::Field { field: field.to_owned(), source: Box::new(source) }
+        JsonError::Field {
+            field: field.to_owned(),
+            source: Box::new(source),
+        }
     }
 }
 
@@ -148,7 +171,9 @@ impl TlJson for i32 {
         Value::from(*self)
     }
     fn from_json(v: &Value) -> Result<Self, JsonError> {
-        v.as_i64().and_then(|x| i32::try_from(x).ok()).ok_or_else(|| JsonError::wrong("int (32-bit number)", v))
+        v.as_i64()
+            .and_then(|x| i32::try_from(x).ok())
+            .ok_or_else(|| JsonError::wrong("int (32-bit number)", v))
     }
 }
 
@@ -201,12 +226,16 @@ impl TlJson for String {
         Value::String(self.clone())
     }
     fn from_json(v: &Value) -> Result<Self, JsonError> {
-        v.as_str().map(str::to_owned).ok_or_else(|| JsonError::wrong("string", v))
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| JsonError::wrong("string", v))
     }
 }
 
 fn hex_of(v: &Value) -> Result<Vec<u8>, JsonError> {
-    v.as_str().and_then(|s| hex::decode(s).ok()).ok_or_else(|| JsonError::wrong("hex string", v))
+    v.as_str()
+        .and_then(|s| hex::decode(s).ok())
+        .ok_or_else(|| JsonError::wrong("hex string", v))
 }
 
 impl TlJson for Vec<u8> {
@@ -223,7 +252,9 @@ impl<const N: usize> TlJson for [u8; N] {
         Value::String(hex::encode(self))
     }
     fn from_json(v: &Value) -> Result<Self, JsonError> {
-        hex_of(v)?.try_into().map_err(|_| JsonError::wrong("hex string of the exact size", v))
+        hex_of(v)?
+            .try_into()
+            .map_err(|_| JsonError::wrong("hex string of the exact size", v))
     }
 }
 

@@ -30,12 +30,12 @@ mod wrappers;
 pub use deserialize::{BareDeserialize, Deserialize, MAX_DEPTH, Reader, read_bytes};
 pub use error::{DecodeError, EncodeError, JsonError};
 pub use json::TlJson;
-pub use wrappers::{Bare, RawVec};
 pub use secretchat_macros::{Identifiable, TlArbitrary, TlDeserialize, TlJson, TlSerialize};
 pub use serialize::{
     BOOL_FALSE_ID, BOOL_TRUE_ID, BareSerialize, MAX_BYTES_LEN, Serialize, VECTOR_ID, VectorItem,
     write_bytes,
 };
+pub use wrappers::{Bare, RawVec};
 
 /// A TL constructor or function: its id, TL name and (for layered constructors) layer.
 pub trait Identifiable {
@@ -90,7 +90,12 @@ pub fn encode_json(value: &json::Value) -> Result<Vec<u8>, JsonError> {
     e2e::encode_json(value)
         .or_else(|| api::encode_json(value))
         .unwrap_or_else(|| {
-            let name = value.get("_").and_then(json::Value::as_str).unwrap_or_default();
-            Err(JsonError::UnknownConstructor { name: name.to_owned() })
+            let name = value
+                .get("_")
+                .and_then(json::Value::as_str)
+                .unwrap_or_default();
+            Err(JsonError::UnknownConstructor {
+                name: name.to_owned(),
+            })
         })
 }

@@ -149,7 +149,8 @@ impl<T: VectorItem> VectorItem for Vec<T> {}
 
 impl<T: VectorItem> Serialize for Vec<T> {
     fn serialize(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let count = u32::try_from(self.len()).map_err(|_| EncodeError::TooLong { len: self.len() })?;
+        let count =
+            u32::try_from(self.len()).map_err(|_| EncodeError::TooLong { len: self.len() })?;
         out.extend_from_slice(&VECTOR_ID.to_le_bytes());
         out.extend_from_slice(&count.to_le_bytes());
         self.iter().try_for_each(|item| item.serialize(out))
@@ -162,13 +163,26 @@ mod tests {
 
     #[test]
     fn bytes_length_forms_and_padding() {
-        for (len, header, total) in [(0, 1, 4), (1, 1, 4), (3, 1, 4), (4, 1, 8), (253, 1, 256), (254, 4, 260), (255, 4, 260), (256, 4, 260), (257, 4, 264)] {
+        for (len, header, total) in [
+            (0, 1, 4),
+            (1, 1, 4),
+            (3, 1, 4),
+            (4, 1, 8),
+            (253, 1, 256),
+            (254, 4, 260),
+            (255, 4, 260),
+            (256, 4, 260),
+            (257, 4, 264),
+        ] {
             let mut out = Vec::new();
             write_bytes(&vec![7u8; len], &mut out).unwrap();
             assert_eq!(out.len(), total, "len {len}");
             if header == 4 {
                 assert_eq!(out[0], 0xfe);
-                assert_eq!(u32::from_le_bytes([out[1], out[2], out[3], 0]) as usize, len);
+                assert_eq!(
+                    u32::from_le_bytes([out[1], out[2], out[3], 0]) as usize,
+                    len
+                );
             } else {
                 assert_eq!(out[0] as usize, len);
             }
@@ -179,13 +193,21 @@ mod tests {
     #[test]
     fn too_long_is_an_error() {
         let big = vec![0u8; MAX_BYTES_LEN + 1];
-        assert_eq!(write_bytes(&big, &mut Vec::new()), Err(EncodeError::TooLong { len: MAX_BYTES_LEN + 1 }));
+        assert_eq!(
+            write_bytes(&big, &mut Vec::new()),
+            Err(EncodeError::TooLong {
+                len: MAX_BYTES_LEN + 1
+            })
+        );
     }
 
     #[test]
     fn vector_of_long() {
         let out = vec![1i64, -1].to_bytes().unwrap();
-        assert_eq!(hex(&out), "15c4b51c020000000100000000000000ffffffffffffffff");
+        assert_eq!(
+            hex(&out),
+            "15c4b51c020000000100000000000000ffffffffffffffff"
+        );
     }
 
     fn hex(b: &[u8]) -> String {

@@ -2,7 +2,10 @@
 
 use crate::json::{TlJson, Value};
 use crate::serialize::{VECTOR_ID, VectorItem};
-use crate::{BareDeserialize, BareSerialize, DecodeError, Deserialize, EncodeError, JsonError, Reader, Serialize};
+use crate::{
+    BareDeserialize, BareSerialize, DecodeError, Deserialize, EncodeError, JsonError, Reader,
+    Serialize,
+};
 
 /// TL bare `vector<T>`: the count and items, without the `Vector` id.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -13,7 +16,10 @@ impl<T: VectorItem> Serialize for RawVec<T> {
         // The boxed form minus its 4-byte id.
         let start = out.len();
         self.0.serialize(out)?;
-        debug_assert_eq!(out.get(start..start + 4), Some(&VECTOR_ID.to_le_bytes()[..]));
+        debug_assert_eq!(
+            out.get(start..start + 4),
+            Some(&VECTOR_ID.to_le_bytes()[..])
+        );
         out.drain(start..start + 4);
         Ok(())
     }
@@ -23,9 +29,13 @@ impl<T: VectorItem + Deserialize> Deserialize for RawVec<T> {
     fn deserialize(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let count = r.read_u32()? as usize;
         if count > r.remaining() / 4 {
-            return Err(DecodeError::VectorTooLong { count, remaining: r.remaining() });
+            return Err(DecodeError::VectorTooLong {
+                count,
+                remaining: r.remaining(),
+            });
         }
-        r.nested(|r| (0..count).map(|_| T::deserialize(r)).collect()).map(RawVec)
+        r.nested(|r| (0..count).map(|_| T::deserialize(r)).collect())
+            .map(RawVec)
     }
 }
 

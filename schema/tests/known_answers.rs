@@ -4,6 +4,8 @@
 //! ints, 1-byte length below 254 else 0xfe + 3-byte length, zero padding to 4, Vector id
 //! 0x1cb5c415, flags word computed from the optional fields present.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use secretchat_schema::api::{enums as api_enums, functions as api_fn, types as api_types};
 use secretchat_schema::e2e::{enums, types};
 use secretchat_schema::{Deserialize, Serialize};
@@ -14,10 +16,17 @@ fn h(parts: &[&str]) -> Vec<u8> {
 }
 
 fn check<T: Serialize + Deserialize + PartialEq + std::fmt::Debug>(value: T, expected: Vec<u8>) {
-    assert_eq!(hex::encode(value.to_bytes().unwrap()), hex::encode(&expected));
+    assert_eq!(
+        hex::encode(value.to_bytes().unwrap()),
+        hex::encode(&expected)
+    );
     assert_eq!(T::from_bytes(&expected).unwrap(), value);
     let json = secretchat_schema::decode_json(&expected).unwrap();
-    assert_eq!(secretchat_schema::encode_json(&json).unwrap(), expected, "{json}");
+    assert_eq!(
+        secretchat_schema::encode_json(&json).unwrap(),
+        expected,
+        "{json}"
+    );
 }
 
 fn notify_layer(layer: i32) -> enums::DecryptedMessageAction {
@@ -47,7 +56,14 @@ fn service_message_in_layer_envelope() {
         out_seq_no: 1,
         message: service,
     };
-    let mut expected = h(&["8917e31b", "0f", &"aa".repeat(15), "90000000", "00000000", "01000000"]);
+    let mut expected = h(&[
+        "8917e31b",
+        "0f",
+        &"aa".repeat(15),
+        "90000000",
+        "00000000",
+        "01000000",
+    ]);
     expected.extend_from_slice(&service_bytes);
     check(layer, expected);
 }
@@ -70,7 +86,17 @@ fn decrypted_message_73_flags() {
         grouped_id: None,
     };
     // flags = bit 5 (silent) | bit 3 (reply_to_random_id) = 0x28
-    check(m, h(&["7446cc91", "28000000", "0200000000000000", "00000000", "02686900", "0700000000000000"]));
+    check(
+        m,
+        h(&[
+            "7446cc91",
+            "28000000",
+            "0200000000000000",
+            "00000000",
+            "02686900",
+            "0700000000000000",
+        ]),
+    );
 }
 
 #[test]
@@ -90,8 +116,19 @@ fn document_attribute_audio_several_flags() {
 #[test]
 fn read_messages_vector_of_long() {
     // decryptedMessageActionReadMessages#c4f40be random_ids:Vector<long>
-    let a = types::DecryptedMessageActionReadMessages { random_ids: vec![1, -1] };
-    check(a, h(&["be404f0c", "15c4b51c", "02000000", "0100000000000000", "ffffffffffffffff"]));
+    let a = types::DecryptedMessageActionReadMessages {
+        random_ids: vec![1, -1],
+    };
+    check(
+        a,
+        h(&[
+            "be404f0c",
+            "15c4b51c",
+            "02000000",
+            "0100000000000000",
+            "ffffffffffffffff",
+        ]),
+    );
 }
 
 #[test]
@@ -99,11 +136,25 @@ fn send_encrypted_service_long_bytes() {
     // messages.sendEncryptedService#32d439a4 peer:InputEncryptedChat random_id:long data:bytes
     // inputEncryptedChat#f141b5e1 chat_id:int access_hash:long; 300 data bytes: fe 2c0100, no pad
     let call = api_fn::messages::SendEncryptedService {
-        peer: api_enums::InputEncryptedChat::InputEncryptedChat(api_types::InputEncryptedChat { chat_id: 5, access_hash: 6 }),
+        peer: api_enums::InputEncryptedChat::InputEncryptedChat(api_types::InputEncryptedChat {
+            chat_id: 5,
+            access_hash: 6,
+        }),
         random_id: 7,
         data: vec![0x11; 300],
     };
-    check(call, h(&["a439d432", "e1b541f1", "05000000", "0600000000000000", "0700000000000000", "fe2c0100", &"11".repeat(300)]));
+    check(
+        call,
+        h(&[
+            "a439d432",
+            "e1b541f1",
+            "05000000",
+            "0600000000000000",
+            "0700000000000000",
+            "fe2c0100",
+            &"11".repeat(300),
+        ]),
+    );
 }
 
 #[test]
@@ -117,7 +168,13 @@ fn received_queue_returns_vector_of_long() {
 
 #[test]
 fn layered_json_names() {
-    let json = secretchat_schema::decode_json(&h(&["60411673", "0100000000000000", "838804f3", "49000000"])).unwrap();
+    let json = secretchat_schema::decode_json(&h(&[
+        "60411673",
+        "0100000000000000",
+        "838804f3",
+        "49000000",
+    ]))
+    .unwrap();
     assert_eq!(json["_"], "decryptedMessageService");
     assert_eq!(json["_layer"], 23);
     assert_eq!(json["random_id"], "1");

@@ -2,6 +2,8 @@
 //! schemas) survives bytes → value → bytes and JSON → value → bytes, and no strict prefix of its
 //! encoding decodes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use proptest::prelude::*;
 use secretchat_schema::arbitrary::Gen;
 use secretchat_schema::{api, e2e};

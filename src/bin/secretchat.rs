@@ -7,7 +7,11 @@ use secretchat::cli::{self, CliError};
 use serde_json::Value;
 
 #[derive(Parser)]
-#[command(name = "secretchat", version, about = "Telegram Secret Chats engine: tools and benchmarks")]
+#[command(
+    name = "secretchat",
+    version,
+    about = "Telegram Secret Chats engine: tools and benchmarks"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,

@@ -20,7 +20,10 @@ pub struct CliError {
 impl CliError {
     /// A new error.
     pub fn new(kind: &'static str, detail: impl ToString) -> Self {
-        Self { kind, detail: detail.to_string() }
+        Self {
+            kind,
+            detail: detail.to_string(),
+        }
     }
 
     /// The JSON line printed for it.
