@@ -1,1 +1,7 @@
-//! secretchat engine.
+//! The secretchat engine.
+//!
+//! - [`crypto`]: AES-256-IGE, MTProto 2.0/1.0 message encryption, DH, files, key visualization.
+//!
+//! The protocol core, actors and store build on these (see the project's issues).
+
+pub mod crypto;

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The main job: installs build dependencies, then runs the end-to-end demonstration.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+. scripts/env.sh
+cargo run --release --bin secretchat -- demo "$@"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: installs build dependencies, then formatting, lints and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+. scripts/env.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
