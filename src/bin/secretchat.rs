@@ -22,6 +22,8 @@ enum Command {
     /// TL bytes ⇄ JSON for the end-to-end schema and the server-API subset.
     #[command(subcommand)]
     Tl(TlCommand),
+    /// End-to-end demonstration: DH key exchange, an MTProto 2.0 message each way, decoded.
+    Demo,
 }
 
 #[derive(Subcommand)]
@@ -42,6 +44,7 @@ fn run(args: Args) -> Result<Value, CliError> {
     match args.command {
         Command::Tl(TlCommand::Decode { hex }) => cli::tl::decode(&hex),
         Command::Tl(TlCommand::Encode { json }) => cli::tl::encode(&json).map(Value::String),
+        Command::Demo => cli::demo::run(&mut std::io::stdout()),
     }
 }
 

@@ -58,7 +58,12 @@ pub struct DhParams {
 
 impl std::fmt::Debug for DhParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DhParams(g = {}, p = {}…)", self.g, &hex::encode(&self.p.to_be_bytes()[..4]))
+        write!(
+            f,
+            "DhParams(g = {}, p = {}…)",
+            self.g,
+            &hex::encode(&self.p.to_be_bytes()[..4])
+        )
     }
 }
 
@@ -90,9 +95,17 @@ impl DhParams {
             _ => (7, matches!(m(7), 3 | 5 | 6)),
         };
         if !ok {
-            return Err(DhError::GeneratorResidue { g, modulus, residue: m(modulus) });
+            return Err(DhError::GeneratorResidue {
+                g,
+                modulus,
+                residue: m(modulus),
+            });
         }
-        Ok(Self { p, g, monty: MontyParams::new(odd) })
+        Ok(Self {
+            p,
+            g,
+            monty: MontyParams::new(odd),
+        })
     }
 
     /// The generator.
@@ -180,7 +193,10 @@ mod tests {
     fn generator_and_size_checks() {
         let p = crate::crypto::prime::TELEGRAM_DH_PRIME;
         assert!(DhParams::new(&p, 3).is_ok());
-        assert_eq!(DhParams::new(&p, 1).unwrap_err(), DhError::GeneratorRange(1));
+        assert_eq!(
+            DhParams::new(&p, 1).unwrap_err(),
+            DhError::GeneratorRange(1)
+        );
         assert_eq!(DhParams::new(&p[1..], 3).unwrap_err(), DhError::PrimeSize);
         let mut even = p;
         even[255] &= 0xfe;
@@ -202,12 +218,20 @@ mod tests {
     #[test]
     fn public_range() {
         let params = DhParams::new(&crate::crypto::prime::TELEGRAM_DH_PRIME, 3).unwrap();
-        for bad in [vec![1u8], vec![2u8], vec![0xff; 257], params.p_bytes().to_vec()] {
+        for bad in [
+            vec![1u8],
+            vec![2u8],
+            vec![0xff; 257],
+            params.p_bytes().to_vec(),
+        ] {
             assert!(params.check_public(&bad).is_err());
         }
         let mut just_below = [0u8; 256];
         just_below[8] = 0x80; // 2^1983
-        assert_eq!(params.check_public(&just_below).unwrap_err(), DhError::PublicRange);
+        assert_eq!(
+            params.check_public(&just_below).unwrap_err(),
+            DhError::PublicRange
+        );
         let mut at = [0u8; 256];
         at[7] = 0x01; // 2^1984
         assert!(params.check_public(&at).is_ok());

@@ -4,9 +4,9 @@
 
 use md5::{Digest, Md5};
 
+use super::CryptoError;
 use super::ige::{Direction, IgeStream};
 use super::keys::Secret32;
-use super::CryptoError;
 
 /// The part size used for encrypted uploads.
 pub const PART_SIZE: usize = 512 * 1024;
@@ -27,12 +27,18 @@ impl FileKey {
         let mut iv = [0u8; 32];
         key.copy_from_slice(&random[..32]);
         iv.copy_from_slice(&random[32..]);
-        Self { key: Secret32(key), iv: Secret32(iv) }
+        Self {
+            key: Secret32(key),
+            iv: Secret32(iv),
+        }
     }
 
     /// The 32-bit key fingerprint, as the TL `int` field carries it.
     pub fn fingerprint(&self) -> i32 {
-        let d = Md5::new().chain_update(self.key.0).chain_update(self.iv.0).finalize();
+        let d = Md5::new()
+            .chain_update(self.key.0)
+            .chain_update(self.iv.0)
+            .finalize();
         let mut x = [0u8; 4];
         for i in 0..4 {
             x[i] = d[i] ^ d[4 + i];
@@ -42,7 +48,9 @@ impl FileKey {
 
     /// A stream over the whole file in `dir`.
     pub fn stream(&self, dir: Direction) -> FileStream {
-        FileStream { ige: IgeStream::new(&self.key.0, &self.iv.0, dir) }
+        FileStream {
+            ige: IgeStream::new(&self.key.0, &self.iv.0, dir),
+        }
     }
 }
 

@@ -31,7 +31,11 @@ fn xor16(a: &mut [u8; 16], b: &[u8; 16]) {
 }
 
 fn check_len(len: usize) -> Result<(), CryptoError> {
-    if len % 16 == 0 { Ok(()) } else { Err(CryptoError::UnalignedLength { len }) }
+    if len % 16 == 0 {
+        Ok(())
+    } else {
+        Err(CryptoError::UnalignedLength { len })
+    }
 }
 
 /// An IGE chain in progress: the cipher and the two chaining blocks.
@@ -60,7 +64,12 @@ impl IgeStream {
         let mut prev_m = [0u8; 16];
         prev_c.copy_from_slice(&iv[..16]);
         prev_m.copy_from_slice(&iv[16..]);
-        Self { cipher: Aes256::new(GenericArray::from_slice(key)), prev_c, prev_m, dir }
+        Self {
+            cipher: Aes256::new(GenericArray::from_slice(key)),
+            prev_c,
+            prev_m,
+            dir,
+        }
     }
 
     /// Processes `data` in place, continuing the chain.
@@ -91,14 +100,16 @@ impl IgeStream {
         match self.dir {
             Direction::Encrypt => {
                 xor16(&mut b, &self.prev_c);
-                self.cipher.encrypt_block(GenericArray::from_mut_slice(&mut b));
+                self.cipher
+                    .encrypt_block(GenericArray::from_mut_slice(&mut b));
                 xor16(&mut b, &self.prev_m);
                 self.prev_c = b;
                 self.prev_m = input;
             }
             Direction::Decrypt => {
                 xor16(&mut b, &self.prev_m);
-                self.cipher.decrypt_block(GenericArray::from_mut_slice(&mut b));
+                self.cipher
+                    .decrypt_block(GenericArray::from_mut_slice(&mut b));
                 xor16(&mut b, &self.prev_c);
                 self.prev_m = b;
                 self.prev_c = input;
@@ -172,7 +183,10 @@ mod tests {
 
     #[test]
     fn unaligned_is_an_error() {
-        assert_eq!(encrypt(&[0; 32], &[0; 32], &mut [0; 15]), Err(CryptoError::UnalignedLength { len: 15 }));
+        assert_eq!(
+            encrypt(&[0; 32], &[0; 32], &mut [0; 15]),
+            Err(CryptoError::UnalignedLength { len: 15 })
+        );
     }
 
     #[test]

@@ -54,9 +54,10 @@ impl AuthKey {
     /// # Errors
     /// [`CryptoError::BadKeyLength`].
     pub fn from_slice(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let arr: [u8; 256] = bytes
-            .try_into()
-            .map_err(|_| CryptoError::BadKeyLength { expected: 256, found: bytes.len() })?;
+        let arr: [u8; 256] = bytes.try_into().map_err(|_| CryptoError::BadKeyLength {
+            expected: 256,
+            found: bytes.len(),
+        })?;
         Ok(Self::new(arr))
     }
 
@@ -89,7 +90,11 @@ impl Eq for AuthKey {}
 
 impl fmt::Debug for AuthKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AuthKey(fingerprint {:#018x}, <redacted>)", self.fingerprint)
+        write!(
+            f,
+            "AuthKey(fingerprint {:#018x}, <redacted>)",
+            self.fingerprint
+        )
     }
 }
 

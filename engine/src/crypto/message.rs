@@ -52,12 +52,22 @@ pub fn padding_len(payload_len: usize, random: u32) -> usize {
 }
 
 /// `(aes_key, aes_iv)` for MTProto 2.0 from `msg_key` and the sender's `x`.
-fn kdf_v2(key: &AuthKey, msg_key: &[u8; 16], x: usize) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
+fn kdf_v2(
+    key: &AuthKey,
+    msg_key: &[u8; 16],
+    x: usize,
+) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
     let k = key.bytes();
     // sha256_a = SHA256 (msg_key + substr (key, x, 36));
-    let a = Sha256::new().chain_update(msg_key).chain_update(&k[x..x + 36]).finalize();
+    let a = Sha256::new()
+        .chain_update(msg_key)
+        .chain_update(&k[x..x + 36])
+        .finalize();
     // sha256_b = SHA256 (substr (key, 40+x, 36) + msg_key);
-    let b = Sha256::new().chain_update(&k[40 + x..76 + x]).chain_update(msg_key).finalize();
+    let b = Sha256::new()
+        .chain_update(&k[40 + x..76 + x])
+        .chain_update(msg_key)
+        .finalize();
     let mut aes_key = Zeroizing::new([0u8; 32]);
     let mut aes_iv = Zeroizing::new([0u8; 32]);
     // aes_key = substr (sha256_a, 0, 8) + substr (sha256_b, 8, 16) + substr (sha256_a, 24, 8);
@@ -73,7 +83,10 @@ fn kdf_v2(key: &AuthKey, msg_key: &[u8; 16], x: usize) -> (Zeroizing<[u8; 32]>, 
 
 /// msg_key = substr (SHA256 (substr (key, 88+x, 32) + plaintext), 8, 16).
 fn msg_key_v2(key: &AuthKey, x: usize, plaintext: &[u8]) -> [u8; 16] {
-    let large = Sha256::new().chain_update(&key.bytes()[88 + x..120 + x]).chain_update(plaintext).finalize();
+    let large = Sha256::new()
+        .chain_update(&key.bytes()[88 + x..120 + x])
+        .chain_update(plaintext)
+        .finalize();
     let mut out = [0u8; 16];
     out.copy_from_slice(&large[8..24]);
     out
@@ -84,13 +97,26 @@ fn kdf_v1(key: &AuthKey, msg_key: &[u8; 16]) -> (Zeroizing<[u8; 32]>, Zeroizing<
     let k = key.bytes();
     let x = 0;
     // sha1_a = SHA1 (msg_key + substr (key, x, 32));
-    let a = Sha1::new().chain_update(msg_key).chain_update(&k[x..x + 32]).finalize();
+    let a = Sha1::new()
+        .chain_update(msg_key)
+        .chain_update(&k[x..x + 32])
+        .finalize();
     // sha1_b = SHA1 (substr (key, 32+x, 16) + msg_key + substr (key, 48+x, 16));
-    let b = Sha1::new().chain_update(&k[32 + x..48 + x]).chain_update(msg_key).chain_update(&k[48 + x..64 + x]).finalize();
+    let b = Sha1::new()
+        .chain_update(&k[32 + x..48 + x])
+        .chain_update(msg_key)
+        .chain_update(&k[48 + x..64 + x])
+        .finalize();
     // sha1_c = SHA1 (substr (key, 64+x, 32) + msg_key);
-    let c = Sha1::new().chain_update(&k[64 + x..96 + x]).chain_update(msg_key).finalize();
+    let c = Sha1::new()
+        .chain_update(&k[64 + x..96 + x])
+        .chain_update(msg_key)
+        .finalize();
     // sha1_d = SHA1 (msg_key + substr (key, 96+x, 32));
-    let d = Sha1::new().chain_update(msg_key).chain_update(&k[96 + x..128 + x]).finalize();
+    let d = Sha1::new()
+        .chain_update(msg_key)
+        .chain_update(&k[96 + x..128 + x])
+        .finalize();
     let mut aes_key = Zeroizing::new([0u8; 32]);
     let mut aes_iv = Zeroizing::new([0u8; 32]);
     // aes_key = substr (sha1_a, 0, 8) + substr (sha1_b, 8, 12) + substr (sha1_c, 4, 12);
@@ -118,7 +144,9 @@ fn plaintext(payload: &[u8], padding: &[u8]) -> Result<Zeroizing<Vec<u8>>, Crypt
         return Err(CryptoError::PayloadTooLarge { len: payload.len() });
     }
     if payload.len() % 4 != 0 {
-        return Err(CryptoError::UnalignedPayload { len: payload.len() as u32 });
+        return Err(CryptoError::UnalignedPayload {
+            len: payload.len() as u32,
+        });
     }
     let mut pt = Zeroizing::new(Vec::with_capacity(4 + payload.len() + padding.len()));
     pt.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -127,7 +155,13 @@ fn plaintext(payload: &[u8], padding: &[u8]) -> Result<Zeroizing<Vec<u8>>, Crypt
     Ok(pt)
 }
 
-fn wire(key: &AuthKey, msg_key: &[u8; 16], aes_key: &[u8; 32], aes_iv: &[u8; 32], pt: &[u8]) -> Result<Vec<u8>, CryptoError> {
+fn wire(
+    key: &AuthKey,
+    msg_key: &[u8; 16],
+    aes_key: &[u8; 32],
+    aes_iv: &[u8; 32],
+    pt: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
     let mut out = Vec::with_capacity(HEADER_LEN + pt.len());
     out.extend_from_slice(&key.fingerprint().to_le_bytes());
     out.extend_from_slice(msg_key);
@@ -142,7 +176,12 @@ fn wire(key: &AuthKey, msg_key: &[u8; 16], aes_key: &[u8; 32], aes_iv: &[u8; 32]
 /// # Errors
 /// [`CryptoError::InvalidFixedPadding`], [`CryptoError::UnalignedPayload`],
 /// [`CryptoError::PayloadTooLarge`].
-pub fn encrypt_v2(key: &AuthKey, from: Side, payload: &[u8], padding: &[u8]) -> Result<Vec<u8>, CryptoError> {
+pub fn encrypt_v2(
+    key: &AuthKey,
+    from: Side,
+    payload: &[u8],
+    padding: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
     let p = padding.len();
     if !(12..=1024).contains(&p) || (4 + payload.len() + p) % 16 != 0 {
         return Err(CryptoError::InvalidFixedPadding { padding: p });
@@ -180,7 +219,10 @@ fn header<'a>(key: &AuthKey, wire: &'a [u8]) -> Result<([u8; 16], &'a [u8]), Cry
     fp.copy_from_slice(&head[..8]);
     let found = i64::from_le_bytes(fp);
     if found != key.fingerprint() {
-        return Err(CryptoError::FingerprintMismatch { expected: key.fingerprint(), found });
+        return Err(CryptoError::FingerprintMismatch {
+            expected: key.fingerprint(),
+            found,
+        });
     }
     let mut msg_key = [0u8; 16];
     msg_key.copy_from_slice(&head[8..]);
@@ -188,13 +230,19 @@ fn header<'a>(key: &AuthKey, wire: &'a [u8]) -> Result<([u8; 16], &'a [u8]), Cry
 }
 
 /// Checks the length prefix; returns `(payload length, padding length)`.
-fn split_plaintext(pt: &[u8], padding: std::ops::RangeInclusive<usize>) -> Result<(usize, usize), CryptoError> {
+fn split_plaintext(
+    pt: &[u8],
+    padding: std::ops::RangeInclusive<usize>,
+) -> Result<(usize, usize), CryptoError> {
     let mut l = [0u8; 4];
     l.copy_from_slice(&pt[..4]);
     let len = u32::from_le_bytes(l);
     let avail = pt.len() - 4;
     if len as usize > avail {
-        return Err(CryptoError::BadLengthPrefix { len, plaintext: pt.len() });
+        return Err(CryptoError::BadLengthPrefix {
+            len,
+            plaintext: pt.len(),
+        });
     }
     if len % 4 != 0 {
         return Err(CryptoError::UnalignedPayload { len });
@@ -224,7 +272,12 @@ pub fn decrypt_v2(key: &AuthKey, from: Side, wire: &[u8]) -> Result<Decrypted, C
         return Err(CryptoError::MsgKeyMismatch);
     }
     let (len, padding_len) = split_plaintext(&pt, 12..=1024)?;
-    Ok(Decrypted { payload: pt[4..4 + len].to_vec(), padding_len, msg_key, version: Version::V2 })
+    Ok(Decrypted {
+        payload: pt[4..4 + len].to_vec(),
+        padding_len,
+        msg_key,
+        version: Version::V2,
+    })
 }
 
 /// Decrypts and checks an MTProto 1.0 message.
@@ -238,12 +291,18 @@ pub fn decrypt_v1(key: &AuthKey, wire: &[u8]) -> Result<Decrypted, CryptoError> 
     IgeStream::new(&aes_key, &aes_iv, Direction::Decrypt).process(&mut pt)?;
     // 1.0 hashes only the unpadded part, so the length must be read first; a bad length is
     // reported as a msg_key mismatch so as not to reveal which check failed.
-    let (len, padding_len) = split_plaintext(&pt, 0..=15).map_err(|_| CryptoError::MsgKeyMismatch)?;
+    let (len, padding_len) =
+        split_plaintext(&pt, 0..=15).map_err(|_| CryptoError::MsgKeyMismatch)?;
     let expect = msg_key_v1(&pt[..4 + len]);
     if !bool::from(expect.ct_eq(&msg_key)) {
         return Err(CryptoError::MsgKeyMismatch);
     }
-    Ok(Decrypted { payload: pt[4..4 + len].to_vec(), padding_len, msg_key, version: Version::V1 })
+    Ok(Decrypted {
+        payload: pt[4..4 + len].to_vec(),
+        padding_len,
+        msg_key,
+        version: Version::V1,
+    })
 }
 
 #[cfg(test)]
@@ -261,7 +320,10 @@ mod tests {
         for len in (0..2000).step_by(4) {
             for r in 0..16 {
                 let p = padding_len(len, r);
-                assert!((12..=1024).contains(&p) && (4 + len + p) % 16 == 0, "{len} {r} {p}");
+                assert!(
+                    (12..=1024).contains(&p) && (4 + len + p) % 16 == 0,
+                    "{len} {r} {p}"
+                );
             }
         }
     }
@@ -273,25 +335,46 @@ mod tests {
         let pad = vec![0xabu8; padding_len(20, 3)];
         let w = encrypt_v2(&k, Side::Originator, &payload, &pad).unwrap();
         let d = decrypt_v2(&k, Side::Originator, &w).unwrap();
-        assert_eq!((d.payload.as_slice(), d.padding_len), (&payload[..], pad.len()));
-        assert_eq!(decrypt_v2(&k, Side::Participant, &w), Err(CryptoError::MsgKeyMismatch));
+        assert_eq!(
+            (d.payload.as_slice(), d.padding_len),
+            (&payload[..], pad.len())
+        );
+        assert_eq!(
+            decrypt_v2(&k, Side::Participant, &w),
+            Err(CryptoError::MsgKeyMismatch)
+        );
     }
 
     #[test]
     fn v2_rejections_are_distinct() {
         let k = key();
         let w = encrypt_v2(&k, Side::Participant, &[1; 8], &[0; 20]).unwrap();
-        assert!(matches!(decrypt_v2(&k, Side::Participant, &w[..w.len() - 1]), Err(CryptoError::BadWireLength { .. })));
-        assert!(matches!(decrypt_v2(&k, Side::Participant, &w[..24]), Err(CryptoError::BadWireLength { .. })));
+        assert!(matches!(
+            decrypt_v2(&k, Side::Participant, &w[..w.len() - 1]),
+            Err(CryptoError::BadWireLength { .. })
+        ));
+        assert!(matches!(
+            decrypt_v2(&k, Side::Participant, &w[..24]),
+            Err(CryptoError::BadWireLength { .. })
+        ));
         let mut bad = w.clone();
         bad[0] ^= 1;
-        assert!(matches!(decrypt_v2(&k, Side::Participant, &bad), Err(CryptoError::FingerprintMismatch { .. })));
+        assert!(matches!(
+            decrypt_v2(&k, Side::Participant, &bad),
+            Err(CryptoError::FingerprintMismatch { .. })
+        ));
         let mut bad = w.clone();
         bad[30] ^= 1;
-        assert_eq!(decrypt_v2(&k, Side::Participant, &bad), Err(CryptoError::MsgKeyMismatch));
+        assert_eq!(
+            decrypt_v2(&k, Side::Participant, &bad),
+            Err(CryptoError::MsgKeyMismatch)
+        );
         let mut bad = w.clone();
         bad[10] ^= 1;
-        assert_eq!(decrypt_v2(&k, Side::Participant, &bad), Err(CryptoError::MsgKeyMismatch));
+        assert_eq!(
+            decrypt_v2(&k, Side::Participant, &bad),
+            Err(CryptoError::MsgKeyMismatch)
+        );
     }
 
     #[test]

@@ -75,7 +75,9 @@ pub enum CryptoError {
         len: usize,
     },
     /// A fixed padding that does not produce a valid length.
-    #[error("padding of {padding} bytes does not fit the payload (need 12..=1024, total a multiple of 16)")]
+    #[error(
+        "padding of {padding} bytes does not fit the payload (need 12..=1024, total a multiple of 16)"
+    )]
     InvalidFixedPadding {
         /// The padding length given.
         padding: usize,

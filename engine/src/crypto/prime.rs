@@ -5,7 +5,9 @@
 use num_bigint::BigUint;
 
 /// The current `dh_prime` as published in `security-guidelines.md` (big-endian).
-pub const TELEGRAM_DH_PRIME: [u8; 256] = hex_literal("c71caeb9c6b1c9048e6c522f70f13f73980d40238e3e21c14934d037563d930f48198a0aa7c14058229493d22530f4dbfa336f6e0ac925139543aed44cce7c3720fd51f69458705ac68cd4fe6b6b13abdc9746512969328454f18faf8c595f642477fe96bb2a941d5bcd1d4ac8cc49880708fa9b378e3c4f3a9060bee67cf9a4a4a695811051907e162753b56b0f6b410dba74d8a84b2a14b3144e0ef1284754fd17ed950d5965b4b9dd46582db1178d169c6bc465b0d6ff9ca3928fef5b9ae4e418fc15e83ebea0f87fa9ff5eed70050ded2849f47bf959d956850ce929851f0d8115f635b105ee2e4e15d04b2454bf6f4fadf034b10403119cd8e3b92fcc5b");
+pub const TELEGRAM_DH_PRIME: [u8; 256] = hex_literal(
+    "c71caeb9c6b1c9048e6c522f70f13f73980d40238e3e21c14934d037563d930f48198a0aa7c14058229493d22530f4dbfa336f6e0ac925139543aed44cce7c3720fd51f69458705ac68cd4fe6b6b13abdc9746512969328454f18faf8c595f642477fe96bb2a941d5bcd1d4ac8cc49880708fa9b378e3c4f3a9060bee67cf9a4a4a695811051907e162753b56b0f6b410dba74d8a84b2a14b3144e0ef1284754fd17ed950d5965b4b9dd46582db1178d169c6bc465b0d6ff9ca3928fef5b9ae4e418fc15e83ebea0f87fa9ff5eed70050ded2849f47bf959d956850ce929851f0d8115f635b105ee2e4e15d04b2454bf6f4fadf034b10403119cd8e3b92fcc5b",
+);
 
 const fn hex_literal(s: &str) -> [u8; 256] {
     let b = s.as_bytes();
@@ -38,11 +40,15 @@ pub fn is_safe_prime(p_be: &[u8], seed: u64) -> bool {
     let p = BigUint::from_bytes_be(p_be);
     let q: BigUint = (&p - 1u32) >> 1;
     // Cheap sieve first: both must be free of small factors.
-    let small_ok = SMALL_PRIMES.iter().all(|&s| &p % s != BigUint::ZERO && &q % s != BigUint::ZERO);
+    let small_ok = SMALL_PRIMES
+        .iter()
+        .all(|&s| &p % s != BigUint::ZERO && &q % s != BigUint::ZERO);
     small_ok && miller_rabin(&q, seed) && miller_rabin(&p, seed ^ 0x5555_5555_5555_5555)
 }
 
-const SMALL_PRIMES: [u32; 24] = [3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97];
+const SMALL_PRIMES: [u32; 24] = [
+    3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97,
+];
 
 fn miller_rabin(n: &BigUint, seed: u64) -> bool {
     let one = BigUint::from(1u32);
@@ -60,7 +66,12 @@ fn miller_rabin(n: &BigUint, seed: u64) -> bool {
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             *w = z ^ (z >> 31);
         }
-        let raw = BigUint::from_slice(&words.iter().flat_map(|w| [*w as u32, (*w >> 32) as u32]).collect::<Vec<_>>());
+        let raw = BigUint::from_slice(
+            &words
+                .iter()
+                .flat_map(|w| [*w as u32, (*w >> 32) as u32])
+                .collect::<Vec<_>>(),
+        );
         let a = raw % (n - 3u32) + 2u32;
         let mut x = a.modpow(&d, n);
         if x == one || x == n1 {

@@ -33,7 +33,10 @@ pub fn emoji(vis: &[u8]) -> String {
 
 /// The hex grid: rows of 9 bytes.
 pub fn hex_grid(vis: &[u8]) -> String {
-    vis.chunks(9).map(hex::encode).collect::<Vec<_>>().join("\n")
+    vis.chunks(9)
+        .map(hex::encode)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
