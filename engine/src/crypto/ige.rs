@@ -31,7 +31,7 @@ fn xor16(a: &mut [u8; 16], b: &[u8; 16]) {
 }
 
 fn check_len(len: usize) -> Result<(), CryptoError> {
-    if len % 16 == 0 {
+    if len.is_multiple_of(16) {
         Ok(())
     } else {
         Err(CryptoError::UnalignedLength { len })

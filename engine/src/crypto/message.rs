@@ -143,7 +143,7 @@ fn plaintext(payload: &[u8], padding: &[u8]) -> Result<Zeroizing<Vec<u8>>, Crypt
     if payload.len() > MAX_PAYLOAD {
         return Err(CryptoError::PayloadTooLarge { len: payload.len() });
     }
-    if payload.len() % 4 != 0 {
+    if !payload.len().is_multiple_of(4) {
         return Err(CryptoError::UnalignedPayload {
             len: payload.len() as u32,
         });
@@ -183,7 +183,7 @@ pub fn encrypt_v2(
     padding: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
     let p = padding.len();
-    if !(12..=1024).contains(&p) || (4 + payload.len() + p) % 16 != 0 {
+    if !(12..=1024).contains(&p) || !(4 + payload.len() + p).is_multiple_of(16) {
         return Err(CryptoError::InvalidFixedPadding { padding: p });
     }
     let pt = plaintext(payload, padding)?;
@@ -200,7 +200,7 @@ pub fn encrypt_v2(
 /// [`CryptoError::PayloadTooLarge`].
 pub fn encrypt_v1(key: &AuthKey, payload: &[u8], padding: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let p = padding.len();
-    if p > 15 || (4 + payload.len() + p) % 16 != 0 {
+    if p > 15 || !(4 + payload.len() + p).is_multiple_of(16) {
         return Err(CryptoError::InvalidFixedPadding { padding: p });
     }
     let pt = plaintext(payload, padding)?;
@@ -211,7 +211,7 @@ pub fn encrypt_v1(key: &AuthKey, payload: &[u8], padding: &[u8]) -> Result<Vec<u
 
 /// Splits and checks the header: length, alignment and fingerprint.
 fn header<'a>(key: &AuthKey, wire: &'a [u8]) -> Result<([u8; 16], &'a [u8]), CryptoError> {
-    if wire.len() < HEADER_LEN + 16 || (wire.len() - HEADER_LEN) % 16 != 0 {
+    if wire.len() < HEADER_LEN + 16 || !(wire.len() - HEADER_LEN).is_multiple_of(16) {
         return Err(CryptoError::BadWireLength { len: wire.len() });
     }
     let (head, body) = wire.split_at(HEADER_LEN);
@@ -321,7 +321,7 @@ mod tests {
             for r in 0..16 {
                 let p = padding_len(len, r);
                 assert!(
-                    (12..=1024).contains(&p) && (4 + len + p) % 16 == 0,
+                    (12..=1024).contains(&p) && (4 + len + p).is_multiple_of(16),
                     "{len} {r} {p}"
                 );
             }
