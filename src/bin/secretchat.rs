@@ -2,8 +2,12 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
 use secretchat::cli::{self, CliError};
+use secretchat::engine::crypto::Side;
+use secretchat::engine::crypto::ige::Direction;
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -22,6 +26,15 @@ enum Command {
     /// TL bytes ⇄ JSON for the end-to-end schema and the server-API subset.
     #[command(subcommand)]
     Tl(TlCommand),
+    /// Secret-message encryption and decryption (MTProto 2.0 or 1.0).
+    #[command(subcommand)]
+    Crypto(CryptoCommand),
+    /// Diffie-Hellman checks, keys and key visualization.
+    #[command(subcommand)]
+    Dh(DhCommand),
+    /// Encrypted-file streams and fingerprints.
+    #[command(subcommand)]
+    File(FileCommand),
     /// End-to-end demonstration: DH key exchange, an MTProto 2.0 message each way, decoded.
     Demo,
 }
@@ -40,10 +53,168 @@ enum TlCommand {
     },
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum From {
+    Originator,
+    Participant,
+}
+
+impl From {
+    fn side(self) -> Side {
+        match self {
+            From::Originator => Side::Originator,
+            From::Participant => Side::Participant,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum CryptoCommand {
+    /// Encrypts a TL payload into a secret-chat message.
+    Encrypt {
+        /// The 256-byte chat key, hex.
+        #[arg(long)]
+        key: String,
+        /// Who sends the message.
+        #[arg(long, value_enum)]
+        from: From,
+        /// MTProto version.
+        #[arg(long, default_value_t = 2)]
+        mtproto: u8,
+        /// The TL bytes (without the length prefix), hex.
+        #[arg(long)]
+        payload: String,
+        /// Fixed padding bytes, hex (random when absent).
+        #[arg(long)]
+        padding: Option<String>,
+    },
+    /// Decrypts and checks a secret-chat message.
+    Decrypt {
+        /// The 256-byte chat key, hex.
+        #[arg(long)]
+        key: String,
+        /// Who sent the message.
+        #[arg(long, value_enum)]
+        from: From,
+        /// MTProto version.
+        #[arg(long, default_value_t = 2)]
+        mtproto: u8,
+        /// The message as on the wire, hex.
+        #[arg(long)]
+        wire: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DhCommand {
+    /// Checks (p, g), including the safe-prime test.
+    Check {
+        /// The prime, big-endian hex.
+        #[arg(long)]
+        p: String,
+        /// The generator.
+        #[arg(long)]
+        g: i64,
+    },
+    /// Computes g^a and the shared key from the peer's public value.
+    Key {
+        /// The prime, big-endian hex.
+        #[arg(long)]
+        p: String,
+        /// The generator.
+        #[arg(long)]
+        g: i64,
+        /// Our secret exponent, big-endian hex (up to 256 bytes).
+        #[arg(long)]
+        a: String,
+        /// The peer's g_b (or g_a), big-endian hex.
+        #[arg(long)]
+        peer: String,
+    },
+    /// Key visualization.
+    Visualize {
+        /// The initial key, hex.
+        #[arg(long)]
+        key: String,
+        /// The key in use at the layer-46 upgrade, hex.
+        #[arg(long = "layer46-key")]
+        layer46_key: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum FileCommand {
+    /// Encrypts a file (zero-pads the last part to 16 bytes).
+    Encrypt(FileArgs),
+    /// Decrypts a file.
+    Decrypt(FileArgs),
+    /// The 32-bit fingerprint of a file key and IV.
+    Fingerprint {
+        /// 32-byte key, hex.
+        #[arg(long)]
+        key: String,
+        /// 32-byte IV, hex.
+        #[arg(long)]
+        iv: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct FileArgs {
+    /// 32-byte key, hex.
+    #[arg(long)]
+    key: String,
+    /// 32-byte IV, hex.
+    #[arg(long)]
+    iv: String,
+    /// Input path.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output path.
+    #[arg(long)]
+    output: PathBuf,
+    /// Decrypt only: the original size, to drop the padding.
+    #[arg(long)]
+    size: Option<u64>,
+}
+
+fn file(dir: Direction, a: FileArgs) -> Result<Value, CliError> {
+    cli::crypto::file_crypt(dir, &a.key, &a.iv, &a.input, &a.output, a.size)
+}
+
 fn run(args: Args) -> Result<Value, CliError> {
     match args.command {
         Command::Tl(TlCommand::Decode { hex }) => cli::tl::decode(&hex),
         Command::Tl(TlCommand::Encode { json }) => cli::tl::encode(&json).map(Value::String),
+        Command::Crypto(CryptoCommand::Encrypt {
+            key,
+            from,
+            mtproto,
+            payload,
+            padding,
+        }) => cli::crypto::encrypt(
+            &key,
+            from.side(),
+            cli::crypto::version(mtproto)?,
+            &payload,
+            padding.as_deref(),
+        ),
+        Command::Crypto(CryptoCommand::Decrypt {
+            key,
+            from,
+            mtproto,
+            wire,
+        }) => cli::crypto::decrypt(&key, from.side(), cli::crypto::version(mtproto)?, &wire),
+        Command::Dh(DhCommand::Check { p, g }) => cli::crypto::dh_check(&p, g),
+        Command::Dh(DhCommand::Key { p, g, a, peer }) => cli::crypto::dh_key(&p, g, &a, &peer),
+        Command::Dh(DhCommand::Visualize { key, layer46_key }) => {
+            cli::crypto::dh_visualize(&key, layer46_key.as_deref())
+        }
+        Command::File(FileCommand::Encrypt(a)) => file(Direction::Encrypt, a),
+        Command::File(FileCommand::Decrypt(a)) => file(Direction::Decrypt, a),
+        Command::File(FileCommand::Fingerprint { key, iv }) => {
+            cli::crypto::file_fingerprint(&key, &iv)
+        }
         Command::Demo => cli::demo::run(&mut std::io::stdout()),
     }
 }

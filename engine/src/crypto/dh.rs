@@ -48,6 +48,21 @@ pub enum DhError {
     PublicSize,
 }
 
+impl DhError {
+    /// A stable snake_case name for the variant (the CLI's `{"error": kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::PrimeSize => "prime_size",
+            Self::PrimeEven => "prime_even",
+            Self::GeneratorRange(_) => "generator_range",
+            Self::GeneratorResidue { .. } => "generator_residue",
+            Self::NotSafePrime => "not_safe_prime",
+            Self::PublicRange => "public_range",
+            Self::PublicSize => "public_size",
+        }
+    }
+}
+
 /// Validated `(p, g)` with precomputed Montgomery parameters.
 #[derive(Clone)]
 pub struct DhParams {

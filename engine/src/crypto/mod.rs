@@ -94,3 +94,22 @@ pub enum CryptoError {
     #[error("DH check failed: {0}")]
     Dh(#[from] dh::DhError),
 }
+
+impl CryptoError {
+    /// A stable snake_case name for the variant (the CLI's `{"error": kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnalignedLength { .. } => "unaligned_length",
+            Self::BadWireLength { .. } => "bad_wire_length",
+            Self::FingerprintMismatch { .. } => "fingerprint_mismatch",
+            Self::MsgKeyMismatch => "msg_key_mismatch",
+            Self::BadLengthPrefix { .. } => "bad_length_prefix",
+            Self::UnalignedPayload { .. } => "unaligned_payload",
+            Self::BadPadding { .. } => "bad_padding",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::InvalidFixedPadding { .. } => "invalid_padding",
+            Self::BadKeyLength { .. } => "bad_key_length",
+            Self::Dh(e) => e.kind(),
+        }
+    }
+}
