@@ -35,13 +35,19 @@ fn ige_single(c: &mut Criterion) {
         });
         let input = vec![0u8; size];
         let mut out = vec![0u8; size + 32];
-        g.bench_with_input(BenchmarkId::new("openssl_cbc_encrypt", size), &size, |b, _| {
-            b.iter(|| {
-                let mut cr = Crypter::new(Cipher::aes_256_cbc(), Mode::Encrypt, &KEY, Some(&IV[..16])).unwrap();
-                cr.pad(false);
-                cr.update(black_box(&input), &mut out).unwrap()
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("openssl_cbc_encrypt", size),
+            &size,
+            |b, _| {
+                b.iter(|| {
+                    let mut cr =
+                        Crypter::new(Cipher::aes_256_cbc(), Mode::Encrypt, &KEY, Some(&IV[..16]))
+                            .unwrap();
+                    cr.pad(false);
+                    cr.update(black_box(&input), &mut out).unwrap()
+                })
+            },
+        );
     }
     g.finish();
 }
@@ -56,7 +62,10 @@ fn ige_batch(c: &mut Criterion) {
             let mut jobs: Vec<BatchJob<'_>> = bufs
                 .iter_mut()
                 .enumerate()
-                .map(|(i, d)| BatchJob { stream: IgeStream::new(&[i as u8; 32], &IV, Direction::Encrypt), data: d.as_mut_slice() })
+                .map(|(i, d)| BatchJob {
+                    stream: IgeStream::new(&[i as u8; 32], &IV, Direction::Encrypt),
+                    data: d.as_mut_slice(),
+                })
                 .collect();
             ige::process_batch(black_box(&mut jobs)).unwrap();
         })
@@ -78,7 +87,9 @@ fn messages(c: &mut Criterion) {
         let payload = vec![1u8; size];
         let pad = vec![0u8; message::padding_len(size, 0)];
         g.bench_with_input(BenchmarkId::new("encrypt_v2", size), &size, |b, _| {
-            b.iter(|| message::encrypt_v2(&key, Side::Originator, black_box(&payload), &pad).unwrap())
+            b.iter(|| {
+                message::encrypt_v2(&key, Side::Originator, black_box(&payload), &pad).unwrap()
+            })
         });
         let wire = message::encrypt_v2(&key, Side::Originator, &payload, &pad).unwrap();
         g.bench_with_input(BenchmarkId::new("decrypt_v2", size), &size, |b, _| {
@@ -93,25 +104,40 @@ fn dh(c: &mut Criterion) {
     g.sample_size(20);
     let params = DhParams::new(&TELEGRAM_DH_PRIME, 3).unwrap();
     let mut a = [0u8; 256];
-    a.iter_mut().enumerate().for_each(|(i, x)| *x = (i as u8).wrapping_mul(167).wrapping_add(13));
+    a.iter_mut()
+        .enumerate()
+        .for_each(|(i, x)| *x = (i as u8).wrapping_mul(167).wrapping_add(13));
     a[0] |= 0x80;
     let g_b = params.public(&[0x5au8; 256]);
     g.bench_function("g_pow_a", |b| b.iter(|| params.public(black_box(&a))));
-    g.bench_function("gb_pow_a", |b| b.iter(|| params.shared_key(black_box(&g_b), &a).unwrap()));
+    let fixed = params.clone().with_fixed_base();
+    g.bench_function("g_pow_a_fixed_base", |b| {
+        b.iter(|| fixed.public(black_box(&a)))
+    });
+    g.bench_function("fixed_base_precompute", |b| {
+        b.iter(|| params.clone().with_fixed_base())
+    });
+    g.bench_function("gb_pow_a", |b| {
+        b.iter(|| params.shared_key(black_box(&g_b), &a).unwrap())
+    });
     let p = BigNum::from_slice(&TELEGRAM_DH_PRIME).unwrap();
     let mut e = BigNum::from_slice(&a).unwrap();
     e.set_const_time();
     let base = BigNum::from_slice(&g_b).unwrap();
     let mut ctx = BigNumContext::new().unwrap();
     let mut r = BigNum::new().unwrap();
-    g.bench_function("openssl_consttime_gb_pow_a", |b| b.iter(|| r.mod_exp(black_box(&base), &e, &p, &mut ctx).unwrap()));
+    g.bench_function("openssl_consttime_gb_pow_a", |b| {
+        b.iter(|| r.mod_exp(black_box(&base), &e, &p, &mut ctx).unwrap())
+    });
     g.finish();
 }
 
 fn prime(c: &mut Criterion) {
     let mut g = c.benchmark_group("prime");
     g.sample_size(10);
-    g.bench_function("safe_prime_check", |b| b.iter(|| assert!(is_safe_prime(black_box(&TELEGRAM_DH_PRIME), 7))));
+    g.bench_function("safe_prime_check", |b| {
+        b.iter(|| assert!(is_safe_prime(black_box(&TELEGRAM_DH_PRIME), 7)))
+    });
     g.finish();
 }
 

@@ -4,6 +4,7 @@
 //! - [`ige`]: AES-256-IGE, one-shot, streaming ([`ige::IgeStream`]) and batched.
 //! - [`message`]: MTProto 2.0 and 1.0 secret-message encryption and checked decryption.
 //! - [`dh`]: DH parameter validation, g_a/g_b range checks, shared key and fingerprint.
+//! - [`fixed_base`]: precomputed constant-time `g^a` for the fixed generator.
 //! - [`prime`]: the (expensive) safe-prime check, separate so callers can cache verdicts.
 //! - [`file`]: one-time file keys, their 32-bit fingerprint, part-by-part file encryption.
 //! - [`visualize`]: key visualization.
@@ -13,6 +14,7 @@
 
 pub mod dh;
 pub mod file;
+pub mod fixed_base;
 pub mod ige;
 pub mod keys;
 pub mod message;
