@@ -2,6 +2,6 @@
 # The main job: installs build dependencies, then runs the end-to-end demonstration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh
-. scripts/env.sh
+bash .ci/deps.sh
+. .ci/env.sh
 cargo run --release --bin secretchat -- demo "$@"

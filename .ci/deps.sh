@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what the build needs on a fresh Debian machine: libclang (bindgen for librocksdb-sys),
+# a C++ compiler, and libssl-dev/pkg-config (bench baselines). Does nothing when they are already there.
+set -euo pipefail
+need=()
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/*/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+command -v c++ >/dev/null 2>&1 || need+=(g++)
+# libssl-dev + pkg-config: the OpenSSL baselines of the benches (dev-dependency `openssl`).
+[ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
