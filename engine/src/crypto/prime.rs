@@ -28,8 +28,8 @@ const fn nibble(c: u8) -> u8 {
     }
 }
 
-/// Miller–Rabin rounds per number: error probability ≤ 4^-40 each.
-pub const ROUNDS: usize = 40;
+/// Miller–Rabin rounds on `q = (p−1)/2`: error probability ≤ 4^-32 = 2^-64 with random bases.
+pub const ROUNDS: usize = 32;
 
 /// Whether big-endian `p` is a 2048-bit safe prime. `seed` chooses the Miller–Rabin bases (pass
 /// fresh randomness: fixed bases can be targeted by a crafted composite).
@@ -43,7 +43,11 @@ pub fn is_safe_prime(p_be: &[u8], seed: u64) -> bool {
     let small_ok = SMALL_PRIMES
         .iter()
         .all(|&s| &p % s != BigUint::ZERO && &q % s != BigUint::ZERO);
-    small_ok && miller_rabin(&q, seed) && miller_rabin(&p, seed ^ 0x5555_5555_5555_5555)
+    // Once q is prime, p = 2q + 1 is prime iff 3^(p−1) ≡ 1 (mod p) and 3² ≢ 1 (mod p)
+    // (Pocklington's criterion with the factor q > √p of p − 1): one exponentiation, not 32.
+    small_ok
+        && miller_rabin(&q, seed)
+        && BigUint::from(3u32).modpow(&(&p - 1u32), &p) == BigUint::from(1u32)
 }
 
 const SMALL_PRIMES: [u32; 24] = [
@@ -99,6 +103,25 @@ mod tests {
     #[test]
     fn telegram_prime_is_safe() {
         assert!(is_safe_prime(&TELEGRAM_DH_PRIME, 1));
+    }
+
+    #[test]
+    fn pocklington_step_rejects_composite_p_with_prime_q() {
+        // q = 11 (prime) gives p = 23, prime: accepted by the criterion; q = 7 gives p = 15 = 3·5.
+        let three = BigUint::from(3u32);
+        assert_eq!(
+            three.modpow(&BigUint::from(22u32), &BigUint::from(23u32)),
+            BigUint::from(1u32)
+        );
+        assert_ne!(
+            three.modpow(&BigUint::from(14u32), &BigUint::from(15u32)),
+            BigUint::from(1u32)
+        );
+        assert!(miller_rabin(&BigUint::from(1_000_000_007u32), 3));
+        assert!(!miller_rabin(
+            &BigUint::from(1_000_000_007u64 * 998_244_353),
+            3
+        ));
     }
 
     #[test]
