@@ -14,7 +14,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::symm::{Cipher, Crypter, Mode};
 use secretchat::engine::crypto::dh::DhParams;
-use secretchat::engine::crypto::ige::{self, BatchJob, Direction, IgeStream};
+use secretchat::engine::crypto::ige::{self, Direction};
+use secretchat::engine::crypto::ige_batch::{self, Lane};
 use secretchat::engine::crypto::prime::{TELEGRAM_DH_PRIME, is_safe_prime};
 use secretchat::engine::crypto::{AuthKey, Side, message};
 use std::hint::black_box;
@@ -59,15 +60,12 @@ fn ige_batch(c: &mut Criterion) {
     let mut bufs = vec![vec![0u8; SIZE]; 8];
     g.bench_function("batch_of_8", |b| {
         b.iter(|| {
-            let mut jobs: Vec<BatchJob<'_>> = bufs
+            let mut lanes: Vec<Lane<'_>> = bufs
                 .iter_mut()
                 .enumerate()
-                .map(|(i, d)| BatchJob {
-                    stream: IgeStream::new(&[i as u8; 32], &IV, Direction::Encrypt),
-                    data: d.as_mut_slice(),
-                })
+                .map(|(i, d)| Lane::new(&[i as u8; 32], &IV, Direction::Encrypt, d))
                 .collect();
-            ige::process_batch(black_box(&mut jobs)).unwrap();
+            ige_batch::run(black_box(&mut lanes), Direction::Encrypt).unwrap();
         })
     });
     g.bench_function("sequential_8", |b| {

@@ -11,7 +11,7 @@
 
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, block_padding::NoPadding};
 use proptest::prelude::*;
-use secretchat_engine::crypto::ige;
+use secretchat_engine::crypto::{ige, ige_batch};
 
 type RefEnc256 = ::ige::Encryptor<aes::Aes256>;
 type RefDec256 = ::ige::Decryptor<aes::Aes256>;
@@ -57,12 +57,11 @@ proptest! {
             singles.push(one);
             datas.push(d);
         }
-        let mut jobs: Vec<ige::BatchJob<'_>> = datas.iter_mut().zip(&seeds).map(|(d, (s, _))| ige::BatchJob {
-            stream: ige::IgeStream::new(&[*s; 32], &[s.wrapping_add(1); 32], ige::Direction::Encrypt),
-            data: d.as_mut_slice(),
-        }).collect();
-        ige::process_batch(&mut jobs).unwrap();
-        drop(jobs);
+        let mut lanes: Vec<ige_batch::Lane<'_>> = datas.iter_mut().zip(&seeds)
+            .map(|(d, (s, _))| ige_batch::Lane::new(&[*s; 32], &[s.wrapping_add(1); 32], ige::Direction::Encrypt, d))
+            .collect();
+        ige_batch::run(&mut lanes, ige::Direction::Encrypt).unwrap();
+        drop(lanes);
         prop_assert_eq!(datas, singles);
     }
 }

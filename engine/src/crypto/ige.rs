@@ -145,38 +145,6 @@ pub fn decrypt(key: &[u8; 32], iv: &[u8; 32], data: &mut [u8]) -> Result<(), Cry
     IgeStream::new(key, iv, Direction::Decrypt).process(data)
 }
 
-/// One message of a batch: its own key, IV, direction and data.
-pub struct BatchJob<'a> {
-    /// The chain.
-    pub stream: IgeStream,
-    /// The data, processed in place.
-    pub data: &'a mut [u8],
-}
-
-/// Processes many independent chains at once, interleaving them block by block so that the
-/// AES units work on several independent blocks at a time (one chain alone is bound by the
-/// latency of each dependent block).
-///
-/// # Errors
-/// [`CryptoError::UnalignedLength`] if any job's data is unaligned (then nothing is processed).
-pub fn process_batch(jobs: &mut [BatchJob<'_>]) -> Result<(), CryptoError> {
-    for j in jobs.iter() {
-        check_len(j.data.len())?;
-    }
-    let blocks = jobs.iter().map(|j| j.data.len() / 16).max().unwrap_or(0);
-    // Groups of up to 8 chains in flight.
-    for group in jobs.chunks_mut(8) {
-        for i in 0..blocks {
-            for j in group.iter_mut() {
-                if let Some(chunk) = j.data.get_mut(i * 16..i * 16 + 16) {
-                    j.stream.block(chunk);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

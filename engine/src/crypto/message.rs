@@ -13,7 +13,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::ige::{BatchJob, Direction, IgeStream, process_batch};
+use super::ige::{Direction, IgeStream};
+use super::ige_batch::{self, Lane};
 use super::{AuthKey, CryptoError, Side};
 
 /// Fingerprint + msg_key.
@@ -207,14 +208,14 @@ pub struct Outgoing<'a> {
 }
 
 /// Encrypts many MTProto 2.0 messages (any keys) in one call: the hashing is per message, the
-/// AES chains run interleaved ([`super::ige::process_batch`]). Same output as [`encrypt_v2`]
+/// AES chains run interleaved ([`super::ige_batch`]). Same output as [`encrypt_v2`]
 /// one by one.
 ///
 /// # Errors
 /// The first message's error, as [`encrypt_v2`]; nothing is returned then.
 pub fn encrypt_v2_many(msgs: &[Outgoing<'_>]) -> Result<Vec<Vec<u8>>, CryptoError> {
     let mut outs = Vec::with_capacity(msgs.len());
-    let mut streams = Vec::with_capacity(msgs.len());
+    let mut keys = Vec::with_capacity(msgs.len());
     for m in msgs {
         let p = m.padding.len();
         if !(12..=1024).contains(&p) || !(4 + m.payload.len() + p).is_multiple_of(16) {
@@ -229,18 +230,15 @@ pub fn encrypt_v2_many(msgs: &[Outgoing<'_>]) -> Result<Vec<Vec<u8>>, CryptoErro
         out.extend_from_slice(&msg_key);
         out.extend_from_slice(&pt);
         outs.push(out);
-        streams.push(IgeStream::new(&aes_key, &aes_iv, Direction::Encrypt));
+        keys.push((aes_key, aes_iv));
     }
-    let mut jobs: Vec<BatchJob<'_>> = streams
-        .into_iter()
+    let mut lanes: Vec<Lane<'_>> = keys
+        .iter()
         .zip(outs.iter_mut())
-        .map(|(stream, out)| BatchJob {
-            stream,
-            data: &mut out[HEADER_LEN..],
-        })
+        .map(|((k, iv), out)| Lane::new(k, iv, Direction::Encrypt, &mut out[HEADER_LEN..]))
         .collect();
-    process_batch(&mut jobs)?;
-    drop(jobs);
+    ige_batch::run(&mut lanes, Direction::Encrypt)?;
+    drop(lanes);
     Ok(outs)
 }
 

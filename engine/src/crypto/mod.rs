@@ -2,6 +2,7 @@
 //! `../shared/spec/end-to-end.md`, `end-to-end-v1.md`, `pfs.md` and `security-guidelines.md`.
 //!
 //! - [`ige`]: AES-256-IGE, one-shot, streaming ([`ige::IgeStream`]) and batched.
+//! - [`ige_batch`]: many IGE chains interleaved 8 at a time.
 //! - [`message`]: MTProto 2.0 and 1.0 secret-message encryption and checked decryption.
 //! - [`dh`]: DH parameter validation, g_a/g_b range checks, shared key and fingerprint.
 //! - [`fixed_base`]: precomputed constant-time `g^a` for the fixed generator.
@@ -16,6 +17,7 @@ pub mod dh;
 pub mod file;
 pub mod fixed_base;
 pub mod ige;
+pub mod ige_batch;
 pub mod keys;
 pub mod message;
 pub mod prime;
