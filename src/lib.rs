@@ -6,6 +6,8 @@
 //! - [`schema`]: the TL types of the end-to-end schema (layers 8–144) and the server-API subset.
 //! - [`engine`]: crypto, the protocol core, actors and storage.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 
 pub use secretchat_engine as engine;

@@ -16,6 +16,8 @@
 //! assert!(rust.contains("pub enum InputStickerSet"));
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod crc;
 pub mod emit;
 pub mod ir;

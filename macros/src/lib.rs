@@ -21,6 +21,8 @@
 //! On an enum (one boxed TL type): every variant is a one-field tuple variant holding the
 //! constructor's struct.
 
+#![forbid(unsafe_code)]
+
 mod arbitrary;
 mod attrs;
 mod enums;

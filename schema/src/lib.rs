@@ -18,6 +18,8 @@
 //! assert_eq!(enums::DecryptedMessageAction::from_bytes(&bytes).unwrap(), action);
 //! ```
 
+#![forbid(unsafe_code)]
+
 extern crate self as secretchat_schema;
 
 pub mod arbitrary;

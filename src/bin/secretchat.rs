@@ -1,5 +1,7 @@
 //! The `secretchat` command-line tool. See `secretchat --help`.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use std::path::PathBuf;

@@ -14,6 +14,8 @@ use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::CryptoError;
+use super::aesni;
+use super::ige_batch::RoundKeys;
 
 /// Direction of an IGE pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,9 @@ fn check_len(len: usize) -> Result<(), CryptoError> {
 pub struct IgeStream {
     #[zeroize(skip)] // aes zeroizes its own round keys on drop (feature `zeroize`)
     cipher: Aes256,
+    /// The key schedule for the AES-NI kernel, when the CPU has AES-NI (zeroized on drop).
+    #[zeroize(skip)]
+    ni: Option<RoundKeys>,
     /// Previous ciphertext block (`iv1` at the start).
     prev_c: [u8; 16],
     /// Previous plaintext block (`iv2` at the start).
@@ -64,8 +69,13 @@ impl IgeStream {
         let mut prev_m = [0u8; 16];
         prev_c.copy_from_slice(&iv[..16]);
         prev_m.copy_from_slice(&iv[16..]);
+        let ni = aesni::available().then(|| match dir {
+            Direction::Encrypt => RoundKeys::encrypt(key),
+            Direction::Decrypt => RoundKeys::decrypt(key),
+        });
         Self {
             cipher: Aes256::new(GenericArray::from_slice(key)),
+            ni,
             prev_c,
             prev_m,
             dir,
@@ -78,6 +88,16 @@ impl IgeStream {
     /// [`CryptoError::UnalignedLength`] when `data.len()` is not a multiple of 16.
     pub fn process(&mut self, data: &mut [u8]) -> Result<(), CryptoError> {
         check_len(data.len())?;
+        if let Some(keys) = &self.ni {
+            let mut s = aesni::ChainState {
+                keys: keys.as_array(),
+                prev_c: &mut self.prev_c,
+                prev_m: &mut self.prev_m,
+            };
+            if aesni::ige(&mut s, data, self.dir == Direction::Encrypt) {
+                return Ok(());
+            }
+        }
         for chunk in data.chunks_exact_mut(16) {
             self.block(chunk);
         }
@@ -155,6 +175,21 @@ mod tests {
             encrypt(&[0; 32], &[0; 32], &mut [0; 15]),
             Err(CryptoError::UnalignedLength { len: 15 })
         );
+    }
+
+    #[test]
+    fn portable_path_equals_aesni_path() {
+        for dir in [Direction::Encrypt, Direction::Decrypt] {
+            let data: Vec<u8> = (0..480u32).map(|i| (i * 13) as u8).collect();
+            let (mut a, mut b) = (data.clone(), data.clone());
+            IgeStream::new(&[5; 32], &[6; 32], dir)
+                .process(&mut a)
+                .unwrap();
+            let mut portable = IgeStream::new(&[5; 32], &[6; 32], dir);
+            portable.ni = None; // force the per-block `aes` crate path
+            portable.process(&mut b).unwrap();
+            assert_eq!(a, b, "{dir:?}");
+        }
     }
 
     #[test]

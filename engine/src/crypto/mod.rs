@@ -1,6 +1,7 @@
 //! Everything cryptographic that secret chats need, one primitive a file, byte-exact to
 //! `../shared/spec/end-to-end.md`, `end-to-end-v1.md`, `pfs.md` and `security-guidelines.md`.
 //!
+//! - [`aesni`]: the AES-NI IGE kernels (the engine's only `unsafe`, justified there).
 //! - [`ige`]: AES-256-IGE, one-shot, streaming ([`ige::IgeStream`]) and batched.
 //! - [`ige_batch`]: many IGE chains interleaved 8 at a time.
 //! - [`message`]: MTProto 2.0 and 1.0 secret-message encryption and checked decryption.
@@ -13,6 +14,7 @@
 //!
 //! Nothing here reads the clock or the OS RNG: randomness is passed in.
 
+pub mod aesni;
 pub mod dh;
 pub mod file;
 pub mod fixed_base;
