@@ -76,9 +76,89 @@ pub fn ige8(
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AES-NI presence and every lane's length were checked just above (module docs).
     unsafe {
-        ige8_x86(states, datas, blocks, encrypt);
+        if let (Ok(states), Ok(datas)) = (
+            <&mut [ChainState<'_>; 8]>::try_from(&mut *states),
+            <&mut [&mut [u8]; 8]>::try_from(&mut *datas),
+        ) {
+            ige_lanes_x86::<8>(states, datas, blocks, encrypt);
+        } else {
+            for (s, d) in states.iter_mut().zip(datas.iter_mut()) {
+                ige_x86(s, &mut d[..blocks * 16], encrypt);
+            }
+        }
     }
     true
+}
+
+/// The AES-256 encryption key schedule (15 round keys) with `AESKEYGENASSIST`, or `None`
+/// without AES-NI.
+pub fn expand_key(key: &[u8; 32], encrypt: bool) -> Option<[[u8; 16]; 15]> {
+    if !available() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AES-NI presence was checked just above.
+    unsafe {
+        Some(expand_x86(key, encrypt))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "aes")]
+unsafe fn expand_x86(key: &[u8; 32], encrypt: bool) -> [[u8; 16]; 15] {
+    use core::arch::x86_64::{
+        _mm_aesimc_si128, _mm_aeskeygenassist_si128, _mm_shuffle_epi32, _mm_slli_si128,
+    };
+    #[target_feature(enable = "aes")]
+    unsafe fn mix(a: __m128i) -> __m128i {
+        let a = _mm_xor_si128(a, _mm_slli_si128::<4>(a));
+        let a = _mm_xor_si128(a, _mm_slli_si128::<4>(a));
+        _mm_xor_si128(a, _mm_slli_si128::<4>(a))
+    }
+    // SAFETY: 16-byte halves of the key and 16-byte round-key arrays.
+    unsafe {
+        let mut k = [load(&key[..16]), load(&key[16..]), load(&[0u8; 16])];
+        let mut rk = [k[2]; 15];
+        rk[0] = k[0];
+        rk[1] = k[1];
+        macro_rules! step {
+            ($i:expr, $rcon:expr) => {{
+                let t = _mm_shuffle_epi32::<0xff>(_mm_aeskeygenassist_si128::<$rcon>(k[1]));
+                k[0] = _mm_xor_si128(mix(k[0]), t);
+                rk[$i] = k[0];
+                if $i + 1 < 15 {
+                    let t = _mm_shuffle_epi32::<0xaa>(_mm_aeskeygenassist_si128::<0>(k[0]));
+                    k[1] = _mm_xor_si128(mix(k[1]), t);
+                    rk[$i + 1] = k[1];
+                }
+            }};
+        }
+        step!(2, 0x01);
+        step!(4, 0x02);
+        step!(6, 0x04);
+        step!(8, 0x08);
+        step!(10, 0x10);
+        step!(12, 0x20);
+        step!(14, 0x40);
+        let mut out = [[0u8; 16]; 15];
+        for (r, o) in out.iter_mut().enumerate() {
+            // Equivalent inverse cipher: reversed order, InvMixColumns on the middle keys.
+            let v = if encrypt {
+                rk[r]
+            } else if r == 0 || r == 14 {
+                rk[14 - r]
+            } else {
+                _mm_aesimc_si128(rk[14 - r])
+            };
+            store(o, v);
+        }
+        k = [k[2]; 3];
+        rk = [k[0]; 15];
+        let _ = (k, rk);
+        out
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -148,34 +228,26 @@ unsafe fn ige_x86(s: &mut ChainState<'_>, data: &mut [u8], encrypt: bool) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "aes")]
-unsafe fn ige8_x86(
-    states: &mut [ChainState<'_>],
-    datas: &mut [&mut [u8]],
+unsafe fn ige_lanes_x86<const N: usize>(
+    states: &mut [ChainState<'_>; N],
+    datas: &mut [&mut [u8]; N],
     blocks: usize,
     encrypt: bool,
 ) {
     // SAFETY (all blocks below): round keys and chain blocks are 16-byte arrays; data offsets
     // are below `blocks * 16`, which the caller checked against every lane's length.
     unsafe {
-        let n = states.len();
-        let zero = _mm_xor_si128(load(&[0u8; 16]), load(&[0u8; 16]));
-        let mut c = [zero; 8];
-        let mut m = [zero; 8];
-        for (l, s) in states.iter().enumerate() {
-            c[l] = load(&s.prev_c[..]);
-            m[l] = load(&s.prev_m[..]);
-        }
-        let mut x = [zero; 8];
-        let mut b = [zero; 8];
+        let mut c: [__m128i; N] = core::array::from_fn(|l| load(&states[l].prev_c[..]));
+        let mut m: [__m128i; N] = core::array::from_fn(|l| load(&states[l].prev_m[..]));
         for i in 0..blocks {
             let at = i * 16..i * 16 + 16;
-            for l in 0..n {
-                x[l] = load(&datas[l][at.clone()]);
+            let x: [__m128i; N] = core::array::from_fn(|l| load(&datas[l][at.clone()]));
+            let mut b: [__m128i; N] = core::array::from_fn(|l| {
                 let whiten = if encrypt { c[l] } else { m[l] };
-                b[l] = _mm_xor_si128(_mm_xor_si128(x[l], whiten), load(&states[l].keys[0]));
-            }
+                _mm_xor_si128(_mm_xor_si128(x[l], whiten), load(&states[l].keys[0]))
+            });
             for r in 1..14 {
-                for l in 0..n {
+                for l in 0..N {
                     let rk = load(&states[l].keys[r]);
                     b[l] = if encrypt {
                         _mm_aesenc_si128(b[l], rk)
@@ -184,7 +256,7 @@ unsafe fn ige8_x86(
                     };
                 }
             }
-            for l in 0..n {
+            for l in 0..N {
                 let rk = load(&states[l].keys[14]);
                 if encrypt {
                     let out = _mm_xor_si128(_mm_aesenclast_si128(b[l], rk), m[l]);

@@ -8,10 +8,9 @@
 //! The chain state (the last ciphertext and plaintext blocks) is exactly an IV, so
 //! [`IgeStream`] can encrypt a file part by part as one continuous chain.
 
-use aes::Aes256;
-use aes::cipher::generic_array::GenericArray;
-use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use aes::Block;
+use aes::hazmat::{cipher_round, equiv_inv_cipher_round, inv_mix_columns, mix_columns};
+use zeroize::Zeroize;
 
 use super::CryptoError;
 use super::aesni;
@@ -40,20 +39,24 @@ fn check_len(len: usize) -> Result<(), CryptoError> {
     }
 }
 
-/// An IGE chain in progress: the cipher and the two chaining blocks.
-#[derive(ZeroizeOnDrop)]
+/// An IGE chain in progress: the key schedule and the two chaining blocks.
 pub struct IgeStream {
-    #[zeroize(skip)] // aes zeroizes its own round keys on drop (feature `zeroize`)
-    cipher: Aes256,
-    /// The key schedule for the AES-NI kernel, when the CPU has AES-NI (zeroized on drop).
-    #[zeroize(skip)]
-    ni: Option<RoundKeys>,
+    /// Round keys for `dir` (encryption or equivalent-inverse schedule); zeroized on drop.
+    keys: RoundKeys,
+    /// Whether the AES-NI kernel runs (else the portable `aes` hazmat rounds).
+    use_ni: bool,
     /// Previous ciphertext block (`iv1` at the start).
     prev_c: [u8; 16],
     /// Previous plaintext block (`iv2` at the start).
     prev_m: [u8; 16],
-    #[zeroize(skip)]
     dir: Direction,
+}
+
+impl Drop for IgeStream {
+    fn drop(&mut self) {
+        self.prev_c.zeroize();
+        self.prev_m.zeroize();
+    }
 }
 
 impl std::fmt::Debug for IgeStream {
@@ -69,13 +72,13 @@ impl IgeStream {
         let mut prev_m = [0u8; 16];
         prev_c.copy_from_slice(&iv[..16]);
         prev_m.copy_from_slice(&iv[16..]);
-        let ni = aesni::available().then(|| match dir {
+        let keys = match dir {
             Direction::Encrypt => RoundKeys::encrypt(key),
             Direction::Decrypt => RoundKeys::decrypt(key),
-        });
+        };
         Self {
-            cipher: Aes256::new(GenericArray::from_slice(key)),
-            ni,
+            keys,
+            use_ni: aesni::available(),
             prev_c,
             prev_m,
             dir,
@@ -88,18 +91,23 @@ impl IgeStream {
     /// [`CryptoError::UnalignedLength`] when `data.len()` is not a multiple of 16.
     pub fn process(&mut self, data: &mut [u8]) -> Result<(), CryptoError> {
         check_len(data.len())?;
-        if let Some(keys) = &self.ni {
-            let mut s = aesni::ChainState {
-                keys: keys.as_array(),
-                prev_c: &mut self.prev_c,
-                prev_m: &mut self.prev_m,
-            };
-            if aesni::ige(&mut s, data, self.dir == Direction::Encrypt) {
-                return Ok(());
-            }
+        let encrypt = self.dir == Direction::Encrypt;
+        let mut s = aesni::ChainState {
+            keys: self.keys.as_array(),
+            prev_c: &mut self.prev_c,
+            prev_m: &mut self.prev_m,
+        };
+        if self.use_ni && aesni::ige(&mut s, data, encrypt) {
+            return Ok(());
         }
         for chunk in data.chunks_exact_mut(16) {
-            self.block(chunk);
+            portable_block(
+                self.keys.as_array(),
+                &mut self.prev_c,
+                &mut self.prev_m,
+                self.dir,
+                chunk,
+            );
         }
         Ok(())
     }
@@ -111,33 +119,59 @@ impl IgeStream {
         iv[16..].copy_from_slice(&self.prev_m);
         iv
     }
+}
 
-    #[inline(always)]
-    fn block(&mut self, chunk: &mut [u8]) {
-        let mut input = [0u8; 16];
-        input.copy_from_slice(chunk);
-        let mut b = input;
-        match self.dir {
-            Direction::Encrypt => {
-                xor16(&mut b, &self.prev_c);
-                self.cipher
-                    .encrypt_block(GenericArray::from_mut_slice(&mut b));
-                xor16(&mut b, &self.prev_m);
-                self.prev_c = b;
-                self.prev_m = input;
-            }
-            Direction::Decrypt => {
-                xor16(&mut b, &self.prev_m);
-                self.cipher
-                    .decrypt_block(GenericArray::from_mut_slice(&mut b));
-                xor16(&mut b, &self.prev_c);
-                self.prev_m = b;
-                self.prev_c = input;
-            }
+/// One IGE block with the `aes` crate's round functions (CPUs without AES-NI).
+fn portable_block(
+    keys: &[[u8; 16]; 15],
+    prev_c: &mut [u8; 16],
+    prev_m: &mut [u8; 16],
+    dir: Direction,
+    chunk: &mut [u8],
+) {
+    let mut input = [0u8; 16];
+    input.copy_from_slice(chunk);
+    let mut b = input;
+    match dir {
+        Direction::Encrypt => {
+            xor16(&mut b, prev_c);
+            encrypt_block(keys, &mut b);
+            xor16(&mut b, prev_m);
+            *prev_c = b;
+            *prev_m = input;
         }
-        chunk.copy_from_slice(&b);
-        input.zeroize();
+        Direction::Decrypt => {
+            xor16(&mut b, prev_m);
+            decrypt_block(keys, &mut b);
+            xor16(&mut b, prev_c);
+            *prev_m = b;
+            *prev_c = input;
+        }
     }
+    chunk.copy_from_slice(&b);
+    input.zeroize();
+}
+
+fn encrypt_block(keys: &[[u8; 16]; 15], b: &mut [u8; 16]) {
+    xor16(b, &keys[0]);
+    let blk = Block::from_mut_slice(b);
+    for k in &keys[1..14] {
+        cipher_round(blk, Block::from_slice(k));
+    }
+    cipher_round(blk, &Block::default());
+    inv_mix_columns(blk); // the last round has no MixColumns
+    xor16(b, &keys[14]);
+}
+
+fn decrypt_block(keys: &[[u8; 16]; 15], b: &mut [u8; 16]) {
+    xor16(b, &keys[0]);
+    let blk = Block::from_mut_slice(b);
+    for k in &keys[1..14] {
+        equiv_inv_cipher_round(blk, Block::from_slice(k));
+    }
+    equiv_inv_cipher_round(blk, &Block::default());
+    mix_columns(blk); // the last round has no InvMixColumns
+    xor16(b, &keys[14]);
 }
 
 /// Encrypts `data` in place (one-shot).
@@ -186,7 +220,7 @@ mod tests {
                 .process(&mut a)
                 .unwrap();
             let mut portable = IgeStream::new(&[5; 32], &[6; 32], dir);
-            portable.ni = None; // force the per-block `aes` crate path
+            portable.use_ni = false; // force the portable `aes` hazmat path
             portable.process(&mut b).unwrap();
             assert_eq!(a, b, "{dir:?}");
         }

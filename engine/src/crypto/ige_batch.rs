@@ -39,6 +39,11 @@ impl RoundKeys {
 
     /// The encryption key schedule of a 32-byte key.
     pub fn encrypt(key: &[u8; 32]) -> Self {
+        super::aesni::expand_key(key, true).map_or_else(|| Self::encrypt_portable(key), Self)
+    }
+
+    /// [`RoundKeys::encrypt`] with the `aes` crate's primitives (any CPU).
+    pub fn encrypt_portable(key: &[u8; 32]) -> Self {
         const RCON: [u8; 7] = [0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40];
         let mut w = [[0u8; 4]; 60];
         for (i, word) in w.iter_mut().take(8).enumerate() {
@@ -69,7 +74,12 @@ impl RoundKeys {
 
     /// The equivalent-inverse-cipher schedule (FIPS-197 §5.3.5) of a 32-byte key.
     pub fn decrypt(key: &[u8; 32]) -> Self {
-        let enc = Self::encrypt(key);
+        super::aesni::expand_key(key, false).map_or_else(|| Self::decrypt_portable(key), Self)
+    }
+
+    /// [`RoundKeys::decrypt`] with the `aes` crate's primitives (any CPU).
+    pub fn decrypt_portable(key: &[u8; 32]) -> Self {
+        let enc = Self::encrypt_portable(key);
         let mut dk = [[0u8; 16]; 15];
         for (r, k) in dk.iter_mut().enumerate() {
             *k = enc.0[14 - r];
@@ -249,6 +259,20 @@ fn run_group(group: &mut [Lane<'_>], dir: Direction) {
 mod tests {
     use super::*;
     use crate::crypto::ige;
+
+    #[test]
+    fn aesni_key_schedule_equals_portable() {
+        for seed in 0..4u8 {
+            let key: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(29) ^ seed);
+            if let Some(ni) = crate::crypto::aesni::expand_key(&key, true) {
+                assert_eq!(ni, RoundKeys::encrypt_portable(&key).0);
+                assert_eq!(
+                    crate::crypto::aesni::expand_key(&key, false).unwrap(),
+                    RoundKeys::decrypt_portable(&key).0
+                );
+            }
+        }
+    }
 
     #[test]
     fn batch_matches_single_both_directions() {
