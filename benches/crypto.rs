@@ -8,7 +8,7 @@
 //!
 //! `python3 benches/ratios.py` prints the ratios from criterion's estimates.
 
-#![allow(missing_docs)] // criterion_group! generates undocumented items
+#![allow(missing_docs, clippy::unwrap_used)] // criterion_group! generates undocumented items
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use openssl::bn::{BigNum, BigNumContext};

@@ -119,29 +119,38 @@ unsafe fn expand_x86(key: &[u8; 32], encrypt: bool) -> [[u8; 16]; 15] {
     }
     // SAFETY: 16-byte halves of the key and 16-byte round-key arrays.
     unsafe {
-        let mut k = [load(&key[..16]), load(&key[16..]), load(&[0u8; 16])];
-        let mut rk = [k[2]; 15];
+        let mut k = [load(&key[..16]), load(&key[16..])];
+        let mut rk = [k[0]; 15];
         rk[0] = k[0];
         rk[1] = k[1];
-        macro_rules! step {
+        // Even round keys: RotWord/SubWord/Rcon from the odd key before; odd ones: SubWord only.
+        macro_rules! even {
             ($i:expr, $rcon:expr) => {{
                 let t = _mm_shuffle_epi32::<0xff>(_mm_aeskeygenassist_si128::<$rcon>(k[1]));
                 k[0] = _mm_xor_si128(mix(k[0]), t);
                 rk[$i] = k[0];
-                if $i + 1 < 15 {
-                    let t = _mm_shuffle_epi32::<0xaa>(_mm_aeskeygenassist_si128::<0>(k[0]));
-                    k[1] = _mm_xor_si128(mix(k[1]), t);
-                    rk[$i + 1] = k[1];
-                }
             }};
         }
-        step!(2, 0x01);
-        step!(4, 0x02);
-        step!(6, 0x04);
-        step!(8, 0x08);
-        step!(10, 0x10);
-        step!(12, 0x20);
-        step!(14, 0x40);
+        macro_rules! odd {
+            ($i:expr) => {{
+                let t = _mm_shuffle_epi32::<0xaa>(_mm_aeskeygenassist_si128::<0>(k[0]));
+                k[1] = _mm_xor_si128(mix(k[1]), t);
+                rk[$i] = k[1];
+            }};
+        }
+        even!(2, 0x01);
+        odd!(3);
+        even!(4, 0x02);
+        odd!(5);
+        even!(6, 0x04);
+        odd!(7);
+        even!(8, 0x08);
+        odd!(9);
+        even!(10, 0x10);
+        odd!(11);
+        even!(12, 0x20);
+        odd!(13);
+        even!(14, 0x40);
         let mut out = [[0u8; 16]; 15];
         for (r, o) in out.iter_mut().enumerate() {
             // Equivalent inverse cipher: reversed order, InvMixColumns on the middle keys.
@@ -154,9 +163,6 @@ unsafe fn expand_x86(key: &[u8; 32], encrypt: bool) -> [[u8; 16]; 15] {
             };
             store(o, v);
         }
-        k = [k[2]; 3];
-        rk = [k[0]; 15];
-        let _ = (k, rk);
         out
     }
 }
