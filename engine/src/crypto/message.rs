@@ -316,17 +316,74 @@ pub fn decrypt_v2(key: &AuthKey, from: Side, wire: &[u8]) -> Result<Decrypted, C
     let (aes_key, aes_iv) = kdf_v2(key, &msg_key, x);
     let mut pt = Zeroizing::new(body.to_vec());
     IgeStream::new(&aes_key, &aes_iv, Direction::Decrypt).process(&mut pt)?;
-    let expect = msg_key_v2(key, x, &pt);
+    check_v2(key, x, msg_key, &pt)
+}
+
+/// The checks after MTProto 2.0 decryption: msg_key (constant time), then length and padding.
+fn check_v2(
+    key: &AuthKey,
+    x: usize,
+    msg_key: [u8; 16],
+    pt: &[u8],
+) -> Result<Decrypted, CryptoError> {
+    let expect = msg_key_v2(key, x, pt);
     if !bool::from(expect.ct_eq(&msg_key)) {
         return Err(CryptoError::MsgKeyMismatch);
     }
-    let (len, padding_len) = split_plaintext(&pt, 12..=1024)?;
+    let (len, padding_len) = split_plaintext(pt, 12..=1024)?;
     Ok(Decrypted {
         payload: pt[4..4 + len].to_vec(),
         padding_len,
         msg_key,
         version: Version::V2,
     })
+}
+
+/// One received message for [`decrypt_v2_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// The chat key.
+    pub key: &'a AuthKey,
+    /// The sender's side.
+    pub from: Side,
+    /// The message as on the wire.
+    pub wire: &'a [u8],
+}
+
+/// Decrypts and checks many MTProto 2.0 messages (any keys) in one call, the AES chains
+/// interleaved ([`super::ige_batch`]); each result is what [`decrypt_v2`] returns for it.
+pub fn decrypt_v2_many(msgs: &[Incoming<'_>]) -> Vec<Result<Decrypted, CryptoError>> {
+    // Header checks first; only well-formed messages join the batch.
+    let mut results: Vec<Option<Result<Decrypted, CryptoError>>> = Vec::with_capacity(msgs.len());
+    let mut work = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        match header(m.key, m.wire) {
+            Ok((msg_key, body)) => {
+                let (aes_key, aes_iv) = kdf_v2(m.key, &msg_key, m.from.x());
+                work.push((i, msg_key, aes_key, aes_iv, Zeroizing::new(body.to_vec())));
+                results.push(None);
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    let mut lanes: Vec<Lane<'_>> = work
+        .iter_mut()
+        .map(|(_, _, k, iv, pt)| Lane::new(k, iv, Direction::Decrypt, pt.as_mut_slice()))
+        .collect();
+    // Bodies are block-aligned (checked by `header`), so `run` cannot fail.
+    let ran = ige_batch::run(&mut lanes, Direction::Decrypt);
+    drop(lanes);
+    for (i, msg_key, _, _, pt) in &work {
+        let m = &msgs[*i];
+        results[*i] = Some(
+            ran.clone()
+                .and_then(|()| check_v2(m.key, m.from.x(), *msg_key, pt)),
+        );
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(CryptoError::MsgKeyMismatch)))
+        .collect()
 }
 
 /// Decrypts and checks an MTProto 1.0 message.
@@ -450,6 +507,44 @@ mod tests {
         for (m, w) in msgs.iter().zip(&many) {
             assert_eq!(&encrypt_v2(m.key, m.from, m.payload, m.padding).unwrap(), w);
         }
+    }
+
+    #[test]
+    fn decrypt_many_equals_one_by_one() {
+        let k = key();
+        let good: Vec<Vec<u8>> = (0..10)
+            .map(|i| {
+                encrypt_v2(
+                    &k,
+                    Side::Participant,
+                    &vec![i as u8; i * 12],
+                    &vec![3u8; padding_len(i * 12, i as u32)],
+                )
+                .unwrap()
+            })
+            .collect();
+        let mut tampered = good[3].clone();
+        tampered[40] ^= 1;
+        let short = good[4][..30].to_vec();
+        let mut wires: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
+        wires.push(&tampered);
+        wires.push(&short);
+        let msgs: Vec<Incoming<'_>> = wires
+            .iter()
+            .map(|w| Incoming {
+                key: &k,
+                from: Side::Participant,
+                wire: w,
+            })
+            .collect();
+        let many = decrypt_v2_many(&msgs);
+        assert_eq!(many.len(), wires.len());
+        for (w, r) in wires.iter().zip(&many) {
+            assert_eq!(&decrypt_v2(&k, Side::Participant, w), r);
+        }
+        assert!(many[..10].iter().all(Result::is_ok));
+        assert_eq!(many[10], Err(CryptoError::MsgKeyMismatch));
+        assert!(matches!(many[11], Err(CryptoError::BadWireLength { .. })));
     }
 
     #[test]
