@@ -7,6 +7,9 @@
 //! `cᵢ = E(mᵢ ⊕ cᵢ₋₁) ⊕ mᵢ₋₁` and `mᵢ = D(cᵢ ⊕ mᵢ₋₁) ⊕ cᵢ₋₁`.
 //! The chain state (the last ciphertext and plaintext blocks) is exactly an IV, so
 //! [`IgeStream`] can encrypt a file part by part as one continuous chain.
+//!
+//! With AES-NI the loop runs in [`super::aesni`]; otherwise each block goes through the `aes`
+//! crate's portable round functions with the same key schedule.
 
 use aes::Block;
 use aes::hazmat::{cipher_round, equiv_inv_cipher_round, inv_mix_columns, mix_columns};
