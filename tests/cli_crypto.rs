@@ -139,43 +139,23 @@ fn decrypt_rejections_have_kinds() {
     assert_eq!((code, s(&out["error"])), (2, "invalid_padding"));
 }
 
+fn dh_key(p: &str, a: &str, peer: &str) -> (i32, Value) {
+    run(&["dh", "key", "--p", p, "--g", "3", "--a", a, "--peer", peer])
+}
+
 #[test]
 fn dh_key_matches_reference_both_ways() {
     let v = vectors();
     let d = &v["dh"];
     let p = prime();
-    let (code, out) = run(&[
-        "dh",
-        "key",
-        "--p",
-        &p,
-        "--g",
-        "3",
-        "--a",
-        s(&d["a_hex"]),
-        "--peer",
-        s(&d["g_b_hex"]),
-    ]);
+    let (code, out) = dh_key(&p, s(&d["a_hex"]), s(&d["g_b_hex"]));
     assert_eq!(code, 0, "{out}");
     assert_eq!(out["g_a_hex"], d["g_a_hex"]);
     assert_eq!(out["key_hex"], d["key_hex"]);
     assert_eq!(out["key_fingerprint"], d["key_fingerprint"]);
-    let (_, other) = run(&[
-        "dh",
-        "key",
-        "--p",
-        &p,
-        "--g",
-        "3",
-        "--a",
-        s(&d["b_hex"]),
-        "--peer",
-        s(&d["g_a_hex"]),
-    ]);
+    let (_, other) = dh_key(&p, s(&d["b_hex"]), s(&d["g_a_hex"]));
     assert_eq!(other["key_hex"], d["key_hex"]);
-    let (code, out) = run(&[
-        "dh", "key", "--p", &p, "--g", "3", "--a", "05", "--peer", "02",
-    ]);
+    let (code, out) = dh_key(&p, "05", "02");
     assert_eq!((code, s(&out["error"])), (2, "public_range"));
 }
 

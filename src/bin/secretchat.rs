@@ -70,19 +70,26 @@ impl From {
     }
 }
 
+/// What both `crypto` commands take: the chat key, the sender, the MTProto version.
+#[derive(clap::Args)]
+struct MessageArgs {
+    /// The 256-byte chat key, hex.
+    #[arg(long)]
+    key: String,
+    /// Who sends (sent) the message.
+    #[arg(long, value_enum)]
+    from: From,
+    /// MTProto version.
+    #[arg(long, default_value_t = 2)]
+    mtproto: u8,
+}
+
 #[derive(Subcommand)]
 enum CryptoCommand {
     /// Encrypts a TL payload into a secret-chat message.
     Encrypt {
-        /// The 256-byte chat key, hex.
-        #[arg(long)]
-        key: String,
-        /// Who sends the message.
-        #[arg(long, value_enum)]
-        from: From,
-        /// MTProto version.
-        #[arg(long, default_value_t = 2)]
-        mtproto: u8,
+        #[command(flatten)]
+        m: MessageArgs,
         /// The TL bytes (without the length prefix), hex.
         #[arg(long)]
         payload: String,
@@ -92,15 +99,8 @@ enum CryptoCommand {
     },
     /// Decrypts and checks a secret-chat message.
     Decrypt {
-        /// The 256-byte chat key, hex.
-        #[arg(long)]
-        key: String,
-        /// Who sent the message.
-        #[arg(long, value_enum)]
-        from: From,
-        /// MTProto version.
-        #[arg(long, default_value_t = 2)]
-        mtproto: u8,
+        #[command(flatten)]
+        m: MessageArgs,
         /// The message as on the wire, hex.
         #[arg(long)]
         wire: String,
@@ -189,24 +189,22 @@ fn run(args: Args) -> Result<Value, CliError> {
         Command::Tl(TlCommand::Decode { hex }) => cli::tl::decode(&hex),
         Command::Tl(TlCommand::Encode { json }) => cli::tl::encode(&json).map(Value::String),
         Command::Crypto(CryptoCommand::Encrypt {
-            key,
-            from,
-            mtproto,
+            m,
             payload,
             padding,
         }) => cli::crypto::encrypt(
-            &key,
-            from.side(),
-            cli::crypto::version(mtproto)?,
+            &m.key,
+            m.from.side(),
+            cli::crypto::version(m.mtproto)?,
             &payload,
             padding.as_deref(),
         ),
-        Command::Crypto(CryptoCommand::Decrypt {
-            key,
-            from,
-            mtproto,
-            wire,
-        }) => cli::crypto::decrypt(&key, from.side(), cli::crypto::version(mtproto)?, &wire),
+        Command::Crypto(CryptoCommand::Decrypt { m, wire }) => cli::crypto::decrypt(
+            &m.key,
+            m.from.side(),
+            cli::crypto::version(m.mtproto)?,
+            &wire,
+        ),
         Command::Dh(DhCommand::Check { p, g }) => cli::crypto::dh_check(&p, g),
         Command::Dh(DhCommand::Key { p, g, a, peer }) => cli::crypto::dh_key(&p, g, &a, &peer),
         Command::Dh(DhCommand::Visualize { key, layer46_key }) => {
