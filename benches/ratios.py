@@ -2,7 +2,7 @@
 """Prints the crypto bench figures and their ratios to the baselines of the same run, from
 criterion's estimates (target/criterion/<group>/<bench>/new/estimates.json)."""
 import json, os, sys
-root = os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "criterion")
+root = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/secretchat-target")), "criterion")
 
 def ns(group, bench):
     with open(os.path.join(root, group, bench, "new", "estimates.json")) as f:
