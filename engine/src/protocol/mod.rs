@@ -1,0 +1,7 @@
+//! The sans-IO secret-chat protocol core (issue 4). Pure code: no actix, RocksDB, tokio, clock
+//! or OS RNG here.
+//!
+//! - [`seq_no`]: sequence numbers per `seq_no.md` (parity, duplicates, gaps, resend ranges,
+//!   in_seq_no validity).
+
+pub mod seq_no;
