@@ -5,7 +5,16 @@
 
 use std::path::Path;
 
-const FORBIDDEN: &[&str] = &["actix", "rocksdb", "tokio", "SystemTime", "Instant::now", "thread_rng", "OsRng", "getrandom"];
+const FORBIDDEN: &[&str] = &[
+    "actix",
+    "rocksdb",
+    "tokio",
+    "SystemTime",
+    "Instant::now",
+    "thread_rng",
+    "OsRng",
+    "getrandom",
+];
 
 fn scan(dir: &Path, found: &mut Vec<String>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -30,7 +39,14 @@ fn scan(dir: &Path, found: &mut Vec<String>) {
 fn cores_are_io_free() {
     let mut found = Vec::new();
     for layer in ["src/crypto", "src/protocol"] {
-        scan(&Path::new(env!("CARGO_MANIFEST_DIR")).join(layer), &mut found);
+        scan(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join(layer),
+            &mut found,
+        );
     }
-    assert!(found.is_empty(), "forbidden imports in the sans-IO core:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "forbidden imports in the sans-IO core:\n{}",
+        found.join("\n")
+    );
 }

@@ -1,7 +1,9 @@
 //! The sans-IO secret-chat protocol core (issue 4). Pure code: no actix, RocksDB, tokio, clock
 //! or OS RNG here.
 //!
+//! - [`layer`]: peer layer tracking, per-layer constructors, MTProto 1.0/2.0 choice.
 //! - [`seq_no`]: sequence numbers per `seq_no.md` (parity, duplicates, gaps, resend ranges,
 //!   in_seq_no validity).
 
+pub mod layer;
 pub mod seq_no;
