@@ -8,14 +8,18 @@
 //! plaintext a multiple of 16, plus a uniformly random 0..=7 extra 16-byte blocks (never past
 //! 1024): the length on the wire is not a function of the payload length alone.
 
-use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::ige::{Direction, IgeStream};
-use super::ige_batch::{self, Lane};
 use super::{AuthKey, CryptoError, Side};
+
+mod batch;
+mod v1;
+
+pub use batch::{Incoming, Outgoing, decrypt_v2_many, encrypt_v2_many};
+pub use v1::{decrypt_v1, encrypt_v1};
 
 /// Fingerprint + msg_key.
 pub const HEADER_LEN: usize = 24;
@@ -93,53 +97,6 @@ fn msg_key_v2(key: &AuthKey, x: usize, plaintext: &[u8]) -> [u8; 16] {
     out
 }
 
-/// `(aes_key, aes_iv)` for MTProto 1.0 (x = 0).
-fn kdf_v1(key: &AuthKey, msg_key: &[u8; 16]) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
-    let k = key.bytes();
-    let x = 0;
-    // sha1_a = SHA1 (msg_key + substr (key, x, 32));
-    let a = Sha1::new()
-        .chain_update(msg_key)
-        .chain_update(&k[x..x + 32])
-        .finalize();
-    // sha1_b = SHA1 (substr (key, 32+x, 16) + msg_key + substr (key, 48+x, 16));
-    let b = Sha1::new()
-        .chain_update(&k[32 + x..48 + x])
-        .chain_update(msg_key)
-        .chain_update(&k[48 + x..64 + x])
-        .finalize();
-    // sha1_c = SHA1 (substr (key, 64+x, 32) + msg_key);
-    let c = Sha1::new()
-        .chain_update(&k[64 + x..96 + x])
-        .chain_update(msg_key)
-        .finalize();
-    // sha1_d = SHA1 (msg_key + substr (key, 96+x, 32));
-    let d = Sha1::new()
-        .chain_update(msg_key)
-        .chain_update(&k[96 + x..128 + x])
-        .finalize();
-    let mut aes_key = Zeroizing::new([0u8; 32]);
-    let mut aes_iv = Zeroizing::new([0u8; 32]);
-    // aes_key = substr (sha1_a, 0, 8) + substr (sha1_b, 8, 12) + substr (sha1_c, 4, 12);
-    aes_key[..8].copy_from_slice(&a[..8]);
-    aes_key[8..20].copy_from_slice(&b[8..20]);
-    aes_key[20..].copy_from_slice(&c[4..16]);
-    // aes_iv = substr (sha1_a, 8, 12) + substr (sha1_b, 0, 8) + substr (sha1_c, 16, 4) + substr (sha1_d, 0, 8);
-    aes_iv[..12].copy_from_slice(&a[8..20]);
-    aes_iv[12..20].copy_from_slice(&b[..8]);
-    aes_iv[20..24].copy_from_slice(&c[16..20]);
-    aes_iv[24..].copy_from_slice(&d[..8]);
-    (aes_key, aes_iv)
-}
-
-/// msg_key = substr (SHA1 (plaintext without padding), 4, 16).
-fn msg_key_v1(unpadded: &[u8]) -> [u8; 16] {
-    let d = Sha1::digest(unpadded);
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&d[4..20]);
-    out
-}
-
 fn plaintext(payload: &[u8], padding: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     if payload.len() > MAX_PAYLOAD {
         return Err(CryptoError::PayloadTooLarge { len: payload.len() });
@@ -191,70 +148,6 @@ pub fn encrypt_v2(
     let x = from.x();
     let msg_key = msg_key_v2(key, x, &pt);
     let (aes_key, aes_iv) = kdf_v2(key, &msg_key, x);
-    wire(key, &msg_key, &aes_key, &aes_iv, &pt)
-}
-
-/// One message for [`encrypt_v2_many`].
-#[derive(Debug, Clone, Copy)]
-pub struct Outgoing<'a> {
-    /// The chat key.
-    pub key: &'a AuthKey,
-    /// The sender's side.
-    pub from: Side,
-    /// The TL payload.
-    pub payload: &'a [u8],
-    /// The padding bytes (as for [`encrypt_v2`]).
-    pub padding: &'a [u8],
-}
-
-/// Encrypts many MTProto 2.0 messages (any keys) in one call: the hashing is per message, the
-/// AES chains run interleaved ([`super::ige_batch`]). Same output as [`encrypt_v2`]
-/// one by one.
-///
-/// # Errors
-/// The first message's error, as [`encrypt_v2`]; nothing is returned then.
-pub fn encrypt_v2_many(msgs: &[Outgoing<'_>]) -> Result<Vec<Vec<u8>>, CryptoError> {
-    let mut outs = Vec::with_capacity(msgs.len());
-    let mut keys = Vec::with_capacity(msgs.len());
-    for m in msgs {
-        let p = m.padding.len();
-        if !(12..=1024).contains(&p) || !(4 + m.payload.len() + p).is_multiple_of(16) {
-            return Err(CryptoError::InvalidFixedPadding { padding: p });
-        }
-        let pt = plaintext(m.payload, m.padding)?;
-        let x = m.from.x();
-        let msg_key = msg_key_v2(m.key, x, &pt);
-        let (aes_key, aes_iv) = kdf_v2(m.key, &msg_key, x);
-        let mut out = Vec::with_capacity(HEADER_LEN + pt.len());
-        out.extend_from_slice(&m.key.fingerprint().to_le_bytes());
-        out.extend_from_slice(&msg_key);
-        out.extend_from_slice(&pt);
-        outs.push(out);
-        keys.push((aes_key, aes_iv));
-    }
-    let mut lanes: Vec<Lane<'_>> = keys
-        .iter()
-        .zip(outs.iter_mut())
-        .map(|((k, iv), out)| Lane::new(k, iv, Direction::Encrypt, &mut out[HEADER_LEN..]))
-        .collect();
-    ige_batch::run(&mut lanes, Direction::Encrypt)?;
-    drop(lanes);
-    Ok(outs)
-}
-
-/// Encrypts with obsolete MTProto 1.0 (only for peers below layer 73); 0..=15 padding bytes.
-///
-/// # Errors
-/// [`CryptoError::InvalidFixedPadding`], [`CryptoError::UnalignedPayload`],
-/// [`CryptoError::PayloadTooLarge`].
-pub fn encrypt_v1(key: &AuthKey, payload: &[u8], padding: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let p = padding.len();
-    if p > 15 || !(4 + payload.len() + p).is_multiple_of(16) {
-        return Err(CryptoError::InvalidFixedPadding { padding: p });
-    }
-    let pt = plaintext(payload, padding)?;
-    let msg_key = msg_key_v1(&pt[..4 + payload.len()]);
-    let (aes_key, aes_iv) = kdf_v1(key, &msg_key);
     wire(key, &msg_key, &aes_key, &aes_iv, &pt)
 }
 
@@ -339,78 +232,6 @@ fn check_v2(
     })
 }
 
-/// One received message for [`decrypt_v2_many`].
-#[derive(Debug, Clone, Copy)]
-pub struct Incoming<'a> {
-    /// The chat key.
-    pub key: &'a AuthKey,
-    /// The sender's side.
-    pub from: Side,
-    /// The message as on the wire.
-    pub wire: &'a [u8],
-}
-
-/// Decrypts and checks many MTProto 2.0 messages (any keys) in one call, the AES chains
-/// interleaved ([`super::ige_batch`]); each result is what [`decrypt_v2`] returns for it.
-pub fn decrypt_v2_many(msgs: &[Incoming<'_>]) -> Vec<Result<Decrypted, CryptoError>> {
-    // Header checks first; only well-formed messages join the batch.
-    let mut results: Vec<Option<Result<Decrypted, CryptoError>>> = Vec::with_capacity(msgs.len());
-    let mut work = Vec::new();
-    for (i, m) in msgs.iter().enumerate() {
-        match header(m.key, m.wire) {
-            Ok((msg_key, body)) => {
-                let (aes_key, aes_iv) = kdf_v2(m.key, &msg_key, m.from.x());
-                work.push((i, msg_key, aes_key, aes_iv, Zeroizing::new(body.to_vec())));
-                results.push(None);
-            }
-            Err(e) => results.push(Some(Err(e))),
-        }
-    }
-    let mut lanes: Vec<Lane<'_>> = work
-        .iter_mut()
-        .map(|(_, _, k, iv, pt)| Lane::new(k, iv, Direction::Decrypt, pt.as_mut_slice()))
-        .collect();
-    // Bodies are block-aligned (checked by `header`), so `run` cannot fail.
-    let ran = ige_batch::run(&mut lanes, Direction::Decrypt);
-    drop(lanes);
-    for (i, msg_key, _, _, pt) in &work {
-        let m = &msgs[*i];
-        results[*i] = Some(
-            ran.clone()
-                .and_then(|()| check_v2(m.key, m.from.x(), *msg_key, pt)),
-        );
-    }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or(Err(CryptoError::MsgKeyMismatch)))
-        .collect()
-}
-
-/// Decrypts and checks an MTProto 1.0 message.
-///
-/// # Errors
-/// As [`decrypt_v2`] (padding must be 0..=15).
-pub fn decrypt_v1(key: &AuthKey, wire: &[u8]) -> Result<Decrypted, CryptoError> {
-    let (msg_key, body) = header(key, wire)?;
-    let (aes_key, aes_iv) = kdf_v1(key, &msg_key);
-    let mut pt = Zeroizing::new(body.to_vec());
-    IgeStream::new(&aes_key, &aes_iv, Direction::Decrypt).process(&mut pt)?;
-    // 1.0 hashes only the unpadded part, so the length must be read first; a bad length is
-    // reported as a msg_key mismatch so as not to reveal which check failed.
-    let (len, padding_len) =
-        split_plaintext(&pt, 0..=15).map_err(|_| CryptoError::MsgKeyMismatch)?;
-    let expect = msg_key_v1(&pt[..4 + len]);
-    if !bool::from(expect.ct_eq(&msg_key)) {
-        return Err(CryptoError::MsgKeyMismatch);
-    }
-    Ok(Decrypted {
-        payload: pt[4..4 + len].to_vec(),
-        padding_len,
-        msg_key,
-        version: Version::V1,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,78 +302,5 @@ mod tests {
             decrypt_v2(&k, Side::Participant, &bad),
             Err(CryptoError::MsgKeyMismatch)
         );
-    }
-
-    #[test]
-    fn many_equals_one_by_one() {
-        let keys = [key(), AuthKey::new([9; 256])];
-        let payloads: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8; i * 40]).collect();
-        let pads: Vec<Vec<u8>> = payloads
-            .iter()
-            .map(|p| vec![1u8; padding_len(p.len(), 5)])
-            .collect();
-        let msgs: Vec<Outgoing<'_>> = (0..5)
-            .map(|i| Outgoing {
-                key: &keys[i % 2],
-                from: if i % 3 == 0 {
-                    Side::Originator
-                } else {
-                    Side::Participant
-                },
-                payload: &payloads[i],
-                padding: &pads[i],
-            })
-            .collect();
-        let many = encrypt_v2_many(&msgs).unwrap();
-        for (m, w) in msgs.iter().zip(&many) {
-            assert_eq!(&encrypt_v2(m.key, m.from, m.payload, m.padding).unwrap(), w);
-        }
-    }
-
-    #[test]
-    fn decrypt_many_equals_one_by_one() {
-        let k = key();
-        let good: Vec<Vec<u8>> = (0..10)
-            .map(|i| {
-                encrypt_v2(
-                    &k,
-                    Side::Participant,
-                    &vec![i as u8; i * 12],
-                    &vec![3u8; padding_len(i * 12, i as u32)],
-                )
-                .unwrap()
-            })
-            .collect();
-        let mut tampered = good[3].clone();
-        tampered[40] ^= 1;
-        let short = good[4][..30].to_vec();
-        let mut wires: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
-        wires.push(&tampered);
-        wires.push(&short);
-        let msgs: Vec<Incoming<'_>> = wires
-            .iter()
-            .map(|w| Incoming {
-                key: &k,
-                from: Side::Participant,
-                wire: w,
-            })
-            .collect();
-        let many = decrypt_v2_many(&msgs);
-        assert_eq!(many.len(), wires.len());
-        for (w, r) in wires.iter().zip(&many) {
-            assert_eq!(&decrypt_v2(&k, Side::Participant, w), r);
-        }
-        assert!(many[..10].iter().all(Result::is_ok));
-        assert_eq!(many[10], Err(CryptoError::MsgKeyMismatch));
-        assert!(matches!(many[11], Err(CryptoError::BadWireLength { .. })));
-    }
-
-    #[test]
-    fn v1_round_trip() {
-        let k = key();
-        let w = encrypt_v1(&k, &[5; 8], &[0; 4]).unwrap();
-        let d = decrypt_v1(&k, &w).unwrap();
-        assert_eq!((d.payload, d.version), (vec![5; 8], Version::V1));
-        assert!(decrypt_v2(&k, Side::Originator, &w).is_err());
     }
 }
