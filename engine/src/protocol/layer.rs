@@ -4,8 +4,10 @@
 //! every `decryptedMessageLayer.layer` and every `decryptedMessageActionNotifyLayer` (also when
 //! wrapped in the layer-8 `decryptedMessageService#aa48327d`). Outgoing messages use
 //! `min(ours, peer's)`: its constructors and features. MTProto 2.0 is used for every outgoing
-//! message once that layer is ≥ 73 or once a 2.0 message or a layer-73+ message arrived; 1.0 is
-//! tried on receipt only before that. Nothing ever goes back.
+//! message once that layer is ≥ 73 or once a 2.0 message arrived. On receipt, 1.0 is tried until
+//! the peer's first 2.0 message: a layer-73 envelope does not prove the peer has switched (its
+//! messages sent before it learned our layer are legitimately 1.0), a 2.0 message does, and a
+//! peer never goes back (docs/protocol.md). Nothing ever goes back.
 
 use secretchat_schema::e2e::{enums, types};
 use secretchat_schema::{DecodeError, Deserialize, Identifiable, Reader};
@@ -40,6 +42,7 @@ pub enum Observed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerState {
     peer: i32,
+    /// The peer has sent us an MTProto 2.0 message.
     mtproto2: bool,
 }
 
@@ -78,9 +81,6 @@ impl LayerState {
 
     /// Records a layer the peer announced (message envelope or NotifyLayer).
     pub fn observe(&mut self, layer: i32) -> Observed {
-        if layer >= MTPROTO2_LAYER {
-            self.mtproto2 = true;
-        }
         if layer > OUR_LAYER {
             self.peer = OUR_LAYER;
             return Observed::PeerNewerThanUs(layer);
@@ -109,7 +109,7 @@ impl LayerState {
     /// Whether a received message may still be tried with MTProto 1.0 (first, then 2.0).
     /// `gap_open`: messages from before the switch may still arrive to fill a hole.
     pub fn try_mtproto1(&self, gap_open: bool) -> bool {
-        !(self.mtproto2 || self.negotiated() >= MTPROTO2_LAYER) || gap_open
+        !self.mtproto2 || gap_open
     }
 }
 
@@ -239,6 +239,10 @@ mod tests {
         let mut t = LayerState::default();
         let _ = t.observe(73);
         assert_eq!(t.outgoing_version(), Version::V2);
+        assert!(
+            t.try_mtproto1(false),
+            "the peer's in-flight 1.0 messages are still accepted"
+        );
         // Never back: a lower layer later changes nothing.
         let _ = t.observe(46);
         assert_eq!(t.outgoing_version(), Version::V2);

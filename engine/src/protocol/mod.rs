@@ -2,8 +2,10 @@
 //! or OS RNG here.
 //!
 //! - [`layer`]: peer layer tracking, per-layer constructors, MTProto 1.0/2.0 choice.
+//! - [`session`]: sealing/opening one chat's messages (seq_no + layer + crypto).
 //! - [`seq_no`]: sequence numbers per `seq_no.md` (parity, duplicates, gaps, resend ranges,
 //!   in_seq_no validity).
 
 pub mod layer;
 pub mod seq_no;
+pub mod session;
