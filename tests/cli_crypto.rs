@@ -250,5 +250,22 @@ fn file_round_trip_across_parts() {
     ]);
     assert_eq!(code, 0);
     assert_eq!(std::fs::read(&dec).unwrap(), data);
+    // A ciphertext that is not block-aligned: error kind, exit 2, no partial output left.
+    let (bad, bad_out) = (dir.join("bad"), dir.join("bad_out"));
+    std::fs::write(&bad, &ciphertext[..ciphertext.len() - 1]).unwrap();
+    let (code, out) = run(&[
+        "file",
+        "decrypt",
+        "--key",
+        &k,
+        "--iv",
+        &iv,
+        "--input",
+        &p(&bad),
+        "--output",
+        &p(&bad_out),
+    ]);
+    assert_eq!((code, s(&out["error"])), (2, "unaligned_length"));
+    assert!(!bad_out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -196,6 +196,8 @@ fn io_err(e: std::io::Error) -> CliError {
 /// (memory stays at one part). Encryption zero-pads the last part to 16 bytes; decryption
 /// requires a multiple of 16 and, with `size`, truncates the padding.
 ///
+/// On any error after the output was created, the partial output is removed.
+///
 /// # Errors
 /// `io`, `bad_hex`, `bad_key_length`, `unaligned_length`.
 pub fn file_crypt(
@@ -207,6 +209,20 @@ pub fn file_crypt(
     size: Option<u64>,
 ) -> Result<Value, CliError> {
     let fk = file_key(key_hex, iv_hex)?;
+    let result = stream_file(dir, &fk, input, output, size);
+    if result.is_err() && output.exists() {
+        let _ = std::fs::remove_file(output);
+    }
+    result
+}
+
+fn stream_file(
+    dir: Direction,
+    fk: &FileKey,
+    input: &Path,
+    output: &Path,
+    size: Option<u64>,
+) -> Result<Value, CliError> {
     let mut stream = fk.stream(dir);
     let mut inp = File::open(input).map_err(io_err)?;
     let mut out = BufWriter::new(File::create(output).map_err(io_err)?);
