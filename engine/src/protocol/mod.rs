@@ -4,10 +4,12 @@
 //! - [`gaps`]: the waiting queue behind a hole, one Resend per hole, bounded.
 //! - [`layer`]: peer layer tracking, per-layer constructors, MTProto 1.0/2.0 choice.
 //! - [`session`]: sealing/opening one chat's messages (seq_no + layer + crypto).
+//! - [`rekey`]: the PFS re-keying exchange (request/accept/commit/abort, concurrency).
 //! - [`seq_no`]: sequence numbers per `seq_no.md` (parity, duplicates, gaps, resend ranges,
 //!   in_seq_no validity).
 
 pub mod gaps;
 pub mod layer;
+pub mod rekey;
 pub mod seq_no;
 pub mod session;
