@@ -36,8 +36,8 @@ pub enum RekeyError {
     },
 }
 
-/// Where the exchange stands.
-#[derive(Debug, Default)]
+/// Where the exchange stands. `Debug` shows the step and exchange id, never key material.
+#[derive(Default)]
 pub enum Rekey {
     /// No exchange in progress.
     #[default]
@@ -64,6 +64,24 @@ pub enum Rekey {
         /// The new key's fingerprint.
         new_fingerprint: i64,
     },
+}
+
+impl std::fmt::Debug for Rekey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rekey::Idle => f.write_str("Idle"),
+            Rekey::Requested { exchange_id, .. } => {
+                write!(f, "Requested({exchange_id}, a: <redacted>)")
+            }
+            Rekey::Accepted {
+                exchange_id,
+                new_key,
+            } => write!(f, "Accepted({exchange_id}, {new_key:?})"),
+            Rekey::Committed {
+                new_fingerprint, ..
+            } => write!(f, "Committed(new key {new_fingerprint:#x})"),
+        }
+    }
 }
 
 /// What a step asks the caller to do (in this order: store, install, send).
@@ -467,6 +485,17 @@ mod tests {
                 .is_none()
         );
         assert!(!d.in_progress());
+    }
+
+    #[test]
+    fn debug_never_shows_the_exponent() {
+        let mut a = Rekey::default();
+        let _ = a.start(&dh(), 3, &[0xab; 256]).unwrap();
+        let shown = format!("{a:?}");
+        assert!(
+            shown.contains("redacted") && !shown.contains("171"),
+            "{shown}"
+        );
     }
 
     #[test]
