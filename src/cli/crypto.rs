@@ -72,16 +72,7 @@ pub fn encrypt(
     let payload = parse_hex("--payload", payload_hex)?;
     let padding = match padding_hex {
         Some(p) => parse_hex("--padding", p)?,
-        None => {
-            let mut rng = rand::thread_rng();
-            let n = match v {
-                Version::V2 => message::padding_len(payload.len(), rng.next_u32()),
-                Version::V1 => (16 - (4 + payload.len()) % 16) % 16,
-            };
-            let mut p = vec![0u8; n];
-            rng.fill_bytes(&mut p);
-            p
-        }
+        None => message::random_padding(payload.len(), v, &mut rand::thread_rng()),
     };
     let wire = match v {
         Version::V2 => message::encrypt_v2(&k, from, &payload, &padding)?,

@@ -82,8 +82,7 @@ pub fn run(out: &mut impl Write) -> Result<Value, CliError> {
         }),
     };
     let payload = msg.to_bytes().map_err(|e| CliError::new("encode", e))?;
-    let mut pad = vec![0u8; message::padding_len(payload.len(), rng.next_u32())];
-    rng.fill_bytes(&mut pad);
+    let pad = message::random_padding(payload.len(), message::Version::V2, &mut rng);
     let wire = message::encrypt_v2(&alice, Side::Originator, &payload, &pad).map_err(crypto_err)?;
     say(format!(
         "4. Alice encrypts {} TL bytes with MTProto 2.0 → {} bytes on the wire (padding {})",

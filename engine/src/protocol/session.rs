@@ -115,17 +115,10 @@ impl Session {
         };
         let payload = envelope.to_bytes()?;
         let version = self.layer.outgoing_version();
+        let pad = message::random_padding(payload.len(), version, rng);
         let wire = match version {
-            Version::V2 => {
-                let mut pad = vec![0u8; message::padding_len(payload.len(), rng.next_u32())];
-                rng.fill_bytes(&mut pad);
-                message::encrypt_v2(&self.key, self.side, &payload, &pad)?
-            }
-            Version::V1 => {
-                let mut pad = vec![0u8; (16 - (4 + payload.len()) % 16) % 16];
-                rng.fill_bytes(&mut pad);
-                message::encrypt_v1(&self.key, &payload, &pad)?
-            }
+            Version::V2 => message::encrypt_v2(&self.key, self.side, &payload, &pad)?,
+            Version::V1 => message::encrypt_v1(&self.key, &payload, &pad)?,
         };
         self.seq = seq;
         Ok(Sealed {

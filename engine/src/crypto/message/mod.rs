@@ -56,6 +56,23 @@ pub fn padding_len(payload_len: usize, random: u32) -> usize {
     min + 16 * (random as usize % (extra_max + 1))
 }
 
+/// Random padding bytes for a `payload_len`-byte payload under `version`: the 2.0 policy of
+/// [`padding_len`], or the 0..=15 bytes 1.0 needs to reach a multiple of 16. Randomness comes
+/// from the caller.
+pub fn random_padding(
+    payload_len: usize,
+    version: Version,
+    rng: &mut impl rand_core::RngCore,
+) -> Vec<u8> {
+    let n = match version {
+        Version::V2 => padding_len(payload_len, rng.next_u32()),
+        Version::V1 => (16 - (4 + payload_len) % 16) % 16,
+    };
+    let mut pad = vec![0u8; n];
+    rng.fill_bytes(&mut pad);
+    pad
+}
+
 /// `(aes_key, aes_iv)` for MTProto 2.0 from `msg_key` and the sender's `x`.
 fn kdf_v2(
     key: &AuthKey,
