@@ -140,6 +140,14 @@ impl SeqNo {
         }
     }
 
+    /// The wire `out_seq_no` of the peer's raw message `raw` (for a Resend request).
+    ///
+    /// # Errors
+    /// [`SeqError::Overflow`].
+    pub fn peer_out_wire(&self, raw: u32) -> Result<i32, SeqError> {
+        wire(raw, Self::x(self.side.peer()).1)
+    }
+
     /// Assigns `(in_seq_no, out_seq_no)` (wire values) to a new outgoing message and counts it.
     /// Assign at creation and never change them (resends reuse the stored bytes).
     ///

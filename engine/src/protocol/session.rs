@@ -65,6 +65,8 @@ pub struct Opened {
 #[derive(Debug)]
 pub struct Session {
     key: AuthKey,
+    /// The key before the last re-key, kept for late messages until it may be discarded.
+    previous: Option<AuthKey>,
     side: Side,
     seq: SeqNo,
     layer: LayerState,
@@ -75,10 +77,54 @@ impl Session {
     pub fn new(key: AuthKey, side: Side) -> Self {
         Self {
             key,
+            previous: None,
             side,
             seq: SeqNo::new(side),
             layer: LayerState::default(),
         }
+    }
+
+    /// Rebuilds a session from stored parts.
+    pub fn from_parts(
+        key: AuthKey,
+        previous: Option<AuthKey>,
+        side: Side,
+        seq: SeqNo,
+        layer: LayerState,
+    ) -> Self {
+        Self {
+            key,
+            previous,
+            side,
+            seq,
+            layer,
+        }
+    }
+
+    /// The key in use.
+    pub fn key(&self) -> &AuthKey {
+        &self.key
+    }
+
+    /// The previous key, while it is kept for late messages.
+    pub fn previous_key(&self) -> Option<&AuthKey> {
+        self.previous.as_ref()
+    }
+
+    /// Our side of the chat.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Switches to `key` for sending and receiving; the current key becomes the previous one
+    /// (an older previous key is dropped and zeroized).
+    pub fn install(&mut self, key: AuthKey) {
+        self.previous = Some(std::mem::replace(&mut self.key, key));
+    }
+
+    /// Drops (and zeroizes) the previous key.
+    pub fn discard_previous(&mut self) {
+        self.previous = None;
     }
 
     /// The sequence-number state.
@@ -104,6 +150,24 @@ impl Session {
     ) -> Result<Sealed, SessionError> {
         let mut seq = self.seq;
         let (in_seq_no, out_seq_no) = seq.next_outgoing()?;
+        let sealed = self.seal_at(message, in_seq_no, out_seq_no, rng)?;
+        self.seq = seq;
+        Ok(sealed)
+    }
+
+    /// Seals `message` with given (already assigned) wire sequence numbers, without counting a
+    /// new message: for replacing the stored copy of a message deleted before it was
+    /// acknowledged (seq_no.md, "Deleting unacknowledged messages").
+    ///
+    /// # Errors
+    /// [`SessionError::Encode`], [`SessionError::Crypto`].
+    pub fn seal_at(
+        &self,
+        message: enums::DecryptedMessage,
+        in_seq_no: i32,
+        out_seq_no: i32,
+        rng: &mut impl RngCore,
+    ) -> Result<Sealed, SessionError> {
         let mut random_bytes = vec![0u8; 15 + (rng.next_u32() % 16) as usize];
         rng.fill_bytes(&mut random_bytes);
         let envelope = types::DecryptedMessageLayer {
@@ -120,7 +184,6 @@ impl Session {
             Version::V2 => message::encrypt_v2(&self.key, self.side, &payload, &pad)?,
             Version::V1 => message::encrypt_v1(&self.key, &payload, &pad)?,
         };
-        self.seq = seq;
         Ok(Sealed {
             wire,
             in_seq_no,
@@ -139,11 +202,16 @@ impl Session {
     /// changes on error.
     pub fn open(&mut self, wire: &[u8], gap_open: bool) -> Result<Opened, SessionError> {
         let peer = self.side.peer();
+        let key = match (&self.previous, wire_fingerprint(wire)) {
+            (Some(prev), Some(fp)) if fp == prev.fingerprint() && fp != self.key.fingerprint() => {
+                prev
+            }
+            _ => &self.key,
+        };
         let decrypted = if self.layer.try_mtproto1(gap_open) {
-            message::decrypt_v1(&self.key, wire)
-                .or_else(|_| message::decrypt_v2(&self.key, peer, wire))?
+            message::decrypt_v1(key, wire).or_else(|_| message::decrypt_v2(key, peer, wire))?
         } else {
-            message::decrypt_v2(&self.key, peer, wire)?
+            message::decrypt_v2(key, peer, wire)?
         };
         let payload = Payload::decode(&decrypted.payload)?;
         let received = match &payload {
@@ -174,6 +242,12 @@ impl Session {
     pub fn accept(&mut self, peer_in: u32) -> Result<(), SessionError> {
         Ok(self.seq.accept(peer_in)?)
     }
+}
+
+/// The key fingerprint a wire message names (its first 8 bytes), if it is long enough.
+pub fn wire_fingerprint(wire: &[u8]) -> Option<i64> {
+    let head: [u8; 8] = wire.get(..8)?.try_into().ok()?;
+    Some(i64::from_le_bytes(head))
 }
 
 #[cfg(test)]

@@ -1,0 +1,204 @@
+//! The first key exchange (`end-to-end.md`, "Key Generation"): request, accept, decline,
+//! discard, the fingerprint check, and what follows a successful exchange (NotifyLayer).
+
+use std::sync::Arc;
+
+use rand_core::RngCore;
+use secretchat_schema::api::enums as api;
+use secretchat_schema::api::functions::messages as calls;
+use secretchat_schema::e2e::{enums, types};
+
+use super::{Action, AppEvent, Call, ChatCore, CloseReason, Millis, Out, Phase, Timer};
+use crate::crypto::AuthKey;
+use crate::crypto::dh::{DhParams, secret_exponent};
+use crate::crypto::visualize;
+use crate::protocol::dh_job::{DhJob, DhOutput, DhPurpose};
+use crate::protocol::layer::OUR_LAYER;
+use crate::protocol::rekey::REKEY_AFTER_MS;
+use crate::protocol::session::Session;
+
+impl ChatCore {
+    pub(super) fn accept(&mut self, out: &mut Out) {
+        if let Phase::Requested { g_a } = &mut self.phase {
+            let g_a = std::mem::take(g_a);
+            self.phase = Phase::ParticipantConfig { g_a };
+            out.dirty = true;
+            out.push(Action::NeedDhConfig);
+        }
+    }
+
+    pub(super) fn on_dh_config(
+        &mut self,
+        params: Arc<DhParams>,
+        server_random: &[u8],
+        rng: &mut impl RngCore,
+        out: &mut Out,
+    ) {
+        let mut local = [0u8; 256];
+        rng.fill_bytes(&mut local);
+        let secret = secret_exponent(&local, server_random);
+        local.fill(0);
+        match std::mem::replace(&mut self.phase, Phase::ParticipantKey) {
+            Phase::OriginatorConfig { user, random_id } => {
+                let id = self.job_id();
+                self.handshake_job = Some(id);
+                out.push(Action::Compute(DhJob::new(
+                    id,
+                    DhPurpose::Handshake,
+                    params.clone(),
+                    secret.clone(),
+                    None,
+                    true,
+                )));
+                self.phase = Phase::OriginatorPublic {
+                    user,
+                    random_id,
+                    a: secret,
+                };
+            }
+            Phase::ParticipantConfig { g_a } => {
+                if let Err(e) = params.check_public(&g_a) {
+                    self.abort(CloseReason::Dh(e), out);
+                    return;
+                }
+                let id = self.job_id();
+                self.handshake_job = Some(id);
+                out.push(Action::Compute(DhJob::new(
+                    id,
+                    DhPurpose::Handshake,
+                    params.clone(),
+                    secret,
+                    Some(g_a),
+                    true,
+                )));
+            }
+            other => {
+                // Not waiting for a config: keep the phase as it was.
+                self.phase = other;
+                return;
+            }
+        }
+        self.dh = Some(params);
+        out.dirty = true;
+    }
+
+    pub(super) fn on_dh_done(
+        &mut self,
+        o: DhOutput,
+        now: Millis,
+        rng: &mut impl RngCore,
+        out: &mut Out,
+    ) {
+        match o.purpose {
+            DhPurpose::Rekey => return self.on_rekey_dh_done(o, now, rng, out),
+            DhPurpose::Handshake if self.handshake_job != Some(o.id) => return,
+            DhPurpose::Handshake => {}
+        }
+        self.handshake_job = None;
+        out.dirty = true;
+        match std::mem::replace(&mut self.phase, Phase::ParticipantKey) {
+            Phase::OriginatorPublic { user, random_id, a } => {
+                let Some(g_a) = o.public else {
+                    return self.abort(CloseReason::Protocol("DH job without g_a"), out);
+                };
+                out.call(Call::RequestEncryption(calls::RequestEncryption {
+                    user_id: user,
+                    random_id,
+                    g_a: g_a.to_vec(),
+                }));
+                self.phase = Phase::OriginatorWaiting { a };
+            }
+            Phase::OriginatorKey { fingerprint } => match o.shared {
+                Some(Ok(key)) if key.fingerprint() == fingerprint => self.ready(key, now, rng, out),
+                Some(Ok(_)) => self.abort(CloseReason::FingerprintMismatch, out),
+                Some(Err(e)) => self.abort(CloseReason::Dh(e), out),
+                None => self.abort(CloseReason::Protocol("DH job without key"), out),
+            },
+            Phase::ParticipantKey => match (o.public, o.shared) {
+                (Some(g_b), Some(Ok(key))) => {
+                    out.call(Call::AcceptEncryption(calls::AcceptEncryption {
+                        peer: self.input_chat(),
+                        g_b: g_b.to_vec(),
+                        key_fingerprint: key.fingerprint(),
+                    }));
+                    self.ready(key, now, rng, out);
+                }
+                (_, Some(Err(e))) => self.abort(CloseReason::Dh(e), out),
+                _ => self.abort(CloseReason::Protocol("DH job without key"), out),
+            },
+            other => self.phase = other,
+        }
+    }
+
+    pub(super) fn on_chat_update(&mut self, chat: api::EncryptedChat, out: &mut Out) {
+        match chat {
+            api::EncryptedChat::Waiting(w) => {
+                if self.chat_id == 0 {
+                    self.chat_id = w.id;
+                    self.access_hash = w.access_hash;
+                    out.dirty = true;
+                }
+            }
+            api::EncryptedChat::EncryptedChat(c) => {
+                if self.chat_id == 0 {
+                    self.chat_id = c.id;
+                    self.access_hash = c.access_hash;
+                    out.dirty = true;
+                }
+                let Phase::OriginatorWaiting { a } = &self.phase else {
+                    return; // the echo of our own acceptEncryption, or a repeat
+                };
+                let a = a.clone();
+                let Some(dh) = self.dh.clone() else {
+                    return self.abort(CloseReason::Protocol("no DH config"), out);
+                };
+                if let Err(e) = dh.check_public(&c.g_a_or_b) {
+                    return self.abort(CloseReason::Dh(e), out);
+                }
+                let id = self.job_id();
+                self.handshake_job = Some(id);
+                out.push(Action::Compute(DhJob::new(
+                    id,
+                    crate::protocol::dh_job::DhPurpose::Handshake,
+                    dh,
+                    a,
+                    Some(c.g_a_or_b),
+                    false,
+                )));
+                self.phase = Phase::OriginatorKey {
+                    fingerprint: c.key_fingerprint,
+                };
+                out.dirty = true;
+            }
+            api::EncryptedChat::Discarded(_) => self.close(CloseReason::Discarded, out),
+            api::EncryptedChat::Empty(_) | api::EncryptedChat::Requested(_) => {}
+        }
+    }
+
+    /// The key is agreed: announce our layer, flush what the application queued, and process
+    /// messages that arrived early.
+    fn ready(&mut self, key: AuthKey, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
+        // Chats are created at layer ≥ 46, so the layer-46 key is the initial key.
+        self.visualization = visualize::visualization(&key, Some(&key));
+        self.session = Some(Session::new(key, self.side));
+        self.phase = Phase::Ready;
+        self.key_since = now;
+        out.deliver(AppEvent::ChatReady {
+            visualization: self.visualization.clone(),
+        });
+        self.arm(Timer::KeyAge, now.saturating_add(REKEY_AFTER_MS + 1), out);
+        let notify =
+            enums::DecryptedMessageAction::NotifyLayer(types::DecryptedMessageActionNotifyLayer {
+                layer: OUR_LAYER,
+            });
+        self.send_action(notify, now, rng, out);
+        for c in std::mem::take(&mut self.pending_sends) {
+            if self.is_ready() {
+                self.send_command(c, now, rng, out);
+            }
+        }
+        for (wire, file) in std::mem::take(&mut self.early) {
+            self.on_incoming(wire, file, now, rng, out);
+        }
+    }
+}

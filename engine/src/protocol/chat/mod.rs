@@ -1,0 +1,474 @@
+//! One secret chat as a sans-IO state machine: [`ChatCore::handle`] takes an [`Event`] with the
+//! current time and a random source and returns the [`Action`]s to execute, in order. The
+//! first action of a step that changed anything is [`Action::Persist`]: store, then send.
+//!
+//! - [`handshake`]: request/accept/discard and the first key.
+//! - [`receive`]: decrypting, ordering (duplicates, holes, the waiting queue) and interpreting
+//!   incoming messages.
+//! - [`send`]: sealing outgoing messages, the outbox, Resend answers, timers.
+//! - [`rekeying`]: driving [`crate::protocol::rekey::Rekey`] from messages and DH results.
+
+mod handshake;
+mod receive;
+mod rekeying;
+mod send;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rand_core::RngCore;
+use secretchat_schema::api::{enums as api, types as api_types};
+use zeroize::Zeroizing;
+
+pub use types::*;
+
+use super::gaps::WaitingQueue;
+use super::rekey::Rekey;
+use super::session::Session;
+use crate::crypto::Side;
+use crate::crypto::dh::DhParams;
+use secretchat_schema::e2e::types as e2e;
+
+/// Most incoming messages held while the key is not agreed yet.
+pub const MAX_EARLY: usize = 64;
+
+/// Tunables; the defaults suit a real network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatConfig {
+    /// First wait before asking again for a hole (doubles up to [`ChatConfig::max_backoff_ms`]).
+    pub resend_retry_ms: Millis,
+    /// After this many Resend attempts for the same holes, report [`AppEvent::ChatUnhealthy`].
+    pub unhealthy_after: u32,
+    /// First wait before re-sending our newest unacknowledged message.
+    pub retransmit_ms: Millis,
+    /// Cap for both backoffs.
+    pub max_backoff_ms: Millis,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            resend_retry_ms: 30_000,
+            unhealthy_after: 5,
+            retransmit_ms: 60_000,
+            max_backoff_ms: 3_600_000,
+        }
+    }
+}
+
+/// Where the chat's life stands.
+enum Phase {
+    /// Originator: waiting for the DH config.
+    OriginatorConfig {
+        user: api::InputUser,
+        random_id: i32,
+    },
+    /// Originator: waiting for `g_a` to be computed.
+    OriginatorPublic {
+        user: api::InputUser,
+        random_id: i32,
+        a: Zeroizing<[u8; 256]>,
+    },
+    /// Originator: `requestEncryption` sent; waiting for `encryptedChat`.
+    OriginatorWaiting { a: Zeroizing<[u8; 256]> },
+    /// Originator: waiting for the key to be computed.
+    OriginatorKey { fingerprint: i64 },
+    /// Participant: the application decides.
+    Requested { g_a: Vec<u8> },
+    /// Participant: waiting for the DH config.
+    ParticipantConfig { g_a: Vec<u8> },
+    /// Participant: waiting for `g_b` and the key to be computed.
+    ParticipantKey,
+    /// The key is agreed.
+    Ready,
+    /// Closed for good.
+    Closed(CloseReason),
+}
+
+impl Phase {
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::OriginatorConfig { .. } => "fetching_config",
+            Phase::OriginatorPublic { .. } => "computing_g_a",
+            Phase::OriginatorWaiting { .. } => "waiting_for_peer",
+            Phase::OriginatorKey { .. } => "computing_key",
+            Phase::Requested { .. } => "requested",
+            Phase::ParticipantConfig { .. } => "fetching_config",
+            Phase::ParticipantKey => "computing_key",
+            Phase::Ready => "ready",
+            Phase::Closed(_) => "closed",
+        }
+    }
+}
+
+/// An incoming message waiting behind a hole.
+#[derive(Debug, Clone)]
+struct Waiting {
+    layer: e2e::DecryptedMessageLayer,
+    file: Option<api::EncryptedFile>,
+    /// A Resend in it was already acted on (acted on once, on arrival).
+    resend_done: bool,
+}
+
+/// A health-check view of one chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatStatus {
+    /// `fetching_config`, `computing_g_a`, `waiting_for_peer`, `computing_key`, `requested`,
+    /// `ready` or `closed`.
+    pub phase: &'static str,
+    /// The close reason, once closed.
+    pub closed: Option<CloseReason>,
+    /// Server chat id (0 until known).
+    pub chat_id: i32,
+    /// Our side.
+    pub side: Side,
+    /// The peer's layer.
+    pub peer_layer: i32,
+    /// The layer outgoing messages use.
+    pub negotiated_layer: i32,
+    /// Raw `(sent, received, acknowledged by the peer)`.
+    pub seq: (u32, u32, u32),
+    /// Current key fingerprint.
+    pub key_fingerprint: Option<i64>,
+    /// Messages encrypted and decrypted with the current key.
+    pub key_uses: u32,
+    /// Age of the current key.
+    pub key_age_ms: Millis,
+    /// Missing raw out_seq_no ranges.
+    pub holes: Vec<(u32, u32)>,
+    /// Outgoing messages not yet acknowledged.
+    pub unacknowledged: usize,
+    /// Re-keys completed.
+    pub rekeys: u32,
+    /// A re-key exchange is in progress.
+    pub rekeying: bool,
+}
+
+/// One secret chat's protocol state. See the module docs.
+pub struct ChatCore {
+    config: ChatConfig,
+    side: Side,
+    chat_id: i32,
+    access_hash: i64,
+    phase: Phase,
+    dh: Option<Arc<DhParams>>,
+    session: Option<Session>,
+    rekey: Rekey,
+    waiting: WaitingQueue<Waiting>,
+    outbox: BTreeMap<u32, OutboxEntry>,
+    early: Vec<(Vec<u8>, Option<api::EncryptedFile>)>,
+    pending_sends: Vec<Command>,
+    visualization: Vec<u8>,
+    key_uses: u32,
+    key_sent: u32,
+    key_since: Millis,
+    rekeys: u32,
+    discard_wanted: bool,
+    next_job: u64,
+    handshake_job: Option<u64>,
+    rekey_job: Option<u64>,
+    timers: BTreeMap<Timer, Millis>,
+    resend_attempts: u32,
+    unhealthy_reported: bool,
+    retransmit_backoff: Millis,
+}
+
+impl std::fmt::Debug for ChatCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatCore")
+            .field("chat_id", &self.chat_id)
+            .field("side", &self.side)
+            .field("phase", &self.phase.name())
+            .field("rekey", &self.rekey)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The actions of one step, with the changes to persist first.
+struct Out {
+    actions: Vec<Action>,
+    persist: Persist,
+    dirty: bool,
+}
+
+impl Out {
+    fn new() -> Self {
+        Self {
+            actions: Vec::new(),
+            persist: Persist::default(),
+            dirty: false,
+        }
+    }
+
+    fn push(&mut self, a: Action) {
+        self.actions.push(a);
+    }
+
+    fn deliver(&mut self, e: AppEvent) {
+        self.dirty = true;
+        self.actions.push(Action::Deliver(e));
+    }
+
+    fn call(&mut self, c: Call) {
+        self.actions.push(Action::Call(Box::new(c)));
+    }
+
+    fn finish(self) -> Vec<Action> {
+        if !self.dirty && self.persist.is_empty() {
+            return self.actions;
+        }
+        let mut all = Vec::with_capacity(self.actions.len() + 1);
+        all.push(Action::Persist(Box::new(self.persist)));
+        all.extend(self.actions);
+        all
+    }
+}
+
+impl ChatCore {
+    fn blank(config: ChatConfig, side: Side, phase: Phase) -> Self {
+        Self {
+            config,
+            side,
+            chat_id: 0,
+            access_hash: 0,
+            phase,
+            dh: None,
+            session: None,
+            rekey: Rekey::Idle,
+            waiting: WaitingQueue::default(),
+            outbox: BTreeMap::new(),
+            early: Vec::new(),
+            pending_sends: Vec::new(),
+            visualization: Vec::new(),
+            key_uses: 0,
+            key_sent: 0,
+            key_since: 0,
+            rekeys: 0,
+            discard_wanted: false,
+            next_job: 0,
+            handshake_job: None,
+            rekey_job: None,
+            timers: BTreeMap::new(),
+            resend_attempts: 0,
+            unhealthy_reported: false,
+            retransmit_backoff: config.retransmit_ms,
+        }
+    }
+
+    /// Starts a chat with `user` (we are the originator). `random_id` is the
+    /// `requestEncryption` random id. The first action asks for the DH config.
+    pub fn request(
+        config: ChatConfig,
+        user: api::InputUser,
+        random_id: i32,
+    ) -> (Self, Vec<Action>) {
+        let core = Self::blank(
+            config,
+            Side::Originator,
+            Phase::OriginatorConfig { user, random_id },
+        );
+        let mut out = Out::new();
+        out.dirty = true;
+        out.push(Action::NeedDhConfig);
+        (core, out.finish())
+    }
+
+    /// A chat another user requested (we are the participant): the application is asked.
+    pub fn requested(
+        config: ChatConfig,
+        req: &api_types::EncryptedChatRequested,
+    ) -> (Self, Vec<Action>) {
+        let mut core = Self::blank(
+            config,
+            Side::Participant,
+            Phase::Requested {
+                g_a: req.g_a.clone(),
+            },
+        );
+        core.chat_id = req.id;
+        core.access_hash = req.access_hash;
+        let mut out = Out::new();
+        out.deliver(AppEvent::ChatRequested {
+            admin_id: req.admin_id,
+            date: req.date,
+        });
+        (core, out.finish())
+    }
+
+    /// Handles one event at time `now`, drawing randomness from `rng`.
+    pub fn handle(&mut self, event: Event, now: Millis, rng: &mut impl RngCore) -> Vec<Action> {
+        let mut out = Out::new();
+        if !matches!(self.phase, Phase::Closed(_)) {
+            match event {
+                Event::DhConfig { params, random } => {
+                    self.on_dh_config(params, &random, rng, &mut out)
+                }
+                Event::DhConfigFailed(e) => self.abort(CloseReason::Dh(e), &mut out),
+                Event::DhDone(o) => self.on_dh_done(o, now, rng, &mut out),
+                Event::ChatUpdate(c) => self.on_chat_update(c, &mut out),
+                Event::Incoming { wire, file } => self.on_incoming(wire, file, now, rng, &mut out),
+                Event::Command(c) => self.on_command(c, now, rng, &mut out),
+                Event::Timer(t) => self.on_timer(t, now, rng, &mut out),
+            }
+        }
+        out.finish()
+    }
+
+    /// The chat's server id (0 until the server assigned one).
+    pub fn chat_id(&self) -> i32 {
+        self.chat_id
+    }
+
+    /// Whether the chat is closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed(_))
+    }
+
+    /// Whether the key is agreed and the chat open.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.phase, Phase::Ready)
+    }
+
+    /// The key visualization (empty until the key is agreed).
+    pub fn visualization(&self) -> &[u8] {
+        &self.visualization
+    }
+
+    /// The stored copy of our outgoing message `raw_out`, while unacknowledged.
+    pub fn outbox_entry(&self, raw_out: u32) -> Option<&OutboxEntry> {
+        self.outbox.get(&raw_out)
+    }
+
+    /// A health-check snapshot.
+    pub fn status(&self, now: Millis) -> ChatStatus {
+        let (peer_layer, negotiated_layer, seq, fp) = match &self.session {
+            Some(s) => (
+                s.layer().peer(),
+                s.layer().negotiated(),
+                s.seq().parts(),
+                Some(s.key().fingerprint()),
+            ),
+            None => (
+                super::layer::INITIAL_PEER_LAYER,
+                super::layer::INITIAL_PEER_LAYER,
+                (0, 0, 0),
+                None,
+            ),
+        };
+        ChatStatus {
+            phase: self.phase.name(),
+            closed: match &self.phase {
+                Phase::Closed(r) => Some(r.clone()),
+                _ => None,
+            },
+            chat_id: self.chat_id,
+            side: self.side,
+            peer_layer,
+            negotiated_layer,
+            seq,
+            key_fingerprint: fp,
+            key_uses: self.key_uses,
+            key_age_ms: now.saturating_sub(self.key_since),
+            holes: self.waiting.holes(seq.1),
+            unacknowledged: self.outbox.len(),
+            rekeys: self.rekeys,
+            rekeying: self.rekey.in_progress(),
+        }
+    }
+
+    fn input_chat(&self) -> api::InputEncryptedChat {
+        api::InputEncryptedChat::InputEncryptedChat(api_types::InputEncryptedChat {
+            chat_id: self.chat_id,
+            access_hash: self.access_hash,
+        })
+    }
+
+    fn job_id(&mut self) -> u64 {
+        self.next_job += 1;
+        self.next_job
+    }
+
+    /// Closes the chat for a protocol reason: tells the server and the application, and drops
+    /// every key, queued message and timer.
+    fn abort(&mut self, reason: CloseReason, out: &mut Out) {
+        if self.chat_id != 0 {
+            out.call(Call::DiscardEncryption(
+                secretchat_schema::api::functions::messages::DiscardEncryption {
+                    delete_history: false,
+                    chat_id: self.chat_id,
+                },
+            ));
+        }
+        self.close(reason, out);
+    }
+
+    /// Closes without telling the server (it told us, or the caller already did).
+    fn close(&mut self, reason: CloseReason, out: &mut Out) {
+        self.phase = Phase::Closed(reason.clone());
+        self.session = None;
+        self.rekey = Rekey::Idle;
+        self.waiting = WaitingQueue::default();
+        self.outbox.clear();
+        self.early.clear();
+        self.pending_sends.clear();
+        self.timers.clear();
+        self.handshake_job = None;
+        self.rekey_job = None;
+        out.persist.closed = true;
+        out.deliver(AppEvent::ChatClosed(reason));
+    }
+
+    fn arm(&mut self, timer: Timer, at: Millis, out: &mut Out) {
+        if self.timers.get(&timer).is_some_and(|&t| t <= at) {
+            return;
+        }
+        self.timers.insert(timer, at);
+        out.dirty = true;
+        out.push(Action::ArmTimer { timer, at });
+    }
+
+    fn on_command(&mut self, c: Command, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
+        match c {
+            Command::Accept => self.accept(out),
+            Command::Decline => {
+                if matches!(self.phase, Phase::Requested { .. }) {
+                    self.abort(CloseReason::Declined, out);
+                }
+            }
+            Command::Close { delete_history } => {
+                out.call(Call::DiscardEncryption(
+                    secretchat_schema::api::functions::messages::DiscardEncryption {
+                        delete_history,
+                        chat_id: self.chat_id,
+                    },
+                ));
+                self.close(CloseReason::Local, out);
+            }
+            Command::Rekey => self.start_rekey(rng, out),
+            c @ (Command::Send(_) | Command::Service(_)) => {
+                if self.is_ready() {
+                    self.send_command(c, now, rng, out);
+                } else {
+                    out.dirty = true;
+                    self.pending_sends.push(c);
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self, t: Timer, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
+        match self.timers.get(&t) {
+            Some(&at) if at <= now => {
+                self.timers.remove(&t);
+                out.dirty = true;
+            }
+            _ => return,
+        }
+        match t {
+            Timer::ResendRetry => self.retry_holes(now, rng, out),
+            Timer::Retransmit => self.retransmit(now, rng, out),
+            Timer::KeyAge => self.maybe_rekey(now, rng, out),
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Receiving: pick the key by fingerprint, decrypt, classify by seq_no (duplicate, in order,
+//! past a hole), queue and drain, and interpret each message exactly once, in order.
+
+use rand_core::RngCore;
+use secretchat_schema::api::enums as api;
+use secretchat_schema::e2e::enums;
+
+use super::{Action, AppEvent, ChatCore, CloseReason, MAX_EARLY, Millis, Out, Phase, Waiting};
+use crate::crypto::message;
+use crate::protocol::gaps::Queued;
+use crate::protocol::layer::{Observed, Payload};
+use crate::protocol::seq_no::Received;
+use crate::protocol::session::{SessionError, wire_fingerprint};
+
+impl ChatCore {
+    pub(super) fn on_incoming(
+        &mut self,
+        wire: Vec<u8>,
+        file: Option<api::EncryptedFile>,
+        now: Millis,
+        rng: &mut impl RngCore,
+        out: &mut Out,
+    ) {
+        match self.phase {
+            Phase::Ready => {}
+            Phase::Closed(_) => return,
+            _ => {
+                // The peer may write before our key is computed (updates are not ordered).
+                if self.early.len() < MAX_EARLY {
+                    self.early.push((wire, file));
+                    out.dirty = true;
+                } else {
+                    out.push(Action::Rejected(SessionError::NoEnvelope));
+                }
+                return;
+            }
+        }
+        let fp = wire_fingerprint(&wire);
+        // The initiator switched to the key we accepted before its CommitKey reached us (pfs.md
+        // "Final step"): switch too, but only for a message that really decrypts under it.
+        if let (Some(fp), Some(pending)) = (fp, self.rekey.pending_key()) {
+            if fp == pending.fingerprint()
+                && message::decrypt_v2(pending, self.side.peer(), &wire).is_ok()
+            {
+                if let Some(step) = self.rekey.on_key_seen(fp) {
+                    self.apply_rekey_step(step, now, rng, out);
+                }
+            }
+        }
+        let hole_open = self.waiting.hole_open();
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let opened = match session.open(&wire, hole_open) {
+            Ok(o) => o,
+            Err(SessionError::Seq(e)) => return self.abort(CloseReason::Seq(e), out),
+            Err(e) => return out.push(Action::Rejected(e)),
+        };
+        let current_fp = session.key().fingerprint();
+        out.dirty = true;
+        for news in opened.layer_news {
+            match news {
+                Observed::Raised(l) => out.deliver(AppEvent::PeerLayer(l)),
+                Observed::PeerNewerThanUs(l) => out.deliver(AppEvent::PeerNewerThanUs(l)),
+                Observed::Same => {}
+            }
+        }
+        let Payload::Layered(layer) = opened.payload else {
+            return; // a bare layer-8 NotifyLayer: its layer is applied, nothing else to do
+        };
+        match opened.received {
+            None | Some(Received::Duplicate) => {}
+            Some(Received::Gap { raw_out, .. }) => self.queue(raw_out, layer, file, now, rng, out),
+            Some(Received::InOrder { peer_in }) => {
+                self.process(layer, file, peer_in, false, now, rng, out);
+                self.drain(now, rng, out);
+            }
+        }
+        if fp == Some(current_fp) {
+            if let Some(step) = self.rekey.on_key_seen(current_fp) {
+                self.apply_rekey_step(step, now, rng, out);
+            }
+        }
+        self.maybe_rekey(now, rng, out);
+    }
+
+    /// A message past a hole: act on a Resend in it now (once), queue it, ask for a new hole.
+    fn queue(
+        &mut self,
+        raw_out: u32,
+        layer: secretchat_schema::e2e::types::DecryptedMessageLayer,
+        file: Option<api::EncryptedFile>,
+        now: Millis,
+        rng: &mut impl RngCore,
+        out: &mut Out,
+    ) {
+        if self.waiting.contains(raw_out) {
+            return;
+        }
+        let Some(expected) = self.session.as_ref().map(|s| s.seq().parts().1) else {
+            return;
+        };
+        let resend = resend_of(&layer.message);
+        let waiting = Waiting {
+            layer,
+            file,
+            resend_done: resend.is_some(),
+        };
+        match self.waiting.push(expected, raw_out, waiting) {
+            Ok(q) => {
+                out.persist.waiting_put.push(raw_out);
+                // seq_no.md "Avoiding concurrent gaps": a Resend is interpreted on receipt.
+                if let Some((start, end)) = resend {
+                    self.answer_resend(start, end, rng, out);
+                }
+                if let Queued::RequestResend { lo, hi } = q {
+                    self.request_resend(lo, hi, now, rng, out);
+                }
+            }
+            Err(e) => self.abort(CloseReason::Gap(e), out),
+        }
+    }
+
+    /// Interprets one in-order message.
+    #[allow(clippy::too_many_arguments)]
+    fn process(
+        &mut self,
+        layer: secretchat_schema::e2e::types::DecryptedMessageLayer,
+        file: Option<api::EncryptedFile>,
+        peer_in: u32,
+        resend_done: bool,
+        now: Millis,
+        rng: &mut impl RngCore,
+        out: &mut Out,
+    ) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if let Err(e) = session.accept(peer_in) {
+            return self.abort(
+                CloseReason::Protocol(match e {
+                    SessionError::Seq(_) => "sequence numbers exhausted",
+                    _ => "accept failed",
+                }),
+                out,
+            );
+        }
+        self.key_uses += 1;
+        self.acknowledged(peer_in, now, out);
+        let (random_id, action) = match layer.message {
+            enums::DecryptedMessage::Service8(s) => (s.random_id, s.action),
+            enums::DecryptedMessage::Service23(s) => (s.random_id, s.action),
+            m => {
+                return out.deliver(AppEvent::Message {
+                    message: Box::new(m),
+                    file,
+                });
+            }
+        };
+        use enums::DecryptedMessageAction as A;
+        match action {
+            A::Resend(r) if !resend_done => {
+                self.answer_resend(r.start_seq_no, r.end_seq_no, rng, out)
+            }
+            A::Resend(_) | A::NotifyLayer(_) | A::Noop(_) => {}
+            A::RequestKey(r) => self.on_request_key(r, now, rng, out),
+            A::AcceptKey(a) => self.on_accept_key(a, now, rng, out),
+            A::CommitKey(c) => self.on_commit_key(c, now, rng, out),
+            A::AbortKey(a) => {
+                if self.rekey.on_abort(a.exchange_id).is_ok() {
+                    self.rekey_job = None;
+                }
+            }
+            action => out.deliver(AppEvent::Service { random_id, action }),
+        }
+    }
+
+    /// Interprets queued messages that are now in order.
+    fn drain(&mut self, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
+        loop {
+            let Some(expected) = self.session.as_ref().map(|s| s.seq().parts().1) else {
+                return;
+            };
+            let Some(w) = self.waiting.pop_ready(expected) else {
+                break;
+            };
+            out.persist.waiting_done.push(expected);
+            let Some(session) = self.session.as_ref() else {
+                return;
+            };
+            match session
+                .seq()
+                .classify(w.layer.in_seq_no, w.layer.out_seq_no)
+            {
+                Ok(Received::InOrder { peer_in }) => {
+                    self.process(w.layer, w.file, peer_in, w.resend_done, now, rng, out)
+                }
+                Ok(_) => {}
+                Err(e) => return self.abort(CloseReason::Seq(e), out),
+            }
+        }
+        if self.waiting.is_empty() {
+            self.resend_attempts = 0;
+            self.unhealthy_reported = false;
+            self.timers.remove(&super::Timer::ResendRetry);
+            self.discard_previous_if_wanted();
+        }
+    }
+
+    /// Drops the previous key once the exchange no longer needs it and no hole is open.
+    pub(super) fn discard_previous_if_wanted(&mut self) {
+        if self.discard_wanted && self.waiting.is_empty() {
+            if let Some(s) = self.session.as_mut() {
+                s.discard_previous();
+            }
+            self.discard_wanted = false;
+        }
+    }
+}
+
+/// The wire range of a Resend action in `m`, if it is one.
+fn resend_of(m: &enums::DecryptedMessage) -> Option<(i32, i32)> {
+    let action = match m {
+        enums::DecryptedMessage::Service8(s) => &s.action,
+        enums::DecryptedMessage::Service23(s) => &s.action,
+        _ => return None,
+    };
+    match action {
+        enums::DecryptedMessageAction::Resend(r) => Some((r.start_seq_no, r.end_seq_no)),
+        _ => None,
+    }
+}

@@ -1,0 +1,343 @@
+//! Sending: sealing messages for the negotiated layer, the outbox of unacknowledged wire bytes,
+//! answering the peer's Resend byte-identically, asking for our own holes again, and re-sending
+//! our newest unacknowledged message when the peer stays silent (tail loss).
+
+use rand_core::RngCore;
+use secretchat_schema::api::enums as api;
+use secretchat_schema::api::functions::messages as calls;
+use secretchat_schema::e2e::{enums, types};
+
+use super::{
+    AppEvent, Call, ChatCore, CloseReason, Command, Millis, Out, OutboxEntry, Outgoing,
+    ServiceAction, Timer,
+};
+use crate::protocol::layer::{MTPROTO2_LAYER, entities_for};
+
+impl ChatCore {
+    pub(super) fn send_command(
+        &mut self,
+        c: Command,
+        now: Millis,
+        rng: &mut impl RngCore,
+        out: &mut Out,
+    ) {
+        match c {
+            Command::Send(m) => self.send_outgoing(*m, now, rng, out),
+            Command::Service(s) => {
+                let action = match s {
+                    ServiceAction::SetTtl(ttl_seconds) => {
+                        enums::DecryptedMessageAction::SetMessageTTL(
+                            types::DecryptedMessageActionSetMessageTTL { ttl_seconds },
+                        )
+                    }
+                    ServiceAction::Read(random_ids) => enums::DecryptedMessageAction::ReadMessages(
+                        types::DecryptedMessageActionReadMessages { random_ids },
+                    ),
+                    ServiceAction::Delete(random_ids) => {
+                        self.delete_unacknowledged(&random_ids, rng, out);
+                        enums::DecryptedMessageAction::DeleteMessages(
+                            types::DecryptedMessageActionDeleteMessages { random_ids },
+                        )
+                    }
+                    ServiceAction::Screenshot(random_ids) => {
+                        enums::DecryptedMessageAction::ScreenshotMessages(
+                            types::DecryptedMessageActionScreenshotMessages { random_ids },
+                        )
+                    }
+                    ServiceAction::FlushHistory => enums::DecryptedMessageAction::FlushHistory(
+                        types::DecryptedMessageActionFlushHistory {},
+                    ),
+                    ServiceAction::Typing(action) => {
+                        enums::DecryptedMessageAction::Typing(types::DecryptedMessageActionTyping {
+                            action,
+                        })
+                    }
+                };
+                self.send_action(action, now, rng, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn send_outgoing(&mut self, m: Outgoing, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
+        let Some(layer) = self.session.as_ref().map(|s| s.layer().negotiated()) else {
+            return;
+        };
+        let entities = Some(entities_for(layer, m.entities)).filter(|e| !e.is_empty());
+        let (media, file) = match m.media {
+            Some((media, file)) => (Some(media), Some(file)),
+            None => (None, None),
+        };
+        let message = if layer >= MTPROTO2_LAYER {
+            enums::DecryptedMessage::DecryptedMessage73(types::DecryptedMessage73 {
+                no_webpage: m.no_webpage,
+                silent: m.silent,
+                random_id: m.random_id,
+                ttl: m.ttl,
+                message: m.text,
+                media,
+                entities,
+                via_bot_name: m.via_bot_name,
+                reply_to_random_id: m.reply_to_random_id,
+                grouped_id: m.grouped_id,
+            })
+        } else {
+            enums::DecryptedMessage::DecryptedMessage46(types::DecryptedMessage46 {
+                random_id: m.random_id,
+                ttl: m.ttl,
+                message: m.text,
+                media,
+                entities,
+                via_bot_name: m.via_bot_name,
+                reply_to_random_id: m.reply_to_random_id,
+            })
+        };
+        self.seal_and_send(message, m.random_id, false, file, m.silent, now, rng, out);
+    }
+
+    /// Sends a service action (wrapped in `decryptedMessageService`).
+    pub(super) fn send_action(
+        &mut self,
+        action: enums::DecryptedMessageAction,
+        now: Millis,
+        rng: &mut impl RngCore,
+        out: &mut Out,
+    ) {
+        let random_id = rng.next_u64() as i64;
+        let message = enums::DecryptedMessage::Service23(types::DecryptedMessageService23 {
+            random_id,
+            action,
+        });
+        self.seal_and_send(message, random_id, true, None, false, now, rng, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn seal_and_send(
+        &mut self,
+        message: enums::DecryptedMessage,
+        random_id: i64,
+        service: bool,
+        file: Option<api::InputEncryptedFile>,
+        silent: bool,
+        now: Millis,
+        rng: &mut impl RngCore,
+        out: &mut Out,
+    ) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let raw_out = session.seq().parts().0;
+        let sealed = match session.seal(message, rng) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.abort(
+                    CloseReason::Protocol(match e {
+                        crate::protocol::session::SessionError::Seq(_) => {
+                            "sequence numbers exhausted"
+                        }
+                        _ => "could not seal a message",
+                    }),
+                    out,
+                );
+            }
+        };
+        self.key_uses += 1;
+        self.key_sent += 1;
+        let entry = OutboxEntry {
+            random_id,
+            wire: sealed.wire,
+            in_seq_no: sealed.in_seq_no,
+            out_seq_no: sealed.out_seq_no,
+            service,
+            file,
+            silent,
+        };
+        out.call(send_call(self.input_chat(), &entry, random_id));
+        out.persist.outbox_put.push((raw_out, entry.clone()));
+        self.outbox.insert(raw_out, entry);
+        out.dirty = true;
+        self.arm(
+            Timer::Retransmit,
+            now.saturating_add(self.retransmit_backoff),
+            out,
+        );
+        self.maybe_rekey(now, rng, out);
+    }
+
+    /// seq_no.md "Deleting unacknowledged messages": a deleted message the peer has not
+    /// acknowledged is replaced, under the same sequence numbers, by a self-delete (so a Resend
+    /// never brings its content back).
+    fn delete_unacknowledged(&mut self, random_ids: &[i64], rng: &mut impl RngCore, out: &mut Out) {
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        for (&raw, entry) in self.outbox.iter_mut() {
+            if entry.service || !random_ids.contains(&entry.random_id) {
+                continue;
+            }
+            let random_id = entry.random_id;
+            let message = enums::DecryptedMessage::Service23(types::DecryptedMessageService23 {
+                random_id,
+                action: enums::DecryptedMessageAction::DeleteMessages(
+                    types::DecryptedMessageActionDeleteMessages {
+                        random_ids: vec![random_id],
+                    },
+                ),
+            });
+            if let Ok(sealed) = session.seal_at(message, entry.in_seq_no, entry.out_seq_no, rng) {
+                *entry = OutboxEntry {
+                    random_id,
+                    wire: sealed.wire,
+                    in_seq_no: entry.in_seq_no,
+                    out_seq_no: entry.out_seq_no,
+                    service: true,
+                    file: None,
+                    silent: false,
+                };
+                out.persist.outbox_put.push((raw, entry.clone()));
+            }
+        }
+    }
+
+    /// The peer asks for our messages `start..=end` (wire): re-send the stored bytes, or abort
+    /// if we cannot.
+    pub(super) fn answer_resend(
+        &mut self,
+        start: i32,
+        end: i32,
+        rng: &mut impl RngCore,
+        out: &mut Out,
+    ) {
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        let range = match session.seq().resend_range(start, end) {
+            Ok(r) => r,
+            Err(e) => return self.abort(CloseReason::Seq(e), out),
+        };
+        let (lo, hi) = (*range.start(), *range.end());
+        if range.clone().any(|raw| !self.outbox.contains_key(&raw)) {
+            return self.abort(CloseReason::ResendUnsatisfiable { lo, hi }, out);
+        }
+        let input = self.input_chat();
+        for raw in range {
+            if let Some(entry) = self.outbox.get(&raw) {
+                out.call(send_call(input.clone(), entry, rng.next_u64() as i64));
+            }
+        }
+    }
+
+    /// Asks the peer for raw out_seq_no `lo..=hi` of its messages.
+    pub(super) fn request_resend(
+        &mut self,
+        lo: u32,
+        hi: u32,
+        now: Millis,
+        rng: &mut impl RngCore,
+        out: &mut Out,
+    ) {
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        let (Ok(start_seq_no), Ok(end_seq_no)) = (
+            session.seq().peer_out_wire(lo),
+            session.seq().peer_out_wire(hi),
+        ) else {
+            return;
+        };
+        let resend = enums::DecryptedMessageAction::Resend(types::DecryptedMessageActionResend {
+            start_seq_no,
+            end_seq_no,
+        });
+        self.send_action(resend, now, rng, out);
+        let wait = self
+            .config
+            .resend_retry_ms
+            .saturating_mul(1 << self.resend_attempts.min(16))
+            .min(self.config.max_backoff_ms);
+        self.arm(Timer::ResendRetry, now.saturating_add(wait), out);
+    }
+
+    /// The retry timer fired: ask again for every hole still open.
+    pub(super) fn retry_holes(&mut self, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        let holes = self.waiting.holes(session.seq().parts().1);
+        if holes.is_empty() {
+            self.resend_attempts = 0;
+            return;
+        }
+        self.resend_attempts += 1;
+        if self.resend_attempts >= self.config.unhealthy_after && !self.unhealthy_reported {
+            self.unhealthy_reported = true;
+            out.deliver(AppEvent::ChatUnhealthy {
+                holes: holes.clone(),
+            });
+        }
+        for (lo, hi) in holes {
+            self.request_resend(lo, hi, now, rng, out);
+        }
+    }
+
+    /// The peer acknowledged our messages below raw `peer_in`: forget them.
+    pub(super) fn acknowledged(&mut self, peer_in: u32, now: Millis, out: &mut Out) {
+        let before = self.outbox.len();
+        self.outbox = self.outbox.split_off(&peer_in);
+        if self.outbox.len() != before {
+            out.persist.outbox_ack_below = Some(peer_in);
+            self.retransmit_backoff = self.config.retransmit_ms;
+            self.timers.remove(&Timer::Retransmit);
+            if !self.outbox.is_empty() {
+                self.arm(
+                    Timer::Retransmit,
+                    now.saturating_add(self.retransmit_backoff),
+                    out,
+                );
+            }
+        }
+    }
+
+    /// The retransmit timer fired: re-send our newest unacknowledged message (harmless if the
+    /// peer has it; reveals the hole if not) and back off.
+    pub(super) fn retransmit(&mut self, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
+        let Some((_, entry)) = self.outbox.last_key_value() else {
+            self.retransmit_backoff = self.config.retransmit_ms;
+            return;
+        };
+        out.call(send_call(self.input_chat(), entry, rng.next_u64() as i64));
+        self.retransmit_backoff = self
+            .retransmit_backoff
+            .saturating_mul(2)
+            .min(self.config.max_backoff_ms);
+        self.arm(
+            Timer::Retransmit,
+            now.saturating_add(self.retransmit_backoff),
+            out,
+        );
+    }
+}
+
+/// The `messages.sendEncrypted*` call for a stored message.
+fn send_call(peer: api::InputEncryptedChat, e: &OutboxEntry, random_id: i64) -> Call {
+    match (&e.file, e.service) {
+        (Some(file), _) => Call::SendEncryptedFile(calls::SendEncryptedFile {
+            silent: e.silent,
+            peer,
+            random_id,
+            data: e.wire.clone(),
+            file: file.clone(),
+        }),
+        (None, true) => Call::SendEncryptedService(calls::SendEncryptedService {
+            peer,
+            random_id,
+            data: e.wire.clone(),
+        }),
+        (None, false) => Call::SendEncrypted(calls::SendEncrypted {
+            silent: e.silent,
+            peer,
+            random_id,
+            data: e.wire.clone(),
+        }),
+    }
+}
