@@ -35,6 +35,9 @@ pub enum SessionError {
     NoEnvelope,
 }
 
+/// Most superseded keys kept while holes from before a switch are open.
+pub const MAX_OLD_KEYS: usize = 4;
+
 /// A sealed outgoing message: store `wire` before sending it (resends reuse these bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
@@ -65,8 +68,9 @@ pub struct Opened {
 #[derive(Debug)]
 pub struct Session {
     key: AuthKey,
-    /// The key before the last re-key, kept for late messages until it may be discarded.
-    previous: Option<AuthKey>,
+    /// Keys before the last re-keys (newest last), kept for late messages until they may be
+    /// discarded; at most [`MAX_OLD_KEYS`].
+    previous: Vec<AuthKey>,
     side: Side,
     seq: SeqNo,
     layer: LayerState,
@@ -77,7 +81,7 @@ impl Session {
     pub fn new(key: AuthKey, side: Side) -> Self {
         Self {
             key,
-            previous: None,
+            previous: Vec::new(),
             side,
             seq: SeqNo::new(side),
             layer: LayerState::default(),
@@ -87,7 +91,7 @@ impl Session {
     /// Rebuilds a session from stored parts.
     pub fn from_parts(
         key: AuthKey,
-        previous: Option<AuthKey>,
+        previous: Vec<AuthKey>,
         side: Side,
         seq: SeqNo,
         layer: LayerState,
@@ -106,9 +110,9 @@ impl Session {
         &self.key
     }
 
-    /// The previous key, while it is kept for late messages.
-    pub fn previous_key(&self) -> Option<&AuthKey> {
-        self.previous.as_ref()
+    /// The previous keys still kept for late messages (oldest first).
+    pub fn previous_keys(&self) -> &[AuthKey] {
+        &self.previous
     }
 
     /// Our side of the chat.
@@ -116,15 +120,21 @@ impl Session {
         self.side
     }
 
-    /// Switches to `key` for sending and receiving; the current key becomes the previous one
-    /// (an older previous key is dropped and zeroized).
-    pub fn install(&mut self, key: AuthKey) {
-        self.previous = Some(std::mem::replace(&mut self.key, key));
+    /// Switches to `key` for sending and receiving; the current key joins the previous ones
+    /// (beyond [`MAX_OLD_KEYS`] the oldest is dropped and zeroized).
+    /// Returns whether the oldest key had to be dropped to make room.
+    pub fn install(&mut self, key: AuthKey) -> bool {
+        self.previous.push(std::mem::replace(&mut self.key, key));
+        if self.previous.len() > MAX_OLD_KEYS {
+            self.previous.remove(0);
+            return true;
+        }
+        false
     }
 
-    /// Drops (and zeroizes) the previous key.
-    pub fn discard_previous(&mut self) {
-        self.previous = None;
+    /// Drops (and zeroizes) the `n` oldest previous keys.
+    pub fn discard_oldest(&mut self, n: usize) {
+        self.previous.drain(..n.min(self.previous.len()));
     }
 
     /// The sequence-number state.
@@ -202,12 +212,12 @@ impl Session {
     /// changes on error.
     pub fn open(&mut self, wire: &[u8], gap_open: bool) -> Result<Opened, SessionError> {
         let peer = self.side.peer();
-        let key = match (&self.previous, wire_fingerprint(wire)) {
-            (Some(prev), Some(fp)) if fp == prev.fingerprint() && fp != self.key.fingerprint() => {
-                prev
-            }
-            _ => &self.key,
-        };
+        let fp = wire_fingerprint(wire);
+        let key = self
+            .previous
+            .iter()
+            .find(|k| Some(k.fingerprint()) == fp && fp != Some(self.key.fingerprint()))
+            .unwrap_or(&self.key);
         let decrypted = if self.layer.try_mtproto1(gap_open) {
             message::decrypt_v1(key, wire).or_else(|_| message::decrypt_v2(key, peer, wire))?
         } else {

@@ -164,7 +164,9 @@ pub struct ChatCore {
     key_sent: u32,
     key_since: Millis,
     rekeys: u32,
-    discard_wanted: bool,
+    /// How many of the oldest previous keys the exchanges no longer need (they go once no
+    /// hole is open).
+    discard_ready: usize,
     next_job: u64,
     handshake_job: Option<u64>,
     rekey_job: Option<u64>,
@@ -245,7 +247,7 @@ impl ChatCore {
             key_sent: 0,
             key_since: 0,
             rekeys: 0,
-            discard_wanted: false,
+            discard_ready: 0,
             next_job: 0,
             handshake_job: None,
             rekey_job: None,
@@ -294,6 +296,40 @@ impl ChatCore {
             date: req.date,
         });
         (core, out.finish())
+    }
+
+    /// A ready chat from a key agreed elsewhere: the bulk-provisioning path for benchmarks and
+    /// tests (`secretchat simulate --chats 1000000` registers chats this way instead of running
+    /// a million handshakes). Both sides must be provisioned with the same key, opposite sides
+    /// and the same `chat_id`/`access_hash`; `peer_layer` is what the peer is known to speak.
+    /// Nothing is sent (no NotifyLayer): the caller vouches for the layers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn provisioned(
+        config: ChatConfig,
+        side: Side,
+        chat_id: i32,
+        access_hash: i64,
+        key: crate::crypto::AuthKey,
+        dh: Arc<DhParams>,
+        peer_layer: i32,
+        now: Millis,
+    ) -> Self {
+        let mut core = Self::blank(config, side, Phase::Ready);
+        core.chat_id = chat_id;
+        core.access_hash = access_hash;
+        core.visualization = crate::crypto::visualize::visualization(&key, Some(&key));
+        let mut layer = super::layer::LayerState::default();
+        let _ = layer.observe(peer_layer);
+        core.session = Some(Session::from_parts(
+            key,
+            Vec::new(),
+            side,
+            super::seq_no::SeqNo::new(side),
+            layer,
+        ));
+        core.dh = Some(dh);
+        core.key_since = now;
+        core
     }
 
     /// Handles one event at time `now`, drawing randomness from `rng`.

@@ -207,13 +207,13 @@ impl ChatCore {
         }
     }
 
-    /// Drops the previous key once the exchange no longer needs it and no hole is open.
+    /// Drops the previous keys the exchanges no longer need, once no hole is open.
     pub(super) fn discard_previous_if_wanted(&mut self) {
-        if self.discard_wanted && self.waiting.is_empty() {
+        if self.discard_ready > 0 && self.waiting.is_empty() {
             if let Some(s) = self.session.as_mut() {
-                s.discard_previous();
+                s.discard_oldest(self.discard_ready);
             }
-            self.discard_wanted = false;
+            self.discard_ready = 0;
         }
     }
 }

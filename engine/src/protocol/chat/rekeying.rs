@@ -11,11 +11,9 @@ use crate::protocol::dh_job::DhOutput;
 use crate::protocol::rekey::{REKEY_AFTER_MS, RekeyError, Step};
 
 impl ChatCore {
-    /// Starts a re-key if one is due and no hole is open (a key switch with holes before it
-    /// would keep two keys alive for longer).
+    /// Starts a re-key if one is due.
     pub(super) fn maybe_rekey(&mut self, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
         if self.is_ready()
-            && self.waiting.is_empty()
             && self.rekey.due(
                 self.key_uses,
                 now.saturating_sub(self.key_since),
@@ -156,7 +154,9 @@ impl ChatCore {
         if let Some(key) = step.install.take() {
             let fp = key.fingerprint();
             if let Some(s) = self.session.as_mut() {
-                s.install(key);
+                if s.install(key) {
+                    self.discard_ready = self.discard_ready.saturating_sub(1);
+                }
             }
             self.key_uses = 0;
             self.key_sent = 0;
@@ -167,7 +167,8 @@ impl ChatCore {
             self.arm(Timer::KeyAge, now.saturating_add(REKEY_AFTER_MS + 1), out);
         }
         if step.discard_old {
-            self.discard_wanted = true;
+            // Every key older than the current one is no longer needed by the exchange.
+            self.discard_ready = self.session.as_ref().map_or(0, |s| s.previous_keys().len());
             self.discard_previous_if_wanted();
         }
         if step.noop_if_idle {
