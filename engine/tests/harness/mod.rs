@@ -83,7 +83,7 @@ impl Who {
 enum Job {
     Deliver(Who, Vec<u8>),
     Event(Who, EventKind),
-    Dh(Who, DhJob),
+    Dh(Who, Box<DhJob>),
 }
 
 #[derive(Debug)]
@@ -148,6 +148,9 @@ impl Party {
     }
 }
 
+/// Rewrites (or drops, returning `None`) a wire on its way to `Who`.
+pub type Tamper = Box<dyn FnMut(Who, Vec<u8>) -> Option<Vec<u8>>>;
+
 /// The world: two parties, the channel, the clock.
 pub struct World {
     pub now: Millis,
@@ -163,7 +166,7 @@ pub struct World {
     /// Answer the participant's ChatRequested with Accept automatically.
     pub auto_accept: bool,
     /// Tamper hook: may rewrite (or drop, returning None) a wire on its way to `Who`.
-    pub tamper: Option<Box<dyn FnMut(Who, Vec<u8>) -> Option<Vec<u8>>>>,
+    pub tamper: Option<Tamper>,
     pub config: ChatConfig,
     pub chat_id: i32,
 }
@@ -410,7 +413,7 @@ impl World {
             }
             Job::Event(who, EventKind::Timer(t)) => self.feed(who, Event::Timer(t)),
             Job::Event(who, EventKind::Update(c)) => self.feed(who, Event::ChatUpdate(c)),
-            Job::Dh(who, job) => self.feed(who, Event::DhDone(job.run())),
+            Job::Dh(who, job) => self.feed(who, Event::DhDone(Box::new(job.run()))),
         }
         true
     }

@@ -42,14 +42,14 @@ impl ChatCore {
             Phase::OriginatorConfig { user, random_id } => {
                 let id = self.job_id();
                 self.handshake_job = Some(id);
-                out.push(Action::Compute(DhJob::new(
+                out.push(Action::Compute(Box::new(DhJob::new(
                     id,
                     DhPurpose::Handshake,
                     params.clone(),
                     secret.clone(),
                     None,
                     true,
-                )));
+                ))));
                 self.phase = Phase::OriginatorPublic {
                     user,
                     random_id,
@@ -63,14 +63,14 @@ impl ChatCore {
                 }
                 let id = self.job_id();
                 self.handshake_job = Some(id);
-                out.push(Action::Compute(DhJob::new(
+                out.push(Action::Compute(Box::new(DhJob::new(
                     id,
                     DhPurpose::Handshake,
                     params.clone(),
                     secret,
                     Some(g_a),
                     true,
-                )));
+                ))));
             }
             other => {
                 // Not waiting for a config: keep the phase as it was.
@@ -157,14 +157,14 @@ impl ChatCore {
                 }
                 let id = self.job_id();
                 self.handshake_job = Some(id);
-                out.push(Action::Compute(DhJob::new(
+                out.push(Action::Compute(Box::new(DhJob::new(
                     id,
                     crate::protocol::dh_job::DhPurpose::Handshake,
                     dh,
                     a,
                     Some(c.g_a_or_b),
                     false,
-                )));
+                ))));
                 self.phase = Phase::OriginatorKey {
                     fingerprint: c.key_fingerprint,
                 };

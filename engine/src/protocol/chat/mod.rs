@@ -341,7 +341,7 @@ impl ChatCore {
                     self.on_dh_config(params, &random, rng, &mut out)
                 }
                 Event::DhConfigFailed(e) => self.abort(CloseReason::Dh(e), &mut out),
-                Event::DhDone(o) => self.on_dh_done(o, now, rng, &mut out),
+                Event::DhDone(o) => self.on_dh_done(*o, now, rng, &mut out),
                 Event::ChatUpdate(c) => self.on_chat_update(c, &mut out),
                 Event::Incoming { wire, file } => self.on_incoming(wire, file, now, rng, &mut out),
                 Event::Command(c) => self.on_command(c, now, rng, &mut out),

@@ -131,7 +131,7 @@ impl ChatCore {
 
     fn push_step(&mut self, step: Step, out: &mut Out) {
         if let Some(job) = step.compute {
-            out.push(Action::Compute(job));
+            out.push(Action::Compute(Box::new(job)));
         }
     }
 
@@ -146,7 +146,7 @@ impl ChatCore {
     ) {
         out.dirty = true;
         if let Some(job) = step.compute.take() {
-            out.push(Action::Compute(job));
+            out.push(Action::Compute(Box::new(job)));
         }
         if let Some(action) = step.send.take() {
             self.send_action(action, now, rng, out);

@@ -32,7 +32,7 @@ pub enum Event {
     /// The DH config could not be had or did not validate: the handshake fails.
     DhConfigFailed(DhError),
     /// A [`DhJob`] finished.
-    DhDone(DhOutput),
+    DhDone(Box<DhOutput>),
     /// An `updateEncryption` (or a method's `EncryptedChat` result) for this chat.
     ChatUpdate(api::EncryptedChat),
     /// An `updateNewEncryptedMessage` for this chat: the `bytes` of the `encryptedMessage*`
@@ -216,7 +216,7 @@ pub enum Action {
     /// Fetch and validate the DH config; answer with [`Event::DhConfig`].
     NeedDhConfig,
     /// Run this DH job (off the chat's thread) and answer with [`Event::DhDone`].
-    Compute(DhJob),
+    Compute(Box<DhJob>),
     /// Call the server.
     Call(Box<Call>),
     /// Hand this to the application.
