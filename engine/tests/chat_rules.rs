@@ -1,0 +1,545 @@
+//! Every abort rule, typed close reasons, untouched state on rejection, layers 46 ↔ 144, the
+//! MTProto 1.0 → 2.0 rule, unhealthy holes and deleting unacknowledged messages — one chat core
+//! against a hand-driven peer that holds the same key ("mallory").
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use secretchat_engine::crypto::dh::DhError;
+use secretchat_engine::crypto::message::{self, Version};
+use secretchat_engine::crypto::{AuthKey, Side};
+use secretchat_engine::protocol::chat::{
+    Action, AppEvent, Call, ChatCore, CloseReason, Command, Event, Outgoing, ServiceAction, Timer,
+};
+use secretchat_engine::protocol::layer::{LayerState, Payload, text_message};
+use secretchat_engine::protocol::rekey::RekeyError;
+use secretchat_engine::protocol::seq_no::{Received, SeqError, SeqNo};
+use secretchat_engine::protocol::session::Session;
+use secretchat_schema::Serialize;
+use secretchat_schema::api::{enums as api, types as api_types};
+use secretchat_schema::e2e::{enums as e2e, types as e2e_t};
+
+const T0: u64 = 1_700_000_000_000;
+
+struct Pair {
+    core: ChatCore,
+    mallory: Session,
+    rng: StdRng,
+    now: u64,
+}
+
+fn key() -> AuthKey {
+    AuthKey::new([0x5a; 256])
+}
+
+fn pair(peer_layer: i32) -> Pair {
+    let core = ChatCore::provisioned(
+        harness::test_config(),
+        Side::Originator,
+        7,
+        77,
+        key(),
+        harness::dh(),
+        peer_layer,
+        T0,
+    );
+    let layer = LayerState::from_parts(peer_layer.max(46), peer_layer >= 73);
+    let mallory = Session::from_parts(
+        key(),
+        Vec::new(),
+        Side::Participant,
+        SeqNo::new(Side::Participant),
+        layer,
+    );
+    Pair {
+        core,
+        mallory,
+        rng: StdRng::seed_from_u64(9),
+        now: T0,
+    }
+}
+
+fn sent(actions: &[Action]) -> Vec<Vec<u8>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Call(c) => c.data().map(<[u8]>::to_vec),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closed(actions: &[Action]) -> Option<CloseReason> {
+    actions.iter().find_map(|a| match a {
+        Action::Deliver(AppEvent::ChatClosed(r)) => Some(r.clone()),
+        _ => None,
+    })
+}
+
+impl Pair {
+    fn feed(&mut self, e: Event) -> Vec<Action> {
+        self.core.handle(e, self.now, &mut self.rng)
+    }
+
+    fn core_sends(&mut self, text: &str) -> Vec<u8> {
+        let a = self.feed(Event::Command(Command::Send(Box::new(Outgoing::text(1, text)))));
+        sent(&a).pop().unwrap()
+    }
+
+    /// Mallory receives a message of the core's, in order.
+    fn mallory_reads(&mut self, wire: &[u8]) -> Payload {
+        let o = self.mallory.open(wire, false).unwrap();
+        if let Some(Received::InOrder { peer_in }) = o.received {
+            self.mallory.accept(peer_in).unwrap();
+        }
+        o.payload
+    }
+
+    /// Mallory sends `m` with chosen wire sequence numbers.
+    fn mallory_sends_at(&mut self, m: e2e::DecryptedMessage, in_seq: i32, out_seq: i32) -> Vec<Action> {
+        let wire = self
+            .mallory
+            .seal_at(m, in_seq, out_seq, &mut self.rng)
+            .unwrap()
+            .wire;
+        self.feed(Event::Incoming { wire, file: None })
+    }
+
+    fn mallory_sends(&mut self, m: e2e::DecryptedMessage) -> Vec<Action> {
+        let wire = self.mallory.seal(m, &mut self.rng).unwrap().wire;
+        self.feed(Event::Incoming { wire, file: None })
+    }
+}
+
+fn text(s: &str) -> e2e::DecryptedMessage {
+    text_message(144, 3, 0, s.into(), vec![])
+}
+
+fn service(action: e2e::DecryptedMessageAction) -> e2e::DecryptedMessage {
+    e2e::DecryptedMessage::Service23(e2e_t::DecryptedMessageService23 {
+        random_id: 5,
+        action,
+    })
+}
+
+fn resend(start: i32, end: i32) -> e2e::DecryptedMessage {
+    service(e2e::DecryptedMessageAction::Resend(
+        e2e_t::DecryptedMessageActionResend {
+            start_seq_no: start,
+            end_seq_no: end,
+        },
+    ))
+}
+
+/// After an abort: closed with `reason`, discardEncryption called, nothing left behind, and
+/// later input is ignored.
+fn assert_aborted(p: &mut Pair, actions: &[Action], reason: CloseReason) {
+    assert_eq!(closed(actions), Some(reason));
+    assert!(actions.iter().any(|a| matches!(a, Action::Call(c) if matches!(**c, Call::DiscardEncryption(_)))));
+    assert!(matches!(&actions[0], Action::Persist(p) if p.closed));
+    let st = p.core.status(p.now);
+    assert_eq!(st.phase, "closed");
+    assert_eq!(st.key_fingerprint, None, "keys dropped");
+    assert_eq!((st.unacknowledged, st.holes.len()), (0, 0));
+    assert!(p.mallory_sends(text("late")).is_empty(), "a closed chat stays closed");
+    assert!(p.feed(Event::Command(Command::Send(Box::new(Outgoing::text(1, "x"))))).is_empty());
+}
+
+#[test]
+fn wrong_parity_aborts() {
+    let mut p = pair(144);
+    // A participant's out_seq_no must be even (in_seq_no odd): 1 is a mirrored originator
+    // message.
+    let a = p.mallory_sends_at(text("m"), 1, 1);
+    assert_aborted(&mut p, &a, CloseReason::Seq(SeqError::Parity { value: 1 }));
+}
+
+#[test]
+fn in_seq_no_going_back_aborts() {
+    let mut p = pair(144);
+    p.core_sends("one");
+    p.core_sends("two");
+    // Participant: in_seq_no = 2·raw + 1. First acknowledges both, the next only one.
+    let a = p.mallory_sends_at(text("ack 2"), 5, 0);
+    assert!(closed(&a).is_none());
+    let a = p.mallory_sends_at(text("ack 1"), 3, 2);
+    assert_aborted(
+        &mut p,
+        &a,
+        CloseReason::Seq(SeqError::InSeqDecreased {
+            previous: 2,
+            got: 1,
+        }),
+    );
+}
+
+#[test]
+fn in_seq_no_beyond_what_we_sent_aborts() {
+    let mut p = pair(144);
+    let a = p.mallory_sends_at(text("acks a message never sent"), 3, 0);
+    assert_aborted(
+        &mut p,
+        &a,
+        CloseReason::Seq(SeqError::InSeqFromFuture { got: 1, sent: 0 }),
+    );
+}
+
+#[test]
+fn resend_for_messages_never_sent_aborts() {
+    let mut p = pair(144);
+    p.core_sends("only one");
+    // Originator out_seq_no = 2·raw + 1: ask for raw 0..=3 while only raw 0 exists.
+    let a = p.mallory_sends(resend(1, 7));
+    assert_aborted(
+        &mut p,
+        &a,
+        CloseReason::Seq(SeqError::BadResend { start: 1, end: 7 }),
+    );
+}
+
+#[test]
+fn resend_for_acknowledged_messages_aborts() {
+    let mut p = pair(144);
+    let w0 = p.core_sends("zero");
+    let w1 = p.core_sends("one");
+    p.mallory_reads(&w0);
+    p.mallory_reads(&w1);
+    // Mallory's message acknowledges both (the core forgets them), then asks for raw 0 again.
+    assert!(closed(&p.mallory_sends(text("got both"))).is_none());
+    assert_eq!(p.core.status(p.now).unacknowledged, 0);
+    let a = p.mallory_sends(resend(1, 1));
+    assert_aborted(
+        &mut p,
+        &a,
+        CloseReason::ResendUnsatisfiable { lo: 0, hi: 0 },
+    );
+}
+
+#[test]
+fn resend_is_answered_once_even_when_it_arrives_out_of_order() {
+    let mut p = pair(144);
+    let w0 = p.core_sends("zero");
+    // Mallory's raw 0 is "lost"; its raw 1 is a Resend for our raw 0.
+    let _lost = p.mallory.seal(text("lost"), &mut p.rng).unwrap();
+    let a = p.mallory_sends(resend(1, 1));
+    let resent = sent(&a);
+    assert!(resent.contains(&w0), "answered at once, byte-identical");
+    // When the hole fills, the queued Resend is not interpreted again.
+    let a = p.feed(Event::Incoming {
+        wire: _lost.wire,
+        file: None,
+    });
+    assert!(!sent(&a).contains(&w0));
+    assert_eq!(p.core.status(p.now).seq.1, 2);
+}
+
+#[test]
+fn tampered_message_is_rejected_and_changes_nothing() {
+    let mut p = pair(144);
+    let before = p.core.status(p.now);
+    let mut wire = p.mallory.seal(text("x"), &mut p.rng).unwrap().wire;
+    wire[40] ^= 1;
+    let a = p.feed(Event::Incoming { wire, file: None });
+    assert!(matches!(a.as_slice(), [Action::Rejected(_)]), "{a:?}");
+    assert_eq!(p.core.status(p.now), before);
+    for junk in [vec![], vec![0u8; 7], vec![0u8; 40], vec![0xff; 4096]] {
+        let a = p.feed(Event::Incoming {
+            wire: junk,
+            file: None,
+        });
+        assert!(matches!(a.as_slice(), [Action::Rejected(_)]));
+    }
+    assert_eq!(p.core.status(p.now), before);
+}
+
+#[test]
+fn bad_g_b_in_a_rekey_aborts() {
+    let mut p = pair(144);
+    let a = p.feed(Event::Command(Command::Rekey));
+    let job = a
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Compute(j) => Some(j),
+            _ => None,
+        })
+        .unwrap();
+    let a = p.feed(Event::DhDone(Box::new(job.run())));
+    let req = sent(&a).pop().unwrap();
+    let Payload::Layered(l) = p.mallory_reads(&req) else {
+        panic!()
+    };
+    let e2e::DecryptedMessage::Service23(s) = l.message else {
+        panic!()
+    };
+    let e2e::DecryptedMessageAction::RequestKey(r) = s.action else {
+        panic!()
+    };
+    let a = p.mallory_sends(service(e2e::DecryptedMessageAction::AcceptKey(
+        e2e_t::DecryptedMessageActionAcceptKey {
+            exchange_id: r.exchange_id,
+            g_b: vec![0xff; 256],
+            key_fingerprint: 0,
+        },
+    )));
+    assert_aborted(
+        &mut p,
+        &a,
+        CloseReason::Rekey(RekeyError::Dh(DhError::PublicRange)),
+    );
+}
+
+#[test]
+fn bad_g_a_in_a_rekey_request_aborts() {
+    let mut p = pair(144);
+    let a = p.mallory_sends(service(e2e::DecryptedMessageAction::RequestKey(
+        e2e_t::DecryptedMessageActionRequestKey {
+            exchange_id: 1,
+            g_a: vec![1],
+        },
+    )));
+    assert_aborted(
+        &mut p,
+        &a,
+        CloseReason::Rekey(RekeyError::Dh(DhError::PublicRange)),
+    );
+}
+
+/// Drives an originator's handshake up to `encryptedChat` and returns the actions for it.
+fn handshake_with(g_b: Vec<u8>, fingerprint: impl FnOnce(&[u8]) -> i64) -> (ChatCore, Vec<Action>) {
+    let mut rng = StdRng::seed_from_u64(1);
+    let user = api::InputUser::InputUser(api_types::InputUser {
+        user_id: 2,
+        access_hash: 3,
+    });
+    let (mut core, a) = ChatCore::request(harness::test_config(), user, 5);
+    assert!(a.iter().any(|a| matches!(a, Action::NeedDhConfig)));
+    let a = core.handle(
+        Event::DhConfig {
+            params: harness::dh(),
+            random: vec![7; 256],
+        },
+        T0,
+        &mut rng,
+    );
+    let job = a
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Compute(j) => Some(j),
+            _ => None,
+        })
+        .unwrap();
+    let a = core.handle(Event::DhDone(Box::new(job.run())), T0, &mut rng);
+    let g_a = a
+        .iter()
+        .find_map(|a| match a {
+            Action::Call(c) => match &**c {
+                Call::RequestEncryption(r) => Some(r.g_a.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .unwrap();
+    let fp = fingerprint(&g_a);
+    let chat = api::EncryptedChat::EncryptedChat(api_types::EncryptedChat {
+        id: 9,
+        access_hash: 1,
+        date: 1,
+        admin_id: 1,
+        participant_id: 2,
+        g_a_or_b: g_b,
+        key_fingerprint: fp,
+    });
+    let mut a = core.handle(Event::ChatUpdate(chat), T0, &mut rng);
+    if let Some(job) = a.iter_mut().find_map(|a| match a {
+        Action::Compute(_) => Some(()),
+        _ => None,
+    }) {
+        let _ = job;
+        let job = a
+            .into_iter()
+            .find_map(|a| match a {
+                Action::Compute(j) => Some(j),
+                _ => None,
+            })
+            .unwrap();
+        a = core.handle(Event::DhDone(Box::new(job.run())), T0, &mut rng);
+    }
+    (core, a)
+}
+
+#[test]
+fn handshake_fingerprint_mismatch_discards() {
+    let dh = harness::dh();
+    let b = [0x33u8; 256];
+    let g_b = dh.public(&b).to_vec();
+    // The right fingerprint would be that of g_a^b; announce another.
+    let (core, a) = handshake_with(g_b.clone(), |g_a| {
+        dh.shared_key(g_a, &b).unwrap().fingerprint() ^ 1
+    });
+    assert_eq!(closed(&a), Some(CloseReason::FingerprintMismatch));
+    assert!(a.iter().any(|a| matches!(a, Action::Call(c) if matches!(**c, Call::DiscardEncryption(_)))));
+    assert!(core.is_closed());
+    // With the right fingerprint the same exchange succeeds.
+    let (core, a) = handshake_with(g_b, |g_a| dh.shared_key(g_a, &b).unwrap().fingerprint());
+    assert!(core.is_ready(), "{a:?}");
+}
+
+#[test]
+fn handshake_bad_g_b_discards() {
+    let (core, a) = handshake_with(vec![1], |_| 0);
+    assert_eq!(closed(&a), Some(CloseReason::Dh(DhError::PublicRange)));
+    assert!(core.is_closed());
+}
+
+#[test]
+fn discarded_by_server_and_declined() {
+    let mut p = pair(144);
+    let a = p.feed(Event::ChatUpdate(api::EncryptedChat::Discarded(
+        api_types::EncryptedChatDiscarded {
+            history_deleted: false,
+            id: 7,
+        },
+    )));
+    assert_eq!(closed(&a), Some(CloseReason::Discarded));
+    assert!(!a.iter().any(|a| matches!(a, Action::Call(_))));
+    let req = api_types::EncryptedChatRequested {
+        folder_id: None,
+        id: 8,
+        access_hash: 1,
+        date: 1,
+        admin_id: 5,
+        participant_id: 6,
+        g_a: vec![2; 256],
+    };
+    let (mut core, a) = ChatCore::requested(harness::test_config(), &req);
+    assert!(matches!(&a[1], Action::Deliver(AppEvent::ChatRequested { admin_id: 5, .. })));
+    let a = core.handle(Event::Command(Command::Decline), T0, &mut p.rng);
+    assert_eq!(closed(&a), Some(CloseReason::Declined));
+}
+
+#[test]
+fn mtproto1_message_after_the_switch_to_2_is_rejected() {
+    let mut p = pair(46);
+    // A layer-46 peer: our first message goes out with MTProto 1.0.
+    let w = p.core_sends("hi");
+    assert!(message::decrypt_v1(&key(), &w).is_ok());
+    // Mallory (still on 1.0) sends its first message: accepted.
+    let mut old = Session::from_parts(key(), Vec::new(), Side::Participant, SeqNo::new(Side::Participant), LayerState::default());
+    let m0 = old.seal(text("v1"), &mut p.rng).unwrap();
+    assert_eq!(m0.version, Version::V1);
+    let _ = p.feed(Event::Incoming { wire: m0.wire, file: None });
+    // Now a 2.0 message (the peer learned our layer).
+    let mut new = Session::from_parts(key(), Vec::new(), Side::Participant, *old.seq(), LayerState::from_parts(144, true));
+    let m1 = new.seal(text("v2"), &mut p.rng).unwrap();
+    assert_eq!(m1.version, Version::V2);
+    let _ = p.feed(Event::Incoming { wire: m1.wire, file: None });
+    let before = p.core.status(p.now);
+    assert_eq!(before.seq.1, 2);
+    // A 1.0 message after that is refused, and changes nothing.
+    let _ = old.seal(text("v2 slot"), &mut p.rng).unwrap();
+    let m2 = old.seal(text("v1 again"), &mut p.rng).unwrap();
+    let a = p.feed(Event::Incoming { wire: m2.wire, file: None });
+    assert!(matches!(a.as_slice(), [Action::Rejected(_)]), "{a:?}");
+    assert_eq!(p.core.status(p.now), before);
+}
+
+/// What a layer-46 client (MTProto 1.0 only) sends: envelope layer 46, `decryptedMessage46`.
+fn old_client_message(in_seq: i32, out_seq: i32, text: &str) -> Vec<u8> {
+    let env = e2e_t::DecryptedMessageLayer {
+        random_bytes: vec![1; 15],
+        layer: 46,
+        in_seq_no: in_seq,
+        out_seq_no: out_seq,
+        message: text_message(46, 9, 0, text.into(), vec![]),
+    };
+    let payload = env.to_bytes().unwrap();
+    let pad = vec![0u8; (16 - (payload.len() + 4) % 16) % 16];
+    message::encrypt_v1(&key(), &payload, &pad).unwrap()
+}
+
+#[test]
+fn layer_46_and_144_peers_talk() {
+    let mut p = pair(46);
+    let a = p.feed(Event::Incoming {
+        wire: old_client_message(1, 0, "from 46"),
+        file: None,
+    });
+    let got = a.iter().find_map(|a| match a {
+        Action::Deliver(AppEvent::Message { message, .. }) => Some(message.clone()),
+        _ => None,
+    });
+    assert!(matches!(got.as_deref(), Some(e2e::DecryptedMessage::DecryptedMessage46(m)) if m.message == "from 46"));
+    // Our reply uses what layer 46 has: MTProto 1.0 and decryptedMessage46; no layer-101
+    // entities.
+    let mut out = Outgoing::text(4, "to 46");
+    out.entities = vec![
+        e2e::MessageEntity::Bold(e2e_t::MessageEntityBold { offset: 0, length: 2 }),
+        e2e::MessageEntity::Underline(e2e_t::MessageEntityUnderline { offset: 0, length: 2 }),
+    ];
+    let a = p.feed(Event::Command(Command::Send(Box::new(out))));
+    let w = sent(&a).pop().unwrap();
+    let d = message::decrypt_v1(&key(), &w).unwrap();
+    let Payload::Layered(l) = Payload::decode(&d.payload).unwrap() else {
+        panic!()
+    };
+    let e2e::DecryptedMessage::DecryptedMessage46(m) = l.message else {
+        panic!("{:?}", l.message)
+    };
+    assert_eq!(m.message, "to 46");
+    assert_eq!(m.entities.map(|e| e.len()), Some(1));
+    assert_eq!(p.core.status(p.now).negotiated_layer, 46);
+}
+
+#[test]
+fn a_hole_that_stays_open_is_retried_then_reported() {
+    let mut p = pair(144);
+    let _lost = p.mallory.seal(text("lost"), &mut p.rng).unwrap();
+    let a = p.mallory_sends(text("after the hole"));
+    assert_eq!(sent(&a).len(), 1, "one Resend");
+    let mut resends = 1;
+    let mut unhealthy = None;
+    for _ in 0..40 {
+        p.now += 60_000;
+        let a = p.feed(Event::Timer(Timer::ResendRetry));
+        resends += sent(&a).len();
+        if let Some(h) = a.iter().find_map(|a| match a {
+            Action::Deliver(AppEvent::ChatUnhealthy { holes }) => Some(holes.clone()),
+            _ => None,
+        }) {
+            unhealthy.get_or_insert((resends, h));
+        }
+    }
+    let (at, holes) = unhealthy.expect("reported");
+    assert_eq!(holes, vec![(0, 0)]);
+    assert_eq!(at, 1 + harness::test_config().unhealthy_after as usize);
+    assert!(resends > at, "keeps asking after reporting");
+    // Early or repeated timer events do nothing.
+    assert!(p.feed(Event::Timer(Timer::ResendRetry)).is_empty());
+}
+
+#[test]
+fn deleting_an_unacknowledged_message_replaces_it_with_a_self_delete() {
+    let mut p = pair(144);
+    let a = p.feed(Event::Command(Command::Send(Box::new(Outgoing::text(
+        4242, "secret",
+    )))));
+    let original = sent(&a).pop().unwrap();
+    let _ = p.feed(Event::Command(Command::Service(ServiceAction::Delete(vec![4242]))));
+    // The peer never got it and asks again: what comes back is a DeleteMessages for itself,
+    // under the same sequence numbers.
+    let a = p.mallory_sends(resend(1, 1));
+    let resent = sent(&a);
+    assert_eq!(resent.len(), 1);
+    assert_ne!(resent[0], original);
+    let Payload::Layered(l) = p.mallory_reads(&resent[0]) else {
+        panic!()
+    };
+    assert_eq!((l.in_seq_no, l.out_seq_no), (0, 1));
+    let e2e::DecryptedMessage::Service23(s) = l.message else {
+        panic!()
+    };
+    assert_eq!(s.random_id, 4242);
+    assert!(matches!(s.action, e2e::DecryptedMessageAction::DeleteMessages(d) if d.random_ids == [4242]));
+}
