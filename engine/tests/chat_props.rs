@@ -95,9 +95,14 @@ fn run(ops: Vec<Op>) {
                 counter += 1;
                 let t = format!("{w}:{counter}");
                 sides[w].sent_texts.push(t.clone());
-                feeds.push((w, Event::Command(Command::Send(Box::new(Outgoing::text(counter, t))))));
+                feeds.push((
+                    w,
+                    Event::Command(Command::Send(Box::new(Outgoing::text(counter, t)))),
+                ));
             }
-            Op::Deliver(i) | Op::Duplicate(i) | Op::Drop(i) | Op::Tamper(i, _) if !net.is_empty() => {
+            Op::Deliver(i) | Op::Duplicate(i) | Op::Drop(i) | Op::Tamper(i, _)
+                if !net.is_empty() =>
+            {
                 let i = i % net.len();
                 let (to, mut wire) = match op {
                     Op::Duplicate(_) => net[i].clone(),
@@ -113,11 +118,22 @@ fn run(ops: Vec<Op>) {
                     feeds.push((to, Event::Incoming { wire, file: None }));
                 }
             }
-            Op::Garbage(w, bytes) => feeds.push((w, Event::Incoming { wire: bytes, file: None })),
+            Op::Garbage(w, bytes) => feeds.push((
+                w,
+                Event::Incoming {
+                    wire: bytes,
+                    file: None,
+                },
+            )),
             Op::Advance(ms) => {
                 now += ms;
                 for (w, s) in sides.iter_mut().enumerate() {
-                    let due: Vec<Timer> = s.timers.iter().filter(|(at, _)| *at <= now).map(|(_, t)| *t).collect();
+                    let due: Vec<Timer> = s
+                        .timers
+                        .iter()
+                        .filter(|(at, _)| *at <= now)
+                        .map(|(_, t)| *t)
+                        .collect();
                     s.timers.retain(|(at, _)| *at > now);
                     feeds.extend(due.into_iter().map(|t| (w, Event::Timer(t))));
                 }
@@ -157,13 +173,19 @@ fn run(ops: Vec<Op>) {
             s.closed = s.core.is_closed();
             if !s.closed {
                 let (a, b, c) = st.seq;
-                assert!(a >= s.last_seq.0 && b >= s.last_seq.1 && c >= s.last_seq.2, "seq went back");
+                assert!(
+                    a >= s.last_seq.0 && b >= s.last_seq.1 && c >= s.last_seq.2,
+                    "seq went back"
+                );
                 s.last_seq = st.seq;
             }
         }
         for w in 0..2 {
             let (d, sent) = (&sides[w].delivered, &sides[1 - w].sent_texts);
-            assert!(d.len() <= sent.len() && d[..] == sent[..d.len()], "delivered {d:?} is not a prefix of sent {sent:?}");
+            assert!(
+                d.len() <= sent.len() && d[..] == sent[..d.len()],
+                "delivered {d:?} is not a prefix of sent {sent:?}"
+            );
         }
     }
 }

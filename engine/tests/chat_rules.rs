@@ -84,7 +84,9 @@ impl Pair {
     }
 
     fn core_sends(&mut self, text: &str) -> Vec<u8> {
-        let a = self.feed(Event::Command(Command::Send(Box::new(Outgoing::text(1, text)))));
+        let a = self.feed(Event::Command(Command::Send(Box::new(Outgoing::text(
+            1, text,
+        )))));
         sent(&a).pop().unwrap()
     }
 
@@ -98,7 +100,12 @@ impl Pair {
     }
 
     /// Mallory sends `m` with chosen wire sequence numbers.
-    fn mallory_sends_at(&mut self, m: e2e::DecryptedMessage, in_seq: i32, out_seq: i32) -> Vec<Action> {
+    fn mallory_sends_at(
+        &mut self,
+        m: e2e::DecryptedMessage,
+        in_seq: i32,
+        out_seq: i32,
+    ) -> Vec<Action> {
         let wire = self
             .mallory
             .seal_at(m, in_seq, out_seq, &mut self.rng)
@@ -137,14 +144,26 @@ fn resend(start: i32, end: i32) -> e2e::DecryptedMessage {
 /// later input is ignored.
 fn assert_aborted(p: &mut Pair, actions: &[Action], reason: CloseReason) {
     assert_eq!(closed(actions), Some(reason));
-    assert!(actions.iter().any(|a| matches!(a, Action::Call(c) if matches!(**c, Call::DiscardEncryption(_)))));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Call(c) if matches!(**c, Call::DiscardEncryption(_))))
+    );
     assert!(matches!(&actions[0], Action::Persist(p) if p.closed));
     let st = p.core.status(p.now);
     assert_eq!(st.phase, "closed");
     assert_eq!(st.key_fingerprint, None, "keys dropped");
     assert_eq!((st.unacknowledged, st.holes.len()), (0, 0));
-    assert!(p.mallory_sends(text("late")).is_empty(), "a closed chat stays closed");
-    assert!(p.feed(Event::Command(Command::Send(Box::new(Outgoing::text(1, "x"))))).is_empty());
+    assert!(
+        p.mallory_sends(text("late")).is_empty(),
+        "a closed chat stays closed"
+    );
+    assert!(
+        p.feed(Event::Command(Command::Send(Box::new(Outgoing::text(
+            1, "x"
+        )))))
+        .is_empty()
+    );
 }
 
 #[test]
@@ -379,7 +398,10 @@ fn handshake_fingerprint_mismatch_discards() {
         dh.shared_key(g_a, &b).unwrap().fingerprint() ^ 1
     });
     assert_eq!(closed(&a), Some(CloseReason::FingerprintMismatch));
-    assert!(a.iter().any(|a| matches!(a, Action::Call(c) if matches!(**c, Call::DiscardEncryption(_)))));
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::Call(c) if matches!(**c, Call::DiscardEncryption(_))))
+    );
     assert!(core.is_closed());
     // With the right fingerprint the same exchange succeeds.
     let (core, a) = handshake_with(g_b, |g_a| dh.shared_key(g_a, &b).unwrap().fingerprint());
@@ -414,7 +436,10 @@ fn discarded_by_server_and_declined() {
         g_a: vec![2; 256],
     };
     let (mut core, a) = ChatCore::requested(harness::test_config(), &req);
-    assert!(matches!(&a[1], Action::Deliver(AppEvent::ChatRequested { admin_id: 5, .. })));
+    assert!(matches!(
+        &a[1],
+        Action::Deliver(AppEvent::ChatRequested { admin_id: 5, .. })
+    ));
     let a = core.handle(Event::Command(Command::Decline), T0, &mut p.rng);
     assert_eq!(closed(&a), Some(CloseReason::Declined));
 }
@@ -426,21 +451,42 @@ fn mtproto1_message_after_the_switch_to_2_is_rejected() {
     let w = p.core_sends("hi");
     assert!(message::decrypt_v1(&key(), &w).is_ok());
     // Mallory (still on 1.0) sends its first message: accepted.
-    let mut old = Session::from_parts(key(), Vec::new(), Side::Participant, SeqNo::new(Side::Participant), LayerState::default());
+    let mut old = Session::from_parts(
+        key(),
+        Vec::new(),
+        Side::Participant,
+        SeqNo::new(Side::Participant),
+        LayerState::default(),
+    );
     let m0 = old.seal(text("v1"), &mut p.rng).unwrap();
     assert_eq!(m0.version, Version::V1);
-    let _ = p.feed(Event::Incoming { wire: m0.wire, file: None });
+    let _ = p.feed(Event::Incoming {
+        wire: m0.wire,
+        file: None,
+    });
     // Now a 2.0 message (the peer learned our layer).
-    let mut new = Session::from_parts(key(), Vec::new(), Side::Participant, *old.seq(), LayerState::from_parts(144, true));
+    let mut new = Session::from_parts(
+        key(),
+        Vec::new(),
+        Side::Participant,
+        *old.seq(),
+        LayerState::from_parts(144, true),
+    );
     let m1 = new.seal(text("v2"), &mut p.rng).unwrap();
     assert_eq!(m1.version, Version::V2);
-    let _ = p.feed(Event::Incoming { wire: m1.wire, file: None });
+    let _ = p.feed(Event::Incoming {
+        wire: m1.wire,
+        file: None,
+    });
     let before = p.core.status(p.now);
     assert_eq!(before.seq.1, 2);
     // A 1.0 message after that is refused, and changes nothing.
     let _ = old.seal(text("v2 slot"), &mut p.rng).unwrap();
     let m2 = old.seal(text("v1 again"), &mut p.rng).unwrap();
-    let a = p.feed(Event::Incoming { wire: m2.wire, file: None });
+    let a = p.feed(Event::Incoming {
+        wire: m2.wire,
+        file: None,
+    });
     assert!(matches!(a.as_slice(), [Action::Rejected(_)]), "{a:?}");
     assert_eq!(p.core.status(p.now), before);
 }
@@ -470,13 +516,21 @@ fn layer_46_and_144_peers_talk() {
         Action::Deliver(AppEvent::Message { message, .. }) => Some(message.clone()),
         _ => None,
     });
-    assert!(matches!(got.as_deref(), Some(e2e::DecryptedMessage::DecryptedMessage46(m)) if m.message == "from 46"));
+    assert!(
+        matches!(got.as_deref(), Some(e2e::DecryptedMessage::DecryptedMessage46(m)) if m.message == "from 46")
+    );
     // Our reply uses what layer 46 has: MTProto 1.0 and decryptedMessage46; no layer-101
     // entities.
     let mut out = Outgoing::text(4, "to 46");
     out.entities = vec![
-        e2e::MessageEntity::Bold(e2e_t::MessageEntityBold { offset: 0, length: 2 }),
-        e2e::MessageEntity::Underline(e2e_t::MessageEntityUnderline { offset: 0, length: 2 }),
+        e2e::MessageEntity::Bold(e2e_t::MessageEntityBold {
+            offset: 0,
+            length: 2,
+        }),
+        e2e::MessageEntity::Underline(e2e_t::MessageEntityUnderline {
+            offset: 0,
+            length: 2,
+        }),
     ];
     let a = p.feed(Event::Command(Command::Send(Box::new(out))));
     let w = sent(&a).pop().unwrap();
@@ -526,7 +580,9 @@ fn deleting_an_unacknowledged_message_replaces_it_with_a_self_delete() {
         4242, "secret",
     )))));
     let original = sent(&a).pop().unwrap();
-    let _ = p.feed(Event::Command(Command::Service(ServiceAction::Delete(vec![4242]))));
+    let _ = p.feed(Event::Command(Command::Service(ServiceAction::Delete(
+        vec![4242],
+    ))));
     // The peer never got it and asks again: what comes back is a DeleteMessages for itself,
     // under the same sequence numbers.
     let a = p.mallory_sends(resend(1, 1));
@@ -541,5 +597,7 @@ fn deleting_an_unacknowledged_message_replaces_it_with_a_self_delete() {
         panic!()
     };
     assert_eq!(s.random_id, 4242);
-    assert!(matches!(s.action, e2e::DecryptedMessageAction::DeleteMessages(d) if d.random_ids == [4242]));
+    assert!(
+        matches!(s.action, e2e::DecryptedMessageAction::DeleteMessages(d) if d.random_ids == [4242])
+    );
 }

@@ -2,6 +2,7 @@
 //! or OS RNG here.
 //!
 //! - [`chat`]: one chat's state machine (events in, actions out) built on the modules below.
+//! - [`dh_config`]: the cached DH config (getDhConfig with the cached version, validation).
 //! - [`dh_job`]: DH exponentiations as work items the engine runs off the chat's thread.
 //! - [`gaps`]: the waiting queue behind a hole, one Resend per hole, bounded.
 //! - [`layer`]: peer layer tracking, per-layer constructors, MTProto 1.0/2.0 choice.
@@ -11,6 +12,7 @@
 //!   in_seq_no validity).
 
 pub mod chat;
+pub mod dh_config;
 pub mod dh_job;
 pub mod gaps;
 pub mod layer;
