@@ -47,7 +47,7 @@ struct Side2 {
     core: ChatCore,
     rng: StdRng,
     timers: Vec<(u64, Timer)>,
-    jobs: Vec<Box<DhJob>>,
+    jobs: Vec<DhJob>,
     delivered: Vec<String>,
     sent_texts: Vec<String>,
     last_seq: (u32, u32, u32),
@@ -158,7 +158,7 @@ fn run(ops: Vec<Op>) {
                             net.push((1 - w, d.to_vec()));
                         }
                     }
-                    Action::Compute(j) => s.jobs.push(j),
+                    Action::Compute(j) => s.jobs.push(*j),
                     Action::ArmTimer { timer, at } => s.timers.push((at, timer)),
                     Action::Deliver(AppEvent::Message { message, .. }) => {
                         s.delivered.extend(text_of(&message));
