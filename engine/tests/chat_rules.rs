@@ -371,11 +371,7 @@ fn handshake_with(g_b: Vec<u8>, fingerprint: impl FnOnce(&[u8]) -> i64) -> (Chat
         key_fingerprint: fp,
     });
     let mut a = core.handle(Event::ChatUpdate(chat), T0, &mut rng);
-    if let Some(job) = a.iter_mut().find_map(|a| match a {
-        Action::Compute(_) => Some(()),
-        _ => None,
-    }) {
-        let _ = job;
+    if a.iter().any(|a| matches!(a, Action::Compute(_))) {
         let job = a
             .into_iter()
             .find_map(|a| match a {
