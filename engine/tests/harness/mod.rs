@@ -14,7 +14,8 @@ use rand::{Rng, SeedableRng};
 use secretchat_engine::crypto::dh::DhParams;
 use secretchat_engine::crypto::prime::TELEGRAM_DH_PRIME;
 use secretchat_engine::protocol::chat::{
-    Action, AppEvent, Call, ChatConfig, ChatCore, Command, Event, Millis, Outgoing, Timer,
+    Action, AppEvent, Call, ChatConfig, ChatCore, Command, Event, Millis, OutboxEntry, Outgoing,
+    Timer, WaitingEntry,
 };
 use secretchat_engine::protocol::dh_job::DhJob;
 use secretchat_schema::api::{enums as api, types as api_types};
@@ -103,6 +104,11 @@ pub struct Party {
     pub calls: Vec<Call>,
     /// Why incoming messages were refused.
     pub rejected: Vec<String>,
+    /// What a store would hold: the last state record, the outbox and the waiting queue.
+    pub stored_state: Option<Vec<u8>>,
+    pub stored_outbox: BTreeMap<u32, OutboxEntry>,
+    pub stored_waiting: BTreeMap<u32, WaitingEntry>,
+    pub restarts: u32,
 }
 
 impl Party {
@@ -114,6 +120,10 @@ impl Party {
             sent: Vec::new(),
             calls: Vec::new(),
             rejected: Vec::new(),
+            stored_state: None,
+            stored_outbox: BTreeMap::new(),
+            stored_waiting: BTreeMap::new(),
+            restarts: 0,
         }
     }
 
@@ -230,6 +240,47 @@ impl World {
         });
     }
 
+    /// Simulates a crash and restart of `who`: its core is dropped and rebuilt from what it
+    /// had stored; scheduled deliveries, timers and DH results stay in flight.
+    pub fn restart(&mut self, who: Who) {
+        let now = self.now;
+        let party = match who {
+            Who::A => &mut self.a,
+            Who::B => &mut self.b,
+        };
+        let rng = match who {
+            Who::A => &mut self.a_rng,
+            Who::B => &mut self.b_rng,
+        };
+        let Some(state) = party.stored_state.clone() else {
+            return;
+        };
+        party.core = None;
+        party.restarts += 1;
+        let outbox = party
+            .stored_outbox
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let waiting = party
+            .stored_waiting
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let (core, actions) = ChatCore::restore(
+            self.config,
+            &state,
+            outbox,
+            waiting,
+            |_, _| Some(dh()),
+            now,
+            rng,
+        )
+        .unwrap();
+        party.core = Some(core);
+        self.execute(who, actions);
+    }
+
     /// Feeds `event` to `who` now.
     pub fn feed(&mut self, who: Who, event: Event) {
         let now = self.now;
@@ -256,6 +307,11 @@ impl World {
         );
     }
 
+    /// Executes actions a caller got from a core it built itself.
+    pub fn feed_actions(&mut self, who: Who, actions: Vec<Action>) {
+        self.execute(who, actions);
+    }
+
     /// Executes one step's actions like an engine would, checking the persist-first rule.
     fn execute(&mut self, who: Who, actions: Vec<Action>) {
         let now = self.now;
@@ -263,9 +319,28 @@ impl World {
             match action {
                 Action::Persist(p) => {
                     let party = self.party(who);
-                    for (_, e) in &p.outbox_put {
+                    for (raw, e) in &p.outbox_put {
                         party.persisted.insert(e.wire.clone());
+                        // Through the stored form, as a real store would.
+                        let back = OutboxEntry::from_bytes(&e.to_bytes().unwrap()).unwrap();
+                        party.stored_outbox.insert(*raw, back);
                     }
+                    if let Some(below) = p.outbox_ack_below {
+                        party.stored_outbox = party.stored_outbox.split_off(&below);
+                    }
+                    for (raw, w) in &p.waiting_put {
+                        let back = WaitingEntry::from_bytes(&w.to_bytes().unwrap()).unwrap();
+                        party.stored_waiting.insert(*raw, back);
+                    }
+                    for raw in &p.waiting_done {
+                        party.stored_waiting.remove(raw);
+                    }
+                    if p.closed {
+                        party.stored_outbox.clear();
+                        party.stored_waiting.clear();
+                    }
+                    let snap = party.core.as_ref().unwrap().snapshot();
+                    party.stored_state = Some(snap.to_vec());
                 }
                 Action::NeedDhConfig => {
                     let random: Vec<u8> = (0..256).map(|_| self.rng.r#gen()).collect();

@@ -38,7 +38,7 @@ impl ChatCore {
         rng.fill_bytes(&mut local);
         let secret = secret_exponent(&local, server_random);
         local.fill(0);
-        match std::mem::replace(&mut self.phase, Phase::ParticipantKey) {
+        match std::mem::replace(&mut self.phase, Phase::Ready) {
             Phase::OriginatorConfig { user, random_id } => {
                 let id = self.job_id();
                 self.handshake_job = Some(id);
@@ -68,9 +68,10 @@ impl ChatCore {
                     DhPurpose::Handshake,
                     params.clone(),
                     secret,
-                    Some(g_a),
+                    Some(g_a.clone()),
                     true,
                 ))));
+                self.phase = Phase::ParticipantKey { g_a };
             }
             other => {
                 // Not waiting for a config: keep the phase as it was.
@@ -96,7 +97,7 @@ impl ChatCore {
         }
         self.handshake_job = None;
         out.dirty = true;
-        match std::mem::replace(&mut self.phase, Phase::ParticipantKey) {
+        match std::mem::replace(&mut self.phase, Phase::Ready) {
             Phase::OriginatorPublic { user, random_id, a } => {
                 let Some(g_a) = o.public else {
                     return self.abort(CloseReason::Protocol("DH job without g_a"), out);
@@ -108,13 +109,13 @@ impl ChatCore {
                 }));
                 self.phase = Phase::OriginatorWaiting { a };
             }
-            Phase::OriginatorKey { fingerprint } => match o.shared {
+            Phase::OriginatorKey { fingerprint, .. } => match o.shared {
                 Some(Ok(key)) if key.fingerprint() == fingerprint => self.ready(key, now, rng, out),
                 Some(Ok(_)) => self.abort(CloseReason::FingerprintMismatch, out),
                 Some(Err(e)) => self.abort(CloseReason::Dh(e), out),
                 None => self.abort(CloseReason::Protocol("DH job without key"), out),
             },
-            Phase::ParticipantKey => match (o.public, o.shared) {
+            Phase::ParticipantKey { .. } => match (o.public, o.shared) {
                 (Some(g_b), Some(Ok(key))) => {
                     out.call(Call::AcceptEncryption(calls::AcceptEncryption {
                         peer: self.input_chat(),
@@ -161,11 +162,13 @@ impl ChatCore {
                     id,
                     crate::protocol::dh_job::DhPurpose::Handshake,
                     dh,
-                    a,
-                    Some(c.g_a_or_b),
+                    a.clone(),
+                    Some(c.g_a_or_b.clone()),
                     false,
                 ))));
                 self.phase = Phase::OriginatorKey {
+                    a,
+                    g_b: c.g_a_or_b,
                     fingerprint: c.key_fingerprint,
                 };
                 out.dirty = true;
@@ -192,9 +195,9 @@ impl ChatCore {
                 layer: OUR_LAYER,
             });
         self.send_action(notify, now, rng, out);
-        for c in std::mem::take(&mut self.pending_sends) {
+        for p in std::mem::take(&mut self.pending_sends) {
             if self.is_ready() {
-                self.send_command(c, now, rng, out);
+                self.send_pending(p, now, rng, out);
             }
         }
         for (wire, file) in std::mem::take(&mut self.early) {

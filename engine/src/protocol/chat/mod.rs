@@ -6,12 +6,15 @@
 //! - [`receive`]: decrypting, ordering (duplicates, holes, the waiting queue) and interpreting
 //!   incoming messages.
 //! - [`send`]: sealing outgoing messages, the outbox, Resend answers, timers.
+//! - [`snapshot`]: the state as stored records, and restoring from them.
 //! - [`rekeying`]: driving [`crate::protocol::rekey::Rekey`] from messages and DH results.
 
 mod handshake;
 mod receive;
+mod records;
 mod rekeying;
 mod send;
+pub mod snapshot;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -73,13 +76,17 @@ enum Phase {
     /// Originator: `requestEncryption` sent; waiting for `encryptedChat`.
     OriginatorWaiting { a: Zeroizing<[u8; 256]> },
     /// Originator: waiting for the key to be computed.
-    OriginatorKey { fingerprint: i64 },
+    OriginatorKey {
+        a: Zeroizing<[u8; 256]>,
+        g_b: Vec<u8>,
+        fingerprint: i64,
+    },
     /// Participant: the application decides.
     Requested { g_a: Vec<u8> },
     /// Participant: waiting for the DH config.
     ParticipantConfig { g_a: Vec<u8> },
     /// Participant: waiting for `g_b` and the key to be computed.
-    ParticipantKey,
+    ParticipantKey { g_a: Vec<u8> },
     /// The key is agreed.
     Ready,
     /// Closed for good.
@@ -95,20 +102,22 @@ impl Phase {
             Phase::OriginatorKey { .. } => "computing_key",
             Phase::Requested { .. } => "requested",
             Phase::ParticipantConfig { .. } => "fetching_config",
-            Phase::ParticipantKey => "computing_key",
+            Phase::ParticipantKey { .. } => "computing_key",
             Phase::Ready => "ready",
             Phase::Closed(_) => "closed",
         }
     }
 }
 
-/// An incoming message waiting behind a hole.
-#[derive(Debug, Clone)]
-struct Waiting {
-    layer: e2e::DecryptedMessageLayer,
-    file: Option<api::EncryptedFile>,
-    /// A Resend in it was already acted on (acted on once, on arrival).
-    resend_done: bool,
+/// An application send queued until the key is agreed (kept in its richest form; the layer is
+/// applied when it goes out).
+#[derive(Debug, Clone, PartialEq)]
+enum PendingSend {
+    Message(
+        Box<e2e::DecryptedMessage73>,
+        Option<api::InputEncryptedFile>,
+    ),
+    Action(secretchat_schema::e2e::enums::DecryptedMessageAction),
 }
 
 /// A health-check view of one chat.
@@ -155,10 +164,10 @@ pub struct ChatCore {
     dh: Option<Arc<DhParams>>,
     session: Option<Session>,
     rekey: Rekey,
-    waiting: WaitingQueue<Waiting>,
+    waiting: WaitingQueue<WaitingEntry>,
     outbox: BTreeMap<u32, OutboxEntry>,
     early: Vec<(Vec<u8>, Option<api::EncryptedFile>)>,
-    pending_sends: Vec<Command>,
+    pending_sends: Vec<PendingSend>,
     visualization: Vec<u8>,
     key_uses: u32,
     key_sent: u32,
@@ -482,13 +491,13 @@ impl ChatCore {
                 self.close(CloseReason::Local, out);
             }
             Command::Rekey => self.start_rekey(rng, out),
-            c @ (Command::Send(_) | Command::Service(_)) => {
-                if self.is_ready() {
-                    self.send_command(c, now, rng, out);
-                } else {
-                    out.dirty = true;
-                    self.pending_sends.push(c);
-                }
+            Command::Send(m) => {
+                let (message, file) = send::full_message(*m);
+                self.send_or_queue(PendingSend::Message(message, file), now, rng, out);
+            }
+            Command::Service(s) => {
+                let action = self.service_action(s, rng, out);
+                self.send_or_queue(PendingSend::Action(action), now, rng, out);
             }
         }
     }

@@ -5,7 +5,7 @@ use rand_core::RngCore;
 use secretchat_schema::api::enums as api;
 use secretchat_schema::e2e::enums;
 
-use super::{Action, AppEvent, ChatCore, CloseReason, MAX_EARLY, Millis, Out, Phase, Waiting};
+use super::{Action, AppEvent, ChatCore, CloseReason, MAX_EARLY, Millis, Out, Phase, WaitingEntry};
 use crate::crypto::message;
 use crate::protocol::gaps::Queued;
 use crate::protocol::layer::{Observed, Payload};
@@ -101,14 +101,14 @@ impl ChatCore {
             return;
         };
         let resend = resend_of(&layer.message);
-        let waiting = Waiting {
+        let waiting = WaitingEntry {
             layer,
             file,
             resend_done: resend.is_some(),
         };
-        match self.waiting.push(expected, raw_out, waiting) {
+        match self.waiting.push(expected, raw_out, waiting.clone()) {
             Ok(q) => {
-                out.persist.waiting_put.push(raw_out);
+                out.persist.waiting_put.push((raw_out, waiting));
                 // seq_no.md "Avoiding concurrent gaps": a Resend is interpreted on receipt.
                 if let Some((start, end)) = resend {
                     self.answer_resend(start, end, rng, out);

@@ -8,91 +8,133 @@ use secretchat_schema::api::functions::messages as calls;
 use secretchat_schema::e2e::{enums, types};
 
 use super::{
-    AppEvent, Call, ChatCore, CloseReason, Command, Millis, Out, OutboxEntry, Outgoing,
+    AppEvent, Call, ChatCore, CloseReason, Millis, Out, OutboxEntry, Outgoing, PendingSend, Phase,
     ServiceAction, Timer,
 };
 use crate::protocol::layer::{MTPROTO2_LAYER, entities_for};
 
+/// The message in its richest form (layer 73+ constructor) and the file to attach.
+pub(super) fn full_message(
+    m: Outgoing,
+) -> (
+    Box<types::DecryptedMessage73>,
+    Option<api::InputEncryptedFile>,
+) {
+    let (media, file) = match m.media {
+        Some((media, file)) => (Some(media), Some(file)),
+        None => (None, None),
+    };
+    let message = types::DecryptedMessage73 {
+        no_webpage: m.no_webpage,
+        silent: m.silent,
+        random_id: m.random_id,
+        ttl: m.ttl,
+        message: m.text,
+        media,
+        entities: Some(m.entities).filter(|e| !e.is_empty()),
+        via_bot_name: m.via_bot_name,
+        reply_to_random_id: m.reply_to_random_id,
+        grouped_id: m.grouped_id,
+    };
+    (Box::new(message), file)
+}
+
+/// `m` as the negotiated `layer` has it: `decryptedMessage46` below 73 (no silent, no_webpage,
+/// grouped_id), and only the entities the layer knows.
+fn for_layer(layer: i32, m: types::DecryptedMessage73) -> enums::DecryptedMessage {
+    let entities = m
+        .entities
+        .map(|e| entities_for(layer, e))
+        .filter(|e| !e.is_empty());
+    if layer >= MTPROTO2_LAYER {
+        enums::DecryptedMessage::DecryptedMessage73(types::DecryptedMessage73 { entities, ..m })
+    } else {
+        enums::DecryptedMessage::DecryptedMessage46(types::DecryptedMessage46 {
+            random_id: m.random_id,
+            ttl: m.ttl,
+            message: m.message,
+            media: m.media,
+            entities,
+            via_bot_name: m.via_bot_name,
+            reply_to_random_id: m.reply_to_random_id,
+        })
+    }
+}
+
 impl ChatCore {
-    pub(super) fn send_command(
+    /// The action for an application's service command (a delete also rewrites our stored
+    /// unacknowledged copies).
+    pub(super) fn service_action(
         &mut self,
-        c: Command,
+        s: ServiceAction,
+        rng: &mut impl RngCore,
+        out: &mut Out,
+    ) -> enums::DecryptedMessageAction {
+        match s {
+            ServiceAction::SetTtl(ttl_seconds) => enums::DecryptedMessageAction::SetMessageTTL(
+                types::DecryptedMessageActionSetMessageTTL { ttl_seconds },
+            ),
+            ServiceAction::Read(random_ids) => enums::DecryptedMessageAction::ReadMessages(
+                types::DecryptedMessageActionReadMessages { random_ids },
+            ),
+            ServiceAction::Delete(random_ids) => {
+                self.delete_unacknowledged(&random_ids, rng, out);
+                enums::DecryptedMessageAction::DeleteMessages(
+                    types::DecryptedMessageActionDeleteMessages { random_ids },
+                )
+            }
+            ServiceAction::Screenshot(random_ids) => {
+                enums::DecryptedMessageAction::ScreenshotMessages(
+                    types::DecryptedMessageActionScreenshotMessages { random_ids },
+                )
+            }
+            ServiceAction::FlushHistory => enums::DecryptedMessageAction::FlushHistory(
+                types::DecryptedMessageActionFlushHistory {},
+            ),
+            ServiceAction::Typing(action) => {
+                enums::DecryptedMessageAction::Typing(types::DecryptedMessageActionTyping {
+                    action,
+                })
+            }
+        }
+    }
+
+    /// Sends now when the key is agreed, queues (durably) until then, drops once closed.
+    pub(super) fn send_or_queue(
+        &mut self,
+        p: PendingSend,
         now: Millis,
         rng: &mut impl RngCore,
         out: &mut Out,
     ) {
-        match c {
-            Command::Send(m) => self.send_outgoing(*m, now, rng, out),
-            Command::Service(s) => {
-                let action = match s {
-                    ServiceAction::SetTtl(ttl_seconds) => {
-                        enums::DecryptedMessageAction::SetMessageTTL(
-                            types::DecryptedMessageActionSetMessageTTL { ttl_seconds },
-                        )
-                    }
-                    ServiceAction::Read(random_ids) => enums::DecryptedMessageAction::ReadMessages(
-                        types::DecryptedMessageActionReadMessages { random_ids },
-                    ),
-                    ServiceAction::Delete(random_ids) => {
-                        self.delete_unacknowledged(&random_ids, rng, out);
-                        enums::DecryptedMessageAction::DeleteMessages(
-                            types::DecryptedMessageActionDeleteMessages { random_ids },
-                        )
-                    }
-                    ServiceAction::Screenshot(random_ids) => {
-                        enums::DecryptedMessageAction::ScreenshotMessages(
-                            types::DecryptedMessageActionScreenshotMessages { random_ids },
-                        )
-                    }
-                    ServiceAction::FlushHistory => enums::DecryptedMessageAction::FlushHistory(
-                        types::DecryptedMessageActionFlushHistory {},
-                    ),
-                    ServiceAction::Typing(action) => {
-                        enums::DecryptedMessageAction::Typing(types::DecryptedMessageActionTyping {
-                            action,
-                        })
-                    }
-                };
-                self.send_action(action, now, rng, out);
+        match self.phase {
+            Phase::Ready => self.send_pending(p, now, rng, out),
+            Phase::Closed(_) => {}
+            _ => {
+                out.dirty = true;
+                self.pending_sends.push(p);
             }
-            _ => {}
         }
     }
 
-    fn send_outgoing(&mut self, m: Outgoing, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
-        let Some(layer) = self.session.as_ref().map(|s| s.layer().negotiated()) else {
-            return;
-        };
-        let entities = Some(entities_for(layer, m.entities)).filter(|e| !e.is_empty());
-        let (media, file) = match m.media {
-            Some((media, file)) => (Some(media), Some(file)),
-            None => (None, None),
-        };
-        let message = if layer >= MTPROTO2_LAYER {
-            enums::DecryptedMessage::DecryptedMessage73(types::DecryptedMessage73 {
-                no_webpage: m.no_webpage,
-                silent: m.silent,
-                random_id: m.random_id,
-                ttl: m.ttl,
-                message: m.text,
-                media,
-                entities,
-                via_bot_name: m.via_bot_name,
-                reply_to_random_id: m.reply_to_random_id,
-                grouped_id: m.grouped_id,
-            })
-        } else {
-            enums::DecryptedMessage::DecryptedMessage46(types::DecryptedMessage46 {
-                random_id: m.random_id,
-                ttl: m.ttl,
-                message: m.text,
-                media,
-                entities,
-                via_bot_name: m.via_bot_name,
-                reply_to_random_id: m.reply_to_random_id,
-            })
-        };
-        self.seal_and_send(message, m.random_id, false, file, m.silent, now, rng, out);
+    pub(super) fn send_pending(
+        &mut self,
+        p: PendingSend,
+        now: Millis,
+        rng: &mut impl RngCore,
+        out: &mut Out,
+    ) {
+        match p {
+            PendingSend::Action(a) => self.send_action(a, now, rng, out),
+            PendingSend::Message(m, file) => {
+                let Some(layer) = self.session.as_ref().map(|s| s.layer().negotiated()) else {
+                    return;
+                };
+                let (random_id, silent) = (m.random_id, m.silent);
+                let message = for_layer(layer, *m);
+                self.seal_and_send(message, random_id, false, file, silent, now, rng, out);
+            }
+        }
     }
 
     /// Sends a service action (wrapped in `decryptedMessageService`).

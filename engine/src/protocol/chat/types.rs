@@ -184,6 +184,17 @@ pub struct OutboxEntry {
     pub silent: bool,
 }
 
+/// An incoming message waiting behind a hole (already decrypted and authenticated).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitingEntry {
+    /// The decrypted envelope.
+    pub layer: secretchat_schema::e2e::types::DecryptedMessageLayer,
+    /// The file attached to it.
+    pub file: Option<api::EncryptedFile>,
+    /// A Resend in it was already acted on (on arrival); it is not interpreted again.
+    pub resend_done: bool,
+}
+
 /// State changes to store, in one batch, before executing the actions after it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Persist {
@@ -191,8 +202,8 @@ pub struct Persist {
     pub outbox_put: Vec<(u32, OutboxEntry)>,
     /// Outbox entries below this raw out_seq_no are acknowledged and can go.
     pub outbox_ack_below: Option<u32>,
-    /// Raw out_seq_no of incoming messages that entered the waiting queue.
-    pub waiting_put: Vec<u32>,
+    /// Incoming messages that entered the waiting queue, by raw out_seq_no.
+    pub waiting_put: Vec<(u32, WaitingEntry)>,
     /// Raw out_seq_no of incoming messages that left the waiting queue (processed).
     pub waiting_done: Vec<u32>,
     /// The chat was closed: drop its keys, outbox and waiting queue.

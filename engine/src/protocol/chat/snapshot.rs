@@ -1,0 +1,390 @@
+//! The chat's state as bytes for the store, and back ([`super::records`] has the record
+//! types); a record from a newer format is refused.
+//!
+//! The outbox and the waiting queue are stored as separate records ([`OutboxEntry::to_bytes`],
+//! [`WaitingEntry::to_bytes`]) so a step writes only what changed (see [`super::Persist`]).
+//! Restoring re-issues what was in flight: DH-config requests, handshake computations, timers;
+//! a re-key computation that had sent nothing is dropped, one whose answer was owed is aborted
+//! with AbortKey (allowed: we had not sent AcceptKey/CommitKey yet).
+
+use std::sync::Arc;
+
+use secretchat_schema::api::enums as api;
+use secretchat_schema::e2e::{enums, types};
+use secretchat_schema::{DecodeError, Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::records::{StoredChat, opt_bytes, opt_from};
+use super::{
+    Action, ChatConfig, ChatCore, CloseReason, Millis, Out, OutboxEntry, PendingSend, Phase, Timer,
+    WaitingEntry,
+};
+use crate::crypto::dh::DhParams;
+use crate::crypto::{AuthKey, CryptoError, Side};
+use crate::protocol::dh_job::{DhJob, DhPurpose};
+use crate::protocol::gaps::WaitingQueue;
+use crate::protocol::layer::LayerState;
+use crate::protocol::rekey::{Rekey, abort_action};
+use crate::protocol::seq_no::SeqNo;
+use crate::protocol::session::Session;
+
+/// The record format this build writes and reads.
+pub const FORMAT: i32 = 1;
+
+/// Why stored state could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    /// The bytes are not a state record.
+    #[error("corrupt chat record: {0}")]
+    Decode(#[from] DecodeError),
+    /// Written by a newer version of this library.
+    #[error("chat record format {0} is newer than this build ({FORMAT})")]
+    NewerFormat(i32),
+    /// A field is out of range.
+    #[error("corrupt chat record: bad {0}")]
+    Field(&'static str),
+    /// The record names DH parameters the caller does not have.
+    #[error("DH parameters of the chat are not available")]
+    NoDhParams,
+}
+
+impl From<CryptoError> for RestoreError {
+    fn from(_: CryptoError) -> Self {
+        RestoreError::Field("key")
+    }
+}
+
+const TIMERS: [Timer; 3] = [Timer::ResendRetry, Timer::Retransmit, Timer::KeyAge];
+
+impl ChatCore {
+    /// The chat's state (without outbox and waiting queue) for the store. Holds key material:
+    /// the buffer is zeroized on drop; encrypt it at rest if the application asks for that.
+    pub fn snapshot(&self) -> Zeroizing<Vec<u8>> {
+        let mut s = StoredChat::default();
+        s.format = FORMAT;
+        s.side = match self.side {
+            Side::Originator => 0,
+            Side::Participant => 1,
+        };
+        s.chat_id = self.chat_id;
+        s.access_hash = self.access_hash;
+        s.phase = match &self.phase {
+            Phase::OriginatorConfig { user, random_id }
+            | Phase::OriginatorPublic {
+                user, random_id, ..
+            } => {
+                // Nothing was sent yet: a restart simply fetches the config again.
+                s.phase_user = user.to_bytes().unwrap_or_default();
+                s.phase_random_id = *random_id;
+                0
+            }
+            Phase::OriginatorWaiting { a } => {
+                s.phase_secret = a.to_vec();
+                2
+            }
+            Phase::OriginatorKey {
+                a,
+                g_b,
+                fingerprint,
+            } => {
+                s.phase_secret = a.to_vec();
+                s.phase_peer = g_b.clone();
+                s.phase_fingerprint = *fingerprint;
+                3
+            }
+            Phase::Requested { g_a } => {
+                s.phase_peer = g_a.clone();
+                4
+            }
+            Phase::ParticipantConfig { g_a } | Phase::ParticipantKey { g_a } => {
+                s.phase_peer = g_a.clone();
+                5
+            }
+            Phase::Ready => 7,
+            Phase::Closed(r) => {
+                s.closed_kind = r.kind().to_owned();
+                8
+            }
+        };
+        if let Some(dh) = &self.dh {
+            s.dh_p = dh.p_bytes().to_vec();
+            s.dh_g = dh.g() as i32;
+        }
+        if let Some(session) = &self.session {
+            s.key = session.key().bytes().to_vec();
+            s.previous = session
+                .previous_keys()
+                .iter()
+                .map(|k| k.bytes().to_vec())
+                .collect();
+            let (a, b, c) = session.seq().parts();
+            s.seq = vec![a as i32, b as i32, c as i32];
+            let (peer, v2) = session.layer().parts();
+            s.peer_layer = peer;
+            s.mtproto2 = v2;
+        }
+        match &self.rekey {
+            Rekey::Idle | Rekey::Starting { .. } => s.rekey = 0,
+            Rekey::Requested { exchange_id, a } => {
+                s.rekey = 1;
+                s.rekey_exchange = *exchange_id;
+                s.rekey_secret = a.to_vec();
+            }
+            Rekey::Accepted {
+                exchange_id,
+                new_key,
+            } => {
+                s.rekey = 2;
+                s.rekey_exchange = *exchange_id;
+                s.rekey_secret = new_key.bytes().to_vec();
+            }
+            Rekey::Committed {
+                exchange_id,
+                new_fingerprint,
+            } => {
+                s.rekey = 3;
+                s.rekey_exchange = *exchange_id;
+                s.rekey_fingerprint = *new_fingerprint;
+            }
+            Rekey::Accepting { exchange_id } | Rekey::Committing { exchange_id, .. } => {
+                s.rekey = 4; // abort on restore
+                s.rekey_exchange = *exchange_id;
+            }
+        }
+        s.visualization = self.visualization.clone();
+        s.counters = vec![
+            i64::from(self.key_uses),
+            i64::from(self.key_sent),
+            self.key_since as i64,
+            i64::from(self.rekeys),
+            self.discard_ready as i64,
+            self.next_job as i64,
+            i64::from(self.resend_attempts),
+            self.retransmit_backoff as i64,
+        ];
+        s.timers = TIMERS
+            .iter()
+            .map(|t| self.timers.get(t).map_or(-1, |&at| at as i64))
+            .collect();
+        s.unhealthy_reported = self.unhealthy_reported;
+        for (wire, file) in &self.early {
+            s.early.push(wire.clone());
+            s.early_files.push(opt_bytes(file));
+        }
+        for p in &self.pending_sends {
+            let (m, file) = match p {
+                PendingSend::Message(m, file) => (
+                    enums::DecryptedMessage::DecryptedMessage73((**m).clone()),
+                    opt_bytes(file),
+                ),
+                PendingSend::Action(a) => (
+                    enums::DecryptedMessage::Service23(types::DecryptedMessageService23 {
+                        random_id: 0,
+                        action: a.clone(),
+                    }),
+                    Vec::new(),
+                ),
+            };
+            s.pending.push(m.to_bytes().unwrap_or_default());
+            s.pending_files.push(file);
+        }
+        Zeroizing::new(s.to_bytes().unwrap_or_default())
+    }
+
+    /// Rebuilds a chat from [`ChatCore::snapshot`] bytes plus its stored outbox and waiting
+    /// entries. `dh_for(p, g)` supplies the (shared, already validated) parameters the chat
+    /// uses. Returns the actions to resume: timers to arm, requests and computations to
+    /// re-issue (and an AbortKey for a re-key answer that was being computed).
+    ///
+    /// # Errors
+    /// [`RestoreError`] for corrupt or newer records.
+    pub fn restore(
+        config: ChatConfig,
+        state: &[u8],
+        outbox: Vec<(u32, OutboxEntry)>,
+        waiting: Vec<(u32, WaitingEntry)>,
+        dh_for: impl FnOnce(&[u8], i32) -> Option<Arc<DhParams>>,
+        now: Millis,
+        rng: &mut impl rand_core::RngCore,
+    ) -> Result<(Self, Vec<Action>), RestoreError> {
+        let mut s = StoredChat::from_bytes(state)?;
+        if s.format > FORMAT {
+            return Err(RestoreError::NewerFormat(s.format));
+        }
+        let side = match s.side {
+            0 => Side::Originator,
+            1 => Side::Participant,
+            _ => return Err(RestoreError::Field("side")),
+        };
+        let secret = |b: &[u8]| -> Result<Zeroizing<[u8; 256]>, RestoreError> {
+            let arr: [u8; 256] = b.try_into().map_err(|_| RestoreError::Field("secret"))?;
+            Ok(Zeroizing::new(arr))
+        };
+        let mut out = Out::new();
+        let phase = match s.phase {
+            0 => {
+                out.push(Action::NeedDhConfig);
+                Phase::OriginatorConfig {
+                    user: api::InputUser::from_bytes(&s.phase_user)?,
+                    random_id: s.phase_random_id,
+                }
+            }
+            2 => Phase::OriginatorWaiting {
+                a: secret(&s.phase_secret)?,
+            },
+            3 => Phase::OriginatorKey {
+                a: secret(&s.phase_secret)?,
+                g_b: std::mem::take(&mut s.phase_peer),
+                fingerprint: s.phase_fingerprint,
+            },
+            4 => Phase::Requested {
+                g_a: std::mem::take(&mut s.phase_peer),
+            },
+            5 => {
+                out.push(Action::NeedDhConfig);
+                Phase::ParticipantConfig {
+                    g_a: std::mem::take(&mut s.phase_peer),
+                }
+            }
+            7 => Phase::Ready,
+            8 => Phase::Closed(CloseReason::from_kind(&s.closed_kind)),
+            _ => return Err(RestoreError::Field("phase")),
+        };
+        let mut core = Self::blank(config, side, phase);
+        core.chat_id = s.chat_id;
+        core.access_hash = s.access_hash;
+        if !s.dh_p.is_empty() {
+            core.dh = Some(dh_for(&s.dh_p, s.dh_g).ok_or(RestoreError::NoDhParams)?);
+        }
+        if !s.key.is_empty() {
+            let key = AuthKey::from_slice(&s.key)?;
+            let previous = s
+                .previous
+                .iter()
+                .map(|k| AuthKey::from_slice(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let [sent, received, peer_in] = s.seq[..] else {
+                return Err(RestoreError::Field("seq"));
+            };
+            let raw = |v: i32| u32::try_from(v).map_err(|_| RestoreError::Field("seq"));
+            let seq = SeqNo::from_parts(side, raw(sent)?, raw(received)?, raw(peer_in)?);
+            let layer = LayerState::from_parts(s.peer_layer, s.mtproto2);
+            core.session = Some(Session::from_parts(key, previous, side, seq, layer));
+        }
+        core.rekey = match s.rekey {
+            0 => Rekey::Idle,
+            1 => Rekey::Requested {
+                exchange_id: s.rekey_exchange,
+                a: secret(&s.rekey_secret)?,
+            },
+            2 => Rekey::Accepted {
+                exchange_id: s.rekey_exchange,
+                new_key: AuthKey::from_slice(&s.rekey_secret)?,
+            },
+            3 => Rekey::Committed {
+                exchange_id: s.rekey_exchange,
+                new_fingerprint: s.rekey_fingerprint,
+            },
+            4 => Rekey::Idle,
+            _ => return Err(RestoreError::Field("rekey")),
+        };
+        core.visualization = std::mem::take(&mut s.visualization);
+        let [
+            uses,
+            sent,
+            since,
+            rekeys,
+            discard,
+            next_job,
+            attempts,
+            backoff,
+        ] = s.counters[..]
+        else {
+            return Err(RestoreError::Field("counters"));
+        };
+        let u32_of = |v: i64| u32::try_from(v).map_err(|_| RestoreError::Field("counters"));
+        let u64_of = |v: i64| u64::try_from(v).map_err(|_| RestoreError::Field("counters"));
+        core.key_uses = u32_of(uses)?;
+        core.key_sent = u32_of(sent)?;
+        core.key_since = u64_of(since)?;
+        core.rekeys = u32_of(rekeys)?;
+        core.discard_ready = u32_of(discard)? as usize;
+        core.next_job = u64_of(next_job)?;
+        core.resend_attempts = u32_of(attempts)?;
+        core.retransmit_backoff = u64_of(backoff)?;
+        core.unhealthy_reported = s.unhealthy_reported;
+        if s.timers.len() != TIMERS.len() {
+            return Err(RestoreError::Field("timers"));
+        }
+        for (t, &at) in TIMERS.iter().zip(&s.timers) {
+            if let Ok(at) = u64::try_from(at) {
+                core.timers.insert(*t, at);
+                out.push(Action::ArmTimer { timer: *t, at });
+            }
+        }
+        if s.early.len() != s.early_files.len() || s.early.len() > super::MAX_EARLY {
+            return Err(RestoreError::Field("early"));
+        }
+        for (wire, file) in s.early.drain(..).zip(&s.early_files) {
+            core.early.push((wire, opt_from(file)?));
+        }
+        if s.pending.len() != s.pending_files.len() {
+            return Err(RestoreError::Field("pending"));
+        }
+        for (m, file) in s.pending.iter().zip(&s.pending_files) {
+            core.pending_sends
+                .push(match enums::DecryptedMessage::from_bytes(m)? {
+                    enums::DecryptedMessage::DecryptedMessage73(m) => {
+                        PendingSend::Message(Box::new(m), opt_from(file)?)
+                    }
+                    enums::DecryptedMessage::Service23(s) => PendingSend::Action(s.action),
+                    _ => return Err(RestoreError::Field("pending")),
+                });
+        }
+        core.outbox = outbox.into_iter().collect();
+        let mut queue = WaitingQueue::default();
+        let expected = core.session.as_ref().map_or(0, |s| s.seq().parts().1);
+        for (raw, w) in waiting {
+            if raw >= expected {
+                let _ = queue
+                    .push(expected, raw, w)
+                    .map_err(|_| RestoreError::Field("waiting"))?;
+            }
+        }
+        core.waiting = queue;
+        // Re-issue what was in flight.
+        if let (Phase::OriginatorKey { a, g_b, .. }, Some(dh)) = (&core.phase, &core.dh) {
+            let id = core.next_job + 1;
+            core.next_job = id;
+            core.handshake_job = Some(id);
+            let job = DhJob::new(
+                id,
+                DhPurpose::Handshake,
+                dh.clone(),
+                a.clone(),
+                Some(g_b.clone()),
+                false,
+            );
+            out.push(Action::Compute(Box::new(job)));
+        }
+        if s.rekey == 4 && core.is_ready() {
+            let step = abort_action(s.rekey_exchange);
+            core.apply_rekey_step(step, now, rng, &mut out);
+        }
+        Ok((core, out.finish()))
+    }
+}
+
+impl CloseReason {
+    /// The reason recorded under `kind` (details are not stored).
+    pub fn from_kind(kind: &str) -> Self {
+        match kind {
+            "local" => Self::Local,
+            "declined" => Self::Declined,
+            "discarded" => Self::Discarded,
+            "fingerprint_mismatch" => Self::FingerprintMismatch,
+            _ => Self::Protocol("closed before the restart"),
+        }
+    }
+}
