@@ -74,7 +74,8 @@ fn run(ops: Vec<Op>) {
             harness::dh(),
             144,
             0,
-        ),
+        )
+        .0,
         rng: StdRng::seed_from_u64(seed),
         timers: Vec::new(),
         jobs: Vec::new(),
@@ -201,7 +202,8 @@ fn record() -> Vec<u8> {
         harness::dh(),
         144,
         5,
-    );
+    )
+    .0;
     core.snapshot().to_vec()
 }
 

@@ -44,7 +44,8 @@ fn pair(peer_layer: i32) -> Pair {
         harness::dh(),
         peer_layer,
         T0,
-    );
+    )
+    .0;
     let layer = LayerState::from_parts(peer_layer.max(46), peer_layer >= 73);
     let mallory = Session::from_parts(
         key(),
@@ -596,4 +597,72 @@ fn deleting_an_unacknowledged_message_replaces_it_with_a_self_delete() {
     assert!(
         matches!(s.action, e2e::DecryptedMessageAction::DeleteMessages(d) if d.random_ids == [4242])
     );
+}
+
+#[test]
+fn a_week_old_key_is_replaced_even_across_a_restart() {
+    const WEEK: u64 = 7 * 24 * 3600 * 1000;
+    let (core, actions) = ChatCore::provisioned(
+        harness::test_config(),
+        Side::Originator,
+        7,
+        77,
+        key(),
+        harness::dh(),
+        144,
+        T0,
+    );
+    assert!(actions.iter().any(|a| matches!(a, Action::ArmTimer { timer: Timer::KeyAge, at } if *at == T0 + WEEK + 1)));
+    let mut p = pair(144);
+    p.core = core;
+    // A key that encrypted nothing is not replaced, however old.
+    p.now = T0 + WEEK + 1;
+    let a = p.feed(Event::Timer(Timer::KeyAge));
+    assert!(!a.iter().any(|a| matches!(a, Action::Compute(_))));
+    // One message sent, then a restart from the stored record: the age is state, not memory.
+    let mut p = pair(144);
+    p.now = T0 + 1_000;
+    p.core_sends("one");
+    let record = p.core.snapshot();
+    let mut rng = StdRng::seed_from_u64(3);
+    let (mut core, resumed) = ChatCore::restore(
+        harness::test_config(),
+        &record,
+        vec![],
+        vec![],
+        |_, _| Some(harness::dh()),
+        p.now,
+        &mut rng,
+    )
+    .unwrap();
+    assert!(resumed.iter().any(|a| matches!(a, Action::ArmTimer { timer: Timer::KeyAge, .. })));
+    let early = core.handle(Event::Timer(Timer::KeyAge), T0 + WEEK - 1, &mut rng);
+    assert!(early.is_empty(), "not due yet");
+    let due = core.handle(Event::Timer(Timer::KeyAge), T0 + WEEK + 1, &mut rng);
+    assert!(due.iter().any(|a| matches!(a, Action::Compute(_))), "{due:?}");
+    assert!(core.status(T0 + WEEK + 1).rekeying);
+}
+
+#[test]
+fn a_peer_on_a_newer_layer_is_reported() {
+    let mut p = pair(144);
+    let env = e2e_t::DecryptedMessageLayer {
+        random_bytes: vec![1; 15],
+        layer: 201,
+        in_seq_no: 1,
+        out_seq_no: 0,
+        message: text("from the future"),
+    };
+    let payload = env.to_bytes().unwrap();
+    let pad = secretchat_engine::crypto::message::random_padding(
+        payload.len(),
+        Version::V2,
+        &mut p.rng,
+    );
+    let wire = message::encrypt_v2(&key(), Side::Participant, &payload, &pad).unwrap();
+    let a = p.feed(Event::Incoming { wire, file: None });
+    assert!(a.iter().any(|a| matches!(a, Action::Deliver(AppEvent::PeerNewerThanUs(201)))));
+    // Still understood and delivered; we keep speaking our own layer.
+    assert!(a.iter().any(|a| matches!(a, Action::Deliver(AppEvent::Message { .. }))));
+    assert_eq!(p.core.status(p.now).negotiated_layer, 144);
 }

@@ -237,3 +237,94 @@ fn restarts_during_the_handshake() {
     assert_eq!(w.a.core().visualization(), w.b.core().visualization());
     assert!(w.a.restarts > 3 && w.b.restarts > 3);
 }
+
+#[test]
+fn service_actions_and_message_fields_travel() {
+    use secretchat_engine::protocol::chat::{Outgoing, ServiceAction};
+    use secretchat_schema::e2e::{enums as e2e, types as t};
+    let mut w = World::new(41, Faults::NONE);
+    w.open();
+    let actions = [
+        ServiceAction::SetTtl(30),
+        ServiceAction::Read(vec![1, 2]),
+        ServiceAction::Delete(vec![3]),
+        ServiceAction::Screenshot(vec![4]),
+        ServiceAction::FlushHistory,
+        ServiceAction::Typing(e2e::SendMessageAction::SendMessageTypingAction(
+            t::SendMessageTypingAction {},
+        )),
+    ];
+    for a in &actions {
+        w.feed(Who::A, Event::Command(Command::Service(a.clone())));
+    }
+    let full = Outgoing {
+        random_id: 99,
+        text: "bold reply".into(),
+        entities: vec![e2e::MessageEntity::Bold(t::MessageEntityBold {
+            offset: 0,
+            length: 4,
+        })],
+        media: None,
+        reply_to_random_id: Some(5),
+        ttl: 10,
+        silent: true,
+        no_webpage: true,
+        via_bot_name: Some("bot".into()),
+        grouped_id: Some(77),
+    };
+    w.feed(Who::A, Event::Command(Command::Send(Box::new(full))));
+    w.run_until(|w| w.b.texts().len() == 1);
+    let got: Vec<e2e::DecryptedMessageAction> = w
+        .b
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            AppEvent::Service { action, .. } => Some(action.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.len(), actions.len(), "{got:?}");
+    assert!(matches!(got[0], e2e::DecryptedMessageAction::SetMessageTTL(ref x) if x.ttl_seconds == 30));
+    assert!(matches!(got[1], e2e::DecryptedMessageAction::ReadMessages(ref x) if x.random_ids == [1, 2]));
+    assert!(matches!(got[2], e2e::DecryptedMessageAction::DeleteMessages(ref x) if x.random_ids == [3]));
+    assert!(matches!(got[3], e2e::DecryptedMessageAction::ScreenshotMessages(_)));
+    assert!(matches!(got[4], e2e::DecryptedMessageAction::FlushHistory(_)));
+    assert!(matches!(got[5], e2e::DecryptedMessageAction::Typing(_)));
+    let m = w
+        .b
+        .events
+        .iter()
+        .find_map(|e| match e {
+            AppEvent::Message { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let e2e::DecryptedMessage::DecryptedMessage73(m) = *m else {
+        panic!()
+    };
+    assert_eq!(
+        (m.random_id, m.reply_to_random_id, m.ttl, m.silent, m.no_webpage),
+        (99, Some(5), 10, true, true)
+    );
+    assert_eq!(
+        (m.via_bot_name.as_deref(), m.grouped_id, m.entities.map(|e| e.len())),
+        (Some("bot"), Some(77), Some(1))
+    );
+}
+
+#[test]
+fn messages_sent_before_the_key_is_agreed_go_out_after() {
+    let mut w = World::new(51, Faults::NONE);
+    let user = secretchat_schema::api::enums::InputUser::InputUser(
+        secretchat_schema::api::types::InputUser {
+            user_id: 2,
+            access_hash: 22,
+        },
+    );
+    let (core, actions) = secretchat_engine::protocol::chat::ChatCore::request(w.config, user, 1);
+    w.a.core = Some(core);
+    w.send_text(Who::A, "early bird");
+    w.feed_actions(Who::A, actions);
+    w.run_until(|w| w.b.texts().len() == 1);
+    assert_eq!(w.b.texts(), ["early bird"]);
+}

@@ -311,7 +311,8 @@ impl ChatCore {
     /// tests (`secretchat simulate --chats 1000000` registers chats this way instead of running
     /// a million handshakes). Both sides must be provisioned with the same key, opposite sides
     /// and the same `chat_id`/`access_hash`; `peer_layer` is what the peer is known to speak.
-    /// Nothing is sent (no NotifyLayer): the caller vouches for the layers.
+    /// Nothing is sent (no NotifyLayer): the caller vouches for the layers. The actions arm
+    /// the key-age timer.
     #[allow(clippy::too_many_arguments)]
     pub fn provisioned(
         config: ChatConfig,
@@ -322,7 +323,7 @@ impl ChatCore {
         dh: Arc<DhParams>,
         peer_layer: i32,
         now: Millis,
-    ) -> Self {
+    ) -> (Self, Vec<Action>) {
         let mut core = Self::blank(config, side, Phase::Ready);
         core.chat_id = chat_id;
         core.access_hash = access_hash;
@@ -338,7 +339,13 @@ impl ChatCore {
         ));
         core.dh = Some(dh);
         core.key_since = now;
-        core
+        let mut out = Out::new();
+        core.arm(
+            Timer::KeyAge,
+            now.saturating_add(super::rekey::REKEY_AFTER_MS + 1),
+            &mut out,
+        );
+        (core, out.finish())
     }
 
     /// Handles one event at time `now`, drawing randomness from `rng`.
