@@ -612,7 +612,9 @@ fn a_week_old_key_is_replaced_even_across_a_restart() {
         144,
         T0,
     );
-    assert!(actions.iter().any(|a| matches!(a, Action::ArmTimer { timer: Timer::KeyAge, at } if *at == T0 + WEEK + 1)));
+    assert!(actions.iter().any(
+        |a| matches!(a, Action::ArmTimer { timer: Timer::KeyAge, at } if *at == T0 + WEEK + 1)
+    ));
     let mut p = pair(144);
     p.core = core;
     // A key that encrypted nothing is not replaced, however old.
@@ -635,11 +637,20 @@ fn a_week_old_key_is_replaced_even_across_a_restart() {
         &mut rng,
     )
     .unwrap();
-    assert!(resumed.iter().any(|a| matches!(a, Action::ArmTimer { timer: Timer::KeyAge, .. })));
+    assert!(resumed.iter().any(|a| matches!(
+        a,
+        Action::ArmTimer {
+            timer: Timer::KeyAge,
+            ..
+        }
+    )));
     let early = core.handle(Event::Timer(Timer::KeyAge), T0 + WEEK - 1, &mut rng);
     assert!(early.is_empty(), "not due yet");
     let due = core.handle(Event::Timer(Timer::KeyAge), T0 + WEEK + 1, &mut rng);
-    assert!(due.iter().any(|a| matches!(a, Action::Compute(_))), "{due:?}");
+    assert!(
+        due.iter().any(|a| matches!(a, Action::Compute(_))),
+        "{due:?}"
+    );
     assert!(core.status(T0 + WEEK + 1).rekeying);
 }
 
@@ -654,15 +665,18 @@ fn a_peer_on_a_newer_layer_is_reported() {
         message: text("from the future"),
     };
     let payload = env.to_bytes().unwrap();
-    let pad = secretchat_engine::crypto::message::random_padding(
-        payload.len(),
-        Version::V2,
-        &mut p.rng,
-    );
+    let pad =
+        secretchat_engine::crypto::message::random_padding(payload.len(), Version::V2, &mut p.rng);
     let wire = message::encrypt_v2(&key(), Side::Participant, &payload, &pad).unwrap();
     let a = p.feed(Event::Incoming { wire, file: None });
-    assert!(a.iter().any(|a| matches!(a, Action::Deliver(AppEvent::PeerNewerThanUs(201)))));
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::Deliver(AppEvent::PeerNewerThanUs(201))))
+    );
     // Still understood and delivered; we keep speaking our own layer.
-    assert!(a.iter().any(|a| matches!(a, Action::Deliver(AppEvent::Message { .. }))));
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::Deliver(AppEvent::Message { .. })))
+    );
     assert_eq!(p.core.status(p.now).negotiated_layer, 144);
 }

@@ -274,40 +274,60 @@ fn service_actions_and_message_fields_travel() {
     };
     w.feed(Who::A, Event::Command(Command::Send(Box::new(full))));
     w.run_until(|w| w.b.texts().len() == 1);
-    let got: Vec<e2e::DecryptedMessageAction> = w
-        .b
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            AppEvent::Service { action, .. } => Some(action.clone()),
-            _ => None,
-        })
-        .collect();
+    let got: Vec<e2e::DecryptedMessageAction> =
+        w.b.events
+            .iter()
+            .filter_map(|e| match e {
+                AppEvent::Service { action, .. } => Some(action.clone()),
+                _ => None,
+            })
+            .collect();
     assert_eq!(got.len(), actions.len(), "{got:?}");
-    assert!(matches!(got[0], e2e::DecryptedMessageAction::SetMessageTTL(ref x) if x.ttl_seconds == 30));
-    assert!(matches!(got[1], e2e::DecryptedMessageAction::ReadMessages(ref x) if x.random_ids == [1, 2]));
-    assert!(matches!(got[2], e2e::DecryptedMessageAction::DeleteMessages(ref x) if x.random_ids == [3]));
-    assert!(matches!(got[3], e2e::DecryptedMessageAction::ScreenshotMessages(_)));
-    assert!(matches!(got[4], e2e::DecryptedMessageAction::FlushHistory(_)));
+    assert!(
+        matches!(got[0], e2e::DecryptedMessageAction::SetMessageTTL(ref x) if x.ttl_seconds == 30)
+    );
+    assert!(
+        matches!(got[1], e2e::DecryptedMessageAction::ReadMessages(ref x) if x.random_ids == [1, 2])
+    );
+    assert!(
+        matches!(got[2], e2e::DecryptedMessageAction::DeleteMessages(ref x) if x.random_ids == [3])
+    );
+    assert!(matches!(
+        got[3],
+        e2e::DecryptedMessageAction::ScreenshotMessages(_)
+    ));
+    assert!(matches!(
+        got[4],
+        e2e::DecryptedMessageAction::FlushHistory(_)
+    ));
     assert!(matches!(got[5], e2e::DecryptedMessageAction::Typing(_)));
-    let m = w
-        .b
-        .events
-        .iter()
-        .find_map(|e| match e {
-            AppEvent::Message { message, .. } => Some(message.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let m =
+        w.b.events
+            .iter()
+            .find_map(|e| match e {
+                AppEvent::Message { message, .. } => Some(message.clone()),
+                _ => None,
+            })
+            .unwrap();
     let e2e::DecryptedMessage::DecryptedMessage73(m) = *m else {
         panic!()
     };
     assert_eq!(
-        (m.random_id, m.reply_to_random_id, m.ttl, m.silent, m.no_webpage),
+        (
+            m.random_id,
+            m.reply_to_random_id,
+            m.ttl,
+            m.silent,
+            m.no_webpage
+        ),
         (99, Some(5), 10, true, true)
     );
     assert_eq!(
-        (m.via_bot_name.as_deref(), m.grouped_id, m.entities.map(|e| e.len())),
+        (
+            m.via_bot_name.as_deref(),
+            m.grouped_id,
+            m.entities.map(|e| e.len())
+        ),
         (Some("bot"), Some(77), Some(1))
     );
 }
