@@ -5,8 +5,10 @@
 //!   cache its verdict per `p`.
 //! - [`check_public`] range-checks `g_a`/`g_b`: `1 < v < p−1` and `2^1984 ≤ v ≤ p − 2^1984`.
 //! - [`secret_exponent`] mixes 256 local random bytes with the server's `random` (XOR).
-//! - [`DhParams::power`] is a constant-time Montgomery exponentiation (crypto-bigint) for the
-//!   secret exponent; [`DhParams::shared_key`] left-pads the result to 256 bytes.
+//! - [`DhParams::power`] is a constant-time exponentiation for the secret exponent: OpenSSL's
+//!   `BN_mod_exp_mont_consttime` with the `openssl` feature (default; assembly kernels, secure
+//!   and cleared bignums), else crypto-bigint's Montgomery ladder; [`DhParams::shared_key`]
+//!   left-pads the result to 256 bytes. `g^a` uses the fixed-base table instead when built.
 
 use crypto_bigint::modular::{MontyForm, MontyParams};
 use crypto_bigint::{Odd, U2048};
@@ -150,6 +152,42 @@ impl DhParams {
 
     /// `base^exp mod p` in constant time (for a secret `exp`), 256 bytes big-endian.
     pub fn power(&self, base: &U2048, exp: &[u8; 256]) -> Zeroizing<[u8; 256]> {
+        #[cfg(feature = "openssl")]
+        if let Some(r) = self.power_openssl(base, exp) {
+            return r;
+        }
+        self.power_rust(base, exp)
+    }
+
+    /// OpenSSL's `BN_mod_exp_mont_consttime` (chosen by `BN_FLG_CONSTTIME` on the exponent);
+    /// secure bignums and context, cleared before they are freed. `None` only if OpenSSL fails
+    /// to allocate.
+    #[cfg(feature = "openssl")]
+    fn power_openssl(&self, base: &U2048, exp: &[u8; 256]) -> Option<Zeroizing<[u8; 256]>> {
+        use openssl::bn::{BigNum, BigNumContext};
+        let mut ctx = BigNumContext::new_secure().ok()?;
+        let p = BigNum::from_slice(&self.p.to_be_bytes()).ok()?;
+        let b = BigNum::from_slice(&base.to_be_bytes()).ok()?;
+        let mut e = BigNum::new_secure().ok()?;
+        e.copy_from_slice(exp).ok()?;
+        e.set_const_time();
+        let mut r = BigNum::new_secure().ok()?;
+        r.set_const_time();
+        let done = r.mod_exp(&b, &e, &p, &mut ctx);
+        e.clear();
+        let mut out = Zeroizing::new([0u8; 256]);
+        let ok = done.is_ok()
+            && r.to_vec_padded(256).ok().is_some_and(|v| {
+                let v = Zeroizing::new(v);
+                out.copy_from_slice(&v);
+                true
+            });
+        r.clear();
+        ok.then_some(out)
+    }
+
+    /// crypto-bigint's constant-time Montgomery exponentiation.
+    fn power_rust(&self, base: &U2048, exp: &[u8; 256]) -> Zeroizing<[u8; 256]> {
         let e = Zeroizing::new(U2048::from_be_slice(exp));
         let r = MontyForm::new(base, self.monty).pow(&*e).retrieve();
         let mut out = Zeroizing::new([0u8; 256]);
@@ -223,6 +261,20 @@ pub fn secret_exponent(local: &[u8; 256], server_random: &[u8]) -> Zeroizing<[u8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_power_backends_agree() {
+        let dh = DhParams::new(&crate::crypto::prime::TELEGRAM_DH_PRIME, 3).unwrap();
+        let base = dh.check_public(&dh.public(&[0x21; 256])).unwrap();
+        for seed in [1u8, 0x7f, 0xff] {
+            let mut exp = [seed; 256];
+            exp[0] ^= 0x80;
+            let rust = dh.power_rust(&base, &exp);
+            assert_eq!(*dh.power(&base, &exp), *rust);
+            #[cfg(feature = "openssl")]
+            assert_eq!(*dh.power_openssl(&base, &exp).unwrap(), *rust);
+        }
+    }
 
     #[test]
     fn generator_and_size_checks() {
