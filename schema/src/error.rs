@@ -64,6 +64,9 @@ pub enum DecodeError {
         /// Where the prefix is.
         offset: usize,
     },
+    /// Well-formed TL whose value the record type does not allow.
+    #[error("invalid value in {0}")]
+    Invalid(&'static str),
 }
 
 /// Why a value could not be encoded.
@@ -154,6 +157,7 @@ impl DecodeError {
             Self::InvalidUtf8 { .. } => "invalid_utf8",
             Self::NonZeroPadding { .. } => "non_zero_padding",
             Self::BadLengthPrefix { .. } => "bad_length_prefix",
+            Self::Invalid(_) => "invalid",
         }
     }
 }

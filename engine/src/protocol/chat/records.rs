@@ -163,3 +163,136 @@ impl WaitingEntry {
         })
     }
 }
+
+/// `secretchat.inboxEvent#6c529c4d account:long chat:long kind:int num:long data:bytes
+/// file:bytes text:string = secretchat.InboxEvent` — an application event waiting for the
+/// application's acknowledgement.
+#[derive(Default, TlSerialize, TlDeserialize, Identifiable)]
+#[tl(id = 0x6c529c4d, name = "secretchat.inboxEvent")]
+struct StoredEvent {
+    account: i64,
+    chat: i64,
+    kind: i32,
+    num: i64,
+    data: Vec<u8>,
+    file: Vec<u8>,
+    text: String,
+}
+
+impl Drop for StoredEvent {
+    fn drop(&mut self) {
+        self.data.zeroize();
+    }
+}
+
+impl super::AppEvent {
+    /// The stored form, tagged with the account and chat handle it belongs to.
+    ///
+    /// # Errors
+    /// Only for payloads beyond TL's size limit.
+    pub fn to_record(
+        &self,
+        account: u64,
+        chat: u64,
+    ) -> Result<Vec<u8>, secretchat_schema::EncodeError> {
+        use super::AppEvent as E;
+        let mut s = StoredEvent::default();
+        s.account = account as i64;
+        s.chat = chat as i64;
+        match self {
+            E::ChatRequested { admin_id, date } => {
+                s.kind = 1;
+                s.num = *admin_id;
+                s.data = date.to_le_bytes().to_vec();
+            }
+            E::ChatReady { visualization } => {
+                s.kind = 2;
+                s.data = visualization.clone();
+            }
+            E::Message { message, file } => {
+                s.kind = 3;
+                s.data = message.to_bytes()?;
+                s.file = opt_bytes(file);
+            }
+            E::Service { random_id, action } => {
+                s.kind = 4;
+                s.num = *random_id;
+                s.data = action.to_bytes()?;
+            }
+            E::PeerLayer(l) => {
+                s.kind = 5;
+                s.num = i64::from(*l);
+            }
+            E::PeerNewerThanUs(l) => {
+                s.kind = 6;
+                s.num = i64::from(*l);
+            }
+            E::Rekeyed(fp) => {
+                s.kind = 7;
+                s.num = *fp;
+            }
+            E::ChatUnhealthy { holes } => {
+                s.kind = 8;
+                s.data = holes
+                    .iter()
+                    .flat_map(|(a, b)| [a.to_le_bytes(), b.to_le_bytes()].concat())
+                    .collect();
+            }
+            E::ChatClosed(r) => {
+                s.kind = 9;
+                s.text = r.kind().to_owned();
+            }
+        }
+        s.to_bytes()
+    }
+
+    /// Reads the stored form: `(account, chat handle, event)`.
+    ///
+    /// # Errors
+    /// [`DecodeError`] for corrupt records.
+    pub fn from_record(b: &[u8]) -> Result<(u64, u64, Self), DecodeError> {
+        use super::AppEvent as E;
+        let s = StoredEvent::from_bytes(b)?;
+        let bad = || DecodeError::Invalid("inbox event");
+        let layer = || i32::try_from(s.num).map_err(|_| bad());
+        let e = match s.kind {
+            1 => E::ChatRequested {
+                admin_id: s.num,
+                date: i32::from_le_bytes(
+                    s.data
+                        .get(..4)
+                        .and_then(|d| d.try_into().ok())
+                        .ok_or_else(bad)?,
+                ),
+            },
+            2 => E::ChatReady {
+                visualization: s.data.clone(),
+            },
+            3 => E::Message {
+                message: Box::new(enums::DecryptedMessage::from_bytes(&s.data)?),
+                file: opt_from(&s.file)?,
+            },
+            4 => E::Service {
+                random_id: s.num,
+                action: enums::DecryptedMessageAction::from_bytes(&s.data)?,
+            },
+            5 => E::PeerLayer(layer()?),
+            6 => E::PeerNewerThanUs(layer()?),
+            7 => E::Rekeyed(s.num),
+            8 => E::ChatUnhealthy {
+                holes: s
+                    .data
+                    .chunks_exact(8)
+                    .map(|c| {
+                        let a = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                        let b = u32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+                        (a, b)
+                    })
+                    .collect(),
+            },
+            9 => E::ChatClosed(super::CloseReason::from_kind(&s.text)),
+            _ => return Err(bad()),
+        };
+        Ok((s.account as u64, s.chat as u64, e))
+    }
+}

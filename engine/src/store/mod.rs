@@ -1,0 +1,579 @@
+//! The RocksDB store: one database per engine, column families per kind of record, and one
+//! `WriteBatch` per protocol step.
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `meta` | `schema_version`, `next_handle`, `qts/<account>`, `dh/<account>`, `prime/<sha256(p)>` | see each |
+//! | `chats` | account ‖ handle | [`ChatCore::snapshot`](crate::protocol::chat::ChatCore::snapshot) record |
+//! | `chat_index` | account ‖ server chat id | handle |
+//! | `outbox` | account ‖ handle ‖ raw out_seq_no | outgoing wire bytes until acknowledged |
+//! | `waiting` | account ‖ handle ‖ raw out_seq_no | decrypted messages behind a hole |
+//! | `inbox` | sequence | application events not yet acknowledged by the application |
+//!
+//! All integers in keys are big-endian so iteration follows numeric order. With an at-rest key
+//! ([`StoreOptions::at_rest_key`]), records holding key material or plaintext (chat state,
+//! waiting messages, inbox events) are sealed with [`cipher::RecordCipher`].
+
+pub mod cipher;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
+use sha2::{Digest, Sha256};
+
+use crate::protocol::chat::{AppEvent, OutboxEntry, Persist, WaitingEntry};
+use cipher::RecordCipher;
+
+/// The on-disk schema version this build writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const CFS: [&str; 6] = ["meta", "chats", "chat_index", "outbox", "waiting", "inbox"];
+
+/// When a write is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync every batch before anything that depends on it happens (the default).
+    #[default]
+    Sync,
+    /// Batches are written at once but fsynced together every `interval`; whatever depends on a
+    /// batch (sends, acknowledgements) waits for its fsync. Many chats share one fsync.
+    GroupCommit {
+        /// How long a batch may wait for its fsync.
+        interval: Duration,
+    },
+    /// Never wait for fsync: survives a process crash (the WAL is in the OS), not a power loss.
+    /// For benchmarks.
+    Buffered,
+}
+
+/// How to open a store.
+#[derive(Clone, Default)]
+pub struct StoreOptions {
+    /// Durability mode.
+    pub durability: Durability,
+    /// Seal key material and plaintext at rest with this application key.
+    pub at_rest_key: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("durability", &self.durability)
+            .field("at_rest_key", &self.at_rest_key.map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// RocksDB reported an error.
+    #[error("rocksdb: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// The database was written by a newer version.
+    #[error(
+        "database schema version {found} is newer than this build's {SCHEMA_VERSION}; upgrade secretchat"
+    )]
+    NewerSchema {
+        /// The version found.
+        found: u32,
+    },
+    /// A record is corrupt (or sealed with another at-rest key).
+    #[error("corrupt record in {0}")]
+    Corrupt(&'static str),
+}
+
+/// A stored chat: its state record, outbox and waiting queue.
+#[derive(Debug, Default)]
+pub struct StoredChat {
+    /// The state record.
+    pub state: Vec<u8>,
+    /// Unacknowledged outgoing messages by raw out_seq_no.
+    pub outbox: Vec<(u32, OutboxEntry)>,
+    /// Queued incoming messages by raw out_seq_no.
+    pub waiting: Vec<(u32, WaitingEntry)>,
+}
+
+/// One protocol step's writes for one chat.
+#[derive(Debug)]
+pub struct ChatWrite<'a> {
+    /// Account id.
+    pub account: u64,
+    /// The chat's local handle.
+    pub handle: u64,
+    /// The server chat id (0 until known), for the index.
+    pub chat_id: i32,
+    /// The new state record.
+    pub state: &'a [u8],
+    /// The step's outbox/waiting changes.
+    pub persist: &'a Persist,
+    /// Application events to put in the inbox.
+    pub events: &'a [AppEvent],
+    /// Highest qts whose processing this step completes (stored with it), if any.
+    pub qts: Option<i32>,
+}
+
+/// A write's place in the commit order; wait for it with [`Store::synced`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
+/// The database.
+pub struct Store {
+    db: DB,
+    durability: Durability,
+    cipher: Option<RecordCipher>,
+    next_inbox: AtomicU64,
+    next_handle: AtomicU64,
+    written: AtomicU64,
+    synced: tokio::sync::watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+fn chat_key(account: u64, handle: u64) -> Vec<u8> {
+    cat(&[&account.to_be_bytes(), &handle.to_be_bytes()])
+}
+
+fn u64_of(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`. Reads only the schema version and two
+    /// counters: opening does not grow with the number of chats.
+    ///
+    /// # Errors
+    /// [`StoreError::NewerSchema`] for a database from a newer version; RocksDB errors.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Arc<Self>, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = CFS
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let (synced, _) = tokio::sync::watch::channel(0);
+        let store = Store {
+            db,
+            durability: options.durability,
+            cipher: options.at_rest_key.map(|k| RecordCipher::new(&k)),
+            next_inbox: AtomicU64::new(0),
+            next_handle: AtomicU64::new(1),
+            written: AtomicU64::new(0),
+            synced,
+        };
+        match store.meta(b"schema_version")? {
+            Some(v) => {
+                let found = v
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or(StoreError::Corrupt("meta"))?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema { found });
+                }
+            }
+            None => store.put_meta(b"schema_version", &SCHEMA_VERSION.to_be_bytes())?,
+        }
+        if let Some(v) = store.meta(b"next_handle")? {
+            store.next_handle.store(
+                u64_of(&v).ok_or(StoreError::Corrupt("meta"))?,
+                Ordering::SeqCst,
+            );
+        }
+        let last = store
+            .db
+            .iterator_cf(store.cf("inbox"), IteratorMode::End)
+            .next()
+            .transpose()?;
+        if let Some((k, _)) = last {
+            let seq = u64_of(&k).ok_or(StoreError::Corrupt("inbox"))?;
+            store.next_inbox.store(seq + 1, Ordering::SeqCst);
+        }
+        let store = Arc::new(store);
+        if let Durability::GroupCommit { interval } = options.durability {
+            let weak = Arc::downgrade(&store);
+            std::thread::Builder::new()
+                .name("secretchat-group-commit".into())
+                .spawn(move || group_commit(weak, interval))
+                .map_err(|_| StoreError::Corrupt("thread"))?;
+        }
+        Ok(store)
+    }
+
+    #[allow(clippy::expect_used)]
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        // Every name in CFS is created on open.
+        self.db
+            .cf_handle(name)
+            .expect("column family created on open")
+    }
+
+    fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf("meta"), key)?)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<Ticket, StoreError> {
+        let mut w = WriteOptions::default();
+        w.set_sync(self.durability == Durability::Sync);
+        self.db.write_opt(batch, &w)?;
+        Ok(Ticket(self.written.fetch_add(1, Ordering::SeqCst) + 1))
+    }
+
+    /// Writes a metadata value durably.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf("meta"), key, value);
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.db.write_opt(b, &w)?;
+        Ok(())
+    }
+
+    /// Waits until the write with `ticket` is durable (at once except in group commit).
+    pub async fn synced(&self, ticket: Ticket) {
+        if !matches!(self.durability, Durability::GroupCommit { .. }) {
+            return;
+        }
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|&s| s >= ticket.0).await;
+    }
+
+    /// A new chat handle (persisted before it is returned).
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn new_handle(&self) -> Result<u64, StoreError> {
+        let h = self.next_handle.fetch_add(1, Ordering::SeqCst);
+        self.put_meta(b"next_handle", &(h + 1).to_be_bytes())?;
+        Ok(h)
+    }
+
+    /// Stores one step of one chat in one batch: state, outbox and waiting changes, inbox
+    /// events, the chat-id index and the account's processed qts.
+    ///
+    /// # Errors
+    /// RocksDB errors; nothing is written then.
+    pub fn write_chat(&self, w: &ChatWrite<'_>) -> Result<(Ticket, Vec<u64>), StoreError> {
+        let key = chat_key(w.account, w.handle);
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf("chats"), &key, self.seal(w.state)?);
+        if w.chat_id != 0 {
+            b.put_cf(
+                self.cf("chat_index"),
+                cat(&[&w.account.to_be_bytes(), &w.chat_id.to_be_bytes()]),
+                w.handle.to_be_bytes(),
+            );
+        }
+        let p = w.persist;
+        if p.closed {
+            let lo = cat(&[&key, &0u32.to_be_bytes()]);
+            let hi = cat(&[&key, &u32::MAX.to_be_bytes(), &[0xff]]);
+            b.delete_range_cf(self.cf("outbox"), &lo, &hi);
+            b.delete_range_cf(self.cf("waiting"), &lo, &hi);
+        }
+        if let Some(below) = p.outbox_ack_below {
+            let lo = cat(&[&key, &0u32.to_be_bytes()]);
+            let hi = cat(&[&key, &below.to_be_bytes()]);
+            b.delete_range_cf(self.cf("outbox"), &lo, &hi);
+        }
+        for (raw, e) in &p.outbox_put {
+            let v = e.to_bytes().map_err(|_| StoreError::Corrupt("outbox"))?;
+            b.put_cf(self.cf("outbox"), cat(&[&key, &raw.to_be_bytes()]), v);
+        }
+        for (raw, e) in &p.waiting_put {
+            let v = e.to_bytes().map_err(|_| StoreError::Corrupt("waiting"))?;
+            b.put_cf(
+                self.cf("waiting"),
+                cat(&[&key, &raw.to_be_bytes()]),
+                self.seal(&v)?,
+            );
+        }
+        for raw in &p.waiting_done {
+            b.delete_cf(self.cf("waiting"), cat(&[&key, &raw.to_be_bytes()]));
+        }
+        let mut seqs = Vec::with_capacity(w.events.len());
+        for e in w.events {
+            let seq = self.next_inbox.fetch_add(1, Ordering::SeqCst);
+            let rec = e
+                .to_record(w.account, w.handle)
+                .map_err(|_| StoreError::Corrupt("inbox"))?;
+            b.put_cf(self.cf("inbox"), seq.to_be_bytes(), self.seal(&rec)?);
+            seqs.push(seq);
+        }
+        if let Some(qts) = w.qts {
+            b.put_cf(self.cf("meta"), qts_key(w.account), qts.to_be_bytes());
+        }
+        Ok((self.write(b)?, seqs))
+    }
+
+    /// Loads one chat (state, outbox, waiting queue), if stored.
+    ///
+    /// # Errors
+    /// RocksDB errors, [`StoreError::Corrupt`].
+    pub fn load_chat(&self, account: u64, handle: u64) -> Result<Option<StoredChat>, StoreError> {
+        let key = chat_key(account, handle);
+        let Some(state) = self.db.get_cf(self.cf("chats"), &key)? else {
+            return Ok(None);
+        };
+        let state = self.open_sealed(&state, "chats")?;
+        let mut out = StoredChat {
+            state,
+            ..StoredChat::default()
+        };
+        for item in self.scan("outbox", &key) {
+            let (raw, v) = item?;
+            out.outbox.push((
+                raw,
+                OutboxEntry::from_bytes(&v).map_err(|_| StoreError::Corrupt("outbox"))?,
+            ));
+        }
+        for item in self.scan("waiting", &key) {
+            let (raw, v) = item?;
+            let v = self.open_sealed(&v, "waiting")?;
+            out.waiting.push((
+                raw,
+                WaitingEntry::from_bytes(&v).map_err(|_| StoreError::Corrupt("waiting"))?,
+            ));
+        }
+        Ok(Some(out))
+    }
+
+    /// The entries under `prefix` (a chat key) by raw out_seq_no.
+    fn scan<'a>(
+        &'a self,
+        cf: &'static str,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = Result<(u32, Vec<u8>), StoreError>> + 'a {
+        self.db
+            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward))
+            .map_while(move |item| match item {
+                Ok((k, v)) if k.starts_with(prefix) => {
+                    let raw = k
+                        .get(prefix.len()..)
+                        .and_then(|r| r.try_into().ok())
+                        .map(u32::from_be_bytes);
+                    Some(raw.map(|r| (r, v.to_vec())).ok_or(StoreError::Corrupt(cf)))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e.into())),
+            })
+    }
+
+    /// The handle of server chat `chat_id` of `account`.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn handle_of(&self, account: u64, chat_id: i32) -> Result<Option<u64>, StoreError> {
+        let k = cat(&[&account.to_be_bytes(), &chat_id.to_be_bytes()]);
+        Ok(self
+            .db
+            .get_cf(self.cf("chat_index"), k)?
+            .and_then(|v| u64_of(&v)))
+    }
+
+    /// Handles of every chat of `account` (for listing; not used on open).
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn chats_of(&self, account: u64) -> Result<Vec<u64>, StoreError> {
+        let prefix = account.to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf("chats"),
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(
+                k.get(8..)
+                    .and_then(u64_of)
+                    .ok_or(StoreError::Corrupt("chats"))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The highest qts stored as processed for `account`.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn qts(&self, account: u64) -> Result<Option<i32>, StoreError> {
+        Ok(self.meta(&qts_key(account))?.and_then(|v| {
+            v.get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(i32::from_be_bytes)
+        }))
+    }
+
+    /// Records `qts` as processed for `account` (for events that touch no chat).
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn set_qts(&self, account: u64, qts: i32) -> Result<Ticket, StoreError> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf("meta"), qts_key(account), qts.to_be_bytes());
+        self.write(b)
+    }
+
+    /// Application events not yet acknowledged, in order: `(seq, account, handle, event)`.
+    ///
+    /// # Errors
+    /// RocksDB errors, [`StoreError::Corrupt`].
+    pub fn inbox(&self) -> Result<Vec<(u64, u64, u64, AppEvent)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf("inbox"), IteratorMode::Start) {
+            let (k, v) = item?;
+            let seq = u64_of(&k).ok_or(StoreError::Corrupt("inbox"))?;
+            let v = self.open_sealed(&v, "inbox")?;
+            let (account, handle, e) =
+                AppEvent::from_record(&v).map_err(|_| StoreError::Corrupt("inbox"))?;
+            out.push((seq, account, handle, e));
+        }
+        Ok(out)
+    }
+
+    /// The application consumed inbox event `seq`.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn ack_inbox(&self, seq: u64) -> Result<Ticket, StoreError> {
+        let mut b = WriteBatch::default();
+        b.delete_cf(self.cf("inbox"), seq.to_be_bytes());
+        self.write(b)
+    }
+
+    /// The stored safe-prime verdict for `p`.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn prime_verdict(&self, p: &[u8]) -> Result<Option<bool>, StoreError> {
+        Ok(self.meta(&prime_key(p))?.map(|v| v.first() == Some(&1)))
+    }
+
+    /// Stores the safe-prime verdict for `p`.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn set_prime_verdict(&self, p: &[u8], safe: bool) -> Result<(), StoreError> {
+        self.put_meta(&prime_key(p), &[u8::from(safe)])
+    }
+
+    /// The cached DH config of `account`: `(version, g, p)`.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn dh_config(&self, account: u64) -> Result<Option<(i32, i32, Vec<u8>)>, StoreError> {
+        let Some(v) = self.meta(&dh_key(account))? else {
+            return Ok(None);
+        };
+        let (head, p) = v.split_at_checked(8).ok_or(StoreError::Corrupt("meta"))?;
+        let version = i32::from_be_bytes(
+            head[..4]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("meta"))?,
+        );
+        let g = i32::from_be_bytes(
+            head[4..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("meta"))?,
+        );
+        Ok(Some((version, g, p.to_vec())))
+    }
+
+    /// Caches the DH config of `account`.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn set_dh_config(
+        &self,
+        account: u64,
+        version: i32,
+        g: i32,
+        p: &[u8],
+    ) -> Result<(), StoreError> {
+        self.put_meta(
+            &dh_key(account),
+            &cat(&[&version.to_be_bytes(), &g.to_be_bytes(), p]),
+        )
+    }
+
+    /// Bytes the database occupies on disk (live SST files + WAL estimate).
+    pub fn disk_size(&self) -> u64 {
+        self.db
+            .property_int_value("rocksdb.total-sst-files-size")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    fn seal(&self, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+        match &self.cipher {
+            Some(c) => c
+                .seal(plain)
+                .ok_or(StoreError::Corrupt("record too large to seal")),
+            None => Ok(plain.to_vec()),
+        }
+    }
+
+    fn open_sealed(&self, v: &[u8], what: &'static str) -> Result<Vec<u8>, StoreError> {
+        match &self.cipher {
+            Some(c) => c.open(v).ok_or(StoreError::Corrupt(what)),
+            None => Ok(v.to_vec()),
+        }
+    }
+
+    fn sync_now(&self) -> Result<(), StoreError> {
+        let upto = self.written.load(Ordering::SeqCst);
+        self.db.flush_wal(true)?;
+        self.synced.send_replace(upto);
+        Ok(())
+    }
+}
+
+fn qts_key(account: u64) -> Vec<u8> {
+    cat(&[b"qts/", &account.to_be_bytes()])
+}
+
+fn dh_key(account: u64) -> Vec<u8> {
+    cat(&[b"dh/", &account.to_be_bytes()])
+}
+
+fn prime_key(p: &[u8]) -> Vec<u8> {
+    cat(&[b"prime/", &Sha256::digest(p)])
+}
+
+/// The group-commit loop: one fsync per interval covers every batch written before it.
+fn group_commit(store: std::sync::Weak<Store>, interval: Duration) {
+    loop {
+        std::thread::sleep(interval);
+        let Some(s) = store.upgrade() else {
+            return;
+        };
+        if s.written.load(Ordering::SeqCst) > *s.synced.borrow() {
+            let _ = s.sync_now();
+        }
+    }
+}
