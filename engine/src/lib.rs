@@ -6,5 +6,9 @@
 
 pub mod crypto;
 pub mod protocol;
+#[cfg(feature = "sim")]
+pub mod sim;
 #[cfg(feature = "runtime")]
 pub mod store;
+#[cfg(feature = "runtime")]
+pub mod transport;

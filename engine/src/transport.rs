@@ -1,0 +1,143 @@
+//! The server side as the engine sees it: [`ServerApi`] sends raw TL requests (a serialized
+//! function) and returns the raw TL answer, so any MTProto client can carry it (grammers'
+//! `invoke` on raw bytes is enough); updates come back through [`UpdateFeed`]. [`call`] adds the
+//! typed layer with the generated schema types, and [`RpcError`] classifies server errors.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use secretchat_schema::api::enums as api;
+use secretchat_schema::{DecodeError, Deserialize, EncodeError, RemoteCall};
+
+/// A boxed future (object-safe trait methods).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An error answer from the server (`rpc_error code message`), or a transport failure
+/// (code -503: the request may or may not have been executed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rpc error {code}: {message}")]
+pub struct RpcError {
+    /// The code (420 flood, 400 bad request, 500 internal, -503 timeout…).
+    pub code: i32,
+    /// The message (`FLOOD_WAIT_3`, `ENCRYPTION_DECLINED`…).
+    pub message: String,
+}
+
+/// What the engine does about an [`RpcError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Wait this long, then retry the same request.
+    RetryAfter(Duration),
+    /// The chat is gone (declined, accepted elsewhere, invalid): close it cleanly.
+    ChatGone,
+    /// Anything else: report it; the message stays stored.
+    Failed,
+}
+
+impl RpcError {
+    /// A new error.
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// How to react: FLOOD_WAIT/429 → retry after the server's delay; internal errors and
+    /// timeouts → retry soon; ENCRYPTION_DECLINED, ENCRYPTION_ALREADY_ACCEPTED,
+    /// ENCRYPTION_ALREADY_DECLINED, CHAT_ID_INVALID → the chat is gone; the rest fails.
+    pub fn class(&self) -> ErrorClass {
+        if let Some(secs) = self.message.strip_prefix("FLOOD_WAIT_") {
+            let secs = secs.parse::<u64>().unwrap_or(1).min(3600);
+            return ErrorClass::RetryAfter(Duration::from_secs(secs));
+        }
+        match (self.code, self.message.as_str()) {
+            (429, _) => ErrorClass::RetryAfter(Duration::from_secs(1)),
+            (500..=599 | -503, _) => ErrorClass::RetryAfter(Duration::from_millis(200)),
+            (
+                _,
+                "ENCRYPTION_DECLINED"
+                | "ENCRYPTION_ALREADY_ACCEPTED"
+                | "ENCRYPTION_ALREADY_DECLINED"
+                | "CHAT_ID_INVALID",
+            ) => ErrorClass::ChatGone,
+            _ => ErrorClass::Failed,
+        }
+    }
+}
+
+/// The server methods a secret-chat client calls, as raw TL. `request` is a serialized
+/// function (constructor id and arguments); the answer is the serialized result.
+pub trait ServerApi: Send + Sync + 'static {
+    /// Sends one request.
+    fn invoke(&self, request: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, RpcError>>;
+}
+
+/// Why a typed call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The server answered with an error.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// The answer did not decode as the method's result type.
+    #[error("bad answer: {0}")]
+    Decode(#[from] DecodeError),
+    /// The request could not be serialized.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+/// Calls `request` through `api` and decodes its typed result.
+///
+/// # Errors
+/// [`CallError`].
+pub async fn call<R: RemoteCall>(api: &dyn ServerApi, request: &R) -> Result<R::Return, CallError> {
+    let bytes = request.to_bytes()?;
+    let answer = api.invoke(bytes).await?;
+    Ok(R::Return::from_bytes(&answer)?)
+}
+
+/// Where a transport delivers the server's updates for one account
+/// (`updateNewEncryptedMessage`, `updateEncryption`, `updateEncryptedMessagesRead`,
+/// `updateEncryptedChatTyping`). Cheap to clone; usable from any thread.
+#[derive(Clone, Debug)]
+pub struct UpdateFeed {
+    tx: tokio::sync::mpsc::UnboundedSender<api::Update>,
+}
+
+impl UpdateFeed {
+    /// A feed and the receiving end the engine reads.
+    pub fn channel() -> (Self, tokio::sync::mpsc::UnboundedReceiver<api::Update>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
+
+    /// Delivers one update; false once the engine is gone.
+    pub fn push(&self, update: api::Update) -> bool {
+        self.tx.send(update).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified() {
+        let c = |code, m: &str| RpcError::new(code, m).class();
+        assert_eq!(c(420, "FLOOD_WAIT_3"), ErrorClass::RetryAfter(Duration::from_secs(3)));
+        assert_eq!(c(429, "TOO_MANY"), ErrorClass::RetryAfter(Duration::from_secs(1)));
+        assert!(matches!(c(500, "INTERNAL"), ErrorClass::RetryAfter(_)));
+        for gone in [
+            "ENCRYPTION_DECLINED",
+            "ENCRYPTION_ALREADY_ACCEPTED",
+            "ENCRYPTION_ALREADY_DECLINED",
+            "CHAT_ID_INVALID",
+        ] {
+            assert_eq!(c(400, gone), ErrorClass::ChatGone);
+        }
+        assert_eq!(c(400, "MSG_TOO_LONG"), ErrorClass::Failed);
+    }
+}
