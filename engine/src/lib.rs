@@ -6,6 +6,8 @@
 
 pub mod crypto;
 pub mod protocol;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 #[cfg(feature = "sim")]
 pub mod sim;
 #[cfg(feature = "runtime")]

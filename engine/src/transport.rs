@@ -127,8 +127,14 @@ mod tests {
     #[test]
     fn errors_are_classified() {
         let c = |code, m: &str| RpcError::new(code, m).class();
-        assert_eq!(c(420, "FLOOD_WAIT_3"), ErrorClass::RetryAfter(Duration::from_secs(3)));
-        assert_eq!(c(429, "TOO_MANY"), ErrorClass::RetryAfter(Duration::from_secs(1)));
+        assert_eq!(
+            c(420, "FLOOD_WAIT_3"),
+            ErrorClass::RetryAfter(Duration::from_secs(3))
+        );
+        assert_eq!(
+            c(429, "TOO_MANY"),
+            ErrorClass::RetryAfter(Duration::from_secs(1))
+        );
         assert!(matches!(c(500, "INTERNAL"), ErrorClass::RetryAfter(_)));
         for gone in [
             "ENCRYPTION_DECLINED",

@@ -57,7 +57,14 @@ impl SimServer {
         Ok(answer)
     }
 
-    fn dispatch(&self, s: &mut State, user: i64, device: u32, id: u32, req: &[u8]) -> Result<Vec<u8>, RpcError> {
+    fn dispatch(
+        &self,
+        s: &mut State,
+        user: i64,
+        device: u32,
+        id: u32,
+        req: &[u8],
+    ) -> Result<Vec<u8>, RpcError> {
         let d = &self.delivery;
         match id {
             m::GetDhConfig::CONSTRUCTOR_ID => {
@@ -65,7 +72,9 @@ impl SimServer {
                 let len = r.random_length.clamp(0, 256) as usize;
                 let random: Vec<u8> = (0..len).map(|_| s.rng.r#gen()).collect();
                 if r.version == DH_VERSION {
-                    ser(&api::messages::DhConfig::NotModified(t::messages::DhConfigNotModified { random }))
+                    ser(&api::messages::DhConfig::NotModified(
+                        t::messages::DhConfigNotModified { random },
+                    ))
                 } else {
                     ser(&api::messages::DhConfig::DhConfig(t::messages::DhConfig {
                         g: 3,
@@ -90,13 +99,16 @@ impl SimServer {
                 let chat_id = s.next_chat;
                 let access_hash = s.rng.r#gen();
                 let date = s.date();
-                s.chats.insert(chat_id, Chat {
-                    admin: (user, device),
-                    participant: peer.user_id,
-                    access_hash,
-                    g_a: r.g_a.clone(),
-                    state: ChatState::Requested,
-                });
+                s.chats.insert(
+                    chat_id,
+                    Chat {
+                        admin: (user, device),
+                        participant: peer.user_id,
+                        access_hash,
+                        g_a: r.g_a.clone(),
+                        state: ChatState::Requested,
+                    },
+                );
                 let requested = api::EncryptedChat::Requested(t::EncryptedChatRequested {
                     folder_id: None,
                     id: chat_id,
@@ -107,7 +119,10 @@ impl SimServer {
                     g_a: r.g_a,
                 });
                 for dev in 0..devices as u32 {
-                    let up = api::Update::Encryption(t::UpdateEncryption { chat: requested.clone(), date });
+                    let up = api::Update::Encryption(t::UpdateEncryption {
+                        chat: requested.clone(),
+                        date,
+                    });
                     s.push(d, peer.user_id, dev, up, false);
                 }
                 ser(&api::EncryptedChat::Waiting(t::EncryptedChatWaiting {
@@ -122,7 +137,10 @@ impl SimServer {
                 let r: m::AcceptEncryption = de(req)?;
                 let api::InputEncryptedChat::InputEncryptedChat(peer) = r.peer;
                 let date = s.date();
-                let chat = s.chats.get_mut(&peer.chat_id).ok_or_else(|| bad("CHAT_ID_INVALID"))?;
+                let chat = s
+                    .chats
+                    .get_mut(&peer.chat_id)
+                    .ok_or_else(|| bad("CHAT_ID_INVALID"))?;
                 if chat.participant != user || chat.access_hash != peer.access_hash {
                     return Err(bad("CHAT_ID_INVALID"));
                 }
@@ -132,8 +150,12 @@ impl SimServer {
                     ChatState::Requested => {}
                 }
                 chat.state = ChatState::Accepted(device);
-                let (admin, participant, access_hash, g_a) =
-                    (chat.admin, chat.participant, chat.access_hash, chat.g_a.clone());
+                let (admin, participant, access_hash, g_a) = (
+                    chat.admin,
+                    chat.participant,
+                    chat.access_hash,
+                    chat.g_a.clone(),
+                );
                 let full = |g: Vec<u8>| {
                     api::EncryptedChat::EncryptedChat(t::EncryptedChat {
                         id: peer.chat_id,
@@ -145,7 +167,10 @@ impl SimServer {
                         key_fingerprint: r.key_fingerprint,
                     })
                 };
-                let to_admin = api::Update::Encryption(t::UpdateEncryption { chat: full(r.g_b), date });
+                let to_admin = api::Update::Encryption(t::UpdateEncryption {
+                    chat: full(r.g_b),
+                    date,
+                });
                 s.push(d, admin.0, admin.1, to_admin, false);
                 let devices = s.users.get(&participant).map_or(0, Vec::len) as u32;
                 for dev in (0..devices).filter(|&x| x != device) {
@@ -163,7 +188,10 @@ impl SimServer {
             m::DiscardEncryption::CONSTRUCTOR_ID => {
                 let r: m::DiscardEncryption = de(req)?;
                 let date = s.date();
-                let chat = s.chats.get_mut(&r.chat_id).ok_or_else(|| bad("CHAT_ID_INVALID"))?;
+                let chat = s
+                    .chats
+                    .get_mut(&r.chat_id)
+                    .ok_or_else(|| bad("CHAT_ID_INVALID"))?;
                 if chat.state == ChatState::Discarded {
                     return Err(bad("ENCRYPTION_ALREADY_DECLINED"));
                 }
@@ -200,7 +228,16 @@ impl SimServer {
             }
             m::SendEncryptedFile::CONSTRUCTOR_ID => {
                 let r: m::SendEncryptedFile = de(req)?;
-                self.send(s, user, device, r.peer, r.random_id, r.data, Some(r.file), false)
+                self.send(
+                    s,
+                    user,
+                    device,
+                    r.peer,
+                    r.random_id,
+                    r.data,
+                    Some(r.file),
+                    false,
+                )
             }
             m::ReceivedQueue::CONSTRUCTOR_ID => {
                 let r: m::ReceivedQueue = de(req)?;
@@ -212,7 +249,9 @@ impl SimServer {
             u::GetDifference::CONSTRUCTOR_ID => {
                 let r: u::GetDifference = de(req)?;
                 let date = s.date();
-                let dev = s.device_mut(user, device).ok_or_else(|| bad("AUTH_KEY_INVALID"))?;
+                let dev = s
+                    .device_mut(user, device)
+                    .ok_or_else(|| bad("AUTH_KEY_INVALID"))?;
                 dev.queue.retain(|&q, _| q > r.qts);
                 let messages: Vec<api::EncryptedMessage> = dev
                     .queue
@@ -224,22 +263,26 @@ impl SimServer {
                     .collect();
                 let qts = dev.qts;
                 if messages.is_empty() {
-                    return ser(&api::updates::Difference::Empty(t::updates::DifferenceEmpty { date, seq: 0 }));
+                    return ser(&api::updates::Difference::Empty(
+                        t::updates::DifferenceEmpty { date, seq: 0 },
+                    ));
                 }
-                ser(&api::updates::Difference::Difference(t::updates::Difference {
-                    new_messages: vec![],
-                    new_encrypted_messages: messages,
-                    other_updates: vec![],
-                    chats: vec![],
-                    users: vec![],
-                    state: api::updates::State::State(t::updates::State {
-                        pts: 0,
-                        qts,
-                        date,
-                        seq: 0,
-                        unread_count: 0,
-                    }),
-                }))
+                ser(&api::updates::Difference::Difference(
+                    t::updates::Difference {
+                        new_messages: vec![],
+                        new_encrypted_messages: messages,
+                        other_updates: vec![],
+                        chats: vec![],
+                        users: vec![],
+                        state: api::updates::State::State(t::updates::State {
+                            pts: 0,
+                            qts,
+                            date,
+                            seq: 0,
+                            unread_count: 0,
+                        }),
+                    },
+                ))
             }
             m::ReadEncryptedHistory::CONSTRUCTOR_ID | m::SetEncryptedTyping::CONSTRUCTOR_ID => {
                 Ok(bool_bytes(true))
@@ -291,7 +334,8 @@ impl SimServer {
         if !(0..4000).contains(&part) {
             return Err(bad("FILE_PART_INVALID"));
         }
-        if bytes.len() > max || bytes.is_empty() || bytes.len() % 1024 != 0 && bytes.len() % 16 != 0 {
+        if bytes.len() > max || bytes.is_empty() || bytes.len() % 1024 != 0 && bytes.len() % 16 != 0
+        {
             return Err(bad("FILE_PART_SIZE_INVALID"));
         }
         s.parts
@@ -324,7 +368,10 @@ impl SimServer {
         if let Some(stored) = s.files.get(&id) {
             return Ok(encrypted_file(stored));
         }
-        let got = s.parts.remove(&(user, device, id)).ok_or_else(|| bad("FILE_PARTS_INVALID"))?;
+        let got = s
+            .parts
+            .remove(&(user, device, id))
+            .ok_or_else(|| bad("FILE_PARTS_INVALID"))?;
         if got.len() != parts as usize || got.keys().copied().ne(0..parts) {
             s.parts.insert((user, device, id), got);
             return Err(bad("FILE_PARTS_INVALID"));
@@ -353,13 +400,19 @@ impl SimServer {
         file: Option<api::InputEncryptedFile>,
         service: bool,
     ) -> Result<Vec<u8>, RpcError> {
-        if let Some(reply) = s.device_mut(user, device).and_then(|d| d.sent.get(&random_id)) {
+        if let Some(reply) = s
+            .device_mut(user, device)
+            .and_then(|d| d.sent.get(&random_id))
+        {
             let reply = reply.clone();
             s.stats.deduplicated += 1;
             return Ok(reply);
         }
         let api::InputEncryptedChat::InputEncryptedChat(peer) = peer;
-        let chat = s.chats.get(&peer.chat_id).ok_or_else(|| bad("CHAT_ID_INVALID"))?;
+        let chat = s
+            .chats
+            .get(&peer.chat_id)
+            .ok_or_else(|| bad("CHAT_ID_INVALID"))?;
         if chat.access_hash != peer.access_hash {
             return Err(bad("CHAT_ID_INVALID"));
         }

@@ -250,7 +250,14 @@ impl State {
 
     /// Pushes `update` to a device's live feed with the fault model. `droppable` updates stay
     /// queued server-side, so dropping the push is recoverable.
-    fn push(&mut self, delivery: &Delivery, user: i64, device: u32, update: api::Update, droppable: bool) {
+    fn push(
+        &mut self,
+        delivery: &Delivery,
+        user: i64,
+        device: u32,
+        update: api::Update,
+        droppable: bool,
+    ) {
         let f = self.faults;
         if droppable && self.chance(f.drop) {
             self.stats.dropped += 1;
@@ -275,7 +282,13 @@ impl State {
     }
 
     /// Queues an encrypted-message update for a device (with the next qts) and pushes it.
-    fn enqueue(&mut self, delivery: &Delivery, user: i64, device: u32, message: api::EncryptedMessage) {
+    fn enqueue(
+        &mut self,
+        delivery: &Delivery,
+        user: i64,
+        device: u32,
+        message: api::EncryptedMessage,
+    ) {
         let now = self.now_ms();
         let Some(d) = self.device_mut(user, device) else {
             return;

@@ -416,6 +416,38 @@ impl Store {
         Ok(out)
     }
 
+    /// `(account, handle)` of every chat with unacknowledged outgoing or queued incoming
+    /// messages: the ones whose timers must run after a restart. One seek per such chat, none
+    /// for idle chats.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn chats_with_pending_work(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut out = std::collections::BTreeSet::new();
+        for cf in ["outbox", "waiting"] {
+            let mut from = Vec::new();
+            loop {
+                let mut it = self
+                    .db
+                    .iterator_cf(self.cf(cf), IteratorMode::From(&from, Direction::Forward));
+                let Some(item) = it.next() else {
+                    break;
+                };
+                let (k, _) = item?;
+                let (Some(a), Some(h)) =
+                    (k.get(..8).and_then(u64_of), k.get(8..16).and_then(u64_of))
+                else {
+                    return Err(StoreError::Corrupt(cf));
+                };
+                out.insert((a, h));
+                // Skip past this chat's entries.
+                from = chat_key(a, h);
+                from.extend_from_slice(&[0xff; 5]);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
     /// The highest qts stored as processed for `account`.
     ///
     /// # Errors

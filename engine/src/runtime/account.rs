@@ -1,0 +1,435 @@
+//! [`AccountActor`]: one per account. Routes updates to chat actors (activating chats from the
+//! store on demand), starts new chats, and acknowledges the account's qts queue (the QueueAcker
+//! role): `messages.receivedQueue(max_qts)` only up to the highest qts whose message — and every
+//! one before it — is durably stored, batched every `ack_interval`. Missed updates are fetched
+//! with `updates.getDifference` from the stored qts.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use secretchat_schema::api::enums as api;
+use secretchat_schema::api::functions::{messages as m, updates as u};
+
+use super::chat::{ChatActor, ChatInput, GetStatus};
+use super::{AckToken, EngineError, Shared, call_retrying, now_ms};
+use crate::protocol::chat::{Action, ChatCore, ChatStatus, Command, Event};
+use crate::transport::ServerApi;
+
+/// One account (one authorization on the server).
+pub struct AccountActor {
+    pub(super) account: u64,
+    pub(super) api: Arc<dyn ServerApi>,
+    pub(super) shared: Arc<Shared>,
+    chats: HashMap<u64, Addr<ChatActor>>,
+    /// Highest qts such that it and everything before it is stored (None until known).
+    watermark: Option<i32>,
+    acked: i32,
+    done: BTreeSet<i32>,
+    /// Events routed but not yet stored.
+    in_flight: BTreeSet<i32>,
+    /// Outstanding difference batch: messages still to store, qts to reach afterwards.
+    diff: Option<(usize, i32)>,
+    updates: Option<tokio::sync::mpsc::UnboundedReceiver<api::Update>>,
+}
+
+impl AccountActor {
+    pub(super) fn new(
+        account: u64,
+        api: Arc<dyn ServerApi>,
+        shared: Arc<Shared>,
+        updates: tokio::sync::mpsc::UnboundedReceiver<api::Update>,
+    ) -> Self {
+        Self {
+            account,
+            api,
+            shared,
+            chats: HashMap::new(),
+            watermark: None,
+            acked: 0,
+            done: BTreeSet::new(),
+            in_flight: BTreeSet::new(),
+            diff: None,
+            updates: Some(updates),
+        }
+    }
+}
+
+/// An update from the transport.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Incoming(api::Update);
+
+/// A chat stored (and made durable) the step that consumed an update.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Processed(pub AckToken);
+
+/// Start a chat with a user; answers the new chat's handle.
+#[derive(Message)]
+#[rtype(result = "Result<u64, EngineError>")]
+pub(super) struct RequestChat(pub api::InputUser);
+
+/// A command for a chat.
+#[derive(Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub(super) struct ChatCommand(pub u64, pub Command);
+
+/// A chat's status.
+#[derive(Message)]
+#[rtype(result = "Result<ChatStatus, EngineError>")]
+pub(super) struct Status(pub u64);
+
+/// Activate the chats that have work pending (unacknowledged outbox, holes) after a restart.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Resume(pub Vec<u64>);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Tick;
+
+impl Actor for AccountActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Learn where the queue stands before handling updates.
+        let stored = self.shared.store.qts(self.account).ok().flatten();
+        let api = self.api.clone();
+        ctx.wait(
+            async move {
+                match stored {
+                    Some(q) => Some(q),
+                    None => call_retrying(&*api, &u::GetState {}).await.ok().map(|s| {
+                        let api::updates::State::State(s) = s;
+                        s.qts
+                    }),
+                }
+            }
+            .into_actor(self)
+            .map(|q, act, _| {
+                let q = q.unwrap_or(0);
+                act.watermark = Some(q);
+                act.acked = q;
+            }),
+        );
+        if let Some(mut rx) = self.updates.take() {
+            let me = ctx.address();
+            actix::spawn(async move {
+                while let Some(u) = rx.recv().await {
+                    if me.try_send(Incoming(u)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let every = self.shared.config.ack_interval;
+        ctx.run_interval(every, |_, ctx| ctx.notify(Tick));
+        let diff_every = self.shared.config.difference_interval;
+        ctx.run_interval(diff_every, |act, ctx| act.get_difference(ctx));
+    }
+}
+
+impl AccountActor {
+    /// The chat actor for `handle`, loading it from the store if needed.
+    fn chat(
+        &mut self,
+        handle: u64,
+        ctx: &mut Context<Self>,
+    ) -> Result<Addr<ChatActor>, EngineError> {
+        if let Some(a) = self.chats.get(&handle) {
+            if a.connected() {
+                return Ok(a.clone());
+            }
+        }
+        let stored = self
+            .shared
+            .store
+            .load_chat(self.account, handle)?
+            .ok_or(EngineError::NoSuchChat(handle))?;
+        let registry = self.shared.registry.clone();
+        let (core, actions) = ChatCore::restore(
+            self.shared.config.chat,
+            &stored.state,
+            stored.outbox,
+            stored.waiting,
+            |p, g| registry.get(p, g),
+            now_ms(),
+            &mut rand::rngs::OsRng,
+        )?;
+        Ok(self.start_chat(handle, core, actions, ctx))
+    }
+
+    fn start_chat(
+        &mut self,
+        handle: u64,
+        core: ChatCore,
+        initial: Vec<Action>,
+        ctx: &mut Context<Self>,
+    ) -> Addr<ChatActor> {
+        let actor = ChatActor {
+            account: self.account,
+            handle,
+            core,
+            shared: self.shared.clone(),
+            api: self.api.clone(),
+            owner: ctx.address(),
+            initial,
+        };
+        let arbiter = self.shared.arbiter(handle);
+        let addr = ChatActor::start_in_arbiter(&arbiter, move |_| actor);
+        self.chats.insert(handle, addr.clone());
+        addr
+    }
+
+    fn route(
+        &mut self,
+        chat_id: i32,
+        event: Event,
+        ack: Option<AckToken>,
+        ctx: &mut Context<Self>,
+    ) {
+        let handle = match self.shared.store.handle_of(self.account, chat_id) {
+            Ok(Some(h)) => h,
+            _ => {
+                // Not our chat (or gone): nothing to store.
+                if let Some(a) = ack {
+                    self.processed(a);
+                }
+                return;
+            }
+        };
+        match self.chat(handle, ctx) {
+            Ok(addr) => addr.do_send(ChatInput { event, ack }),
+            Err(_) => {
+                if let Some(a) = ack {
+                    self.processed(a);
+                }
+            }
+        }
+    }
+
+    fn on_update(&mut self, update: api::Update, ctx: &mut Context<Self>) {
+        match update {
+            api::Update::NewEncryptedMessage(m) => {
+                let Some(mark) = self.watermark else {
+                    return; // not started yet: getDifference will bring it
+                };
+                if m.qts <= mark || self.done.contains(&m.qts) || self.in_flight.contains(&m.qts) {
+                    return; // already stored or on its way
+                }
+                if m.qts > mark + 1 + self.in_flight.len() as i32 {
+                    // A gap in qts: fetch what we missed soon.
+                    ctx.notify_later(Tick, self.shared.config.ack_interval);
+                }
+                self.in_flight.insert(m.qts);
+                self.route_message(m.message, Some(AckToken::Qts(m.qts)), ctx);
+            }
+            api::Update::Encryption(e) => self.on_chat(e.chat, ctx),
+            api::Update::EncryptedMessagesRead(_) | api::Update::EncryptedChatTyping(_) => {}
+        }
+    }
+
+    fn route_message(
+        &mut self,
+        message: api::EncryptedMessage,
+        ack: Option<AckToken>,
+        ctx: &mut Context<Self>,
+    ) {
+        let (chat_id, wire, file) = match message {
+            api::EncryptedMessage::EncryptedMessage(m) => {
+                let file = match m.file {
+                    api::EncryptedFile::Empty(_) => None,
+                    f => Some(f),
+                };
+                (m.chat_id, m.bytes, file)
+            }
+            api::EncryptedMessage::Service(m) => (m.chat_id, m.bytes, None),
+        };
+        self.route(chat_id, Event::Incoming { wire, file }, ack, ctx);
+    }
+
+    fn on_chat(&mut self, chat: api::EncryptedChat, ctx: &mut Context<Self>) {
+        if let api::EncryptedChat::Requested(req) = &chat {
+            if matches!(
+                self.shared.store.handle_of(self.account, req.id),
+                Ok(Some(_))
+            ) {
+                return; // a repeated request
+            }
+            let Ok(handle) = self.shared.store.new_handle() else {
+                return;
+            };
+            let (core, actions) = ChatCore::requested(self.shared.config.chat, req);
+            self.start_chat(handle, core, actions, ctx);
+            return;
+        }
+        let id = match &chat {
+            api::EncryptedChat::Empty(c) => c.id,
+            api::EncryptedChat::Waiting(c) => c.id,
+            api::EncryptedChat::Requested(c) => c.id,
+            api::EncryptedChat::EncryptedChat(c) => c.id,
+            api::EncryptedChat::Discarded(c) => c.id,
+        };
+        self.route(id, Event::ChatUpdate(chat), None, ctx);
+    }
+
+    fn processed(&mut self, a: AckToken) {
+        match a {
+            AckToken::Qts(q) => {
+                self.in_flight.remove(&q);
+                self.done.insert(q);
+            }
+            AckToken::Difference => {
+                if let Some((left, upto)) = &mut self.diff {
+                    *left = left.saturating_sub(1);
+                    if *left == 0 {
+                        let upto = *upto;
+                        self.diff = None;
+                        let from = self.watermark.unwrap_or(0);
+                        self.done.extend(from + 1..=upto);
+                    }
+                }
+            }
+        }
+        if let Some(mut mark) = self.watermark {
+            while self.done.remove(&(mark + 1)) {
+                mark += 1;
+            }
+            self.done.retain(|&q| q > mark);
+            self.watermark = Some(mark);
+        }
+    }
+
+    fn get_difference(&mut self, ctx: &mut Context<Self>) {
+        let Some(mark) = self.watermark else {
+            return;
+        };
+        if self.diff.is_some() || !self.in_flight.is_empty() {
+            return;
+        }
+        let api = self.api.clone();
+        let req = u::GetDifference {
+            pts: 0,
+            pts_limit: None,
+            pts_total_limit: None,
+            date: 0,
+            qts: mark,
+            qts_limit: None,
+        };
+        ctx.wait(
+            async move { call_retrying(&*api, &req).await }
+                .into_actor(self)
+                .map(move |d, act, ctx| {
+                    let Ok(d) = d else {
+                        return;
+                    };
+                    let (messages, others, state) = match d {
+                        api::updates::Difference::Difference(d) => {
+                            (d.new_encrypted_messages, d.other_updates, Some(d.state))
+                        }
+                        api::updates::Difference::Slice(d) => (
+                            d.new_encrypted_messages,
+                            d.other_updates,
+                            Some(d.intermediate_state),
+                        ),
+                        _ => return,
+                    };
+                    for o in others {
+                        act.on_update(o, ctx);
+                    }
+                    let Some(api::updates::State::State(state)) = state else {
+                        return;
+                    };
+                    if messages.is_empty() || act.watermark != Some(mark) {
+                        return;
+                    }
+                    act.diff = Some((messages.len(), state.qts));
+                    for msg in messages {
+                        act.route_message(msg, Some(AckToken::Difference), ctx);
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<Incoming> for AccountActor {
+    type Result = ();
+    fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
+        self.on_update(msg.0, ctx);
+    }
+}
+
+impl Handler<Processed> for AccountActor {
+    type Result = ();
+    fn handle(&mut self, msg: Processed, _: &mut Context<Self>) {
+        self.processed(msg.0);
+    }
+}
+
+impl Handler<Tick> for AccountActor {
+    type Result = ();
+    fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        let Some(mark) = self.watermark else {
+            return;
+        };
+        if mark > self.acked {
+            // Stored first (durably), then acknowledged to the server.
+            if self.shared.store.set_qts(self.account, mark).is_err() {
+                return;
+            }
+            self.acked = mark;
+            let api = self.api.clone();
+            actix::spawn(async move {
+                let _ = call_retrying(&*api, &m::ReceivedQueue { max_qts: mark }).await;
+            });
+        }
+        if !self.in_flight.is_empty() || self.diff.is_some() {
+            return;
+        }
+        let _ = ctx;
+    }
+}
+
+impl Handler<RequestChat> for AccountActor {
+    type Result = Result<u64, EngineError>;
+    fn handle(&mut self, msg: RequestChat, ctx: &mut Context<Self>) -> Self::Result {
+        let handle = self.shared.store.new_handle()?;
+        let random_id = rand::random::<i32>();
+        let (core, actions) = ChatCore::request(self.shared.config.chat, msg.0, random_id);
+        self.start_chat(handle, core, actions, ctx);
+        Ok(handle)
+    }
+}
+
+impl Handler<ChatCommand> for AccountActor {
+    type Result = Result<(), EngineError>;
+    fn handle(&mut self, msg: ChatCommand, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.chat(msg.0, ctx)?;
+        addr.do_send(ChatInput {
+            event: Event::Command(msg.1),
+            ack: None,
+        });
+        Ok(())
+    }
+}
+
+impl Handler<Status> for AccountActor {
+    type Result = ResponseFuture<Result<ChatStatus, EngineError>>;
+    fn handle(&mut self, msg: Status, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.chat(msg.0, ctx);
+        Box::pin(async move {
+            let addr = addr?;
+            addr.send(GetStatus).await.map_err(|_| EngineError::Stopped)
+        })
+    }
+}
+
+impl Handler<Resume> for AccountActor {
+    type Result = ();
+    fn handle(&mut self, msg: Resume, ctx: &mut Context<Self>) {
+        for h in msg.0 {
+            let _ = self.chat(h, ctx);
+        }
+    }
+}

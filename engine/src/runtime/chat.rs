@@ -1,0 +1,265 @@
+//! [`ChatActor`]: owns one [`ChatCore`] and executes its actions in order — persist (one batch,
+//! waiting for durability), then the application events and the qts acknowledgement, then the
+//! server calls one after another (a chat's sends never overtake each other), DH jobs on the
+//! pool, timers. It is the only writer of its chat's records.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use secretchat_schema::Serialize;
+use secretchat_schema::api::enums as api;
+use secretchat_schema::api::types as api_types;
+
+use super::account::{AccountActor, Processed};
+use super::workers::{ConfigError, GetConfig, RunJob};
+use super::{AckToken, EngineEvent, EventKind, Shared, now_ms};
+use crate::protocol::chat::{Action, Call, ChatCore, Event, Persist};
+use crate::store::ChatWrite;
+use crate::transport::{ErrorClass, RpcError, ServerApi};
+
+/// One chat.
+pub struct ChatActor {
+    pub(super) account: u64,
+    pub(super) handle: u64,
+    pub(super) core: ChatCore,
+    pub(super) shared: Arc<Shared>,
+    pub(super) api: Arc<dyn ServerApi>,
+    pub(super) owner: Addr<AccountActor>,
+    /// Actions from creation/restore, executed when the actor starts.
+    pub(super) initial: Vec<Action>,
+}
+
+impl Actor for ChatActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let initial = std::mem::take(&mut self.initial);
+        self.run(initial, None, ctx);
+    }
+}
+
+/// An event for the chat, and what its processing acknowledges.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChatInput {
+    /// The event.
+    pub event: Event,
+    /// The qts (or difference batch) this completes once stored.
+    pub ack: Option<AckToken>,
+}
+
+/// Ask for the chat's status.
+#[derive(Message)]
+#[rtype(result = "crate::protocol::chat::ChatStatus")]
+pub struct GetStatus;
+
+impl Handler<GetStatus> for ChatActor {
+    type Result = MessageResult<GetStatus>;
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.status(now_ms()))
+    }
+}
+
+impl Handler<ChatInput> for ChatActor {
+    type Result = ();
+    fn handle(&mut self, msg: ChatInput, ctx: &mut Context<Self>) {
+        let actions = self
+            .core
+            .handle(msg.event, now_ms(), &mut rand::rngs::OsRng);
+        self.run(actions, msg.ack, ctx);
+    }
+}
+
+impl ChatActor {
+    fn run(&mut self, actions: Vec<Action>, ack: Option<AckToken>, ctx: &mut Context<Self>) {
+        let mut persist: Option<Box<Persist>> = None;
+        let mut events = Vec::new();
+        let mut calls = Vec::new();
+        let me = ctx.address();
+        for a in actions {
+            match a {
+                Action::Persist(p) => persist = Some(p),
+                Action::Deliver(e) => events.push(e),
+                Action::Call(c) => calls.push(*c),
+                Action::ArmTimer { timer, at } => {
+                    let delay = Duration::from_millis(at.saturating_sub(now_ms()));
+                    ctx.notify_later(
+                        ChatInput {
+                            event: Event::Timer(timer),
+                            ack: None,
+                        },
+                        delay,
+                    );
+                }
+                Action::Compute(job) => {
+                    let pool = self.shared.rekey.clone();
+                    let me = me.clone();
+                    actix::spawn(async move {
+                        if let Ok(out) = pool.send(RunJob(job)).await {
+                            me.do_send(ChatInput {
+                                event: Event::DhDone(Box::new(out)),
+                                ack: None,
+                            });
+                        }
+                    });
+                }
+                Action::NeedDhConfig => {
+                    let svc = self.shared.dh_config.clone();
+                    let (account, api, me) = (self.account, self.api.clone(), me.clone());
+                    actix::spawn(async move {
+                        loop {
+                            match svc
+                                .send(GetConfig {
+                                    account,
+                                    api: api.clone(),
+                                })
+                                .await
+                            {
+                                Ok(Ok((params, random))) => {
+                                    me.do_send(ChatInput {
+                                        event: Event::DhConfig { params, random },
+                                        ack: None,
+                                    });
+                                    return;
+                                }
+                                Ok(Err(ConfigError::Invalid(e))) => {
+                                    me.do_send(ChatInput {
+                                        event: Event::DhConfigFailed(e),
+                                        ack: None,
+                                    });
+                                    return;
+                                }
+                                Ok(Err(ConfigError::Unavailable)) => {
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                }
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                }
+                Action::Rejected(_) => {}
+            }
+        }
+        let ticket = if persist.is_some() || !events.is_empty() {
+            let empty = Persist::default();
+            let state = self.core.snapshot();
+            let w = ChatWrite {
+                account: self.account,
+                handle: self.handle,
+                chat_id: self.core.chat_id(),
+                state: &state,
+                persist: persist.as_deref().unwrap_or(&empty),
+                events: &events,
+                qts: None,
+            };
+            match self.shared.store.write_chat(&w) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    // Nothing may be sent or acknowledged that was not stored: stop the chat.
+                    // It restarts from its last stored state when next addressed.
+                    let _ = self.shared.events.send(EngineEvent {
+                        seq: None,
+                        account: self.account,
+                        chat: self.handle,
+                        kind: EventKind::Error(format!("store: {e}")),
+                    });
+                    ctx.stop();
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let shared = self.shared.clone();
+        let api = self.api.clone();
+        let owner = self.owner.clone();
+        let (account, handle) = (self.account, self.handle);
+        let fut = async move {
+            let mut seqs = Vec::new();
+            if let Some((ticket, s)) = ticket {
+                shared.store.synced(ticket).await;
+                seqs = s;
+            }
+            for (seq, e) in seqs.into_iter().zip(events) {
+                let _ = shared.events.send(EngineEvent {
+                    seq: Some(seq),
+                    account,
+                    chat: handle,
+                    kind: EventKind::App(e),
+                });
+            }
+            if let Some(a) = ack {
+                owner.do_send(Processed(a));
+            }
+            for c in calls {
+                execute(&*api, &shared, &me, account, handle, c).await;
+            }
+        };
+        ctx.wait(fut.into_actor(self));
+    }
+}
+
+/// Executes one server call with retries, feeding results back into the chat.
+async fn execute(
+    api: &dyn ServerApi,
+    shared: &Shared,
+    me: &Addr<ChatActor>,
+    account: u64,
+    handle: u64,
+    c: Call,
+) {
+    let (bytes, returns_chat, chat_id) = match &c {
+        Call::RequestEncryption(r) => (r.to_bytes(), true, 0),
+        Call::AcceptEncryption(r) => {
+            let api::InputEncryptedChat::InputEncryptedChat(p) = &r.peer;
+            (r.to_bytes(), true, p.chat_id)
+        }
+        Call::DiscardEncryption(r) => (r.to_bytes(), false, r.chat_id),
+        Call::SendEncrypted(r) => (r.to_bytes(), false, chat_of(&r.peer)),
+        Call::SendEncryptedService(r) => (r.to_bytes(), false, chat_of(&r.peer)),
+        Call::SendEncryptedFile(r) => (r.to_bytes(), false, chat_of(&r.peer)),
+    };
+    let Ok(bytes) = bytes else {
+        return;
+    };
+    match super::invoke_retrying(api, bytes).await {
+        Ok(answer) if returns_chat => {
+            if let Ok(chat) =
+                <api::EncryptedChat as secretchat_schema::Deserialize>::from_bytes(&answer)
+            {
+                me.do_send(ChatInput {
+                    event: Event::ChatUpdate(chat),
+                    ack: None,
+                });
+            }
+        }
+        Ok(_) => {}
+        Err(e) if e.class() == ErrorClass::ChatGone && !matches!(c, Call::DiscardEncryption(_)) => {
+            me.do_send(ChatInput {
+                event: Event::ChatUpdate(api::EncryptedChat::Discarded(
+                    api_types::EncryptedChatDiscarded {
+                        history_deleted: false,
+                        id: chat_id,
+                    },
+                )),
+                ack: None,
+            });
+        }
+        Err(e) => report(shared, account, handle, &e),
+    }
+}
+
+fn chat_of(p: &api::InputEncryptedChat) -> i32 {
+    let api::InputEncryptedChat::InputEncryptedChat(p) = p;
+    p.chat_id
+}
+
+fn report(shared: &Shared, account: u64, chat: u64, e: &RpcError) {
+    let _ = shared.events.send(EngineEvent {
+        seq: None,
+        account,
+        chat,
+        kind: EventKind::Error(format!("server: {e}")),
+    });
+}

@@ -1,0 +1,449 @@
+//! The running engine: an actix system on its own threads, driven through [`Engine`] from any
+//! async runtime (or none: every method is a plain future).
+//!
+//! - [`account::AccountActor`] per account: routes updates, activates chats from the store on
+//!   demand, acknowledges qts only up to what is stored.
+//! - [`chat::ChatActor`] per active chat: the only writer of its chat; persist → send.
+//! - [`workers`]: the DH pool (`RekeyActor`), the file pool (`FileCryptor`), the DH config
+//!   service (`DhConfigActor`).
+//!
+//! Opening reads no chat: chats are loaded when addressed; those with work in flight
+//! (unacknowledged messages, holes) are resumed in the background after open.
+
+pub mod account;
+pub mod chat;
+pub mod workers;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use secretchat_schema::RemoteCall;
+use secretchat_schema::api::enums as api;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::chat::snapshot::RestoreError;
+use crate::protocol::chat::{AppEvent, ChatConfig, ChatStatus, Command};
+use crate::store::{Store, StoreError, StoreOptions};
+use crate::transport::{CallError, ErrorClass, RpcError, ServerApi, UpdateFeed, call};
+use account::{AccountActor, ChatCommand, RequestChat, Resume, Status};
+use workers::{DhConfigActor, FileCryptor, ParamsRegistry, RekeyActor};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Protocol timers.
+    pub chat: ChatConfig,
+    /// Store durability and at-rest encryption.
+    pub store: StoreOptions,
+    /// Threads for DH exponentiations.
+    pub dh_threads: usize,
+    /// Threads for file encryption.
+    pub file_threads: usize,
+    /// Threads running chat actors.
+    pub chat_threads: usize,
+    /// How often processed qts are acknowledged to the server.
+    pub ack_interval: Duration,
+    /// How often missed updates are fetched with getDifference.
+    pub difference_interval: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            chat: ChatConfig::default(),
+            store: StoreOptions::default(),
+            dh_threads: cores,
+            file_threads: cores.min(4),
+            chat_threads: cores,
+            ack_interval: Duration::from_millis(200),
+            difference_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Engine failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The store failed (or belongs to a newer version).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored chat could not be restored.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// No such chat.
+    #[error("no chat with handle {0}")]
+    NoSuchChat(u64),
+    /// No such account.
+    #[error("no account {0}")]
+    NoSuchAccount(u64),
+    /// The engine is shut down.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// What an application event acknowledges upstream once stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckToken {
+    /// A queue event's qts.
+    Qts(i32),
+    /// One message of a getDifference batch.
+    Difference,
+}
+
+/// An event for the application.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineEvent {
+    /// Inbox sequence: acknowledge with [`Engine::ack`] once handled (None: not stored, e.g.
+    /// errors, which are informational).
+    pub seq: Option<u64>,
+    /// The account.
+    pub account: u64,
+    /// The chat handle.
+    pub chat: u64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// The kinds of [`EngineEvent`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A protocol event (request, ready, message, service action, rekey, close…).
+    App(AppEvent),
+    /// A call failed for a reason the engine cannot fix (the message stays stored and is
+    /// retried by the protocol's timers).
+    Error(String),
+}
+
+/// State shared by the actors.
+pub struct Shared {
+    pub(crate) store: Arc<Store>,
+    pub(crate) config: EngineConfig,
+    pub(crate) events: mpsc::UnboundedSender<EngineEvent>,
+    pub(crate) rekey: Addr<RekeyActor>,
+    /// The file pool; the encrypted-file path (issue 6) sends it parts.
+    #[allow(dead_code)]
+    pub(crate) files: Addr<FileCryptor>,
+    pub(crate) dh_config: Addr<DhConfigActor>,
+    pub(crate) registry: Arc<ParamsRegistry>,
+    arbiters: Vec<ArbiterHandle>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
+}
+
+impl Shared {
+    fn arbiter(&self, handle: u64) -> ArbiterHandle {
+        let n = self.arbiters.len().max(1);
+        self.arbiters
+            .get((handle % n as u64) as usize)
+            .cloned()
+            .unwrap_or_else(Arbiter::current)
+    }
+}
+
+/// Milliseconds since the epoch (the runtime reads the clock; the core never does).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Sends raw `request`, retrying FLOOD_WAIT/429 after the server's delay and transient
+/// failures shortly (at most 30 attempts).
+///
+/// # Errors
+/// The last [`RpcError`].
+pub async fn invoke_retrying(api: &dyn ServerApi, request: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+    let mut attempt = 0;
+    loop {
+        match api.invoke(request.clone()).await {
+            Ok(a) => return Ok(a),
+            Err(e) => match e.class() {
+                ErrorClass::RetryAfter(d) if attempt < 30 => {
+                    attempt += 1;
+                    tokio::time::sleep(d).await;
+                }
+                _ => return Err(e),
+            },
+        }
+    }
+}
+
+/// A typed call with [`invoke_retrying`]'s retries.
+///
+/// # Errors
+/// [`CallError`].
+pub async fn call_retrying<R: RemoteCall>(
+    api: &dyn ServerApi,
+    request: &R,
+) -> Result<R::Return, CallError> {
+    let mut attempt = 0;
+    loop {
+        match call(api, request).await {
+            Err(CallError::Rpc(e)) => match e.class() {
+                ErrorClass::RetryAfter(d) if attempt < 30 => {
+                    attempt += 1;
+                    tokio::time::sleep(d).await;
+                }
+                _ => return Err(CallError::Rpc(e)),
+            },
+            other => return other,
+        }
+    }
+}
+
+enum Request {
+    AddAccount(u64, Arc<dyn ServerApi>, oneshot::Sender<UpdateFeed>),
+    RequestChat(
+        u64,
+        api::InputUser,
+        oneshot::Sender<Result<u64, EngineError>>,
+    ),
+    Command(u64, u64, Command, oneshot::Sender<Result<(), EngineError>>),
+    Status(u64, u64, oneshot::Sender<Result<ChatStatus, EngineError>>),
+}
+
+/// The engine: cheap to clone, usable from any thread or runtime.
+#[derive(Clone)]
+pub struct Engine {
+    tx: mpsc::UnboundedSender<Request>,
+    store: Arc<Store>,
+    _system: Arc<SystemGuard>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Engine")
+    }
+}
+
+struct SystemGuard {
+    system: System,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SystemGuard {
+    fn drop(&mut self) {
+        self.system.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The stream of application events (unacknowledged ones from before a restart first).
+pub type Events = mpsc::UnboundedReceiver<EngineEvent>;
+
+impl Engine {
+    /// Opens the engine on the database at `path` (created if missing). Returns the engine and
+    /// its event stream; events not acknowledged before the last shutdown or crash come first.
+    ///
+    /// # Errors
+    /// [`EngineError::Store`] (including a database from a newer version).
+    pub fn open(path: &Path, config: EngineConfig) -> Result<(Engine, Events), EngineError> {
+        let store = Store::open(path, config.store.clone())?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        for (seq, account, chat, event) in store.inbox()? {
+            let _ = events_tx.send(EngineEvent {
+                seq: Some(seq),
+                account,
+                chat,
+                kind: EventKind::App(event),
+            });
+        }
+        let pending = store.chats_with_pending_work()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (sys_tx, sys_rx) = std::sync::mpsc::channel();
+        let thread_store = store.clone();
+        let thread = std::thread::Builder::new()
+            .name("secretchat-engine".into())
+            .spawn(move || {
+                let sys = System::new();
+                let _ = sys_tx.send(System::current());
+                sys.block_on(run(thread_store, config, events_tx, rx, pending));
+            })
+            .map_err(|_| EngineError::Stopped)?;
+        let system = sys_rx.recv().map_err(|_| EngineError::Stopped)?;
+        Ok((
+            Engine {
+                tx,
+                store,
+                _system: Arc::new(SystemGuard {
+                    system,
+                    thread: Some(thread),
+                }),
+            },
+            events_rx,
+        ))
+    }
+
+    /// Adds an account talking to `api`; returns the feed its transport pushes updates into.
+    ///
+    /// # Errors
+    /// [`EngineError::Stopped`].
+    pub async fn add_account(
+        &self,
+        account: u64,
+        api: Arc<dyn ServerApi>,
+    ) -> Result<UpdateFeed, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::AddAccount(account, api, tx))
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Starts a secret chat with `user`; returns the chat's handle (events name it).
+    ///
+    /// # Errors
+    /// [`EngineError`].
+    pub async fn request_chat(
+        &self,
+        account: u64,
+        user: api::InputUser,
+    ) -> Result<u64, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::RequestChat(account, user, tx))
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Sends a command to a chat (accept, decline, send, service action, close, rekey).
+    ///
+    /// # Errors
+    /// [`EngineError`].
+    pub async fn command(
+        &self,
+        account: u64,
+        chat: u64,
+        command: Command,
+    ) -> Result<(), EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Command(account, chat, command, tx))
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// A chat's status (state, layers, seq numbers, key age, holes).
+    ///
+    /// # Errors
+    /// [`EngineError`].
+    pub async fn status(&self, account: u64, chat: u64) -> Result<ChatStatus, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Status(account, chat, tx))
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// The application handled event `seq`: it is removed from the inbox and never delivered
+    /// again.
+    ///
+    /// # Errors
+    /// [`EngineError::Store`].
+    pub fn ack(&self, seq: u64) -> Result<(), EngineError> {
+        self.store.ack_inbox(seq)?;
+        Ok(())
+    }
+
+    /// The store (for reports: size on disk).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}
+
+async fn run(
+    store: Arc<Store>,
+    config: EngineConfig,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    pending: Vec<(u64, u64)>,
+) {
+    let dh_threads = config.dh_threads.max(1);
+    let file_threads = config.file_threads.max(1);
+    let rekey = SyncArbiter::start(dh_threads, || RekeyActor);
+    let files = SyncArbiter::start(file_threads, || FileCryptor);
+    let registry = Arc::new(ParamsRegistry::default());
+    let dh_config = DhConfigActor::new(store.clone(), registry.clone()).start();
+    let arbiters: Vec<Arbiter> = (0..config.chat_threads.max(1))
+        .map(|_| Arbiter::new())
+        .collect();
+    let shared = Arc::new(Shared {
+        store,
+        config,
+        events,
+        rekey,
+        files,
+        dh_config,
+        registry,
+        arbiters: arbiters.iter().map(Arbiter::handle).collect(),
+    });
+    let mut accounts: HashMap<u64, Addr<AccountActor>> = HashMap::new();
+    let mut pending: HashMap<u64, Vec<u64>> =
+        pending.into_iter().fold(HashMap::new(), |mut m, (a, h)| {
+            m.entry(a).or_default().push(h);
+            m
+        });
+    while let Some(req) = rx.recv().await {
+        match req {
+            Request::AddAccount(account, api, reply) => {
+                let (feed, updates) = UpdateFeed::channel();
+                let actor = AccountActor::new(account, api, shared.clone(), updates);
+                let addr = actor.start();
+                if let Some(handles) = pending.remove(&account) {
+                    addr.do_send(Resume(handles));
+                }
+                accounts.insert(account, addr);
+                let _ = reply.send(feed);
+            }
+            Request::RequestChat(account, user, reply) => match accounts.get(&account) {
+                Some(a) => {
+                    let r = a
+                        .send(RequestChat(user))
+                        .await
+                        .unwrap_or(Err(EngineError::Stopped));
+                    let _ = reply.send(r);
+                }
+                None => {
+                    let _ = reply.send(Err(EngineError::NoSuchAccount(account)));
+                }
+            },
+            Request::Command(account, chat, command, reply) => match accounts.get(&account) {
+                Some(a) => {
+                    let r = a
+                        .send(ChatCommand(chat, command))
+                        .await
+                        .unwrap_or(Err(EngineError::Stopped));
+                    let _ = reply.send(r);
+                }
+                None => {
+                    let _ = reply.send(Err(EngineError::NoSuchAccount(account)));
+                }
+            },
+            Request::Status(account, chat, reply) => match accounts.get(&account) {
+                Some(a) => {
+                    let r = a
+                        .send(Status(chat))
+                        .await
+                        .unwrap_or(Err(EngineError::Stopped));
+                    let _ = reply.send(r);
+                }
+                None => {
+                    let _ = reply.send(Err(EngineError::NoSuchAccount(account)));
+                }
+            },
+        }
+    }
+    drop(arbiters);
+}

@@ -1,0 +1,193 @@
+//! Worker pools and shared services: [`RekeyActor`] (DH exponentiations off the chat threads),
+//! [`FileCryptor`] (file parts), [`DhConfigActor`] (the DH config per account, with safe-prime
+//! verdicts kept in the store).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
+
+use crate::crypto::dh::{DhError, DhParams};
+use crate::crypto::file::FileStream;
+use crate::crypto::prime::is_safe_prime;
+use crate::protocol::dh_config::{DhConfigCache, DhConfigError};
+use crate::protocol::dh_job::{DhJob, DhOutput};
+use crate::store::Store;
+use crate::transport::ServerApi;
+
+/// Runs DH jobs on a thread pool (`SyncArbiter`).
+#[derive(Debug, Default)]
+pub struct RekeyActor;
+
+impl Actor for RekeyActor {
+    type Context = SyncContext<Self>;
+}
+
+/// Run one DH job.
+#[derive(Message)]
+#[rtype(result = "DhOutput")]
+pub struct RunJob(pub Box<DhJob>);
+
+impl Handler<RunJob> for RekeyActor {
+    type Result = MessageResult<RunJob>;
+    fn handle(&mut self, msg: RunJob, _: &mut SyncContext<Self>) -> Self::Result {
+        MessageResult(msg.0.run())
+    }
+}
+
+/// Encrypts or decrypts file parts on a thread pool; the IGE chain state travels with each part.
+#[derive(Debug, Default)]
+pub struct FileCryptor;
+
+impl Actor for FileCryptor {
+    type Context = SyncContext<Self>;
+}
+
+/// Process one part (the last one is padded to 16 bytes when encrypting).
+#[derive(Message)]
+#[rtype(result = "Result<(FileStream, Vec<u8>), crate::crypto::CryptoError>")]
+pub struct CryptPart {
+    /// The chain state.
+    pub stream: FileStream,
+    /// The part.
+    pub data: Vec<u8>,
+    /// Whether it is the last part.
+    pub last: bool,
+}
+
+impl Handler<CryptPart> for FileCryptor {
+    type Result = Result<(FileStream, Vec<u8>), crate::crypto::CryptoError>;
+    fn handle(&mut self, mut msg: CryptPart, _: &mut SyncContext<Self>) -> Self::Result {
+        if msg.last {
+            msg.stream.last_part(&mut msg.data)?;
+        } else {
+            msg.stream.part(&mut msg.data)?;
+        }
+        Ok((msg.stream, msg.data))
+    }
+}
+
+/// Validated parameters shared by every chat using them (one fixed-base table per `(p, g)`).
+#[derive(Default, Debug)]
+pub struct ParamsRegistry {
+    by_p: Mutex<HashMap<(Vec<u8>, i32), Arc<DhParams>>>,
+}
+
+impl ParamsRegistry {
+    /// The shared parameters for `(p, g)`; built (not re-validated: the store is trusted) on
+    /// first use.
+    pub fn get(&self, p: &[u8], g: i32) -> Option<Arc<DhParams>> {
+        let mut map = self.by_p.lock().ok()?;
+        if let Some(v) = map.get(&(p.to_vec(), g)) {
+            return Some(v.clone());
+        }
+        let params = Arc::new(DhParams::new(p, i64::from(g)).ok()?.with_fixed_base());
+        map.insert((p.to_vec(), g), params.clone());
+        Some(params)
+    }
+
+    fn insert(&self, params: &Arc<DhParams>) {
+        if let Ok(mut map) = self.by_p.lock() {
+            map.insert(
+                (params.p_bytes().to_vec(), params.g() as i32),
+                params.clone(),
+            );
+        }
+    }
+}
+
+/// Serves the DH config per account: asks the server with the cached version, validates new
+/// primes once per database.
+pub struct DhConfigActor {
+    store: Arc<Store>,
+    registry: Arc<ParamsRegistry>,
+    caches: HashMap<u64, DhConfigCache>,
+}
+
+impl DhConfigActor {
+    /// A new service.
+    pub fn new(store: Arc<Store>, registry: Arc<ParamsRegistry>) -> Self {
+        Self {
+            store,
+            registry,
+            caches: HashMap::new(),
+        }
+    }
+}
+
+impl Actor for DhConfigActor {
+    type Context = Context<Self>;
+}
+
+/// Why no config could be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The server's config failed validation: the handshake must fail.
+    Invalid(DhError),
+    /// The server could not be reached (after retries): ask again later.
+    Unavailable,
+}
+
+/// Get a fresh config (parameters + server randomness) for `account`.
+#[derive(Message)]
+#[rtype(result = "Result<(Arc<DhParams>, Vec<u8>), ConfigError>")]
+pub struct GetConfig {
+    /// The account.
+    pub account: u64,
+    /// Its server.
+    pub api: Arc<dyn ServerApi>,
+}
+
+impl Handler<GetConfig> for DhConfigActor {
+    type Result = ResponseActFuture<Self, Result<(Arc<DhParams>, Vec<u8>), ConfigError>>;
+
+    fn handle(&mut self, msg: GetConfig, _: &mut Context<Self>) -> Self::Result {
+        let cache = self.caches.entry(msg.account).or_insert_with(|| {
+            let mut c = DhConfigCache::default();
+            if let Ok(Some((version, g, p))) = self.store.dh_config(msg.account) {
+                if self.store.prime_verdict(&p).ok().flatten() == Some(true) {
+                    if let Some(params) = self.registry.get(&p, g) {
+                        c.restore(version, params);
+                    }
+                }
+            }
+            c
+        });
+        let request = cache.request();
+        let api = msg.api.clone();
+        let account = msg.account;
+        Box::pin(
+            async move { super::call_retrying(&*api, &request).await }
+                .into_actor(self)
+                .map(move |answer, act, _| {
+                    let answer = answer.map_err(|_| ConfigError::Unavailable)?;
+                    let store = act.store.clone();
+                    let cache = act.caches.entry(account).or_default();
+                    let fresh = cache
+                        .apply(answer, |p| {
+                            if let Ok(Some(v)) = store.prime_verdict(p) {
+                                return v;
+                            }
+                            let seed = rand::random::<u64>();
+                            let v = is_safe_prime(p, seed);
+                            let _ = store.set_prime_verdict(p, v);
+                            v
+                        })
+                        .map_err(|e| match e {
+                            DhConfigError::Invalid(e) => ConfigError::Invalid(e),
+                            _ => ConfigError::Unavailable,
+                        })?;
+                    if fresh.changed {
+                        act.registry.insert(&fresh.params);
+                        let _ = store.set_dh_config(
+                            account,
+                            cache.version(),
+                            fresh.params.g() as i32,
+                            &fresh.params.p_bytes(),
+                        );
+                    }
+                    Ok((fresh.params, fresh.random))
+                }),
+        )
+    }
+}
