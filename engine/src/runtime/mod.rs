@@ -203,7 +203,7 @@ pub async fn call_retrying<R: RemoteCall>(
 
 enum Request {
     AddAccount(u64, Arc<dyn ServerApi>, oneshot::Sender<UpdateFeed>),
-    RequestChat(
+    OpenChat(
         u64,
         api::InputUser,
         oneshot::Sender<Result<u64, EngineError>>,
@@ -313,7 +313,7 @@ impl Engine {
     ) -> Result<u64, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Request::RequestChat(account, user, tx))
+            .send(Request::OpenChat(account, user, tx))
             .map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
@@ -407,7 +407,7 @@ async fn run(
                 accounts.insert(account, addr);
                 let _ = reply.send(feed);
             }
-            Request::RequestChat(account, user, reply) => match accounts.get(&account) {
+            Request::OpenChat(account, user, reply) => match accounts.get(&account) {
                 Some(a) => {
                     let r = a
                         .send(RequestChat(user))

@@ -67,10 +67,13 @@ impl Handler<CryptPart> for FileCryptor {
     }
 }
 
+/// `(p, g)`.
+type ParamsKey = (Vec<u8>, i32);
+
 /// Validated parameters shared by every chat using them (one fixed-base table per `(p, g)`).
 #[derive(Default, Debug)]
 pub struct ParamsRegistry {
-    by_p: Mutex<HashMap<(Vec<u8>, i32), Arc<DhParams>>>,
+    by_p: Mutex<HashMap<ParamsKey, Arc<DhParams>>>,
 }
 
 impl ParamsRegistry {

@@ -334,8 +334,7 @@ impl SimServer {
         if !(0..4000).contains(&part) {
             return Err(bad("FILE_PART_INVALID"));
         }
-        if bytes.len() > max || bytes.is_empty() || bytes.len() % 1024 != 0 && bytes.len() % 16 != 0
-        {
+        if bytes.len() > max || bytes.is_empty() || !bytes.len().is_multiple_of(16) {
             return Err(bad("FILE_PART_SIZE_INVALID"));
         }
         s.parts
