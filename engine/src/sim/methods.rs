@@ -145,6 +145,19 @@ impl SimServer {
                     return Err(bad("CHAT_ID_INVALID"));
                 }
                 match chat.state {
+                    ChatState::Accepted(dev) if dev == device => {
+                        // A repeat from the device that accepted (its answer was lost).
+                        let c = api::EncryptedChat::EncryptedChat(t::EncryptedChat {
+                            id: peer.chat_id,
+                            access_hash: chat.access_hash,
+                            date,
+                            admin_id: chat.admin.0,
+                            participant_id: chat.participant,
+                            g_a_or_b: chat.g_a.clone(),
+                            key_fingerprint: r.key_fingerprint,
+                        });
+                        return ser(&c);
+                    }
                     ChatState::Accepted(_) => return Err(bad("ENCRYPTION_ALREADY_ACCEPTED")),
                     ChatState::Discarded => return Err(bad("ENCRYPTION_ALREADY_DECLINED")),
                     ChatState::Requested => {}

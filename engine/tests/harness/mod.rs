@@ -435,8 +435,10 @@ impl World {
                 self.schedule(
                     now + 30,
                     Who::A,
-                    Job::Event(Who::A, EventKind::Update(chat)),
+                    Job::Event(Who::A, EventKind::Update(chat.clone())),
                 );
+                // The method's answer to the accepting side.
+                self.schedule(now + 5, Who::B, Job::Event(Who::B, EventKind::Update(chat)));
             }
             Call::DiscardEncryption(_) => {
                 let gone = api::EncryptedChat::Discarded(api_types::EncryptedChatDiscarded {

@@ -122,7 +122,10 @@ impl ChatCore {
                         g_b: g_b.to_vec(),
                         key_fingerprint: key.fingerprint(),
                     }));
-                    self.ready(key, now, rng, out);
+                    self.phase = Phase::ParticipantAccepting {
+                        key,
+                        g_b: g_b.to_vec(),
+                    };
                 }
                 (_, Some(Err(e))) => self.abort(CloseReason::Dh(e), out),
                 _ => self.abort(CloseReason::Protocol("DH job without key"), out),
@@ -131,7 +134,13 @@ impl ChatCore {
         }
     }
 
-    pub(super) fn on_chat_update(&mut self, chat: api::EncryptedChat, out: &mut Out) {
+    pub(super) fn on_chat_update(
+        &mut self,
+        chat: api::EncryptedChat,
+        now: Millis,
+        rng: &mut impl RngCore,
+        out: &mut Out,
+    ) {
         match chat {
             api::EncryptedChat::Waiting(w) => {
                 if self.chat_id == 0 {
@@ -146,8 +155,13 @@ impl ChatCore {
                     self.access_hash = c.access_hash;
                     out.dirty = true;
                 }
+                if let Phase::ParticipantAccepting { key, .. } = &self.phase {
+                    // The server confirmed our acceptEncryption: this device won.
+                    let key = key.clone();
+                    return self.ready(key, now, rng, out);
+                }
                 let Phase::OriginatorWaiting { a } = &self.phase else {
-                    return; // the echo of our own acceptEncryption, or a repeat
+                    return; // a repeat
                 };
                 let a = a.clone();
                 let Some(dh) = self.dh.clone() else {

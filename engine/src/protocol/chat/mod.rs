@@ -29,8 +29,8 @@ pub use types::*;
 use super::gaps::WaitingQueue;
 use super::rekey::Rekey;
 use super::session::Session;
-use crate::crypto::Side;
 use crate::crypto::dh::DhParams;
+use crate::crypto::{AuthKey, Side};
 use secretchat_schema::e2e::types as e2e;
 
 /// Most incoming messages held while the key is not agreed yet.
@@ -87,6 +87,9 @@ enum Phase {
     ParticipantConfig { g_a: Vec<u8> },
     /// Participant: waiting for `g_b` and the key to be computed.
     ParticipantKey { g_a: Vec<u8> },
+    /// Participant: `acceptEncryption` sent; ready once the server confirms (another device of
+    /// the account may have won).
+    ParticipantAccepting { key: AuthKey, g_b: Vec<u8> },
     /// The key is agreed.
     Ready,
     /// Closed for good.
@@ -103,6 +106,7 @@ impl Phase {
             Phase::Requested { .. } => "requested",
             Phase::ParticipantConfig { .. } => "fetching_config",
             Phase::ParticipantKey { .. } => "computing_key",
+            Phase::ParticipantAccepting { .. } => "accepting",
             Phase::Ready => "ready",
             Phase::Closed(_) => "closed",
         }
@@ -358,7 +362,7 @@ impl ChatCore {
                 }
                 Event::DhConfigFailed(e) => self.abort(CloseReason::Dh(e), &mut out),
                 Event::DhDone(o) => self.on_dh_done(*o, now, rng, &mut out),
-                Event::ChatUpdate(c) => self.on_chat_update(c, &mut out),
+                Event::ChatUpdate(c) => self.on_chat_update(c, now, rng, &mut out),
                 Event::Incoming { wire, file } => self.on_incoming(wire, file, now, rng, &mut out),
                 Event::Command(c) => self.on_command(c, now, rng, &mut out),
                 Event::Timer(t) => self.on_timer(t, now, rng, &mut out),
@@ -429,7 +433,7 @@ impl ChatCore {
         }
     }
 
-    fn input_chat(&self) -> api::InputEncryptedChat {
+    pub(super) fn input_chat(&self) -> api::InputEncryptedChat {
         api::InputEncryptedChat::InputEncryptedChat(api_types::InputEncryptedChat {
             chat_id: self.chat_id,
             access_hash: self.access_hash,

@@ -101,6 +101,11 @@ impl ChatCore {
                 s.phase_peer = g_a.clone();
                 5
             }
+            Phase::ParticipantAccepting { key, g_b } => {
+                s.phase_secret = key.bytes().to_vec();
+                s.phase_peer = g_b.clone();
+                6
+            }
             Phase::Ready => 7,
             Phase::Closed(r) => {
                 s.closed_kind = r.kind().to_owned();
@@ -247,6 +252,10 @@ impl ChatCore {
                     g_a: std::mem::take(&mut s.phase_peer),
                 }
             }
+            6 => Phase::ParticipantAccepting {
+                key: AuthKey::from_slice(&s.phase_secret)?,
+                g_b: std::mem::take(&mut s.phase_peer),
+            },
             7 => Phase::Ready,
             8 => Phase::Closed(CloseReason::from_kind(&s.closed_kind)),
             _ => return Err(RestoreError::Field("phase")),
@@ -367,6 +376,17 @@ impl ChatCore {
                 false,
             );
             out.push(Action::Compute(Box::new(job)));
+        }
+        if let Phase::ParticipantAccepting { key, g_b } = &core.phase {
+            // The answer to acceptEncryption may have been lost with the crash: ask again (the
+            // server answers a repeat from the accepting device with the chat).
+            out.call(super::Call::AcceptEncryption(
+                secretchat_schema::api::functions::messages::AcceptEncryption {
+                    peer: core.input_chat(),
+                    g_b: g_b.clone(),
+                    key_fingerprint: key.fingerprint(),
+                },
+            ));
         }
         if s.rekey == 4 && core.is_ready() {
             let step = abort_action(s.rekey_exchange);
