@@ -157,7 +157,7 @@ impl AccountActor {
             now_ms(),
             &mut rand::rngs::OsRng,
         )?;
-        Ok(self.start_chat(handle, core, actions, ctx))
+        Ok(self.start_chat(handle, core, actions, None, ctx))
     }
 
     fn start_chat(
@@ -165,6 +165,7 @@ impl AccountActor {
         handle: u64,
         core: ChatCore,
         initial: Vec<Action>,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
         ctx: &mut Context<Self>,
     ) -> Addr<ChatActor> {
         let actor = ChatActor {
@@ -175,6 +176,7 @@ impl AccountActor {
             api: self.api.clone(),
             owner: ctx.address(),
             initial,
+            initial_done: done,
         };
         let arbiter = self.shared.arbiter(handle);
         let addr = ChatActor::start_in_arbiter(&arbiter, move |_| actor);
@@ -200,7 +202,11 @@ impl AccountActor {
             }
         };
         match self.chat(handle, ctx) {
-            Ok(addr) => addr.do_send(ChatInput { event, ack }),
+            Ok(addr) => addr.do_send(ChatInput {
+                event,
+                ack,
+                done: None,
+            }),
             Err(_) => {
                 if let Some(a) = ack {
                     self.processed(a);
@@ -261,7 +267,7 @@ impl AccountActor {
                 return;
             };
             let (core, actions) = ChatCore::requested(self.shared.config.chat, req);
-            self.start_chat(handle, core, actions, ctx);
+            self.start_chat(handle, core, actions, None, ctx);
             return;
         }
         let id = match &chat {
@@ -392,25 +398,39 @@ impl Handler<Tick> for AccountActor {
 }
 
 impl Handler<RequestChat> for AccountActor {
-    type Result = Result<u64, EngineError>;
+    type Result = ResponseFuture<Result<u64, EngineError>>;
     fn handle(&mut self, msg: RequestChat, ctx: &mut Context<Self>) -> Self::Result {
-        let handle = self.shared.store.new_handle()?;
+        let handle = match self.shared.store.new_handle() {
+            Ok(h) => h,
+            Err(e) => return Box::pin(async move { Err(e.into()) }),
+        };
         let random_id = rand::random::<i32>();
         let (core, actions) = ChatCore::request(self.shared.config.chat, msg.0, random_id);
-        self.start_chat(handle, core, actions, ctx);
-        Ok(handle)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.start_chat(handle, core, actions, Some(tx), ctx);
+        // The handle is returned once the new chat is stored.
+        Box::pin(async move {
+            rx.await.map_err(|_| EngineError::Stopped)?;
+            Ok(handle)
+        })
     }
 }
 
 impl Handler<ChatCommand> for AccountActor {
-    type Result = Result<(), EngineError>;
+    type Result = ResponseFuture<Result<(), EngineError>>;
     fn handle(&mut self, msg: ChatCommand, ctx: &mut Context<Self>) -> Self::Result {
-        let addr = self.chat(msg.0, ctx)?;
+        let addr = match self.chat(msg.0, ctx) {
+            Ok(a) => a,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
         addr.do_send(ChatInput {
             event: Event::Command(msg.1),
             ack: None,
+            done: Some(tx),
         });
-        Ok(())
+        // Accepted means stored: a restart after this cannot lose the command.
+        Box::pin(async move { rx.await.map_err(|_| EngineError::Stopped) })
     }
 }
 

@@ -28,6 +28,8 @@ pub struct ChatActor {
     pub(super) owner: Addr<AccountActor>,
     /// Actions from creation/restore, executed when the actor starts.
     pub(super) initial: Vec<Action>,
+    /// Told once the initial actions are stored.
+    pub(super) initial_done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Actor for ChatActor {
@@ -35,7 +37,8 @@ impl Actor for ChatActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let initial = std::mem::take(&mut self.initial);
-        self.run(initial, None, ctx);
+        let done = self.initial_done.take();
+        self.run(initial, None, done, ctx);
     }
 }
 
@@ -47,6 +50,8 @@ pub struct ChatInput {
     pub event: Event,
     /// The qts (or difference batch) this completes once stored.
     pub ack: Option<AckToken>,
+    /// Told once the step is durably stored (commands: "accepted" means stored).
+    pub done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Ask for the chat's status.
@@ -67,12 +72,18 @@ impl Handler<ChatInput> for ChatActor {
         let actions = self
             .core
             .handle(msg.event, now_ms(), &mut rand::rngs::OsRng);
-        self.run(actions, msg.ack, ctx);
+        self.run(actions, msg.ack, msg.done, ctx);
     }
 }
 
 impl ChatActor {
-    fn run(&mut self, actions: Vec<Action>, ack: Option<AckToken>, ctx: &mut Context<Self>) {
+    fn run(
+        &mut self,
+        actions: Vec<Action>,
+        ack: Option<AckToken>,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+        ctx: &mut Context<Self>,
+    ) {
         let mut persist: Option<Box<Persist>> = None;
         let mut events = Vec::new();
         let mut calls = Vec::new();
@@ -88,6 +99,7 @@ impl ChatActor {
                         ChatInput {
                             event: Event::Timer(timer),
                             ack: None,
+                            done: None,
                         },
                         delay,
                     );
@@ -100,6 +112,7 @@ impl ChatActor {
                             me.do_send(ChatInput {
                                 event: Event::DhDone(Box::new(out)),
                                 ack: None,
+                                done: None,
                             });
                         }
                     });
@@ -120,6 +133,7 @@ impl ChatActor {
                                     me.do_send(ChatInput {
                                         event: Event::DhConfig { params, random },
                                         ack: None,
+                                        done: None,
                                     });
                                     return;
                                 }
@@ -127,6 +141,7 @@ impl ChatActor {
                                     me.do_send(ChatInput {
                                         event: Event::DhConfigFailed(e),
                                         ack: None,
+                                        done: None,
                                     });
                                     return;
                                 }
@@ -192,6 +207,9 @@ impl ChatActor {
             if let Some(a) = ack {
                 owner.do_send(Processed(a));
             }
+            if let Some(d) = done {
+                let _ = d.send(());
+            }
             for c in calls {
                 execute(&*api, &shared, &me, account, handle, c).await;
             }
@@ -231,6 +249,7 @@ async fn execute(
                 me.do_send(ChatInput {
                     event: Event::ChatUpdate(chat),
                     ack: None,
+                    done: None,
                 });
             }
         }
@@ -244,6 +263,7 @@ async fn execute(
                     },
                 )),
                 ack: None,
+                done: None,
             });
         }
         Err(e) => report(shared, account, handle, &e),

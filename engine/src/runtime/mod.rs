@@ -445,5 +445,13 @@ async fn run(
             },
         }
     }
-    drop(arbiters);
+    // Shut down: stop the chat threads (their actors and the store handles they hold are
+    // dropped), then the system.
+    drop(accounts);
+    drop(shared);
+    for a in arbiters {
+        a.stop();
+        let _ = a.join();
+    }
+    System::current().stop();
 }

@@ -92,11 +92,27 @@ impl SimServer {
                 if r.g_a.len() != 256 {
                     return Err(bad("DH_G_A_INVALID"));
                 }
+                if let Some(&chat_id) = s.requests.get(&(user, device, r.random_id)) {
+                    // A repeated request (its answer was lost): the same chat.
+                    let c = s
+                        .chats
+                        .get(&chat_id)
+                        .ok_or_else(|| bad("CHAT_ID_INVALID"))?;
+                    let date = s.date();
+                    return ser(&api::EncryptedChat::Waiting(t::EncryptedChatWaiting {
+                        id: chat_id,
+                        access_hash: c.access_hash,
+                        date,
+                        admin_id: user,
+                        participant_id: c.participant,
+                    }));
+                }
                 let Some(devices) = s.users.get(&peer.user_id).map(Vec::len) else {
                     return Err(bad("USER_ID_INVALID"));
                 };
                 s.next_chat += 1;
                 let chat_id = s.next_chat;
+                s.requests.insert((user, device, r.random_id), chat_id);
                 let access_hash = s.rng.r#gen();
                 let date = s.date();
                 s.chats.insert(

@@ -111,6 +111,8 @@ struct State {
     users: HashMap<i64, Vec<Device>>,
     chats: HashMap<i32, Chat>,
     next_chat: i32,
+    /// requestEncryption de-duplication by (user, device, random_id).
+    requests: HashMap<(i64, u32, i32), i32>,
     parts: HashMap<(i64, u32, i64), BTreeMap<i32, UploadedPart>>,
     files: HashMap<i64, Stored>,
     clock_offset_ms: u64,
@@ -167,6 +169,7 @@ impl SimServer {
                 users: HashMap::new(),
                 chats: HashMap::new(),
                 next_chat: 1000,
+                requests: HashMap::new(),
                 parts: HashMap::new(),
                 files: HashMap::new(),
                 clock_offset_ms: 0,
