@@ -29,16 +29,26 @@ impl RecordCipher {
         Self { key }
     }
 
-    /// Encrypts `plain` (random padding from the OS RNG); `None` beyond 1 MiB.
+    /// Encrypts `plain` (random padding from the OS RNG); `None` beyond 1 MiB. The record is
+    /// framed as its length (4 bytes LE) and the bytes, zero-padded to a multiple of 4 (what the
+    /// message format carries).
     pub fn seal(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        let pad = random_padding(plain.len(), Version::V2, &mut rand::rngs::OsRng);
-        encrypt_v2(&self.key, Side::Originator, plain, &pad).ok()
+        let len = u32::try_from(plain.len()).ok()?;
+        let mut framed = zeroize::Zeroizing::new(Vec::with_capacity(plain.len() + 8));
+        framed.extend_from_slice(&len.to_le_bytes());
+        framed.extend_from_slice(plain);
+        let padded = framed.len().next_multiple_of(4);
+        framed.resize(padded, 0);
+        let pad = random_padding(framed.len(), Version::V2, &mut rand::rngs::OsRng);
+        encrypt_v2(&self.key, Side::Originator, &framed, &pad).ok()
     }
 
     /// Decrypts and authenticates a sealed record.
     pub fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
-        decrypt_v2(&self.key, Side::Originator, sealed)
-            .ok()
-            .map(|d| d.payload)
+        let framed = decrypt_v2(&self.key, Side::Originator, sealed)
+            .ok()?
+            .payload;
+        let len = u32::from_le_bytes(framed.get(..4)?.try_into().ok()?) as usize;
+        framed.get(4..4 + len).map(<[u8]>::to_vec)
     }
 }

@@ -1,0 +1,168 @@
+//! The RocksDB store: schema version, at-rest sealing, batches, inbox, pending-work scan.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use secretchat_engine::protocol::chat::{AppEvent, CloseReason, OutboxEntry, Persist};
+use secretchat_engine::store::{ChatWrite, Durability, Store, StoreError, StoreOptions};
+
+fn entry(raw: u32) -> OutboxEntry {
+    OutboxEntry {
+        random_id: i64::from(raw),
+        wire: vec![raw as u8; 40],
+        in_seq_no: 0,
+        out_seq_no: 2 * raw as i32 + 1,
+        service: false,
+        file: None,
+        silent: false,
+    }
+}
+
+fn write(
+    store: &Store,
+    handle: u64,
+    state: &[u8],
+    persist: &Persist,
+    events: &[AppEvent],
+) -> Vec<u64> {
+    store
+        .write_chat(&ChatWrite {
+            account: 1,
+            handle,
+            chat_id: 500 + handle as i32,
+            state,
+            persist,
+            events,
+            qts: None,
+        })
+        .unwrap()
+        .1
+}
+
+#[test]
+fn a_newer_schema_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        s.put_meta(b"schema_version", &99u32.to_be_bytes()).unwrap();
+    }
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::NewerSchema { found: 99 }));
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[test]
+fn chat_records_outbox_waiting_and_inbox_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let mut p = Persist::default();
+    p.outbox_put = (0..5).map(|r| (r, entry(r))).collect();
+    let seqs = write(
+        &s,
+        7,
+        b"state-1",
+        &p,
+        &[AppEvent::PeerLayer(144), AppEvent::Rekeyed(9)],
+    );
+    assert_eq!(seqs.len(), 2);
+    // Acknowledge below 3, replace nothing else.
+    let mut p = Persist::default();
+    p.outbox_ack_below = Some(3);
+    write(&s, 7, b"state-2", &p, &[]);
+    let c = s.load_chat(1, 7).unwrap().unwrap();
+    assert_eq!(c.state, b"state-2");
+    assert_eq!(c.outbox.iter().map(|(r, _)| *r).collect::<Vec<_>>(), [3, 4]);
+    assert_eq!(c.outbox[0].1, entry(3));
+    assert_eq!(s.handle_of(1, 507).unwrap(), Some(7));
+    assert_eq!(s.chats_with_pending_work().unwrap(), [(1, 7)]);
+    let inbox = s.inbox().unwrap();
+    assert_eq!(inbox.len(), 2);
+    assert_eq!(inbox[1].3, AppEvent::Rekeyed(9));
+    s.ack_inbox(inbox[0].0).unwrap();
+    assert_eq!(s.inbox().unwrap().len(), 1);
+    // Closing drops outbox and waiting.
+    let mut p = Persist::default();
+    p.closed = true;
+    write(
+        &s,
+        7,
+        b"closed",
+        &p,
+        &[AppEvent::ChatClosed(CloseReason::Local)],
+    );
+    assert!(s.load_chat(1, 7).unwrap().unwrap().outbox.is_empty());
+    assert!(s.chats_with_pending_work().unwrap().is_empty());
+    // Inbox sequence numbers continue after a reopen.
+    drop(s);
+    let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let more = write(
+        &s,
+        8,
+        b"x",
+        &Persist::default(),
+        &[AppEvent::PeerLayer(100)],
+    );
+    assert!(more[0] > seqs[1]);
+}
+
+#[test]
+fn at_rest_sealing_hides_state_and_refuses_the_wrong_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = |k: u8| StoreOptions {
+        durability: Durability::Sync,
+        at_rest_key: Some([k; 32]),
+    };
+    {
+        let s = Store::open(dir.path(), opts(1)).unwrap();
+        write(
+            &s,
+            3,
+            b"super secret key material",
+            &Persist::default(),
+            &[AppEvent::PeerLayer(73)],
+        );
+        assert_eq!(
+            s.load_chat(1, 3).unwrap().unwrap().state,
+            b"super secret key material"
+        );
+    }
+    // The plaintext appears nowhere in the database files.
+    let mut found = false;
+    for f in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap_or_default();
+        found |= bytes.windows(12).any(|w| w == b"super secret");
+    }
+    assert!(!found, "plaintext state on disk");
+    let s = Store::open(dir.path(), opts(2)).unwrap();
+    assert!(matches!(s.load_chat(1, 3), Err(StoreError::Corrupt(_))));
+    assert!(s.inbox().is_err());
+}
+
+#[tokio::test]
+async fn group_commit_makes_writes_durable_within_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        dir.path(),
+        StoreOptions {
+            durability: Durability::GroupCommit {
+                interval: Duration::from_millis(5),
+            },
+            at_rest_key: None,
+        },
+    )
+    .unwrap();
+    let (ticket, _) = s
+        .write_chat(&ChatWrite {
+            account: 1,
+            handle: 1,
+            chat_id: 0,
+            state: b"s",
+            persist: &Persist::default(),
+            events: &[],
+            qts: None,
+        })
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.synced(ticket))
+        .await
+        .expect("fsynced by the group-commit thread");
+}
