@@ -31,7 +31,15 @@ pub struct AccountActor {
     /// Outstanding difference batch: messages still to store, qts to reach afterwards.
     diff: Option<(usize, i32)>,
     updates: Option<tokio::sync::mpsc::UnboundedReceiver<api::Update>>,
+    /// Updates for chat ids not (yet) known: our own new chat's id is learned from the
+    /// requestEncryption answer, which can arrive after the peer's first updates.
+    orphans: Vec<(std::time::Instant, i32, Event, Option<AckToken>)>,
 }
+
+/// Most updates held for unknown chats.
+const MAX_ORPHANS: usize = 1024;
+/// How long an update for an unknown chat is held before it is considered not ours.
+const ORPHAN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl AccountActor {
     pub(super) fn new(
@@ -51,6 +59,7 @@ impl AccountActor {
             in_flight: BTreeSet::new(),
             diff: None,
             updates: Some(updates),
+            orphans: Vec::new(),
         }
     }
 }
@@ -194,10 +203,15 @@ impl AccountActor {
         let handle = match self.shared.store.handle_of(self.account, chat_id) {
             Ok(Some(h)) => h,
             _ => {
-                // Not our chat (or gone): nothing to store.
-                if let Some(a) = ack {
-                    self.processed(a);
+                // Unknown for now: hold it (and its acknowledgement) until the chat is known.
+                if self.orphans.len() >= MAX_ORPHANS {
+                    let (_, _, _, old) = self.orphans.remove(0);
+                    if let Some(a) = old {
+                        self.processed(a);
+                    }
                 }
+                self.orphans
+                    .push((std::time::Instant::now(), chat_id, event, ack));
                 return;
             }
         };
@@ -373,9 +387,33 @@ impl Handler<Processed> for AccountActor {
     }
 }
 
+impl AccountActor {
+    /// Routes held updates whose chat is now known; gives up on old ones (not our chat).
+    fn retry_orphans(&mut self, ctx: &mut Context<Self>) {
+        for (since, chat_id, event, ack) in std::mem::take(&mut self.orphans) {
+            let known = matches!(
+                self.shared.store.handle_of(self.account, chat_id),
+                Ok(Some(_))
+            );
+            if known {
+                self.route(chat_id, event, ack, ctx);
+            } else if since.elapsed() > ORPHAN_TTL {
+                if let Some(a) = ack {
+                    self.processed(a);
+                }
+            } else {
+                self.orphans.push((since, chat_id, event, ack));
+            }
+        }
+    }
+}
+
 impl Handler<Tick> for AccountActor {
     type Result = ();
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        if !self.orphans.is_empty() {
+            self.retry_orphans(ctx);
+        }
         let Some(mark) = self.watermark else {
             return;
         };

@@ -12,6 +12,7 @@
 
 pub mod account;
 pub mod chat;
+mod commands;
 pub mod workers;
 
 use std::collections::HashMap;
