@@ -560,13 +560,24 @@ async fn many_accounts_and_chats_at_once() {
     }
     // Every chat's receiving side gets its N messages in order.
     let receivers: Vec<(u64, u64, usize)> = accepted.iter().map(|&(acc, h)| (acc, h, 0)).collect();
-    pump(&engine, &mut rx, &mut seen, Duration::from_secs(120), |s| {
+    let done = pump(&engine, &mut rx, &mut seen, Duration::from_secs(120), |s| {
         receivers
             .iter()
             .all(|&(acc, h, _)| s.texts(acc, h).len() >= N)
     })
-    .await
-    .unwrap();
+    .await;
+    if done.is_err() {
+        let mut report = String::new();
+        for &(acc, h, _) in &receivers {
+            let st = engine.status(acc, h).await;
+            report += &format!("\n{acc}/{h}: {} texts, {st:?}", seen.texts(acc, h).len());
+        }
+        for (acc, h, _) in &origin {
+            let st = engine.status(*acc, *h).await;
+            report += &format!("\norigin {acc}/{h}: {st:?}");
+        }
+        panic!("{report}\n{:?}", sim.stats());
+    }
     for &(acc, h, _) in &receivers {
         let texts = seen.texts(acc, h);
         let prefix = texts[0].split(':').next().unwrap().to_owned();

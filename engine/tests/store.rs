@@ -55,8 +55,10 @@ fn a_newer_schema_is_refused_with_a_clear_error() {
 fn chat_records_outbox_waiting_and_inbox_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let mut p = Persist::default();
-    p.outbox_put = (0..5).map(|r| (r, entry(r))).collect();
+    let p = Persist {
+        outbox_put: (0..5).map(|r| (r, entry(r))).collect(),
+        ..Persist::default()
+    };
     let seqs = write(
         &s,
         7,
@@ -66,8 +68,10 @@ fn chat_records_outbox_waiting_and_inbox_round_trip() {
     );
     assert_eq!(seqs.len(), 2);
     // Acknowledge below 3, replace nothing else.
-    let mut p = Persist::default();
-    p.outbox_ack_below = Some(3);
+    let p = Persist {
+        outbox_ack_below: Some(3),
+        ..Persist::default()
+    };
     write(&s, 7, b"state-2", &p, &[]);
     let c = s.load_chat(1, 7).unwrap().unwrap();
     assert_eq!(c.state, b"state-2");
@@ -81,8 +85,10 @@ fn chat_records_outbox_waiting_and_inbox_round_trip() {
     s.ack_inbox(inbox[0].0).unwrap();
     assert_eq!(s.inbox().unwrap().len(), 1);
     // Closing drops outbox and waiting.
-    let mut p = Persist::default();
-    p.closed = true;
+    let p = Persist {
+        closed: true,
+        ..Persist::default()
+    };
     write(
         &s,
         7,

@@ -280,6 +280,14 @@ impl AccountActor {
             let Ok(handle) = self.shared.store.new_handle() else {
                 return;
             };
+            if self
+                .shared
+                .store
+                .index_chat(self.account, req.id, handle)
+                .is_err()
+            {
+                return;
+            }
             let (core, actions) = ChatCore::requested(self.shared.config.chat, req);
             self.start_chat(handle, core, actions, None, ctx);
             return;

@@ -380,6 +380,24 @@ impl Store {
             })
     }
 
+    /// Records that server chat `chat_id` of `account` is `handle` (durably, at once: a repeated
+    /// request update must find it).
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn index_chat(&self, account: u64, chat_id: i32, handle: u64) -> Result<(), StoreError> {
+        let mut b = WriteBatch::default();
+        b.put_cf(
+            self.cf("chat_index"),
+            cat(&[&account.to_be_bytes(), &chat_id.to_be_bytes()]),
+            handle.to_be_bytes(),
+        );
+        let mut w = WriteOptions::default();
+        w.set_sync(self.durability == Durability::Sync);
+        self.db.write_opt(b, &w)?;
+        Ok(())
+    }
+
     /// The handle of server chat `chat_id` of `account`.
     ///
     /// # Errors
