@@ -28,6 +28,7 @@ fn config() -> EngineConfig {
         chat_threads: 2,
         ack_interval: Duration::from_millis(50),
         difference_interval: Duration::from_millis(300),
+        idle_after: Duration::from_secs(30),
     }
 }
 
@@ -584,4 +585,56 @@ async fn many_accounts_and_chats_at_once() {
         let want: Vec<String> = (0..N).map(|n| format!("{prefix}:{n}")).collect();
         assert_eq!(texts, want, "account {acc} chat {h}");
     }
+}
+
+/// Idle chats leave memory and come back from the store when addressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_chats_leave_memory_and_come_back() {
+    let root = tempfile::tempdir().unwrap();
+    let sim = SimServer::new(SimFaults::NONE, 9);
+    let mut a = node(&sim, root.path(), 1, 0).await;
+    let mut b = node(&sim, root.path(), 2, 0).await;
+    let (ha, hb) = open_chat(&mut a, &mut b, 2).await;
+    a.engine().send_text(a.account, ha, "one").await.unwrap();
+    b.engine().send_text(b.account, hb, "two").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.seen.texts(a.account, ha).is_empty() || b.seen.texts(b.account, hb).is_empty() {
+        a.pump(Duration::from_millis(50)).await;
+        b.pump(Duration::from_millis(50)).await;
+        assert!(Instant::now() < deadline);
+    }
+    // Restart with a short idle limit: both chats go to sleep once nothing is in flight.
+    for n in [&mut a, &mut b] {
+        n.engine = None;
+        n.rx = None;
+        let mut cfg = config();
+        cfg.idle_after = Duration::from_millis(200);
+        let (engine, rx) = Engine::open(&n.dir, cfg).unwrap();
+        let feed = engine
+            .add_account(n.account, Arc::new(n.device.clone()))
+            .await
+            .unwrap();
+        sim.connect(&n.device, feed);
+        n.engine = Some(engine);
+        n.rx = Some(rx);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        a.pump(Duration::from_millis(100)).await;
+        b.pump(Duration::from_millis(100)).await;
+        let active = a.engine().active_chats(a.account).await.unwrap()
+            + b.engine().active_chats(b.account).await.unwrap();
+        if active == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{active} chats still active");
+    }
+    a.engine().send_text(a.account, ha, "three").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b.seen.texts(b.account, hb).len() < 2 {
+        b.pump(Duration::from_millis(50)).await;
+        a.pump(Duration::from_millis(10)).await;
+        assert!(Instant::now() < deadline);
+    }
+    assert_eq!(b.seen.texts(b.account, hb), ["one", "three"]);
 }

@@ -11,7 +11,7 @@ use actix::prelude::*;
 use secretchat_schema::api::enums as api;
 use secretchat_schema::api::functions::{messages as m, updates as u};
 
-use super::chat::{ChatActor, ChatInput, GetStatus};
+use super::chat::{ChatActor, ChatInput, GetStatus, TryStop};
 use super::{AckToken, EngineError, Shared, call_retrying, now_ms};
 use crate::protocol::chat::{Action, ChatCore, ChatStatus, Command, Event};
 use crate::transport::ServerApi;
@@ -34,6 +34,10 @@ pub struct AccountActor {
     /// Updates for chat ids not (yet) known: our own new chat's id is learned from the
     /// requestEncryption answer, which can arrive after the peer's first updates.
     orphans: Vec<(std::time::Instant, i32, Event, Option<AckToken>)>,
+    /// When each active chat was last addressed.
+    last_seen: HashMap<u64, std::time::Instant>,
+    /// Chats asked to stop: inputs for them wait here until they answer.
+    stopping: HashMap<u64, Vec<ChatInput>>,
 }
 
 /// Most updates held for unknown chats.
@@ -60,6 +64,8 @@ impl AccountActor {
             diff: None,
             updates: Some(updates),
             orphans: Vec::new(),
+            last_seen: HashMap::new(),
+            stopping: HashMap::new(),
         }
     }
 }
@@ -136,6 +142,8 @@ impl Actor for AccountActor {
         ctx.run_interval(every, |_, ctx| ctx.notify(Tick));
         let diff_every = self.shared.config.difference_interval;
         ctx.run_interval(diff_every, |act, ctx| act.get_difference(ctx));
+        let sweep = (self.shared.config.idle_after / 2).max(std::time::Duration::from_millis(50));
+        ctx.run_interval(sweep, |act, ctx| act.sweep_idle(ctx));
     }
 }
 
@@ -186,10 +194,12 @@ impl AccountActor {
             owner: ctx.address(),
             initial,
             initial_done: done,
+            in_flight: 0,
         };
         let arbiter = self.shared.arbiter(handle);
         let addr = ChatActor::start_in_arbiter(&arbiter, move |_| actor);
         self.chats.insert(handle, addr.clone());
+        self.last_seen.insert(handle, std::time::Instant::now());
         addr
     }
 
@@ -215,17 +225,61 @@ impl AccountActor {
                 return;
             }
         };
-        match self.chat(handle, ctx) {
-            Ok(addr) => addr.do_send(ChatInput {
-                event,
-                ack,
-                done: None,
-            }),
-            Err(_) => {
-                if let Some(a) = ack {
-                    self.processed(a);
-                }
+        let input = ChatInput {
+            event,
+            ack,
+            done: None,
+        };
+        if let Err(input) = self.deliver(handle, input, ctx) {
+            if let Some(a) = input.ack {
+                self.processed(a);
             }
+        }
+    }
+
+    /// Hands `input` to chat `handle`: waits while the chat is stopping, activates it from the
+    /// store if it sleeps. Gives the input back if the chat does not exist.
+    fn deliver(
+        &mut self,
+        handle: u64,
+        input: ChatInput,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), ChatInput> {
+        if let Some(buffer) = self.stopping.get_mut(&handle) {
+            buffer.push(input);
+            return Ok(());
+        }
+        match self.chat(handle, ctx) {
+            Ok(addr) => {
+                self.last_seen.insert(handle, std::time::Instant::now());
+                addr.do_send(input);
+                Ok(())
+            }
+            Err(_) => Err(input),
+        }
+    }
+
+    /// Asks chats idle for longer than `idle_after` to stop (they refuse while they have work
+    /// in flight); their records stay in the store and they are activated again when addressed.
+    fn sweep_idle(&mut self, ctx: &mut Context<Self>) {
+        let idle_after = self.shared.config.idle_after;
+        let idle: Vec<u64> = self
+            .last_seen
+            .iter()
+            .filter(|(h, t)| t.elapsed() > idle_after && !self.stopping.contains_key(h))
+            .map(|(h, _)| *h)
+            .collect();
+        for handle in idle {
+            let Some(addr) = self.chats.get(&handle).cloned() else {
+                self.last_seen.remove(&handle);
+                continue;
+            };
+            self.stopping.insert(handle, Vec::new());
+            let me = ctx.address();
+            actix::spawn(async move {
+                let stopped = addr.send(TryStop).await.unwrap_or(true);
+                me.do_send(StopAnswer { handle, stopped });
+            });
         }
     }
 
@@ -381,6 +435,46 @@ impl AccountActor {
     }
 }
 
+/// A chat answered [`TryStop`].
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StopAnswer {
+    handle: u64,
+    stopped: bool,
+}
+
+impl Handler<StopAnswer> for AccountActor {
+    type Result = ();
+    fn handle(&mut self, msg: StopAnswer, ctx: &mut Context<Self>) {
+        let waiting = self.stopping.remove(&msg.handle).unwrap_or_default();
+        if msg.stopped {
+            self.chats.remove(&msg.handle);
+            self.last_seen.remove(&msg.handle);
+        } else {
+            self.last_seen.insert(msg.handle, std::time::Instant::now());
+        }
+        for input in waiting {
+            if let Err(input) = self.deliver(msg.handle, input, ctx) {
+                if let Some(a) = input.ack {
+                    self.processed(a);
+                }
+            }
+        }
+    }
+}
+
+/// Active chats of the account (for reports and tests).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(super) struct ActiveChats;
+
+impl Handler<ActiveChats> for AccountActor {
+    type Result = usize;
+    fn handle(&mut self, _: ActiveChats, _: &mut Context<Self>) -> usize {
+        self.chats.values().filter(|a| a.connected()).count()
+    }
+}
+
 impl Handler<Incoming> for AccountActor {
     type Result = ();
     fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
@@ -465,16 +559,16 @@ impl Handler<RequestChat> for AccountActor {
 impl Handler<ChatCommand> for AccountActor {
     type Result = ResponseFuture<Result<(), EngineError>>;
     fn handle(&mut self, msg: ChatCommand, ctx: &mut Context<Self>) -> Self::Result {
-        let addr = match self.chat(msg.0, ctx) {
-            Ok(a) => a,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        addr.do_send(ChatInput {
+        let input = ChatInput {
             event: Event::Command(msg.1),
             ack: None,
             done: Some(tx),
-        });
+        };
+        if self.deliver(msg.0, input, ctx).is_err() {
+            let e = EngineError::NoSuchChat(msg.0);
+            return Box::pin(async move { Err(e) });
+        }
         // Accepted means stored: a restart after this cannot lose the command.
         Box::pin(async move { rx.await.map_err(|_| EngineError::Stopped) })
     }

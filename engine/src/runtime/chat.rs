@@ -30,6 +30,26 @@ pub struct ChatActor {
     pub(super) initial: Vec<Action>,
     /// Told once the initial actions are stored.
     pub(super) initial_done: Option<tokio::sync::oneshot::Sender<()>>,
+    /// DH jobs and config requests not answered yet.
+    pub(super) in_flight: usize,
+}
+
+/// Stop if there is nothing in flight (answers whether it stopped). A stopped chat is
+/// activated from the store when next addressed; its week-long key-age check then happens on
+/// the next message.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct TryStop;
+
+impl Handler<TryStop> for ChatActor {
+    type Result = bool;
+    fn handle(&mut self, _: TryStop, ctx: &mut Context<Self>) -> bool {
+        let quiet = self.in_flight == 0 && self.core.can_sleep();
+        if quiet {
+            ctx.stop();
+        }
+        quiet
+    }
 }
 
 impl Actor for ChatActor {
@@ -105,6 +125,7 @@ impl ChatActor {
                     );
                 }
                 Action::Compute(job) => {
+                    self.in_flight += 1;
                     let pool = self.shared.rekey.clone();
                     let me = me.clone();
                     actix::spawn(async move {
@@ -118,6 +139,7 @@ impl ChatActor {
                     });
                 }
                 Action::NeedDhConfig => {
+                    self.in_flight += 1;
                     let svc = self.shared.dh_config.clone();
                     let (account, api, me) = (self.account, self.api.clone(), me.clone());
                     actix::spawn(async move {

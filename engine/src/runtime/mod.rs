@@ -49,6 +49,8 @@ pub struct EngineConfig {
     pub ack_interval: Duration,
     /// How often missed updates are fetched with getDifference.
     pub difference_interval: Duration,
+    /// Chats not addressed for this long leave memory (their records stay in the store).
+    pub idle_after: Duration,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +64,7 @@ impl Default for EngineConfig {
             chat_threads: cores,
             ack_interval: Duration::from_millis(200),
             difference_interval: Duration::from_secs(5),
+            idle_after: Duration::from_secs(60),
         }
     }
 }
@@ -211,6 +214,7 @@ enum Request {
     ),
     Command(u64, u64, Command, oneshot::Sender<Result<(), EngineError>>),
     Status(u64, u64, oneshot::Sender<Result<ChatStatus, EngineError>>),
+    Active(u64, oneshot::Sender<usize>),
 }
 
 /// The engine: cheap to clone, usable from any thread or runtime.
@@ -348,6 +352,18 @@ impl Engine {
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
+    /// How many of `account`'s chats are in memory (idle ones leave after `idle_after`).
+    ///
+    /// # Errors
+    /// [`EngineError::Stopped`].
+    pub async fn active_chats(&self, account: u64) -> Result<usize, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Active(account, tx))
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
     /// The application handled event `seq`: it is removed from the inbox and never delivered
     /// again.
     ///
@@ -432,6 +448,13 @@ async fn run(
                     let _ = reply.send(Err(EngineError::NoSuchAccount(account)));
                 }
             },
+            Request::Active(account, reply) => {
+                let n = match accounts.get(&account) {
+                    Some(a) => a.send(account::ActiveChats).await.unwrap_or(0),
+                    None => 0,
+                };
+                let _ = reply.send(n);
+            }
             Request::Status(account, chat, reply) => match accounts.get(&account) {
                 Some(a) => {
                     let r = a

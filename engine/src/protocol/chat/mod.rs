@@ -386,6 +386,21 @@ impl ChatCore {
         matches!(self.phase, Phase::Ready)
     }
 
+    /// Whether the chat may leave memory: key agreed (or closed), no hole open, no re-key or
+    /// handshake computation under way, and nothing unacknowledged — or the newest
+    /// unacknowledged message was already re-sent twice (a quiet peer never acknowledges the
+    /// tail of a conversation; the re-sending resumes when the chat is next loaded).
+    pub fn can_sleep(&self) -> bool {
+        let settled = matches!(self.phase, Phase::Ready | Phase::Closed(_));
+        settled
+            && self.waiting.is_empty()
+            && !self.rekey.in_progress()
+            && self.handshake_job.is_none()
+            && self.rekey_job.is_none()
+            && (self.outbox.is_empty()
+                || self.retransmit_backoff >= self.config.retransmit_ms.saturating_mul(4))
+    }
+
     /// The key visualization (empty until the key is agreed).
     pub fn visualization(&self) -> &[u8] {
         &self.visualization
