@@ -680,3 +680,41 @@ fn a_peer_on_a_newer_layer_is_reported() {
     );
     assert_eq!(p.core.status(p.now).negotiated_layer, 144);
 }
+
+#[test]
+fn documents_use_the_layer_46_constructor_below_layer_143() {
+    use secretchat_engine::protocol::chat::Outgoing;
+    let doc = e2e::DecryptedMessageMedia::Document143(e2e_t::DecryptedMessageMediaDocument143 {
+        thumb: vec![1, 2],
+        thumb_w: 2,
+        thumb_h: 1,
+        mime_type: "application/pdf".into(),
+        size: 1234,
+        key: vec![7; 32],
+        iv: vec![8; 32],
+        attributes: vec![],
+        caption: "doc".into(),
+    });
+    let file = secretchat_schema::api::enums::InputEncryptedFile::Empty(
+        secretchat_schema::api::types::InputEncryptedFileEmpty {},
+    );
+    for (layer, want143) in [(73, false), (143, true), (144, true)] {
+        let mut p = pair(layer);
+        let mut out = Outgoing::text(1, "doc");
+        out.media = Some((doc.clone(), file.clone()));
+        let a = p.feed(Event::Command(Command::Send(Box::new(out))));
+        let Payload::Layered(l) = p.mallory_reads(&sent(&a).pop().unwrap()) else {
+            panic!()
+        };
+        let e2e::DecryptedMessage::DecryptedMessage73(m) = l.message else {
+            panic!()
+        };
+        match m.media.unwrap() {
+            e2e::DecryptedMessageMedia::Document143(d) => assert!(want143 && d.size == 1234),
+            e2e::DecryptedMessageMedia::Document46(d) => {
+                assert!(!want143 && d.size == 1234 && d.key == vec![7; 32]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -24,6 +24,8 @@ pub const MTPROTO2_LAYER: i32 = 73;
 pub const NEW_ENTITIES_LAYER: i32 = 101;
 /// Spoiler and custom-emoji entities exist from this layer.
 pub const SPOILER_LAYER: i32 = 144;
+/// `decryptedMessageMediaDocument` with a 64-bit size exists from this layer.
+pub const DOCUMENT64_LAYER: i32 = 143;
 
 /// What observing a layer value meant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

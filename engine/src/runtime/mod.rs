@@ -13,6 +13,7 @@
 pub mod account;
 pub mod chat;
 mod commands;
+pub mod files;
 pub mod workers;
 
 use std::collections::HashMap;
@@ -122,6 +123,17 @@ pub enum EventKind {
     /// A call failed for a reason the engine cannot fix (the message stays stored and is
     /// retried by the protocol's timers).
     Error(String),
+    /// A file transfer advanced (not stored, not acknowledged).
+    FileProgress {
+        /// The file id (server id of the upload or download).
+        file_id: i64,
+        /// Bytes done (encrypted).
+        done: u64,
+        /// Bytes in all (encrypted).
+        total: u64,
+        /// Upload (else download).
+        upload: bool,
+    },
 }
 
 /// State shared by the actors.
@@ -222,6 +234,9 @@ enum Request {
 pub struct Engine {
     tx: mpsc::UnboundedSender<Request>,
     store: Arc<Store>,
+    apis: Arc<std::sync::Mutex<HashMap<u64, Arc<dyn ServerApi>>>>,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    files: Addr<FileCryptor>,
     _system: Arc<SystemGuard>,
 }
 
@@ -269,19 +284,26 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let (sys_tx, sys_rx) = std::sync::mpsc::channel();
         let thread_store = store.clone();
+        let engine_events = events_tx.clone();
+        let file_threads = config.file_threads.max(1);
         let thread = std::thread::Builder::new()
             .name("secretchat-engine".into())
             .spawn(move || {
                 let sys = System::new();
-                let _ = sys_tx.send(System::current());
-                sys.block_on(run(thread_store, config, events_tx, rx, pending));
+                let files =
+                    sys.block_on(async move { SyncArbiter::start(file_threads, || FileCryptor) });
+                let _ = sys_tx.send((System::current(), files.clone()));
+                sys.block_on(run(thread_store, config, events_tx, rx, pending, files));
             })
             .map_err(|_| EngineError::Stopped)?;
-        let system = sys_rx.recv().map_err(|_| EngineError::Stopped)?;
+        let (system, files) = sys_rx.recv().map_err(|_| EngineError::Stopped)?;
         Ok((
             Engine {
                 tx,
                 store,
+                apis: Arc::default(),
+                events: engine_events,
+                files,
                 _system: Arc::new(SystemGuard {
                     system,
                     thread: Some(thread),
@@ -300,6 +322,9 @@ impl Engine {
         account: u64,
         api: Arc<dyn ServerApi>,
     ) -> Result<UpdateFeed, EngineError> {
+        if let Ok(mut m) = self.apis.lock() {
+            m.insert(account, api.clone());
+        }
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Request::AddAccount(account, api, tx))
@@ -386,11 +411,10 @@ async fn run(
     events: mpsc::UnboundedSender<EngineEvent>,
     mut rx: mpsc::UnboundedReceiver<Request>,
     pending: Vec<(u64, u64)>,
+    files: Addr<FileCryptor>,
 ) {
     let dh_threads = config.dh_threads.max(1);
-    let file_threads = config.file_threads.max(1);
     let rekey = SyncArbiter::start(dh_threads, || RekeyActor);
-    let files = SyncArbiter::start(file_threads, || FileCryptor);
     let registry = Arc::new(ParamsRegistry::default());
     let dh_config = DhConfigActor::new(store.clone(), registry.clone()).start();
     let arbiters: Vec<Arbiter> = (0..config.chat_threads.max(1))

@@ -225,6 +225,15 @@ impl SimServer {
             .map_or(0, |d| d.queue.len())
     }
 
+    /// Flips a byte of a stored file (tests: tampering on the server).
+    pub fn tamper_file(&self, id: i64, offset: usize) {
+        if let Some(f) = self.lock().files.get_mut(&id) {
+            if let Some(b) = f.data.get_mut(offset) {
+                *b ^= 0x55;
+            }
+        }
+    }
+
     /// Connects a device's live updates to `feed` (replacing an earlier connection).
     pub fn connect(&self, device: &SimDevice, feed: UpdateFeed) {
         let mut s = self.lock();

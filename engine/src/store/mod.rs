@@ -119,6 +119,9 @@ pub struct ChatWrite<'a> {
     pub qts: Option<i32>,
 }
 
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// A write's place in the commit order; wait for it with [`Store::synced`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Ticket(u64);
@@ -248,6 +251,46 @@ impl Store {
         w.set_sync(true);
         self.db.write_opt(b, &w)?;
         Ok(())
+    }
+
+    /// Reads a metadata value.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.meta(key)
+    }
+
+    /// Removes a metadata value durably.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn delete_meta(&self, key: &[u8]) -> Result<(), StoreError> {
+        let mut b = WriteBatch::default();
+        b.delete_cf(self.cf("meta"), key);
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.db.write_opt(b, &w)?;
+        Ok(())
+    }
+
+    /// Metadata entries whose key starts with `prefix`.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf("meta"),
+            IteratorMode::From(prefix, Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Waits until the write with `ticket` is durable (at once except in group commit).

@@ -11,7 +11,7 @@ use super::{
     AppEvent, Call, ChatCore, CloseReason, Millis, Out, OutboxEntry, Outgoing, PendingSend, Phase,
     ServiceAction, Timer,
 };
-use crate::protocol::layer::{MTPROTO2_LAYER, entities_for};
+use crate::protocol::layer::{DOCUMENT64_LAYER, MTPROTO2_LAYER, entities_for};
 
 /// The message in its richest form (layer 73+ constructor) and the file to attach.
 pub(super) fn full_message(
@@ -41,11 +41,13 @@ pub(super) fn full_message(
 
 /// `m` as the negotiated `layer` has it: `decryptedMessage46` below 73 (no silent, no_webpage,
 /// grouped_id), and only the entities the layer knows.
-fn for_layer(layer: i32, m: types::DecryptedMessage73) -> enums::DecryptedMessage {
+fn for_layer(layer: i32, mut m: types::DecryptedMessage73) -> enums::DecryptedMessage {
     let entities = m
         .entities
+        .take()
         .map(|e| entities_for(layer, e))
         .filter(|e| !e.is_empty());
+    m.media = m.media.take().map(|md| media_for_layer(layer, md));
     if layer >= MTPROTO2_LAYER {
         enums::DecryptedMessage::DecryptedMessage73(types::DecryptedMessage73 { entities, ..m })
     } else {
@@ -58,6 +60,27 @@ fn for_layer(layer: i32, m: types::DecryptedMessage73) -> enums::DecryptedMessag
             via_bot_name: m.via_bot_name,
             reply_to_random_id: m.reply_to_random_id,
         })
+    }
+}
+
+/// Documents with 64-bit sizes exist from layer 143; below it the layer-46 constructor is used
+/// (the sender refuses files that do not fit before they get here).
+fn media_for_layer(layer: i32, m: enums::DecryptedMessageMedia) -> enums::DecryptedMessageMedia {
+    match m {
+        enums::DecryptedMessageMedia::Document143(d) if layer < DOCUMENT64_LAYER => {
+            enums::DecryptedMessageMedia::Document46(types::DecryptedMessageMediaDocument46 {
+                thumb: d.thumb,
+                thumb_w: d.thumb_w,
+                thumb_h: d.thumb_h,
+                mime_type: d.mime_type,
+                size: i32::try_from(d.size).unwrap_or(i32::MAX),
+                key: d.key,
+                iv: d.iv,
+                attributes: d.attributes,
+                caption: d.caption,
+            })
+        }
+        other => other,
     }
 }
 

@@ -1,0 +1,295 @@
+//! Encrypted files end to end through the engine and the simulated server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use secretchat_engine::protocol::chat::{AppEvent, ChatConfig, Command};
+use secretchat_engine::runtime::files::{FileError, FileRef, FileToSend};
+use secretchat_engine::runtime::{Engine, EngineConfig, EngineEvent, EventKind, Events};
+use secretchat_engine::sim::{SimDevice, SimFaults, SimServer};
+use secretchat_engine::store::{Durability, StoreOptions};
+use secretchat_engine::transport::{BoxFuture, RpcError, ServerApi};
+use secretchat_schema::api::{enums as api, types as api_types};
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        chat: ChatConfig {
+            resend_retry_ms: 300,
+            unhealthy_after: 10,
+            retransmit_ms: 500,
+            max_backoff_ms: 2_000,
+        },
+        store: StoreOptions {
+            durability: Durability::Buffered,
+            at_rest_key: None,
+        },
+        dh_threads: 2,
+        file_threads: 2,
+        chat_threads: 2,
+        ack_interval: Duration::from_millis(50),
+        difference_interval: Duration::from_millis(300),
+        idle_after: Duration::from_secs(30),
+    }
+}
+
+/// Fails `upload.saveFilePart`/`saveBigFilePart` with a non-retryable error after `limit`
+/// parts (a crash in the middle of an upload), and counts the parts it let through.
+struct CrashAfter {
+    inner: SimDevice,
+    limit: usize,
+    parts: Arc<AtomicUsize>,
+}
+
+impl ServerApi for CrashAfter {
+    fn invoke(&self, request: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        use secretchat_schema::Identifiable;
+        use secretchat_schema::api::functions::upload as up;
+        let id = u32::from_le_bytes(request[..4].try_into().unwrap());
+        if id == up::SaveFilePart::CONSTRUCTOR_ID || id == up::SaveBigFilePart::CONSTRUCTOR_ID {
+            if self.parts.load(Ordering::SeqCst) >= self.limit {
+                return Box::pin(async { Err(RpcError::new(400, "TEST_CRASH")) });
+            }
+            self.parts.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.invoke(request)
+    }
+}
+
+struct Side {
+    engine: Engine,
+    rx: Events,
+    events: Vec<EngineEvent>,
+    account: u64,
+}
+
+impl Side {
+    async fn pump(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while let Ok(Some(e)) = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            self.rx.recv(),
+        )
+        .await
+        {
+            if let Some(s) = e.seq {
+                self.engine.ack(s).unwrap();
+            }
+            self.events.push(e);
+        }
+    }
+
+    fn files(&self) -> Vec<FileRef> {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::App(AppEvent::Message { message, file }) => {
+                    FileRef::from_message(message, file.as_ref())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn chat(&self, f: impl Fn(&AppEvent) -> bool) -> Option<u64> {
+        self.events
+            .iter()
+            .find(|e| matches!(&e.kind, EventKind::App(a) if f(a)))
+            .map(|e| e.chat)
+    }
+}
+
+async fn side(
+    dir: &std::path::Path,
+    sim: &Arc<SimServer>,
+    user: i64,
+    api: Arc<dyn ServerApi>,
+) -> Side {
+    let (engine, rx) = Engine::open(dir, config()).unwrap();
+    let feed = engine.add_account(user as u64, api).await.unwrap();
+    sim.connect(&sim.device(user, 0), feed);
+    Side {
+        engine,
+        rx,
+        events: Vec::new(),
+        account: user as u64,
+    }
+}
+
+async fn open(a: &mut Side, b: &mut Side) -> (u64, u64) {
+    let user = api::InputUser::InputUser(api_types::InputUser {
+        user_id: b.account as i64,
+        access_hash: 0,
+    });
+    let ha = a.engine.request_chat(a.account, user).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let hb = loop {
+        b.pump(Duration::from_millis(50)).await;
+        if let Some(h) = b.chat(|e| matches!(e, AppEvent::ChatRequested { .. })) {
+            break h;
+        }
+        assert!(Instant::now() < deadline);
+    };
+    b.engine
+        .command(b.account, hb, Command::Accept)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a
+        .chat(|e| matches!(e, AppEvent::ChatReady { .. }))
+        .is_none()
+        || b.chat(|e| matches!(e, AppEvent::ChatReady { .. }))
+            .is_none()
+    {
+        a.pump(Duration::from_millis(30)).await;
+        b.pump(Duration::from_millis(30)).await;
+        assert!(Instant::now() < deadline);
+    }
+    // Let the layers be announced both ways.
+    a.pump(Duration::from_millis(200)).await;
+    b.pump(Duration::from_millis(200)).await;
+    (ha, hb)
+}
+
+fn content(size: usize, seed: u8) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+async fn wait_files(b: &mut Side, n: usize) -> Vec<FileRef> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while b.files().len() < n {
+        b.pump(Duration::from_millis(50)).await;
+        assert!(
+            Instant::now() < deadline,
+            "only {} files arrived",
+            b.files().len()
+        );
+    }
+    b.files()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_of_every_boundary_size_round_trip() {
+    let root = tempfile::tempdir().unwrap();
+    let sim = SimServer::new(SimFaults::NONE, 1);
+    let mut a = side(&root.path().join("a"), &sim, 1, Arc::new(sim.device(1, 0))).await;
+    let mut b = side(&root.path().join("b"), &sim, 2, Arc::new(sim.device(2, 0))).await;
+    let (ha, hb) = open(&mut a, &mut b).await;
+    let part = 512 * 1024;
+    let sizes = [0, 1, part, part + 1, 10 * 1024 * 1024 + 1];
+    for (i, &size) in sizes.iter().enumerate() {
+        let path = root.path().join(format!("in{i}"));
+        std::fs::write(&path, content(size, i as u8)).unwrap();
+        a.engine
+            .send_file(
+                a.account,
+                ha,
+                FileToSend::document(&path, "application/octet-stream"),
+            )
+            .await
+            .unwrap();
+    }
+    let refs = wait_files(&mut b, sizes.len()).await;
+    for (i, (f, &size)) in refs.iter().zip(&sizes).enumerate() {
+        assert_eq!(f.size, size as u64);
+        let out = root.path().join(format!("out{i}"));
+        b.engine.download(b.account, hb, f, &out).await.unwrap();
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            content(size, i as u8),
+            "size {size}"
+        );
+    }
+    // Progress was reported for uploads and downloads.
+    a.pump(Duration::from_millis(200)).await;
+    b.pump(Duration::from_millis(200)).await;
+    let progress = |s: &Side, up: bool| {
+        s.events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::FileProgress { upload, .. } if upload == up))
+            .count()
+    };
+    assert!(progress(&a, true) >= 1 + 1 + 1 + 2 + 21);
+    assert!(progress(&b, false) >= 21);
+    // A wrong key is refused before anything is written; a tampered part is detected and the
+    // partial output removed.
+    let mut wrong = refs[3].clone();
+    wrong.key.0[0] ^= 1;
+    let out = root.path().join("wrong");
+    assert!(matches!(
+        b.engine.download(b.account, hb, &wrong, &out).await,
+        Err(FileError::KeyMismatch)
+    ));
+    assert!(!out.exists());
+    sim.tamper_file(refs[3].file.id, 100);
+    let out = root.path().join("tampered");
+    assert!(matches!(
+        b.engine.download(b.account, hb, &refs[3], &out).await,
+        Err(FileError::Corrupt)
+    ));
+    assert!(!out.exists(), "partial output removed");
+    // Sizes that do not match the server's file are refused.
+    let mut lying = refs[1].clone();
+    lying.size = 100;
+    assert!(matches!(
+        b.engine
+            .download(b.account, hb, &lying, &root.path().join("x"))
+            .await,
+        Err(FileError::SizeMismatch { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_interrupted_by_a_crash_resumes_from_the_last_stored_part() {
+    let root = tempfile::tempdir().unwrap();
+    let sim = SimServer::new(SimFaults::NONE, 2);
+    let parts = Arc::new(AtomicUsize::new(0));
+    let crashing = CrashAfter {
+        inner: sim.device(1, 0),
+        limit: 3,
+        parts: parts.clone(),
+    };
+    let adir = root.path().join("a");
+    let mut a = side(&adir, &sim, 1, Arc::new(crashing)).await;
+    let mut b = side(&root.path().join("b"), &sim, 2, Arc::new(sim.device(2, 0))).await;
+    let (ha, hb) = open(&mut a, &mut b).await;
+    let size = 7 * 512 * 1024 + 333;
+    let path = root.path().join("big");
+    std::fs::write(&path, content(size, 9)).unwrap();
+    let err = a
+        .engine
+        .send_file(a.account, ha, FileToSend::document(&path, "video/mp4"))
+        .await;
+    assert!(err.is_err(), "the transport failed after 3 parts");
+    assert_eq!(parts.load(Ordering::SeqCst), 3);
+    // Crash and restart on the same directory, with a working transport.
+    drop(a);
+    let counted = Arc::new(AtomicUsize::new(0));
+    let healthy = CrashAfter {
+        inner: sim.device(1, 0),
+        limit: usize::MAX,
+        parts: counted.clone(),
+    };
+    let a = side(&adir, &sim, 1, Arc::new(healthy)).await;
+    assert_eq!(a.engine.resume_uploads(a.account).await.unwrap(), 1);
+    assert_eq!(
+        counted.load(Ordering::SeqCst),
+        8 - 3,
+        "only the missing parts were sent"
+    );
+    assert_eq!(
+        a.engine.resume_uploads(a.account).await.unwrap(),
+        0,
+        "nothing left"
+    );
+    let refs = wait_files(&mut b, 1).await;
+    let out = root.path().join("big.out");
+    b.engine
+        .download(b.account, hb, &refs[0], &out)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), content(size, 9));
+}
