@@ -293,3 +293,89 @@ async fn an_upload_interrupted_by_a_crash_resumes_from_the_last_stored_part() {
         .unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), content(size, 9));
 }
+
+/// Lets `allowed` `upload.getFile` calls through, then fails them (a transport dying mid-way);
+/// counts the ones that passed.
+struct GetFileGate {
+    inner: SimDevice,
+    allowed: Arc<AtomicUsize>,
+    passed: Arc<AtomicUsize>,
+}
+
+impl ServerApi for GetFileGate {
+    fn invoke(&self, request: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        use secretchat_schema::Identifiable;
+        use secretchat_schema::api::functions::upload as up;
+        let id = u32::from_le_bytes(request[..4].try_into().unwrap());
+        if id == up::GetFile::CONSTRUCTOR_ID {
+            if self.passed.load(Ordering::SeqCst) >= self.allowed.load(Ordering::SeqCst) {
+                return Box::pin(async { Err(RpcError::new(400, "TEST_DISCONNECT")) });
+            }
+            self.passed.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.invoke(request)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_resume_and_files_forward_without_reupload() {
+    let root = tempfile::tempdir().unwrap();
+    let sim = SimServer::new(SimFaults::NONE, 4);
+    let allowed = Arc::new(AtomicUsize::new(2));
+    let passed = Arc::new(AtomicUsize::new(0));
+    let gate = GetFileGate {
+        inner: sim.device(2, 0),
+        allowed: allowed.clone(),
+        passed: passed.clone(),
+    };
+    let mut a = side(&root.path().join("a"), &sim, 1, Arc::new(sim.device(1, 0))).await;
+    let mut b = side(&root.path().join("b"), &sim, 2, Arc::new(gate)).await;
+    let (ha, hb) = open(&mut a, &mut b).await;
+    let size = 5 * 512 * 1024 + 7;
+    let path = root.path().join("f");
+    std::fs::write(&path, content(size, 3)).unwrap();
+    a.engine
+        .send_file(a.account, ha, FileToSend::document(&path, "image/png"))
+        .await
+        .unwrap();
+    let refs = wait_files(&mut b, 1).await;
+    let out = root.path().join("f.out");
+    // The transport dies after 2 parts: the error is a call error and the partial file stays.
+    let err = b.engine.download(b.account, hb, &refs[0], &out).await;
+    assert!(matches!(err, Err(FileError::Call(_))), "{err:?}");
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 2 * 512 * 1024);
+    // Again, with the transport back: only the 4 missing parts are fetched.
+    allowed.store(usize::MAX, Ordering::SeqCst);
+    b.engine
+        .download(b.account, hb, &refs[0], &out)
+        .await
+        .unwrap();
+    assert_eq!(passed.load(Ordering::SeqCst), 2 + 4);
+    assert_eq!(std::fs::read(&out).unwrap(), content(size, 3));
+    // B forwards the file back to A: same server file, same key, no upload.
+    let media = b
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::App(AppEvent::Message { message, .. }) => match message.as_ref() {
+                secretchat_schema::e2e::enums::DecryptedMessage::DecryptedMessage73(m) => {
+                    m.media.clone()
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .unwrap();
+    b.engine
+        .forward_file(b.account, hb, &refs[0], media)
+        .await
+        .unwrap();
+    let back = wait_files(&mut a, 1).await;
+    assert_eq!(back[0].file.id, refs[0].file.id);
+    let out2 = root.path().join("f.back");
+    a.engine
+        .download(a.account, ha, &back[0], &out2)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out2).unwrap(), content(size, 3));
+}

@@ -12,7 +12,10 @@
 //! `encryptedFile` from the update; [`Engine::download`] checks the key fingerprint, fetches
 //! parts in order with `upload.getFile`, decrypts as a stream, checks sizes and the zero padding
 //! (IGE garbles everything after a changed block, so a tampered part shows up there whenever the
-//! size is not a multiple of 16), truncates, and removes the partial output on any error.
+//! size is not a multiple of 16), truncates, and removes the partial output on a verification
+//! error. Progress is stored per part: a download interrupted by a crash or a transport failure
+//! continues from there when called again. [`Engine::forward_file`] re-sends a stored file to
+//! another chat without uploading it again.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -510,7 +513,31 @@ impl Engine {
         Ok(())
     }
 
-    /// Downloads and decrypts `file` to `dest`. On any error `dest` is removed.
+    /// Forwards a received or sent file to another chat without uploading it again
+    /// (`inputEncryptedFile` with the server's id and access hash); the message carries the
+    /// same key and IV in `media`.
+    ///
+    /// # Errors
+    /// [`FileError`].
+    pub async fn forward_file(
+        &self,
+        account: u64,
+        chat: u64,
+        file: &FileRef,
+        media: e2e::DecryptedMessageMedia,
+    ) -> Result<(), FileError> {
+        let input = api::InputEncryptedFile::InputEncryptedFile(api_types::InputEncryptedFile {
+            id: file.file.id,
+            access_hash: file.file.access_hash,
+        });
+        let mut out = Outgoing::text(rand::random(), "");
+        out.media = Some((media, input));
+        self.send(account, chat, out).await?;
+        Ok(())
+    }
+
+    /// Downloads and decrypts `file` to `dest`. On any error `dest` is removed. Progress is
+    /// stored after every part: calling it again after a crash continues where it stopped.
     ///
     /// # Errors
     /// [`FileError::KeyMismatch`], [`FileError::SizeMismatch`], [`FileError::Corrupt`], I/O and
@@ -523,8 +550,19 @@ impl Engine {
         dest: &Path,
     ) -> Result<(), FileError> {
         let result = self.download_inner(account, chat, file, dest).await;
-        if result.is_err() {
-            let _ = std::fs::remove_file(dest);
+        if let Err(e) = &result {
+            // A transport failure leaves the download resumable; a verification failure
+            // removes everything.
+            if !matches!(e, FileError::Call(_)) {
+                let key = [
+                    b"download/".as_slice(),
+                    &account.to_be_bytes(),
+                    &file.file.id.to_be_bytes(),
+                ]
+                .concat();
+                let _ = self.store.delete_meta(&key);
+                let _ = std::fs::remove_file(dest);
+            }
         }
         result
     }
@@ -551,9 +589,36 @@ impl Engine {
             });
         }
         let api = self.api(account)?;
-        let mut out = std::fs::File::create(dest)?;
-        let mut stream = key.stream(Direction::Decrypt);
-        let mut offset = 0u64;
+        let progress_key = [
+            b"download/".as_slice(),
+            &account.to_be_bytes(),
+            &f.file.id.to_be_bytes(),
+        ]
+        .concat();
+        // Resume: (encrypted offset, chain state) stored after each part, if the partial
+        // output still holds exactly the bytes written up to there.
+        let resume = self
+            .store
+            .get_meta(&progress_key)
+            .map_err(EngineError::from)?
+            .and_then(|v| {
+                let offset = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+                let state: [u8; 32] = v.get(8..40)?.try_into().ok()?;
+                let written = std::fs::metadata(dest).ok()?.len();
+                (written == offset.min(f.size)).then_some((offset, state))
+            });
+        let (mut out, mut stream, mut offset) = match resume {
+            Some((offset, state)) => {
+                let mut out = std::fs::OpenOptions::new().write(true).open(dest)?;
+                out.seek(SeekFrom::Start(offset.min(f.size)))?;
+                (out, key.resume(Direction::Decrypt, &state), offset)
+            }
+            None => (
+                std::fs::File::create(dest)?,
+                key.stream(Direction::Decrypt),
+                0u64,
+            ),
+        };
         let location = api::InputFileLocation::InputEncryptedFileLocation(
             api_types::InputEncryptedFileLocation {
                 id: f.file.id,
@@ -594,9 +659,18 @@ impl Engine {
             }
             out.write_all(&plain[..keep])?;
             offset += plain.len() as u64;
+            out.sync_data()?;
+            let mut rec = offset.to_be_bytes().to_vec();
+            rec.extend_from_slice(&stream.chain_state());
+            self.store
+                .put_meta(&progress_key, &rec)
+                .map_err(EngineError::from)?;
             self.progress(account, chat, f.file.id, offset, stored, false);
         }
         out.sync_all()?;
+        self.store
+            .delete_meta(&progress_key)
+            .map_err(EngineError::from)?;
         Ok(())
     }
 }
