@@ -253,6 +253,18 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a metadata value without waiting for fsync (progress records whose loss only
+    /// repeats work).
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn put_meta_lazy(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf("meta"), key, value);
+        self.db.write_opt(b, &WriteOptions::default())?;
+        Ok(())
+    }
+
     /// Reads a metadata value.
     ///
     /// # Errors

@@ -1,0 +1,285 @@
+//! Uploading: part by part, resumable, then the message (and forwarding without upload).
+
+use std::io::{Read, Seek, SeekFrom};
+
+use md5::{Digest, Md5};
+use secretchat_schema::api::functions::upload as up;
+use secretchat_schema::api::{enums as api, types as api_types};
+use secretchat_schema::e2e::{enums as e2e, types as e2e_t};
+use secretchat_schema::{Deserialize, Identifiable, Serialize, TlDeserialize, TlSerialize};
+use zeroize::Zeroize;
+
+use super::{BIG_FILE, FileError, FileRef, FileToSend, MAX_PARTS, encrypted_len, media};
+use crate::crypto::file::{FileKey, PART_SIZE};
+use crate::crypto::ige::Direction;
+use crate::crypto::keys::Secret32;
+use crate::protocol::chat::Outgoing;
+use crate::runtime::workers::CryptPart;
+use crate::runtime::{Engine, EngineError, call_retrying};
+use crate::transport::CallError;
+
+/// `secretchat.upload#820dadf3 account:long chat:long file_id:long path:string size:long
+/// key:bytes iv:bytes next_part:int state:bytes message:bytes = secretchat.Upload` — an upload in
+/// progress (`message`: the `decryptedMessage` to send when done, TL).
+#[derive(Default, TlSerialize, TlDeserialize, Identifiable)]
+#[tl(id = 0x820dadf3, name = "secretchat.upload")]
+struct Upload {
+    account: i64,
+    chat: i64,
+    file_id: i64,
+    path: String,
+    size: i64,
+    key: Vec<u8>,
+    iv: Vec<u8>,
+    next_part: i32,
+    state: Vec<u8>,
+    message: Vec<u8>,
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        self.key.zeroize();
+        self.iv.zeroize();
+        self.state.zeroize();
+        self.message.zeroize();
+    }
+}
+
+fn upload_key(account: u64, file_id: i64) -> Vec<u8> {
+    [
+        b"upload/".as_slice(),
+        &account.to_be_bytes(),
+        &file_id.to_be_bytes(),
+    ]
+    .concat()
+}
+
+impl Engine {
+    /// Uploads `file` and sends it to `chat`. Returns the server file id. Progress arrives as
+    /// [`EventKind::FileProgress`] events; after a crash, [`Engine::resume_uploads`] finishes it.
+    ///
+    /// # Errors
+    /// [`FileError`]; a stored upload stays resumable.
+    pub async fn send_file(
+        &self,
+        account: u64,
+        chat: u64,
+        file: FileToSend,
+    ) -> Result<i64, FileError> {
+        let size = std::fs::metadata(&file.path)?.len();
+        if encrypted_len(size).div_ceil(PART_SIZE as u64) > MAX_PARTS {
+            return Err(FileError::TooLarge(size));
+        }
+        let status = self.status(account, chat).await?;
+        if status.negotiated_layer < 143 && size > i32::MAX as u64 {
+            return Err(FileError::TooLarge(size));
+        }
+        let mut random = [0u8; 64];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
+        let key = FileKey::from_random(&random);
+        random.zeroize();
+        let media = media(&file, &key, size)?;
+        let message = e2e::DecryptedMessage::DecryptedMessage73(e2e_t::DecryptedMessage73 {
+            no_webpage: false,
+            silent: false,
+            random_id: file.random_id,
+            ttl: 0,
+            message: file.caption.clone(),
+            media: Some(media),
+            entities: None,
+            via_bot_name: None,
+            reply_to_random_id: None,
+            grouped_id: None,
+        });
+        let mut rec = Upload::default();
+        rec.account = account as i64;
+        rec.chat = chat as i64;
+        rec.file_id = rand::random::<i64>();
+        rec.path = file.path.to_string_lossy().into_owned();
+        rec.size = size as i64;
+        rec.key = key.key.0.to_vec();
+        rec.iv = key.iv.0.to_vec();
+        rec.state = key.iv.0.to_vec();
+        rec.message = message.to_bytes().map_err(CallError::from)?;
+        let bytes = rec.to_bytes().map_err(CallError::from)?;
+        self.store
+            .put_meta(&upload_key(account, rec.file_id), &bytes)
+            .map_err(EngineError::from)?;
+        let id = rec.file_id;
+        self.run_upload(rec).await?;
+        Ok(id)
+    }
+
+    /// Finishes the uploads of `account` a crash interrupted (from their last stored part) and
+    /// sends their messages. Returns how many it finished.
+    ///
+    /// # Errors
+    /// [`FileError`] for the first one that fails (the rest stay stored).
+    pub async fn resume_uploads(&self, account: u64) -> Result<usize, FileError> {
+        let prefix = [b"upload/".as_slice(), &account.to_be_bytes()].concat();
+        let pending = self
+            .store
+            .meta_with_prefix(&prefix)
+            .map_err(EngineError::from)?;
+        let n = pending.len();
+        for (_, v) in pending {
+            let rec = Upload::from_bytes(&v).map_err(CallError::from)?;
+            self.run_upload(rec).await?;
+        }
+        Ok(n)
+    }
+
+    async fn run_upload(&self, mut rec: Upload) -> Result<(), FileError> {
+        let account = rec.account as u64;
+        let api = self.api(account)?;
+        let size = rec.size as u64;
+        let key = FileKey {
+            key: Secret32(
+                rec.key
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| FileError::Corrupt)?,
+            ),
+            iv: Secret32(
+                rec.iv
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| FileError::Corrupt)?,
+            ),
+        };
+        let total = encrypted_len(size);
+        let parts = total.div_ceil(PART_SIZE as u64) as i32;
+        let big = size > BIG_FILE;
+        let mut input = std::fs::File::open(&rec.path)?;
+        let state: [u8; 32] = rec
+            .state
+            .as_slice()
+            .try_into()
+            .map_err(|_| FileError::Corrupt)?;
+        let mut stream = key.resume(Direction::Encrypt, &state);
+        let mut md5 = Md5::new();
+        if !big && rec.next_part > 0 {
+            // The md5 covers the whole encrypted file: redo the stored parts' bytes (≤ 10 MiB).
+            let mut again = key.stream(Direction::Encrypt);
+            input.seek(SeekFrom::Start(0))?;
+            for _ in 0..rec.next_part {
+                let mut buf = vec![0u8; PART_SIZE];
+                input.read_exact(&mut buf)?;
+                again.part(&mut buf).map_err(|_| FileError::Corrupt)?;
+                md5.update(&buf);
+            }
+        }
+        input.seek(SeekFrom::Start(rec.next_part as u64 * PART_SIZE as u64))?;
+        for part in rec.next_part..parts {
+            let last = part == parts - 1;
+            let want = if last {
+                (size - part as u64 * PART_SIZE as u64) as usize
+            } else {
+                PART_SIZE
+            };
+            let mut buf = vec![0u8; want];
+            input.read_exact(&mut buf)?;
+            if last && buf.is_empty() {
+                buf.resize(16, 0);
+            }
+            let (s, data) = self
+                .files
+                .send(CryptPart {
+                    stream,
+                    data: buf,
+                    last,
+                })
+                .await
+                .map_err(|_| EngineError::Stopped)?
+                .map_err(|_| FileError::Corrupt)?;
+            stream = s;
+            if !big {
+                md5.update(&data);
+            }
+            if big {
+                let req = up::SaveBigFilePart {
+                    file_id: rec.file_id,
+                    file_part: part,
+                    file_total_parts: parts,
+                    bytes: data,
+                };
+                call_retrying(&*api, &req).await?;
+            } else {
+                let req = up::SaveFilePart {
+                    file_id: rec.file_id,
+                    file_part: part,
+                    bytes: data,
+                };
+                call_retrying(&*api, &req).await?;
+            }
+            rec.next_part = part + 1;
+            rec.state = stream.chain_state().to_vec();
+            let bytes = rec.to_bytes().map_err(CallError::from)?;
+            self.store
+                .put_meta_lazy(&upload_key(account, rec.file_id), &bytes)
+                .map_err(EngineError::from)?;
+            let done = (u64::from(rec.next_part.unsigned_abs()) * PART_SIZE as u64).min(total);
+            self.progress(account, rec.chat as u64, rec.file_id, done, total, true);
+        }
+        let fingerprint = key.fingerprint();
+        let input_file = if big {
+            api::InputEncryptedFile::BigUploaded(api_types::InputEncryptedFileBigUploaded {
+                id: rec.file_id,
+                parts,
+                key_fingerprint: fingerprint,
+            })
+        } else {
+            api::InputEncryptedFile::Uploaded(api_types::InputEncryptedFileUploaded {
+                id: rec.file_id,
+                parts,
+                md5_checksum: hex::encode(md5.finalize()),
+                key_fingerprint: fingerprint,
+            })
+        };
+        let e2e::DecryptedMessage::DecryptedMessage73(m) =
+            e2e::DecryptedMessage::from_bytes(&rec.message).map_err(CallError::from)?
+        else {
+            return Err(FileError::Corrupt);
+        };
+        let outgoing = Outgoing {
+            random_id: m.random_id,
+            text: m.message,
+            entities: Vec::new(),
+            media: m.media.map(|media| (media, input_file)),
+            reply_to_random_id: None,
+            ttl: 0,
+            silent: false,
+            no_webpage: false,
+            via_bot_name: None,
+            grouped_id: None,
+        };
+        self.send(account, rec.chat as u64, outgoing).await?;
+        self.store
+            .delete_meta(&upload_key(account, rec.file_id))
+            .map_err(EngineError::from)?;
+        Ok(())
+    }
+
+    /// Forwards a received or sent file to another chat without uploading it again
+    /// (`inputEncryptedFile` with the server's id and access hash); the message carries the
+    /// same key and IV in `media`.
+    ///
+    /// # Errors
+    /// [`FileError`].
+    pub async fn forward_file(
+        &self,
+        account: u64,
+        chat: u64,
+        file: &FileRef,
+        media: e2e::DecryptedMessageMedia,
+    ) -> Result<(), FileError> {
+        let input = api::InputEncryptedFile::InputEncryptedFile(api_types::InputEncryptedFile {
+            id: file.file.id,
+            access_hash: file.file.access_hash,
+        });
+        let mut out = Outgoing::text(rand::random(), "");
+        out.media = Some((media, input));
+        self.send(account, chat, out).await?;
+        Ok(())
+    }
+}
