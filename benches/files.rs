@@ -25,6 +25,9 @@ fn files(c: &mut Criterion) {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = SimServer::new(SimFaults::NONE, 1);
+    // The server side only counts bytes: the bench measures our pipeline, not the simulator's
+    // memory.
+    sim.keep_file_data(false);
     let config = EngineConfig {
         store: StoreOptions {
             durability: Durability::Buffered,

@@ -366,10 +366,12 @@ impl SimServer {
         if bytes.len() > max || bytes.is_empty() || !bytes.len().is_multiple_of(16) {
             return Err(bad("FILE_PART_SIZE_INVALID"));
         }
+        let len = bytes.len();
+        let bytes = if s.keep_file_data { bytes } else { Vec::new() };
         s.parts
             .entry((user, device, file_id))
             .or_default()
-            .insert(part, UploadedPart { bytes });
+            .insert(part, UploadedPart { bytes, len });
         Ok(bool_bytes(true))
     }
 
@@ -404,11 +406,16 @@ impl SimServer {
             s.parts.insert((user, device, id), got);
             return Err(bad("FILE_PARTS_INVALID"));
         }
-        let data: Vec<u8> = got.into_values().flat_map(|p| p.bytes).collect();
+        let size = got.values().map(|p| p.len).sum();
+        let mut data = Vec::with_capacity(got.values().map(|p| p.bytes.len()).sum());
+        for p in got.into_values() {
+            data.extend_from_slice(&p.bytes);
+        }
         let stored = Stored {
             id,
             access_hash: s.rng.r#gen(),
             data,
+            size,
             key_fingerprint: fp,
         };
         let out = encrypted_file(&stored);
@@ -506,7 +513,7 @@ fn encrypted_file(f: &Stored) -> api::EncryptedFile {
     api::EncryptedFile::EncryptedFile(t::EncryptedFile {
         id: f.id,
         access_hash: f.access_hash,
-        size: f.data.len() as i64,
+        size: f.size as i64,
         dc_id: 2,
         key_fingerprint: f.key_fingerprint,
     })

@@ -96,12 +96,14 @@ struct Chat {
 
 struct UploadedPart {
     bytes: Vec<u8>,
+    len: usize,
 }
 
 struct Stored {
     id: i64,
     access_hash: i64,
     data: Vec<u8>,
+    size: usize,
     key_fingerprint: i32,
 }
 
@@ -116,6 +118,8 @@ struct State {
     parts: HashMap<(i64, u32, i64), BTreeMap<i32, UploadedPart>>,
     files: HashMap<i64, Stored>,
     clock_offset_ms: u64,
+    /// Keep uploaded bytes (else only their sizes: for throughput benches and huge files).
+    keep_file_data: bool,
     started: std::time::Instant,
     stats: SimStats,
 }
@@ -173,6 +177,7 @@ impl SimServer {
                 parts: HashMap::new(),
                 files: HashMap::new(),
                 clock_offset_ms: 0,
+                keep_file_data: true,
                 started: std::time::Instant::now(),
                 stats: SimStats::default(),
             }),
@@ -223,6 +228,12 @@ impl SimServer {
             .get(&user)
             .and_then(|d| d.get(device as usize))
             .map_or(0, |d| d.queue.len())
+    }
+
+    /// Whether uploaded file bytes are kept (default) or only counted: benchmarks and very large
+    /// files need no copy on the server side; such files cannot be downloaded.
+    pub fn keep_file_data(&self, keep: bool) {
+        self.lock().keep_file_data = keep;
     }
 
     /// Flips a byte of a stored file (tests: tampering on the server).

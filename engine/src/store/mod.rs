@@ -273,16 +273,15 @@ impl Store {
         self.meta(key)
     }
 
-    /// Removes a metadata value durably.
+    /// Removes a metadata value (without waiting for fsync: used for progress records, where a
+    /// lost removal only means a finished transfer is looked at again).
     ///
     /// # Errors
     /// RocksDB errors.
     pub fn delete_meta(&self, key: &[u8]) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
         b.delete_cf(self.cf("meta"), key);
-        let mut w = WriteOptions::default();
-        w.set_sync(true);
-        self.db.write_opt(b, &w)?;
+        self.db.write_opt(b, &WriteOptions::default())?;
         Ok(())
     }
 
