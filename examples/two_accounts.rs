@@ -1,10 +1,11 @@
-//! Two accounts on the simulated server open a secret chat, exchange messages, and print the key
-//! visualization both sides see. Run with `cargo run --example two_accounts`.
+//! Two accounts on the simulated server open a secret chat, exchange messages and a file, and
+//! print the key visualization both sides see. Run with `cargo run --example two_accounts`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use secretchat::engine::crypto::visualize;
+use secretchat::engine::runtime::files::{FileRef, FileToSend};
 use secretchat::schema::api::{enums as api, types as api_types};
 use secretchat::schema::e2e::enums as e2e;
 use secretchat::{AppEvent, Engine, EngineConfig, EventKind, SimFaults, SimServer};
@@ -29,7 +30,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("alice asked bob for a secret chat (handle {alice_chat})");
     let mut bob_chat = None;
     let mut received = 0;
-    while received < 2 {
+    let mut file_done = false;
+    while received < 2 || !file_done {
         let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(20), events.recv()).await else {
             eprintln!("alice: {:?}", engine.status(1, alice_chat).await);
             if let Some(c) = bob_chat {
@@ -69,7 +71,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     engine.send_text(2, c, "hi alice!").await?;
                 }
             }
-            AppEvent::Message { message, .. } => {
+            AppEvent::Message { message, file } => {
+                if let Some(f) = FileRef::from_message(&message, file.as_ref()) {
+                    let out = dir.path().join("received.txt");
+                    engine.download(e.account, e.chat, &f, &out).await?;
+                    println!(
+                        "account {} downloaded a {}-byte file: {:?}",
+                        e.account,
+                        f.size,
+                        std::fs::read_to_string(&out)?
+                    );
+                    file_done = true;
+                    continue;
+                }
                 // Layer-46 form when sent before the sender learned the peer's layer.
                 let text = match *message {
                     e2e::DecryptedMessage::DecryptedMessage73(m) => m.message,
@@ -78,6 +92,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 };
                 println!("account {} received: {text}", e.account);
                 received += 1;
+                if received == 2 {
+                    let path = dir.path().join("note.txt");
+                    std::fs::write(&path, "an encrypted file, 1 part")?;
+                    let mut f = FileToSend::document(&path, "text/plain");
+                    f.caption = "a file".into();
+                    engine.send_file(1, alice_chat, f).await?;
+                    println!("alice sent a file");
+                }
             }
             other => println!("account {}: {other:?}", e.account),
         }
