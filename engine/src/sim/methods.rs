@@ -360,13 +360,25 @@ impl SimServer {
         bytes: Vec<u8>,
         max: usize,
     ) -> Result<Vec<u8>, RpcError> {
-        if !(0..4000).contains(&part) {
+        if !(0..8000).contains(&part) {
             return Err(bad("FILE_PART_INVALID"));
         }
         if bytes.len() > max || bytes.is_empty() || !bytes.len().is_multiple_of(16) {
             return Err(bad("FILE_PART_SIZE_INVALID"));
         }
         let len = bytes.len();
+        let entry = s
+            .digests
+            .entry((user, device, file_id))
+            .or_insert_with(|| (0, Some(sha2::Sha256::default())));
+        if entry.0 == part {
+            entry.0 += 1;
+            if let Some(h) = entry.1.as_mut() {
+                sha2::Digest::update(h, &bytes);
+            }
+        } else {
+            entry.1 = None;
+        }
         let bytes = if s.keep_file_data { bytes } else { Vec::new() };
         s.parts
             .entry((user, device, file_id))
@@ -407,6 +419,9 @@ impl SimServer {
             return Err(bad("FILE_PARTS_INVALID"));
         }
         let size = got.values().map(|p| p.len).sum();
+        if let Some((_, Some(h))) = s.digests.remove(&(user, device, id)) {
+            s.file_digests.insert(id, sha2::Digest::finalize(h).into());
+        }
         let mut data = Vec::with_capacity(got.values().map(|p| p.bytes.len()).sum());
         for p in got.into_values() {
             data.extend_from_slice(&p.bytes);

@@ -116,6 +116,10 @@ struct State {
     /// requestEncryption de-duplication by (user, device, random_id).
     requests: HashMap<(i64, u32, i32), i32>,
     parts: HashMap<(i64, u32, i64), BTreeMap<i32, UploadedPart>>,
+    /// SHA-256 of each upload's bytes in part order, while parts arrive in order.
+    digests: HashMap<(i64, u32, i64), (i32, Option<sha2::Sha256>)>,
+    /// Digests of finished uploads, by file id.
+    file_digests: HashMap<i64, [u8; 32]>,
     files: HashMap<i64, Stored>,
     clock_offset_ms: u64,
     /// Keep uploaded bytes (else only their sizes: for throughput benches and huge files).
@@ -175,6 +179,8 @@ impl SimServer {
                 next_chat: 1000,
                 requests: HashMap::new(),
                 parts: HashMap::new(),
+                digests: HashMap::new(),
+                file_digests: HashMap::new(),
                 files: HashMap::new(),
                 clock_offset_ms: 0,
                 keep_file_data: true,
@@ -234,6 +240,12 @@ impl SimServer {
     /// files need no copy on the server side; such files cannot be downloaded.
     pub fn keep_file_data(&self, keep: bool) {
         self.lock().keep_file_data = keep;
+    }
+
+    /// SHA-256 of a finished upload's encrypted bytes (when its parts arrived in order): lets a
+    /// test check a file the server did not keep.
+    pub fn file_digest(&self, id: i64) -> Option<[u8; 32]> {
+        self.lock().file_digests.get(&id).copied()
     }
 
     /// Flips a byte of a stored file (tests: tampering on the server).
