@@ -174,7 +174,16 @@ async fn wait_files(b: &mut Side, n: usize) -> Vec<FileRef> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_of_every_boundary_size_round_trip() {
     let root = tempfile::tempdir().unwrap();
-    let sim = SimServer::new(SimFaults::NONE, 1);
+    // File calls see the fault model too: failed requests and lost replies are retried
+    // (parts are idempotent, the file message is de-duplicated by random_id).
+    let sim = SimServer::new(
+        SimFaults {
+            error: 0.05,
+            lost_reply: 0.05,
+            ..SimFaults::NONE
+        },
+        1,
+    );
     let mut a = side(&root.path().join("a"), &sim, 1, Arc::new(sim.device(1, 0))).await;
     let mut b = side(&root.path().join("b"), &sim, 2, Arc::new(sim.device(2, 0))).await;
     let (ha, hb) = open(&mut a, &mut b).await;
