@@ -121,6 +121,17 @@ impl Pair {
     }
 }
 
+/// The DH job among `actions`.
+fn take_job(actions: Vec<Action>) -> Box<secretchat_engine::protocol::dh_job::DhJob> {
+    actions
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Compute(j) => Some(j),
+            _ => None,
+        })
+        .expect("a DH job")
+}
+
 fn text(s: &str) -> e2e::DecryptedMessage {
     text_message(144, 3, 0, s.into(), vec![])
 }
@@ -278,13 +289,7 @@ fn tampered_message_is_rejected_and_changes_nothing() {
 fn bad_g_b_in_a_rekey_aborts() {
     let mut p = pair(144);
     let a = p.feed(Event::Command(Command::Rekey));
-    let job = a
-        .into_iter()
-        .find_map(|a| match a {
-            Action::Compute(j) => Some(j),
-            _ => None,
-        })
-        .unwrap();
+    let job = take_job(a);
     let a = p.feed(Event::DhDone(Box::new(job.run())));
     let req = sent(&a).pop().unwrap();
     let Payload::Layered(l) = p.mallory_reads(&req) else {
@@ -343,13 +348,7 @@ fn handshake_with(g_b: Vec<u8>, fingerprint: impl FnOnce(&[u8]) -> i64) -> (Chat
         T0,
         &mut rng,
     );
-    let job = a
-        .into_iter()
-        .find_map(|a| match a {
-            Action::Compute(j) => Some(j),
-            _ => None,
-        })
-        .unwrap();
+    let job = take_job(a);
     let a = core.handle(Event::DhDone(Box::new(job.run())), T0, &mut rng);
     let g_a = a
         .iter()
@@ -373,13 +372,7 @@ fn handshake_with(g_b: Vec<u8>, fingerprint: impl FnOnce(&[u8]) -> i64) -> (Chat
     });
     let mut a = core.handle(Event::ChatUpdate(chat), T0, &mut rng);
     if a.iter().any(|a| matches!(a, Action::Compute(_))) {
-        let job = a
-            .into_iter()
-            .find_map(|a| match a {
-                Action::Compute(j) => Some(j),
-                _ => None,
-            })
-            .unwrap();
+        let job = take_job(a);
         a = core.handle(Event::DhDone(Box::new(job.run())), T0, &mut rng);
     }
     (core, a)

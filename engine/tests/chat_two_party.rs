@@ -212,14 +212,7 @@ fn restarts_mid_traffic_lose_nothing_and_deliver_nothing_twice() {
 #[test]
 fn restarts_during_the_handshake() {
     let mut w = World::new(31, Faults::NONE);
-    let user = secretchat_schema::api::enums::InputUser::InputUser(
-        secretchat_schema::api::types::InputUser {
-            user_id: 2,
-            access_hash: 22,
-        },
-    );
-    let (core, actions) = secretchat_engine::protocol::chat::ChatCore::request(w.config, user, 1);
-    w.a.core = Some(core);
+    let actions = w.request_only();
     w.feed_actions(Who::A, actions);
     let mut steps = 0;
     while !(w.a.core.as_ref().is_some_and(|c| c.is_ready())
@@ -335,14 +328,7 @@ fn service_actions_and_message_fields_travel() {
 #[test]
 fn messages_sent_before_the_key_is_agreed_go_out_after() {
     let mut w = World::new(51, Faults::NONE);
-    let user = secretchat_schema::api::enums::InputUser::InputUser(
-        secretchat_schema::api::types::InputUser {
-            user_id: 2,
-            access_hash: 22,
-        },
-    );
-    let (core, actions) = secretchat_engine::protocol::chat::ChatCore::request(w.config, user, 1);
-    w.a.core = Some(core);
+    let actions = w.request_only();
     w.send_text(Who::A, "early bird");
     w.feed_actions(Who::A, actions);
     w.run_until(|w| w.b.texts().len() == 1);

@@ -1,38 +1,18 @@
 //! Encrypted files end to end through the engine and the simulated server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod engine_common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use secretchat_engine::protocol::chat::{AppEvent, ChatConfig, Command};
+use engine_common::{config, user};
+use secretchat_engine::protocol::chat::{AppEvent, Command};
 use secretchat_engine::runtime::files::{FileError, FileRef, FileToSend};
-use secretchat_engine::runtime::{Engine, EngineConfig, EngineEvent, EventKind, Events};
+use secretchat_engine::runtime::{Engine, EngineEvent, EventKind, Events};
 use secretchat_engine::sim::{SimDevice, SimFaults, SimServer};
-use secretchat_engine::store::{Durability, StoreOptions};
 use secretchat_engine::transport::{BoxFuture, RpcError, ServerApi};
-use secretchat_schema::api::{enums as api, types as api_types};
-
-fn config() -> EngineConfig {
-    EngineConfig {
-        chat: ChatConfig {
-            resend_retry_ms: 300,
-            unhealthy_after: 10,
-            retransmit_ms: 500,
-            max_backoff_ms: 2_000,
-        },
-        store: StoreOptions {
-            durability: Durability::Buffered,
-            at_rest_key: None,
-        },
-        dh_threads: 2,
-        file_threads: 2,
-        chat_threads: 2,
-        ack_interval: Duration::from_millis(50),
-        difference_interval: Duration::from_millis(300),
-        idle_after: Duration::from_secs(30),
-    }
-}
 
 /// Fails `upload.saveFilePart`/`saveBigFilePart` with a non-retryable error after `limit`
 /// parts (a crash in the middle of an upload), and counts the parts it let through.
@@ -118,11 +98,11 @@ async fn side(
 }
 
 async fn open(a: &mut Side, b: &mut Side) -> (u64, u64) {
-    let user = api::InputUser::InputUser(api_types::InputUser {
-        user_id: b.account as i64,
-        access_hash: 0,
-    });
-    let ha = a.engine.request_chat(a.account, user).await.unwrap();
+    let ha = a
+        .engine
+        .request_chat(a.account, user(b.account as i64))
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let hb = loop {
         b.pump(Duration::from_millis(50)).await;

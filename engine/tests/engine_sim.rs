@@ -1,43 +1,16 @@
 //! The running engine (actors, RocksDB, transport) on the simulated server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod engine_common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use secretchat_engine::protocol::chat::{AppEvent, ChatConfig, Command, Outgoing};
-use secretchat_engine::runtime::{Engine, EngineConfig, EngineEvent, EventKind, Events};
+use engine_common::{config, user};
+use secretchat_engine::protocol::chat::{AppEvent, Command, Outgoing};
+use secretchat_engine::runtime::{Engine, EngineEvent, EventKind, Events};
 use secretchat_engine::sim::{SimFaults, SimServer};
-use secretchat_engine::store::{Durability, StoreOptions};
-use secretchat_schema::api::{enums as api, types as api_types};
 use secretchat_schema::e2e::enums as e2e;
-
-fn config() -> EngineConfig {
-    EngineConfig {
-        chat: ChatConfig {
-            resend_retry_ms: 300,
-            unhealthy_after: 10,
-            retransmit_ms: 500,
-            max_backoff_ms: 2_000,
-        },
-        store: StoreOptions {
-            durability: Durability::Buffered,
-            at_rest_key: None,
-        },
-        dh_threads: 2,
-        file_threads: 1,
-        chat_threads: 2,
-        ack_interval: Duration::from_millis(50),
-        difference_interval: Duration::from_millis(300),
-        idle_after: Duration::from_secs(30),
-    }
-}
-
-fn user(id: i64) -> api::InputUser {
-    api::InputUser::InputUser(api_types::InputUser {
-        user_id: id,
-        access_hash: 0,
-    })
-}
 
 /// Everything the application saw, acknowledging as it goes.
 #[derive(Default)]

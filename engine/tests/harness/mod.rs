@@ -225,12 +225,7 @@ impl World {
 
     /// A opens the chat with B; runs until both are ready (or something closed).
     pub fn open(&mut self) {
-        let user = api::InputUser::InputUser(api_types::InputUser {
-            user_id: 2,
-            access_hash: 22,
-        });
-        let (core, actions) = ChatCore::request(self.config, user, 777);
-        self.a.core = Some(core);
+        let actions = self.request_only();
         self.execute(Who::A, actions);
         self.run_until(|w| {
             (w.a.core.as_ref().is_some_and(|c| c.is_ready())
@@ -240,18 +235,29 @@ impl World {
         });
     }
 
+    fn party_and_rng(&mut self, who: Who) -> (&mut Party, &mut StdRng) {
+        match who {
+            Who::A => (&mut self.a, &mut self.a_rng),
+            Who::B => (&mut self.b, &mut self.b_rng),
+        }
+    }
+
+    /// Starts the chat from A's side without running anything; the caller drives it.
+    pub fn request_only(&mut self) -> Vec<Action> {
+        let user = api::InputUser::InputUser(api_types::InputUser {
+            user_id: 2,
+            access_hash: 22,
+        });
+        let (core, actions) = ChatCore::request(self.config, user, 777);
+        self.a.core = Some(core);
+        actions
+    }
+
     /// Simulates a crash and restart of `who`: its core is dropped and rebuilt from what it
     /// had stored; scheduled deliveries, timers and DH results stay in flight.
     pub fn restart(&mut self, who: Who) {
-        let now = self.now;
-        let party = match who {
-            Who::A => &mut self.a,
-            Who::B => &mut self.b,
-        };
-        let rng = match who {
-            Who::A => &mut self.a_rng,
-            Who::B => &mut self.b_rng,
-        };
+        let (now, config) = (self.now, self.config);
+        let (party, rng) = self.party_and_rng(who);
         let Some(state) = party.stored_state.clone() else {
             return;
         };
@@ -267,16 +273,9 @@ impl World {
             .iter()
             .map(|(k, v)| (*k, v.clone()))
             .collect();
-        let (core, actions) = ChatCore::restore(
-            self.config,
-            &state,
-            outbox,
-            waiting,
-            |_, _| Some(dh()),
-            now,
-            rng,
-        )
-        .unwrap();
+        let (core, actions) =
+            ChatCore::restore(config, &state, outbox, waiting, |_, _| Some(dh()), now, rng)
+                .unwrap();
         party.core = Some(core);
         self.execute(who, actions);
     }
@@ -284,14 +283,7 @@ impl World {
     /// Feeds `event` to `who` now.
     pub fn feed(&mut self, who: Who, event: Event) {
         let now = self.now;
-        let party = match who {
-            Who::A => &mut self.a,
-            Who::B => &mut self.b,
-        };
-        let rng = match who {
-            Who::A => &mut self.a_rng,
-            Who::B => &mut self.b_rng,
-        };
+        let (party, rng) = self.party_and_rng(who);
         let Some(core) = party.core.as_mut() else {
             return;
         };

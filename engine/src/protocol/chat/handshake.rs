@@ -18,6 +18,27 @@ use crate::protocol::rekey::REKEY_AFTER_MS;
 use crate::protocol::session::Session;
 
 impl ChatCore {
+    /// Asks for a handshake exponentiation (the answer comes back as `Event::DhDone`).
+    fn handshake_compute(
+        &mut self,
+        params: &Arc<DhParams>,
+        exponent: zeroize::Zeroizing<[u8; 256]>,
+        peer: Option<Vec<u8>>,
+        want_public: bool,
+        out: &mut Out,
+    ) {
+        let id = self.job_id();
+        self.handshake_job = Some(id);
+        out.push(Action::Compute(Box::new(DhJob::new(
+            id,
+            DhPurpose::Handshake,
+            params.clone(),
+            exponent,
+            peer,
+            want_public,
+        ))));
+    }
+
     pub(super) fn accept(&mut self, out: &mut Out) {
         if let Phase::Requested { g_a } = &mut self.phase {
             let g_a = std::mem::take(g_a);
@@ -40,16 +61,7 @@ impl ChatCore {
         local.fill(0);
         match std::mem::replace(&mut self.phase, Phase::Ready) {
             Phase::OriginatorConfig { user, random_id } => {
-                let id = self.job_id();
-                self.handshake_job = Some(id);
-                out.push(Action::Compute(Box::new(DhJob::new(
-                    id,
-                    DhPurpose::Handshake,
-                    params.clone(),
-                    secret.clone(),
-                    None,
-                    true,
-                ))));
+                self.handshake_compute(&params, secret.clone(), None, true, out);
                 self.phase = Phase::OriginatorPublic {
                     user,
                     random_id,
@@ -61,16 +73,7 @@ impl ChatCore {
                     self.abort(CloseReason::Dh(e), out);
                     return;
                 }
-                let id = self.job_id();
-                self.handshake_job = Some(id);
-                out.push(Action::Compute(Box::new(DhJob::new(
-                    id,
-                    DhPurpose::Handshake,
-                    params.clone(),
-                    secret,
-                    Some(g_a.clone()),
-                    true,
-                ))));
+                self.handshake_compute(&params, secret, Some(g_a.clone()), true, out);
                 self.phase = Phase::ParticipantKey { g_a };
             }
             other => {
@@ -170,16 +173,7 @@ impl ChatCore {
                 if let Err(e) = dh.check_public(&c.g_a_or_b) {
                     return self.abort(CloseReason::Dh(e), out);
                 }
-                let id = self.job_id();
-                self.handshake_job = Some(id);
-                out.push(Action::Compute(Box::new(DhJob::new(
-                    id,
-                    crate::protocol::dh_job::DhPurpose::Handshake,
-                    dh,
-                    a.clone(),
-                    Some(c.g_a_or_b.clone()),
-                    false,
-                ))));
+                self.handshake_compute(&dh, a.clone(), Some(c.g_a_or_b.clone()), false, out);
                 self.phase = Phase::OriginatorKey {
                     a,
                     g_b: c.g_a_or_b,

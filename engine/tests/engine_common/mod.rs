@@ -1,0 +1,40 @@
+//! Helpers shared by the running-engine tests.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use secretchat_engine::protocol::chat::ChatConfig;
+use secretchat_engine::runtime::EngineConfig;
+use secretchat_engine::store::{Durability, StoreOptions};
+use secretchat_schema::api::{enums as api, types as api_types};
+
+/// Short timers and intervals for tests; no fsync.
+pub fn config() -> EngineConfig {
+    EngineConfig {
+        chat: ChatConfig {
+            resend_retry_ms: 300,
+            unhealthy_after: 10,
+            retransmit_ms: 500,
+            max_backoff_ms: 2_000,
+        },
+        store: StoreOptions {
+            durability: Durability::Buffered,
+            at_rest_key: None,
+        },
+        dh_threads: 2,
+        file_threads: 2,
+        chat_threads: 2,
+        ack_interval: Duration::from_millis(50),
+        difference_interval: Duration::from_millis(300),
+        idle_after: Duration::from_secs(30),
+    }
+}
+
+/// The simulator's user `id`.
+pub fn user(id: i64) -> api::InputUser {
+    api::InputUser::InputUser(api_types::InputUser {
+        user_id: id,
+        access_hash: 0,
+    })
+}
