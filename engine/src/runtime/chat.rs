@@ -114,7 +114,8 @@ impl ChatActor {
                 Action::Deliver(e) => events.push(e),
                 Action::Call(c) => calls.push(*c),
                 Action::ArmTimer { timer, at } => {
-                    let delay = Duration::from_millis(at.saturating_sub(now_ms()));
+                    // +1 ms: the clock is read in whole milliseconds.
+                    let delay = Duration::from_millis(at.saturating_sub(now_ms()) + 1);
                     ctx.notify_later(
                         ChatInput {
                             event: Event::Timer(timer),

@@ -534,7 +534,10 @@ impl ChatCore {
                 self.timers.remove(&t);
                 out.dirty = true;
             }
-            _ => return,
+            // Early (clocks and timer wheels disagree by a millisecond): ask again rather than
+            // lose the timer.
+            Some(&at) => return out.push(Action::ArmTimer { timer: t, at }),
+            None => return,
         }
         match t {
             Timer::ResendRetry => self.retry_holes(now, rng, out),
