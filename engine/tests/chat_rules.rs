@@ -730,3 +730,74 @@ fn documents_use_the_layer_46_constructor_below_layer_143() {
         }
     }
 }
+
+/// Regression (found by the engine tests under load): the acceptor switches to the new key when a
+/// message under it arrives before the CommitKey; if that message is past a hole, the old key
+/// must survive until the hole is filled, or the missing messages can never be read.
+#[test]
+fn a_key_switch_revealing_a_hole_keeps_the_old_key_for_it() {
+    use secretchat_engine::protocol::rekey::Rekey;
+    let mut p = pair(144);
+    let dh = harness::dh();
+    let mut m_rekey = Rekey::default();
+    let job = m_rekey
+        .start(&dh, 1, 77, &[5; 256])
+        .unwrap()
+        .compute
+        .unwrap();
+    let step = m_rekey.on_dh_done(job.run()).unwrap();
+    let a = p.mallory_sends(service(step.send.unwrap()));
+    // The core computes g_b and answers AcceptKey.
+    let a = p.feed(Event::DhDone(Box::new(take_job(a).run())));
+    let Payload::Layered(l) = p.mallory_reads(&sent(&a).pop().unwrap()) else {
+        panic!()
+    };
+    let e2e::DecryptedMessage::Service23(s) = l.message else {
+        panic!()
+    };
+    let e2e::DecryptedMessageAction::AcceptKey(acc) = s.action else {
+        panic!()
+    };
+    let job = m_rekey
+        .on_accept(&dh, 2, acc.exchange_id, &acc.g_b, acc.key_fingerprint)
+        .unwrap()
+        .compute
+        .unwrap();
+    let new_key = m_rekey.on_dh_done(job.run()).unwrap().install.unwrap();
+    // Mallory: one message under the old key (lost for now), then the switch and one under
+    // the new key (its CommitKey is lost).
+    let old_msg = p
+        .mallory
+        .seal(text("under the old key"), &mut p.rng)
+        .unwrap();
+    p.mallory.install(new_key);
+    let new_msg = p
+        .mallory
+        .seal(text("under the new key"), &mut p.rng)
+        .unwrap();
+    let a = p.feed(Event::Incoming {
+        wire: new_msg.wire,
+        file: None,
+    });
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::Deliver(AppEvent::Rekeyed(_))))
+    );
+    assert_eq!(p.core.status(p.now).holes.len(), 1);
+    let a = p.feed(Event::Incoming {
+        wire: old_msg.wire,
+        file: None,
+    });
+    let texts: Vec<String> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Deliver(AppEvent::Message { message, .. }) => match message.as_ref() {
+                e2e::DecryptedMessage::DecryptedMessage73(m) => Some(m.message.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["under the old key", "under the new key"]);
+    assert!(p.core.status(p.now).holes.is_empty());
+}

@@ -367,6 +367,9 @@ impl ChatCore {
                 Event::Command(c) => self.on_command(c, now, rng, &mut out),
                 Event::Timer(t) => self.on_timer(t, now, rng, &mut out),
             }
+            // Superseded keys go only at the end of a step, when every message it brought in
+            // is classified (a hole it revealed keeps them).
+            self.discard_previous_if_wanted();
         }
         out.finish()
     }

@@ -203,7 +203,6 @@ impl ChatCore {
             self.resend_attempts = 0;
             self.unhealthy_reported = false;
             self.timers.remove(&super::Timer::ResendRetry);
-            self.discard_previous_if_wanted();
         }
     }
 

@@ -167,9 +167,10 @@ impl ChatCore {
             self.arm(Timer::KeyAge, now.saturating_add(REKEY_AFTER_MS + 1), out);
         }
         if step.discard_old {
-            // Every key older than the current one is no longer needed by the exchange.
+            // Every key older than the current one is no longer needed by the exchange. They
+            // are destroyed at the end of the step, once the message that triggered this is
+            // classified: a message past a hole must keep the keys the hole needs.
             self.discard_ready = self.session.as_ref().map_or(0, |s| s.previous_keys().len());
-            self.discard_previous_if_wanted();
         }
         if step.noop_if_idle {
             let noop = enums::DecryptedMessageAction::Noop(types::DecryptedMessageActionNoop {});
