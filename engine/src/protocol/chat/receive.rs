@@ -171,6 +171,9 @@ impl ChatCore {
                     self.rekey_job = None;
                 }
             }
+            A::DeleteMessages(d) => out.deliver(AppEvent::MessagesDeleted {
+                random_ids: d.random_ids,
+            }),
             action => out.deliver(AppEvent::Service { random_id, action }),
         }
     }

@@ -242,6 +242,10 @@ impl super::AppEvent {
                 s.kind = 9;
                 s.text = r.kind().to_owned();
             }
+            E::MessagesDeleted { random_ids } => {
+                s.kind = 10;
+                s.data = random_ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+            }
         }
         s.to_bytes()
     }
@@ -291,6 +295,13 @@ impl super::AppEvent {
                     .collect(),
             },
             9 => E::ChatClosed(super::CloseReason::from_kind(&s.text)),
+            10 => E::MessagesDeleted {
+                random_ids: s
+                    .data
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                    .collect(),
+            },
             _ => return Err(bad()),
         };
         Ok((s.account as u64, s.chat as u64, e))

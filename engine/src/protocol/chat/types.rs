@@ -266,7 +266,12 @@ pub enum AppEvent {
         /// The encrypted file attached, if any.
         file: Option<api::EncryptedFile>,
     },
-    /// A user-visible service action from the peer (TTL, read, delete, screenshot, flush,
+    /// The peer deleted these messages (`decryptedMessageActionDeleteMessages`).
+    MessagesDeleted {
+        /// The deleted messages' random ids.
+        random_ids: Vec<i64>,
+    },
+    /// Another user-visible service action from the peer (TTL, read, screenshot, flush,
     /// typing).
     Service {
         /// The message's random id.
