@@ -177,9 +177,9 @@ pub struct ChatCore {
     key_sent: u32,
     key_since: Millis,
     rekeys: u32,
-    /// How many of the oldest previous keys the exchanges no longer need (they go once no
-    /// hole is open).
-    discard_ready: usize,
+    /// The peer's raw out_seq_no of the earliest message seen under the current key (its
+    /// switch to this key is at or before it): older keys go once everything before it is in.
+    switch_seen: Option<u32>,
     next_job: u64,
     handshake_job: Option<u64>,
     rekey_job: Option<u64>,
@@ -260,7 +260,7 @@ impl ChatCore {
             key_sent: 0,
             key_since: 0,
             rekeys: 0,
-            discard_ready: 0,
+            switch_seen: None,
             next_job: 0,
             handshake_job: None,
             rekey_job: None,

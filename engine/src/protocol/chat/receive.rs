@@ -57,7 +57,18 @@ impl ChatCore {
             Err(e) => return out.push(Action::Rejected(e)),
         };
         let current_fp = session.key().fingerprint();
+        let received = session.seq().parts().1;
         out.dirty = true;
+        // Under the current key: the peer had switched to it by this message's position.
+        let position = match opened.received {
+            Some(Received::Gap { raw_out, .. }) => Some(raw_out),
+            Some(Received::InOrder { .. }) => Some(received),
+            Some(Received::Duplicate) => Some(received.saturating_sub(1)),
+            None => None,
+        };
+        if let (true, Some(at)) = (fp == Some(current_fp), position) {
+            self.switch_seen = Some(self.switch_seen.map_or(at, |s| s.min(at)));
+        }
         for news in opened.layer_news {
             match news {
                 Observed::Raised(l) => out.deliver(AppEvent::PeerLayer(l)),
@@ -209,13 +220,18 @@ impl ChatCore {
         }
     }
 
-    /// Drops the previous keys the exchanges no longer need, once no hole is open.
+    /// Drops the superseded keys once every peer message before its switch to the current key
+    /// has been processed (pfs.md: "no gaps in received messages up to the switch").
     pub(super) fn discard_previous_if_wanted(&mut self) {
-        if self.discard_ready > 0 && self.waiting.is_empty() {
-            if let Some(s) = self.session.as_mut() {
-                s.discard_oldest(self.discard_ready);
-            }
-            self.discard_ready = 0;
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let switched = self
+            .switch_seen
+            .is_some_and(|at| session.seq().parts().1 >= at);
+        if switched && !session.previous_keys().is_empty() {
+            let n = session.previous_keys().len();
+            session.discard_oldest(n);
         }
     }
 }

@@ -154,10 +154,10 @@ impl ChatCore {
         if let Some(key) = step.install.take() {
             let fp = key.fingerprint();
             if let Some(s) = self.session.as_mut() {
-                if s.install(key) {
-                    self.discard_ready = self.discard_ready.saturating_sub(1);
-                }
+                let _ = s.install(key);
             }
+            // Not seen from the peer under the new key yet.
+            self.switch_seen = None;
             self.key_uses = 0;
             self.key_sent = 0;
             self.key_since = now;
@@ -166,12 +166,8 @@ impl ChatCore {
             self.timers.remove(&Timer::KeyAge);
             self.arm(Timer::KeyAge, now.saturating_add(REKEY_AFTER_MS + 1), out);
         }
-        if step.discard_old {
-            // Every key older than the current one is no longer needed by the exchange. They
-            // are destroyed at the end of the step, once the message that triggered this is
-            // classified: a message past a hole must keep the keys the hole needs.
-            self.discard_ready = self.session.as_ref().map_or(0, |s| s.previous_keys().len());
-        }
+        // `step.discard_old` is not needed: superseded keys go when the peer's messages before
+        // its switch are all in (see `discard_previous_if_wanted`, run at the end of each step).
         if step.noop_if_idle {
             let noop = enums::DecryptedMessageAction::Noop(types::DecryptedMessageActionNoop {});
             self.send_action(noop, now, rng, out);

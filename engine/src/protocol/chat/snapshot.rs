@@ -163,7 +163,7 @@ impl ChatCore {
             i64::from(self.key_sent),
             self.key_since as i64,
             i64::from(self.rekeys),
-            self.discard_ready as i64,
+            self.switch_seen.map_or(-1, i64::from),
             self.next_job as i64,
             i64::from(self.resend_attempts),
             self.retransmit_backoff as i64,
@@ -318,7 +318,7 @@ impl ChatCore {
         core.key_sent = u32_of(sent)?;
         core.key_since = u64_of(since)?;
         core.rekeys = u32_of(rekeys)?;
-        core.discard_ready = u32_of(discard)? as usize;
+        core.switch_seen = u32::try_from(discard).ok();
         core.next_job = u64_of(next_job)?;
         core.resend_attempts = u32_of(attempts)?;
         core.retransmit_backoff = u64_of(backoff)?;
