@@ -51,8 +51,15 @@ fn handshake_agrees_on_one_key_and_announces_layers() {
 /// in order, on both sides.
 #[test]
 fn ten_thousand_each_way_through_drop_duplicate_reorder_with_rekeys() {
+    // Several seeds: one seed once hid a stall that others showed (see docs/protocol.md).
+    for seed in [7, 8, 9, 10, 11] {
+        ten_thousand_each_way(seed);
+    }
+}
+
+fn ten_thousand_each_way(seed: u64) {
     const N: usize = 10_000;
-    let mut w = World::new(7, Faults::NONE);
+    let mut w = World::new(seed, Faults::NONE);
     w.open();
     w.faults = Faults::HARSH;
     for i in 0..N {

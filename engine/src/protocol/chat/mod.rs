@@ -185,6 +185,8 @@ pub struct ChatCore {
     rekey_job: Option<u64>,
     timers: BTreeMap<Timer, Millis>,
     resend_attempts: u32,
+    /// Messages processed when the holes were last asked for again (progress resets backoff).
+    retry_mark: u32,
     unhealthy_reported: bool,
     retransmit_backoff: Millis,
 }
@@ -266,6 +268,7 @@ impl ChatCore {
             rekey_job: None,
             timers: BTreeMap::new(),
             resend_attempts: 0,
+            retry_mark: 0,
             unhealthy_reported: false,
             retransmit_backoff: config.retransmit_ms,
         }

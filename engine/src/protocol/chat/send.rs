@@ -328,11 +328,19 @@ impl ChatCore {
         let Some(session) = self.session.as_ref() else {
             return;
         };
-        let holes = self.waiting.holes(session.seq().parts().1);
+        let received = session.seq().parts().1;
+        let holes = self.waiting.holes(received);
         if holes.is_empty() {
             self.resend_attempts = 0;
             return;
         }
+        // Back off only while nothing moves: under steady loss new holes keep opening, but as
+        // long as old ones fill the chat is healthy and should keep asking at the base pace.
+        if received > self.retry_mark {
+            self.resend_attempts = 0;
+            self.unhealthy_reported = false;
+        }
+        self.retry_mark = received;
         self.resend_attempts += 1;
         if self.resend_attempts >= self.config.unhealthy_after && !self.unhealthy_reported {
             self.unhealthy_reported = true;
