@@ -177,6 +177,8 @@ pub struct ChatCore {
     key_sent: u32,
     key_since: Millis,
     rekeys: u32,
+    /// The exchange (id, new fingerprint) we switched to before its CommitKey arrived.
+    switched_early: Option<(i64, i64)>,
     /// The peer's raw out_seq_no of the earliest message seen under the current key (its
     /// switch to this key is at or before it): older keys go once everything before it is in.
     switch_seen: Option<u32>,
@@ -262,6 +264,7 @@ impl ChatCore {
             key_sent: 0,
             key_since: 0,
             rekeys: 0,
+            switched_early: None,
             switch_seen: None,
             next_job: 0,
             handshake_job: None,

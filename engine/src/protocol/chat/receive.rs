@@ -42,6 +42,8 @@ impl ChatCore {
             if fp == pending.fingerprint()
                 && message::decrypt_v2(pending, self.side.peer(), &wire).is_ok()
             {
+                // Its CommitKey, when it comes, gets the Noop that lets the initiator finish.
+                self.switched_early = self.rekey.exchange_id().map(|x| (x, fp));
                 if let Some(step) = self.rekey.on_key_seen(fp) {
                     self.apply_rekey_step(step, now, rng, out);
                 }

@@ -123,6 +123,17 @@ impl ChatCore {
     ) {
         match self.rekey.on_commit(c.exchange_id, c.key_fingerprint) {
             Ok(step) => self.apply_rekey_step(step, now, rng, out),
+            Err(RekeyError::Unexpected { .. })
+                if self.switched_early == Some((c.exchange_id, c.key_fingerprint)) =>
+            {
+                // We switched on an early message under the new key; answer the CommitKey as if
+                // it had come first, so the initiator (waiting for a message under the new key)
+                // finishes even if we have nothing else to say (pfs.md "Discarding").
+                self.switched_early = None;
+                let noop =
+                    enums::DecryptedMessageAction::Noop(types::DecryptedMessageActionNoop {});
+                self.send_action(noop, now, rng, out);
+            }
             Err(RekeyError::Unexpected { .. }) => {}
             // We sent AcceptKey and can no longer abort: the chat cannot continue.
             Err(e) => self.abort(CloseReason::Rekey(e), out),
