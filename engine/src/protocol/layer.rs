@@ -136,30 +136,63 @@ pub fn text_message(
     text: String,
     entities: Vec<enums::MessageEntity>,
 ) -> enums::DecryptedMessage {
-    let entities = Some(entities_for(layer, entities)).filter(|e| !e.is_empty());
+    let full = types::DecryptedMessage73 {
+        no_webpage: false,
+        silent: false,
+        random_id,
+        ttl,
+        message: text,
+        media: None,
+        entities: Some(entities),
+        via_bot_name: None,
+        reply_to_random_id: None,
+        grouped_id: None,
+    };
+    message_for_layer(layer, full)
+}
+
+/// `m` as the negotiated `layer` has it: `decryptedMessage46` below 73 (no silent, no_webpage,
+/// grouped_id), and only the entities the layer knows.
+pub fn message_for_layer(layer: i32, mut m: types::DecryptedMessage73) -> enums::DecryptedMessage {
+    let entities = m
+        .entities
+        .take()
+        .map(|e| entities_for(layer, e))
+        .filter(|e| !e.is_empty());
+    m.media = m.media.take().map(|md| media_for_layer(layer, md));
     if layer >= MTPROTO2_LAYER {
-        enums::DecryptedMessage::DecryptedMessage73(types::DecryptedMessage73 {
-            no_webpage: false,
-            silent: false,
-            random_id,
-            ttl,
-            message: text,
-            media: None,
-            entities,
-            via_bot_name: None,
-            reply_to_random_id: None,
-            grouped_id: None,
-        })
+        enums::DecryptedMessage::DecryptedMessage73(types::DecryptedMessage73 { entities, ..m })
     } else {
         enums::DecryptedMessage::DecryptedMessage46(types::DecryptedMessage46 {
-            random_id,
-            ttl,
-            message: text,
-            media: None,
+            random_id: m.random_id,
+            ttl: m.ttl,
+            message: m.message,
+            media: m.media,
             entities,
-            via_bot_name: None,
-            reply_to_random_id: None,
+            via_bot_name: m.via_bot_name,
+            reply_to_random_id: m.reply_to_random_id,
         })
+    }
+}
+
+/// Documents with 64-bit sizes exist from layer 143; below it the layer-46 constructor is used
+/// (the sender refuses files that do not fit before they get here).
+fn media_for_layer(layer: i32, m: enums::DecryptedMessageMedia) -> enums::DecryptedMessageMedia {
+    match m {
+        enums::DecryptedMessageMedia::Document143(d) if layer < DOCUMENT64_LAYER => {
+            enums::DecryptedMessageMedia::Document46(types::DecryptedMessageMediaDocument46 {
+                thumb: d.thumb,
+                thumb_w: d.thumb_w,
+                thumb_h: d.thumb_h,
+                mime_type: d.mime_type,
+                size: i32::try_from(d.size).unwrap_or(i32::MAX),
+                key: d.key,
+                iv: d.iv,
+                attributes: d.attributes,
+                caption: d.caption,
+            })
+        }
+        other => other,
     }
 }
 

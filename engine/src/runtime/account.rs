@@ -292,9 +292,12 @@ impl AccountActor {
                 if m.qts <= mark || self.done.contains(&m.qts) || self.in_flight.contains(&m.qts) {
                     return; // already stored or on its way
                 }
-                if m.qts > mark + 1 + self.in_flight.len() as i32 {
+                // qts comes from the server: compare without overflow.
+                if i64::from(m.qts) > i64::from(mark) + 1 + self.in_flight.len() as i64 {
                     // A gap in qts: fetch what we missed soon.
-                    ctx.notify_later(Tick, self.shared.config.ack_interval);
+                    ctx.run_later(self.shared.config.ack_interval, |act, ctx| {
+                        act.get_difference(ctx)
+                    });
                 }
                 self.in_flight.insert(m.qts);
                 self.route_message(m.message, Some(AckToken::Qts(m.qts)), ctx);
@@ -366,17 +369,21 @@ impl AccountActor {
                 if let Some((left, upto)) = &mut self.diff {
                     *left = left.saturating_sub(1);
                     if *left == 0 {
+                        // Every event up to the batch's qts is now stored. (No range is
+                        // materialised: `upto` comes from the server.)
                         let upto = *upto;
                         self.diff = None;
-                        let from = self.watermark.unwrap_or(0);
-                        self.done.extend(from + 1..=upto);
+                        self.watermark = self.watermark.map(|m| m.max(upto));
                     }
                 }
             }
         }
         if let Some(mut mark) = self.watermark {
-            while self.done.remove(&(mark + 1)) {
-                mark += 1;
+            while let Some(next) = mark.checked_add(1) {
+                if !self.done.remove(&next) {
+                    break;
+                }
+                mark = next;
             }
             self.done.retain(|&q| q > mark);
             self.watermark = Some(mark);

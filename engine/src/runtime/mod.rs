@@ -405,6 +405,28 @@ impl Engine {
     }
 }
 
+/// Hands a request to its account without waiting here: a command resolves only once its
+/// chat stored it, and one busy chat must not hold up every other request.
+fn forward<M, T>(
+    accounts: &HashMap<u64, Addr<AccountActor>>,
+    account: u64,
+    msg: M,
+    reply: oneshot::Sender<Result<T, EngineError>>,
+) where
+    M: Message<Result = Result<T, EngineError>> + Send + 'static,
+    T: Send + 'static,
+    AccountActor: Handler<M>,
+{
+    let Some(addr) = accounts.get(&account).cloned() else {
+        let _ = reply.send(Err(EngineError::NoSuchAccount(account)));
+        return;
+    };
+    actix::spawn(async move {
+        let r = addr.send(msg).await.unwrap_or(Err(EngineError::Stopped));
+        let _ = reply.send(r);
+    });
+}
+
 async fn run(
     store: Arc<Store>,
     config: EngineConfig,
@@ -448,30 +470,12 @@ async fn run(
                 accounts.insert(account, addr);
                 let _ = reply.send(feed);
             }
-            Request::OpenChat(account, user, reply) => match accounts.get(&account) {
-                Some(a) => {
-                    let r = a
-                        .send(RequestChat(user))
-                        .await
-                        .unwrap_or(Err(EngineError::Stopped));
-                    let _ = reply.send(r);
-                }
-                None => {
-                    let _ = reply.send(Err(EngineError::NoSuchAccount(account)));
-                }
-            },
-            Request::Command(account, chat, command, reply) => match accounts.get(&account) {
-                Some(a) => {
-                    let r = a
-                        .send(ChatCommand(chat, command))
-                        .await
-                        .unwrap_or(Err(EngineError::Stopped));
-                    let _ = reply.send(r);
-                }
-                None => {
-                    let _ = reply.send(Err(EngineError::NoSuchAccount(account)));
-                }
-            },
+            Request::OpenChat(account, user, reply) => {
+                forward(&accounts, account, RequestChat(user), reply)
+            }
+            Request::Command(account, chat, command, reply) => {
+                forward(&accounts, account, ChatCommand(chat, command), reply)
+            }
             Request::Active(account, reply) => {
                 let n = match accounts.get(&account) {
                     Some(a) => a.send(account::ActiveChats).await.unwrap_or(0),
@@ -479,18 +483,9 @@ async fn run(
                 };
                 let _ = reply.send(n);
             }
-            Request::Status(account, chat, reply) => match accounts.get(&account) {
-                Some(a) => {
-                    let r = a
-                        .send(Status(chat))
-                        .await
-                        .unwrap_or(Err(EngineError::Stopped));
-                    let _ = reply.send(r);
-                }
-                None => {
-                    let _ = reply.send(Err(EngineError::NoSuchAccount(account)));
-                }
-            },
+            Request::Status(account, chat, reply) => {
+                forward(&accounts, account, Status(chat), reply)
+            }
         }
     }
     // Shut down: stop the chat threads (their actors and the store handles they hold are

@@ -11,7 +11,7 @@ use super::{
     AppEvent, Call, ChatCore, CloseReason, Millis, Out, OutboxEntry, Outgoing, PendingSend, Phase,
     ServiceAction, Timer,
 };
-use crate::protocol::layer::{DOCUMENT64_LAYER, MTPROTO2_LAYER, entities_for};
+use crate::protocol::layer::message_for_layer;
 
 /// The message in its richest form (layer 73+ constructor) and the file to attach.
 pub(super) fn full_message(
@@ -37,51 +37,6 @@ pub(super) fn full_message(
         grouped_id: m.grouped_id,
     };
     (Box::new(message), file)
-}
-
-/// `m` as the negotiated `layer` has it: `decryptedMessage46` below 73 (no silent, no_webpage,
-/// grouped_id), and only the entities the layer knows.
-fn for_layer(layer: i32, mut m: types::DecryptedMessage73) -> enums::DecryptedMessage {
-    let entities = m
-        .entities
-        .take()
-        .map(|e| entities_for(layer, e))
-        .filter(|e| !e.is_empty());
-    m.media = m.media.take().map(|md| media_for_layer(layer, md));
-    if layer >= MTPROTO2_LAYER {
-        enums::DecryptedMessage::DecryptedMessage73(types::DecryptedMessage73 { entities, ..m })
-    } else {
-        enums::DecryptedMessage::DecryptedMessage46(types::DecryptedMessage46 {
-            random_id: m.random_id,
-            ttl: m.ttl,
-            message: m.message,
-            media: m.media,
-            entities,
-            via_bot_name: m.via_bot_name,
-            reply_to_random_id: m.reply_to_random_id,
-        })
-    }
-}
-
-/// Documents with 64-bit sizes exist from layer 143; below it the layer-46 constructor is used
-/// (the sender refuses files that do not fit before they get here).
-fn media_for_layer(layer: i32, m: enums::DecryptedMessageMedia) -> enums::DecryptedMessageMedia {
-    match m {
-        enums::DecryptedMessageMedia::Document143(d) if layer < DOCUMENT64_LAYER => {
-            enums::DecryptedMessageMedia::Document46(types::DecryptedMessageMediaDocument46 {
-                thumb: d.thumb,
-                thumb_w: d.thumb_w,
-                thumb_h: d.thumb_h,
-                mime_type: d.mime_type,
-                size: i32::try_from(d.size).unwrap_or(i32::MAX),
-                key: d.key,
-                iv: d.iv,
-                attributes: d.attributes,
-                caption: d.caption,
-            })
-        }
-        other => other,
-    }
 }
 
 impl ChatCore {
@@ -154,7 +109,7 @@ impl ChatCore {
                     return;
                 };
                 let (random_id, silent) = (m.random_id, m.silent);
-                let message = for_layer(layer, *m);
+                let message = message_for_layer(layer, *m);
                 self.seal_and_send(message, random_id, false, file, silent, now, rng, out);
             }
         }
