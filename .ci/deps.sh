@@ -3,7 +3,8 @@
 # a C++ compiler, and libssl-dev/pkg-config (bench baselines). Does nothing when they are already there.
 set -euo pipefail
 need=()
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/*/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+# libclang itself (libclang.so / libclang-N.so), not libclang-cpp, which some images carry alone.
+ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* /usr/lib/*/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 # libssl-dev + pkg-config: the OpenSSL baselines of the benches (dev-dependency `openssl`).
 [ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
