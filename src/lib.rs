@@ -23,10 +23,14 @@
 //! - [`schema`]: the TL types of the end-to-end schema (layers 8–144) and the server-API subset.
 //! - [`engine`]: crypto, the protocol core, actors and storage.
 //! - [`cli`]: the `secretchat` command-line tool's commands.
+//! - [`simulate`]: the load benchmark with built-in verification (`secretchat simulate`).
 
 #![forbid(unsafe_code)]
+// The simulate report builds one large `json!` object.
+#![recursion_limit = "256"]
 
 pub mod cli;
+pub mod simulate;
 
 pub use secretchat_engine as engine;
 pub use secretchat_schema as schema;

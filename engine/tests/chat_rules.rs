@@ -13,7 +13,7 @@ use secretchat_engine::crypto::{AuthKey, Side};
 use secretchat_engine::protocol::chat::{
     Action, AppEvent, Call, ChatCore, CloseReason, Command, Event, Outgoing, ServiceAction, Timer,
 };
-use secretchat_engine::protocol::layer::{LayerState, Payload, text_message};
+use secretchat_engine::protocol::layer::{LayerState, OUR_LAYER, Payload, text_message};
 use secretchat_engine::protocol::rekey::RekeyError;
 use secretchat_engine::protocol::seq_no::{Received, SeqError, SeqNo};
 use secretchat_engine::protocol::session::Session;
@@ -46,7 +46,7 @@ fn pair(peer_layer: i32) -> Pair {
         T0,
     )
     .0;
-    let layer = LayerState::from_parts(peer_layer.max(46), peer_layer >= 73);
+    let layer = LayerState::from_parts(peer_layer.max(46), peer_layer >= 73, OUR_LAYER);
     let mallory = Session::from_parts(
         key(),
         Vec::new(),
@@ -460,7 +460,7 @@ fn mtproto1_message_after_the_switch_to_2_is_rejected() {
         Vec::new(),
         Side::Participant,
         *old.seq(),
-        LayerState::from_parts(144, true),
+        LayerState::from_parts(144, true, OUR_LAYER),
     );
     let m1 = new.seal(text("v2"), &mut p.rng).unwrap();
     assert_eq!(m1.version, Version::V2);

@@ -380,23 +380,54 @@ fn peak_rss() -> u64 {
     kb * 1024
 }
 
-/// A sparse 2.1 GiB file (above 2^31: the 64-bit document size) goes through the whole upload
-/// path without the engine holding it in memory. The server only hashes what it receives; the
-/// test hashes the expected ciphertext independently with the key and IV from the message.
+/// Reads `path` in 1 MiB chunks (bounded memory, whatever its size).
+fn for_each_chunk(path: &std::path::Path, mut f: impl FnMut(&[u8])) {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        f(&buf[..n]);
+    }
+}
+
+/// A sparse 2.1 GiB file (above 2^31: the 64-bit document size), with a few non-zero bytes at
+/// the edges and across 2^31, goes up and back down through the whole path without the engine
+/// or the server holding it in memory: the server keeps the parts on disk and hashes what it
+/// receives; the test hashes the expected ciphertext independently with the key and IV from
+/// the message, then downloads and compares the result with the original chunk by chunk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sparse_multi_gigabyte_file_streams_through_in_bounded_memory() {
     use secretchat_engine::crypto::file::{FileKey, PART_SIZE};
     use secretchat_engine::crypto::ige::Direction;
+    use secretchat_engine::sim::FileKeeping;
     use sha2::{Digest, Sha256};
+    use std::io::{Seek, SeekFrom, Write};
     let root = tempfile::tempdir().unwrap();
+    let server_dir = root.path().join("server");
+    std::fs::create_dir_all(&server_dir).unwrap();
     let sim = SimServer::new(SimFaults::NONE, 6);
-    sim.keep_file_data(false);
+    sim.set_file_keeping(FileKeeping::Disk(server_dir));
     let mut a = side(&root.path().join("a"), &sim, 1, Arc::new(sim.device(1, 0))).await;
     let mut b = side(&root.path().join("b"), &sim, 2, Arc::new(sim.device(2, 0))).await;
-    let (ha, _) = open(&mut a, &mut b).await;
+    let (ha, hb) = open(&mut a, &mut b).await;
     let size: u64 = (1 << 31) + 100 * 1024 * 1024 + 5;
     let path = root.path().join("sparse");
-    std::fs::File::create(&path).unwrap().set_len(size).unwrap();
+    {
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.set_len(size).unwrap();
+        for (at, bytes) in [
+            (0, &b"head"[..]),
+            ((1 << 31) - 2, b"across"),
+            (size - 3, b"end"),
+        ] {
+            f.seek(SeekFrom::Start(at)).unwrap();
+            f.write_all(bytes).unwrap();
+        }
+    }
     let before = peak_rss();
     a.engine
         .send_file(
@@ -407,29 +438,139 @@ async fn a_sparse_multi_gigabyte_file_streams_through_in_bounded_memory() {
         .await
         .unwrap();
     let grew = peak_rss().saturating_sub(before);
-    assert!(grew < 256 << 20, "peak memory grew by {} MiB", grew >> 20);
+    assert!(
+        grew < 256 << 20,
+        "upload: peak memory grew by {} MiB",
+        grew >> 20
+    );
     let refs = wait_files(&mut b, 1).await;
     assert_eq!(refs[0].size, size);
-    // The ciphertext the server must have: zeros, one IGE chain, padded to 16.
+    assert_eq!(refs[0].file.size as u64, size.div_ceil(16) * 16);
+    // The ciphertext the server must have: one IGE chain over the file, padded to 16.
     let key = FileKey {
         key: refs[0].key.clone(),
         iv: refs[0].iv.clone(),
     };
     let mut stream = key.stream(Direction::Encrypt);
     let mut h = Sha256::new();
+    let mut pending: Vec<u8> = Vec::with_capacity(2 * PART_SIZE);
     let mut left = size;
-    while left > 0 {
-        let n = left.min(PART_SIZE as u64) as usize;
-        let mut part = vec![0u8; n];
-        if n == left as usize {
-            stream.last_part(&mut part).unwrap();
-        } else {
+    for_each_chunk(&path, |chunk| {
+        pending.extend_from_slice(chunk);
+        left -= chunk.len() as u64;
+        while pending.len() >= PART_SIZE && (pending.len() > PART_SIZE || left > 0) {
+            let mut part: Vec<u8> = pending.drain(..PART_SIZE).collect();
             stream.part(&mut part).unwrap();
+            h.update(&part);
         }
-        h.update(&part);
-        left -= n as u64;
-    }
+    });
+    stream.last_part(&mut pending).unwrap();
+    h.update(&pending);
     let want: [u8; 32] = h.finalize().into();
     assert_eq!(sim.file_digest(refs[0].file.id), Some(want));
-    assert_eq!(refs[0].file.size as u64, size.div_ceil(16) * 16);
+    // Down again, decrypted as a stream, into a file equal to the original.
+    let out = root.path().join("sparse.out");
+    let before = peak_rss();
+    b.engine
+        .download(b.account, hb, &refs[0], &out)
+        .await
+        .unwrap();
+    let grew = peak_rss().saturating_sub(before);
+    assert!(
+        grew < 256 << 20,
+        "download: peak memory grew by {} MiB",
+        grew >> 20
+    );
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), size);
+    let digest = |p: &std::path::Path| {
+        let mut h = Sha256::new();
+        for_each_chunk(p, |c| h.update(c));
+        <[u8; 32]>::from(h.finalize())
+    };
+    assert_eq!(digest(&out), digest(&path), "downloaded file differs");
+}
+
+/// Files between a peer that speaks layer 73 (an older client: documents have 32-bit sizes)
+/// and one at layer 144: both directions use the layer-46 document constructor, each side
+/// downloads what the other sent, and a file above 2 GiB for the old peer is refused before
+/// anything is uploaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_between_a_layer_73_and_a_layer_144_peer() {
+    use secretchat_schema::e2e::enums::{DecryptedMessage, DecryptedMessageMedia};
+    let root = tempfile::tempdir().unwrap();
+    let sim = SimServer::new(SimFaults::NONE, 7);
+    let mut a = side(&root.path().join("a"), &sim, 1, Arc::new(sim.device(1, 0))).await;
+    let mut old_config = config();
+    old_config.chat.layer = 73;
+    let (engine, rx) = Engine::open(&root.path().join("b"), old_config).unwrap();
+    let feed = engine
+        .add_account(2, Arc::new(sim.device(2, 0)))
+        .await
+        .unwrap();
+    sim.connect(&sim.device(2, 0), feed);
+    let mut b = Side {
+        engine,
+        rx,
+        events: Vec::new(),
+        account: 2,
+    };
+    let (ha, hb) = open(&mut a, &mut b).await;
+    assert_eq!(a.engine.status(1, ha).await.unwrap().negotiated_layer, 73);
+    assert_eq!(b.engine.status(2, hb).await.unwrap().negotiated_layer, 73);
+    let sizes = [3000usize, 512 * 1024 + 9];
+    for (i, &n) in sizes.iter().enumerate() {
+        let p = root.path().join(format!("a{i}"));
+        std::fs::write(&p, content(n, 40 + i as u8)).unwrap();
+        a.engine
+            .send_file(1, ha, FileToSend::document(&p, "text/plain"))
+            .await
+            .unwrap();
+        let p = root.path().join(format!("b{i}"));
+        std::fs::write(&p, content(n, 80 + i as u8)).unwrap();
+        b.engine
+            .send_file(2, hb, FileToSend::document(&p, "text/plain"))
+            .await
+            .unwrap();
+    }
+    let to_b = wait_files(&mut b, 2).await;
+    let to_a = wait_files(&mut a, 2).await;
+    for s in [&a, &b] {
+        let docs: Vec<bool> = s
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::App(AppEvent::Message { message, .. }) => match message.as_ref() {
+                    DecryptedMessage::DecryptedMessage73(m) => m
+                        .media
+                        .as_ref()
+                        .map(|md| matches!(md, DecryptedMessageMedia::Document46(_))),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(docs, vec![true, true], "layer-46 documents only");
+    }
+    for (i, &n) in sizes.iter().enumerate() {
+        let out = root.path().join(format!("to_b{i}"));
+        b.engine.download(2, hb, &to_b[i], &out).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), content(n, 40 + i as u8));
+        let out = root.path().join(format!("to_a{i}"));
+        a.engine.download(1, ha, &to_a[i], &out).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), content(n, 80 + i as u8));
+    }
+    // Above 2 GiB the old peer's 32-bit size cannot carry it: refused up front.
+    let big = root.path().join("big");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len((1 << 31) + 1)
+        .unwrap();
+    let before = sim.file_bytes_received();
+    assert!(matches!(
+        a.engine
+            .send_file(1, ha, FileToSend::document(&big, "application/x-big"))
+            .await,
+        Err(FileError::TooLarge(_))
+    ));
+    assert_eq!(sim.file_bytes_received(), before, "nothing uploaded");
 }

@@ -39,6 +39,10 @@ enum Command {
     File(FileCommand),
     /// End-to-end demonstration: DH key exchange, an MTProto 2.0 message each way, decoded.
     Demo,
+    /// The load benchmark with built-in verification: many accounts and chats on the
+    /// simulated server with the real engine, RocksDB and crypto. Exits 1 if any message was
+    /// lost, duplicated, misordered or corrupted, or any chat ended inconsistent.
+    Simulate(Box<cli::simulate::SimulateArgs>),
 }
 
 #[derive(Subcommand)]
@@ -216,6 +220,7 @@ fn run(args: Args) -> Result<Value, CliError> {
             cli::crypto::file_fingerprint(&key, &iv)
         }
         Command::Demo => cli::demo::run(&mut std::io::stdout()),
+        Command::Simulate(_) => Err(CliError::new("usage", "simulate is run by main")),
     }
 }
 
@@ -233,6 +238,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Simulate(a) = &args.command {
+        return ExitCode::from(cli::simulate::run(a));
+    }
     match run(args) {
         Ok(Value::String(s)) => {
             println!("{s}");

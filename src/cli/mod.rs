@@ -1,11 +1,13 @@
 //! The `secretchat` command-line tool.
 //!
-//! Every command prints one JSON object on stdout. A rejected input exits with status 2 and
+//! Every command but `simulate` (a human summary, with `--json` for scripts) prints one JSON
+//! object on stdout. A rejected input exits with status 2 and
 //! prints `{"error": "<snake_case kind>", "detail": "..."}`; other tools script against these
 //! names, so they are stable.
 
 pub mod crypto;
 pub mod demo;
+pub mod simulate;
 pub mod tl;
 
 use serde_json::{Value, json};

@@ -46,24 +46,40 @@ pub struct LayerState {
     peer: i32,
     /// The peer has sent us an MTProto 2.0 message.
     mtproto2: bool,
+    /// The layer we speak: [`OUR_LAYER`], or lower to behave as an older client.
+    ours: i32,
 }
 
 impl Default for LayerState {
     fn default() -> Self {
-        Self {
-            peer: INITIAL_PEER_LAYER,
-            mtproto2: false,
-        }
+        Self::new(OUR_LAYER)
     }
 }
 
 impl LayerState {
-    /// Restores stored state.
-    pub fn from_parts(peer: i32, mtproto2: bool) -> Self {
+    /// A new chat's state when we speak `ours` (clamped to
+    /// [`INITIAL_PEER_LAYER`]..=[`OUR_LAYER`]).
+    pub fn new(ours: i32) -> Self {
         Self {
-            peer: peer.clamp(INITIAL_PEER_LAYER, OUR_LAYER),
-            mtproto2,
+            peer: INITIAL_PEER_LAYER,
+            mtproto2: false,
+            ours: ours.clamp(INITIAL_PEER_LAYER, OUR_LAYER),
         }
+    }
+
+    /// Restores stored state (`ours` comes from the configuration, not the record).
+    pub fn from_parts(peer: i32, mtproto2: bool, ours: i32) -> Self {
+        let ours = ours.clamp(INITIAL_PEER_LAYER, OUR_LAYER);
+        Self {
+            peer: peer.clamp(INITIAL_PEER_LAYER, ours),
+            mtproto2,
+            ours,
+        }
+    }
+
+    /// The layer we speak.
+    pub fn ours(&self) -> i32 {
+        self.ours
     }
 
     /// `(peer layer, mtproto2 reached)` for storage.
@@ -78,13 +94,13 @@ impl LayerState {
 
     /// The layer outgoing messages are built for.
     pub fn negotiated(&self) -> i32 {
-        self.peer.min(OUR_LAYER)
+        self.peer.min(self.ours)
     }
 
     /// Records a layer the peer announced (message envelope or NotifyLayer).
     pub fn observe(&mut self, layer: i32) -> Observed {
-        if layer > OUR_LAYER {
-            self.peer = OUR_LAYER;
+        if layer > self.ours {
+            self.peer = self.ours;
             return Observed::PeerNewerThanUs(layer);
         }
         if layer > self.peer {

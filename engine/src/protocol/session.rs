@@ -8,7 +8,7 @@ use rand_core::RngCore;
 use secretchat_schema::e2e::{enums, types};
 use secretchat_schema::{DecodeError, EncodeError, Serialize};
 
-use super::layer::{LayerState, OUR_LAYER, Observed, Payload};
+use super::layer::{LayerState, Observed, Payload};
 use super::seq_no::{Received, SeqError, SeqNo};
 use crate::crypto::message::{self, Version};
 use crate::crypto::{AuthKey, CryptoError, Side};
@@ -86,6 +86,14 @@ impl Session {
             seq: SeqNo::new(side),
             layer: LayerState::default(),
         }
+    }
+
+    /// The same session speaking layer `ours` (below [`OUR_LAYER`](super::layer::OUR_LAYER): as an older
+    /// client, for interoperability tests and mixed-layer simulations).
+    pub fn with_our_layer(mut self, ours: i32) -> Self {
+        let (peer, mtproto2) = self.layer.parts();
+        self.layer = LayerState::from_parts(peer, mtproto2, ours);
+        self
     }
 
     /// Rebuilds a session from stored parts.
@@ -182,7 +190,7 @@ impl Session {
         rng.fill_bytes(&mut random_bytes);
         let envelope = types::DecryptedMessageLayer {
             random_bytes,
-            layer: OUR_LAYER,
+            layer: self.layer.ours(),
             in_seq_no,
             out_seq_no,
             message,
@@ -318,7 +326,10 @@ mod tests {
         );
         let o = open_in_order(&mut b, &first.wire);
         assert_eq!(o.version, Version::V1);
-        assert_eq!(o.layer_news, vec![Observed::Raised(OUR_LAYER)]);
+        assert_eq!(
+            o.layer_news,
+            vec![Observed::Raised(crate::protocol::layer::OUR_LAYER)]
+        );
         // B now knows A speaks 144: its reply is 2.0 and A, still at 46, falls back to 2.0.
         let reply = b
             .seal(text_message(144, 2, 0, "yo".into(), vec![]), &mut rng)

@@ -195,6 +195,7 @@ impl AccountActor {
             initial,
             initial_done: done,
             in_flight: 0,
+            reported: Default::default(),
         };
         let arbiter = self.shared.arbiter(handle);
         let addr = ChatActor::start_in_arbiter(&arbiter, move |_| actor);

@@ -14,7 +14,7 @@ use secretchat_schema::api::types as api_types;
 use super::account::{AccountActor, Processed};
 use super::workers::{ConfigError, GetConfig, RunJob};
 use super::{AckToken, EngineEvent, EventKind, Shared, now_ms};
-use crate::protocol::chat::{Action, Call, ChatCore, Event, Persist};
+use crate::protocol::chat::{Action, Call, ChatCore, ChatCounters, Event, Persist};
 use crate::store::ChatWrite;
 use crate::transport::{ErrorClass, RpcError, ServerApi};
 
@@ -32,6 +32,8 @@ pub struct ChatActor {
     pub(super) initial_done: Option<tokio::sync::oneshot::Sender<()>>,
     /// DH jobs and config requests not answered yet.
     pub(super) in_flight: usize,
+    /// The core's counters as last added to the engine metrics, and its open holes then.
+    pub(super) reported: (ChatCounters, usize),
 }
 
 /// Stop if there is nothing in flight (answers whether it stopped). A stopped chat is
@@ -104,6 +106,13 @@ impl ChatActor {
         done: Option<tokio::sync::oneshot::Sender<()>>,
         ctx: &mut Context<Self>,
     ) {
+        let counters = self.core.counters();
+        let holes = self.core.holes_open();
+        let (was, holes_before) = self.reported;
+        self.shared
+            .metrics
+            .add(counters.since(&was), holes_before, holes);
+        self.reported = (counters, holes);
         let mut persist: Option<Box<Persist>> = None;
         let mut events = Vec::new();
         let mut calls = Vec::new();
@@ -176,7 +185,7 @@ impl ChatActor {
                         }
                     });
                 }
-                Action::Rejected(_) => {}
+                Action::Rejected(_) => self.shared.metrics.rejected(),
             }
         }
         let ticket = if persist.is_some() || !events.is_empty() {
@@ -191,6 +200,7 @@ impl ChatActor {
                 events: &events,
                 qts: None,
             };
+            self.shared.metrics.batch();
             match self.shared.store.write_chat(&w) {
                 Ok(t) => Some(t),
                 Err(e) => {

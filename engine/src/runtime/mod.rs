@@ -14,6 +14,8 @@ pub mod account;
 pub mod chat;
 mod commands;
 pub mod files;
+pub mod metrics;
+mod provision;
 pub mod workers;
 
 use std::collections::HashMap;
@@ -31,6 +33,8 @@ use crate::protocol::chat::{AppEvent, ChatConfig, ChatStatus, Command};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::transport::{CallError, ErrorClass, RpcError, ServerApi, UpdateFeed, call};
 use account::{AccountActor, ChatCommand, RequestChat, Resume, Status};
+use metrics::{EngineMetrics, MetricsSnapshot};
+pub use provision::ProvisionedChat;
 use workers::{DhConfigActor, FileCryptor, ParamsRegistry, RekeyActor};
 
 /// Engine settings.
@@ -89,6 +93,9 @@ pub enum EngineError {
     /// The engine is shut down.
     #[error("the engine has stopped")]
     Stopped,
+    /// DH parameters that are not valid (provisioning).
+    #[error("invalid DH parameters")]
+    InvalidDhParams,
 }
 
 /// What an application event acknowledges upstream once stored.
@@ -147,6 +154,7 @@ pub struct Shared {
     pub(crate) files: Addr<FileCryptor>,
     pub(crate) dh_config: Addr<DhConfigActor>,
     pub(crate) registry: Arc<ParamsRegistry>,
+    pub(crate) metrics: Arc<EngineMetrics>,
     arbiters: Vec<ArbiterHandle>,
 }
 
@@ -237,6 +245,9 @@ pub struct Engine {
     apis: Arc<std::sync::Mutex<HashMap<u64, Arc<dyn ServerApi>>>>,
     events: mpsc::UnboundedSender<EngineEvent>,
     files: Addr<FileCryptor>,
+    metrics: Arc<EngineMetrics>,
+    registry: Arc<ParamsRegistry>,
+    config: EngineConfig,
     _system: Arc<SystemGuard>,
 }
 
@@ -286,6 +297,11 @@ impl Engine {
         let thread_store = store.clone();
         let engine_events = events_tx.clone();
         let file_threads = config.file_threads.max(1);
+        let metrics = Arc::new(EngineMetrics::default());
+        let thread_metrics = metrics.clone();
+        let registry = Arc::new(ParamsRegistry::default());
+        let thread_registry = registry.clone();
+        let engine_config = config.clone();
         let thread = std::thread::Builder::new()
             .name("secretchat-engine".into())
             .spawn(move || {
@@ -293,7 +309,16 @@ impl Engine {
                 let files =
                     sys.block_on(async move { SyncArbiter::start(file_threads, || FileCryptor) });
                 let _ = sys_tx.send((System::current(), files.clone()));
-                sys.block_on(run(thread_store, config, events_tx, rx, pending, files));
+                sys.block_on(run(
+                    thread_store,
+                    config,
+                    events_tx,
+                    rx,
+                    pending,
+                    files,
+                    thread_metrics,
+                    thread_registry,
+                ));
             })
             .map_err(|_| EngineError::Stopped)?;
         let (system, files) = sys_rx.recv().map_err(|_| EngineError::Stopped)?;
@@ -304,6 +329,9 @@ impl Engine {
                 apis: Arc::default(),
                 events: engine_events,
                 files,
+                metrics,
+                registry,
+                config: engine_config,
                 _system: Arc::new(SystemGuard {
                     system,
                     thread: Some(thread),
@@ -399,6 +427,11 @@ impl Engine {
         Ok(())
     }
 
+    /// Engine-wide counters: holes, Resend requests, re-sends, rejected messages, batches.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
     /// The store (for reports: size on disk).
     pub fn store(&self) -> &Arc<Store> {
         &self.store
@@ -434,10 +467,11 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Request>,
     pending: Vec<(u64, u64)>,
     files: Addr<FileCryptor>,
+    metrics: Arc<EngineMetrics>,
+    registry: Arc<ParamsRegistry>,
 ) {
     let dh_threads = config.dh_threads.max(1);
     let rekey = SyncArbiter::start(dh_threads, || RekeyActor);
-    let registry = Arc::new(ParamsRegistry::default());
     let dh_config = DhConfigActor::new(store.clone(), registry.clone()).start();
     let arbiters: Vec<Arbiter> = (0..config.chat_threads.max(1))
         .map(|_| Arbiter::new())
@@ -450,6 +484,7 @@ async fn run(
         files,
         dh_config,
         registry,
+        metrics,
         arbiters: arbiters.iter().map(Arbiter::handle).collect(),
     });
     let mut accounts: HashMap<u64, Addr<AccountActor>> = HashMap::new();

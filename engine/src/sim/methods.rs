@@ -6,7 +6,7 @@ use secretchat_schema::api::functions::{messages as m, updates as u, upload as u
 use secretchat_schema::api::types as t;
 use secretchat_schema::{Deserialize, Identifiable, Reader, Serialize};
 
-use super::{Chat, ChatState, SimServer, State, Stored, UploadedPart};
+use super::{Chat, ChatState, SimServer, State};
 use crate::crypto::prime::TELEGRAM_DH_PRIME;
 use crate::transport::RpcError;
 
@@ -318,73 +318,34 @@ impl SimServer {
             }
             up::SaveFilePart::CONSTRUCTOR_ID => {
                 let r: up::SaveFilePart = de(req)?;
-                self.save_part(s, user, device, r.file_id, r.file_part, r.bytes, 512 * 1024)
+                s.files
+                    .save_part((user, device, r.file_id), r.file_part, r.bytes, None)?;
+                Ok(bool_bytes(true))
             }
             up::SaveBigFilePart::CONSTRUCTOR_ID => {
                 let r: up::SaveBigFilePart = de(req)?;
-                if r.file_part >= r.file_total_parts {
-                    return Err(bad("FILE_PART_INVALID"));
-                }
-                self.save_part(s, user, device, r.file_id, r.file_part, r.bytes, 512 * 1024)
+                s.files.save_part(
+                    (user, device, r.file_id),
+                    r.file_part,
+                    r.bytes,
+                    Some(r.file_total_parts),
+                )?;
+                Ok(bool_bytes(true))
             }
             up::GetFile::CONSTRUCTOR_ID => {
                 let r: up::GetFile = de(req)?;
                 let api::InputFileLocation::InputEncryptedFileLocation(loc) = r.location;
-                let f = s.files.get(&loc.id).ok_or_else(|| bad("FILE_ID_INVALID"))?;
-                if f.access_hash != loc.access_hash {
-                    return Err(bad("FILE_ID_INVALID"));
-                }
-                if r.offset < 0 || r.limit <= 0 || r.limit > 1 << 20 || r.offset % 1024 != 0 {
-                    return Err(bad("LIMIT_INVALID"));
-                }
-                let start = (r.offset as usize).min(f.data.len());
-                let end = (start + r.limit as usize).min(f.data.len());
+                let bytes = s
+                    .files
+                    .read(loc.id, loc.access_hash, r.offset, r.limit, r.precise)?;
                 ser(&api::upload::File::File(t::upload::File {
                     r#type: api::storage::FileType::FilePartial(t::storage::FilePartial {}),
                     mtime: 0,
-                    bytes: f.data[start..end].to_vec(),
+                    bytes,
                 }))
             }
             _ => Err(bad("METHOD_INVALID")),
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn save_part(
-        &self,
-        s: &mut State,
-        user: i64,
-        device: u32,
-        file_id: i64,
-        part: i32,
-        bytes: Vec<u8>,
-        max: usize,
-    ) -> Result<Vec<u8>, RpcError> {
-        if !(0..8000).contains(&part) {
-            return Err(bad("FILE_PART_INVALID"));
-        }
-        if bytes.len() > max || bytes.is_empty() || !bytes.len().is_multiple_of(16) {
-            return Err(bad("FILE_PART_SIZE_INVALID"));
-        }
-        let len = bytes.len();
-        let entry = s
-            .digests
-            .entry((user, device, file_id))
-            .or_insert_with(|| (0, Some(sha2::Sha256::default())));
-        if entry.0 == part {
-            entry.0 += 1;
-            if let Some(h) = entry.1.as_mut() {
-                sha2::Digest::update(h, &bytes);
-            }
-        } else {
-            entry.1 = None;
-        }
-        let bytes = if s.keep_file_data { bytes } else { Vec::new() };
-        s.parts
-            .entry((user, device, file_id))
-            .or_default()
-            .insert(part, UploadedPart { bytes, len });
-        Ok(bool_bytes(true))
     }
 
     /// Stores an uploaded file from its parts; returns its `encryptedFile`.
@@ -399,43 +360,12 @@ impl SimServer {
             api::InputEncryptedFile::Uploaded(f) => (f.id, f.parts, f.key_fingerprint),
             api::InputEncryptedFile::BigUploaded(f) => (f.id, f.parts, f.key_fingerprint),
             api::InputEncryptedFile::InputEncryptedFile(f) => {
-                let stored = s.files.get(&f.id).ok_or_else(|| bad("FILE_ID_INVALID"))?;
-                if stored.access_hash != f.access_hash {
-                    return Err(bad("FILE_ID_INVALID"));
-                }
-                return Ok(encrypted_file(stored));
+                return s.files.existing(f.id, f.access_hash);
             }
             api::InputEncryptedFile::Empty(_) => return Err(bad("FILE_EMPTY")),
         };
-        if let Some(stored) = s.files.get(&id) {
-            return Ok(encrypted_file(stored));
-        }
-        let got = s
-            .parts
-            .remove(&(user, device, id))
-            .ok_or_else(|| bad("FILE_PARTS_INVALID"))?;
-        if got.len() != parts as usize || got.keys().copied().ne(0..parts) {
-            s.parts.insert((user, device, id), got);
-            return Err(bad("FILE_PARTS_INVALID"));
-        }
-        let size = got.values().map(|p| p.len).sum();
-        if let Some((_, Some(h))) = s.digests.remove(&(user, device, id)) {
-            s.file_digests.insert(id, sha2::Digest::finalize(h).into());
-        }
-        let mut data = Vec::with_capacity(got.values().map(|p| p.bytes.len()).sum());
-        for p in got.into_values() {
-            data.extend_from_slice(&p.bytes);
-        }
-        let stored = Stored {
-            id,
-            access_hash: s.rng.r#gen(),
-            data,
-            size,
-            key_fingerprint: fp,
-        };
-        let out = encrypted_file(&stored);
-        s.files.insert(id, stored);
-        Ok(out)
+        let access_hash = s.rng.r#gen();
+        s.files.finish((user, device, id), parts, fp, access_hash)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -522,14 +452,4 @@ impl SimServer {
         s.enqueue(&self.delivery, to.0, to.1, message);
         Ok(reply)
     }
-}
-
-fn encrypted_file(f: &Stored) -> api::EncryptedFile {
-    api::EncryptedFile::EncryptedFile(t::EncryptedFile {
-        id: f.id,
-        access_hash: f.access_hash,
-        size: f.size as i64,
-        dc_id: 2,
-        key_fingerprint: f.key_fingerprint,
-    })
 }

@@ -12,6 +12,7 @@
 //! simulator does not model).
 
 mod delivery;
+mod files;
 mod methods;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +25,8 @@ use secretchat_schema::api::enums as api;
 
 use crate::transport::{BoxFuture, RpcError, ServerApi, UpdateFeed};
 use delivery::Delivery;
+pub use files::FileKeeping;
+use files::FileStore;
 
 /// How long the server keeps unacknowledged queue events.
 pub const QUEUE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -94,19 +97,6 @@ struct Chat {
     state: ChatState,
 }
 
-struct UploadedPart {
-    bytes: Vec<u8>,
-    len: usize,
-}
-
-struct Stored {
-    id: i64,
-    access_hash: i64,
-    data: Vec<u8>,
-    size: usize,
-    key_fingerprint: i32,
-}
-
 struct State {
     rng: StdRng,
     faults: SimFaults,
@@ -115,15 +105,8 @@ struct State {
     next_chat: i32,
     /// requestEncryption de-duplication by (user, device, random_id).
     requests: HashMap<(i64, u32, i32), i32>,
-    parts: HashMap<(i64, u32, i64), BTreeMap<i32, UploadedPart>>,
-    /// SHA-256 of each upload's bytes in part order, while parts arrive in order.
-    digests: HashMap<(i64, u32, i64), (i32, Option<sha2::Sha256>)>,
-    /// Digests of finished uploads, by file id.
-    file_digests: HashMap<i64, [u8; 32]>,
-    files: HashMap<i64, Stored>,
+    files: FileStore,
     clock_offset_ms: u64,
-    /// Keep uploaded bytes (else only their sizes: for throughput benches and huge files).
-    keep_file_data: bool,
     started: std::time::Instant,
     stats: SimStats,
 }
@@ -178,12 +161,8 @@ impl SimServer {
                 chats: HashMap::new(),
                 next_chat: 1000,
                 requests: HashMap::new(),
-                parts: HashMap::new(),
-                digests: HashMap::new(),
-                file_digests: HashMap::new(),
-                files: HashMap::new(),
+                files: FileStore::new(),
                 clock_offset_ms: 0,
-                keep_file_data: true,
                 started: std::time::Instant::now(),
                 stats: SimStats::default(),
             }),
@@ -212,6 +191,27 @@ impl SimServer {
         }
     }
 
+    /// Registers an accepted chat between `admin` and `participant` (each `(user, device)`)
+    /// without a handshake: the server side of bulk provisioning. Returns `(chat_id,
+    /// access_hash)`; both ends are then provisioned in their engines with one key.
+    pub fn provision_chat(&self, admin: (i64, u32), participant: (i64, u32)) -> (i32, i64) {
+        let mut s = self.lock();
+        s.next_chat += 1;
+        let chat_id = s.next_chat;
+        let access_hash = s.rng.r#gen();
+        s.chats.insert(
+            chat_id,
+            Chat {
+                admin,
+                participant: participant.0,
+                access_hash,
+                g_a: Vec::new(),
+                state: ChatState::Accepted(participant.1),
+            },
+        );
+        (chat_id, access_hash)
+    }
+
     /// Changes the fault model (e.g. faults off for a final check).
     pub fn set_faults(&self, faults: SimFaults) {
         self.lock().faults = faults;
@@ -236,25 +236,36 @@ impl SimServer {
             .map_or(0, |d| d.queue.len())
     }
 
-    /// Whether uploaded file bytes are kept (default) or only counted: benchmarks and very large
-    /// files need no copy on the server side; such files cannot be downloaded.
+    /// Whether uploaded file bytes are kept in memory (default) or only counted: benchmarks
+    /// need no copy on the server side; such files cannot be downloaded.
     pub fn keep_file_data(&self, keep: bool) {
-        self.lock().keep_file_data = keep;
+        self.set_file_keeping(if keep {
+            FileKeeping::Memory
+        } else {
+            FileKeeping::CountOnly
+        });
+    }
+
+    /// Where uploaded bytes go from now on ([`FileKeeping::Disk`]: multi-gigabyte files that
+    /// are downloaded again, without the server holding them in memory).
+    pub fn set_file_keeping(&self, keeping: FileKeeping) {
+        self.lock().files.set_keeping(keeping);
     }
 
     /// SHA-256 of a finished upload's encrypted bytes (when its parts arrived in order): lets a
     /// test check a file the server did not keep.
     pub fn file_digest(&self, id: i64) -> Option<[u8; 32]> {
-        self.lock().file_digests.get(&id).copied()
+        self.lock().files.digest(id)
+    }
+
+    /// Encrypted file bytes received in parts so far (repeats included).
+    pub fn file_bytes_received(&self) -> u64 {
+        self.lock().files.bytes_in
     }
 
     /// Flips a byte of a stored file (tests: tampering on the server).
     pub fn tamper_file(&self, id: i64, offset: usize) {
-        if let Some(f) = self.lock().files.get_mut(&id) {
-            if let Some(b) = f.data.get_mut(offset) {
-                *b ^= 0x55;
-            }
-        }
+        self.lock().files.tamper(id, offset as u64);
     }
 
     /// Connects a device's live updates to `feed` (replacing an earlier connection).

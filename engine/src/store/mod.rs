@@ -119,6 +119,19 @@ pub struct ChatWrite<'a> {
     pub qts: Option<i32>,
 }
 
+/// A chat written by [`Store::write_new_chats`].
+#[derive(Debug)]
+pub struct NewChat {
+    /// Account id.
+    pub account: u64,
+    /// Its handle (from [`Store::new_handles`]).
+    pub handle: u64,
+    /// Server chat id.
+    pub chat_id: i32,
+    /// The state record (holds the key: zeroized on drop).
+    pub state: zeroize::Zeroizing<Vec<u8>>,
+}
+
 /// A key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -321,6 +334,41 @@ impl Store {
         let h = self.next_handle.fetch_add(1, Ordering::SeqCst);
         self.put_meta(b"next_handle", &(h + 1).to_be_bytes())?;
         Ok(h)
+    }
+
+    /// Reserves `n` consecutive handles with one durable write; returns the first.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn new_handles(&self, n: u64) -> Result<u64, StoreError> {
+        let first = self.next_handle.fetch_add(n, Ordering::SeqCst);
+        self.put_meta(b"next_handle", &(first + n).to_be_bytes())?;
+        Ok(first)
+    }
+
+    /// Stores many new chats (state record and chat-id index each) in one batch, synced once:
+    /// the bulk-provisioning path.
+    ///
+    /// # Errors
+    /// RocksDB errors; nothing is written then.
+    pub fn write_new_chats(&self, chats: &[NewChat]) -> Result<(), StoreError> {
+        let mut b = WriteBatch::default();
+        for c in chats {
+            b.put_cf(
+                self.cf("chats"),
+                chat_key(c.account, c.handle),
+                self.seal(&c.state)?,
+            );
+            b.put_cf(
+                self.cf("chat_index"),
+                cat(&[&c.account.to_be_bytes(), &c.chat_id.to_be_bytes()]),
+                c.handle.to_be_bytes(),
+            );
+        }
+        let mut w = WriteOptions::default();
+        w.set_sync(self.durability != Durability::Buffered);
+        self.db.write_opt(b, &w)?;
+        Ok(())
     }
 
     /// Stores one step of one chat in one batch: state, outbox and waiting changes, inbox

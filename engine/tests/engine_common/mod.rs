@@ -17,6 +17,7 @@ pub fn config() -> EngineConfig {
             unhealthy_after: 10,
             retransmit_ms: 500,
             max_backoff_ms: 2_000,
+            ..ChatConfig::default()
         },
         store: StoreOptions {
             durability: Durability::Buffered,

@@ -187,6 +187,7 @@ pub fn test_config() -> ChatConfig {
         unhealthy_after: 5,
         retransmit_ms: 500,
         max_backoff_ms: 2_000,
+        ..ChatConfig::default()
     }
 }
 

@@ -13,7 +13,7 @@ use crate::crypto::AuthKey;
 use crate::crypto::dh::{DhParams, secret_exponent};
 use crate::crypto::visualize;
 use crate::protocol::dh_job::{DhJob, DhOutput, DhPurpose};
-use crate::protocol::layer::OUR_LAYER;
+use crate::protocol::layer::{INITIAL_PEER_LAYER, OUR_LAYER};
 use crate::protocol::rekey::REKEY_AFTER_MS;
 use crate::protocol::session::Session;
 
@@ -191,7 +191,7 @@ impl ChatCore {
     fn ready(&mut self, key: AuthKey, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
         // Chats are created at layer ≥ 46, so the layer-46 key is the initial key.
         self.visualization = visualize::visualization(&key, Some(&key));
-        self.session = Some(Session::new(key, self.side));
+        self.session = Some(Session::new(key, self.side).with_our_layer(self.config.layer));
         self.phase = Phase::Ready;
         self.key_since = now;
         out.deliver(AppEvent::ChatReady {
@@ -200,7 +200,7 @@ impl ChatCore {
         self.arm(Timer::KeyAge, now.saturating_add(REKEY_AFTER_MS + 1), out);
         let notify =
             enums::DecryptedMessageAction::NotifyLayer(types::DecryptedMessageActionNotifyLayer {
-                layer: OUR_LAYER,
+                layer: self.config.layer.clamp(INITIAL_PEER_LAYER, OUR_LAYER),
             });
         self.send_action(notify, now, rng, out);
         for p in std::mem::take(&mut self.pending_sends) {

@@ -47,6 +47,10 @@ pub struct ChatConfig {
     pub retransmit_ms: Millis,
     /// Cap for both backoffs.
     pub max_backoff_ms: Millis,
+    /// The end-to-end layer we speak: [`OUR_LAYER`](crate::protocol::layer::OUR_LAYER) by
+    /// default; lower values (down to 46) make the engine behave as an older client, for
+    /// interoperability tests and mixed-layer simulations.
+    pub layer: i32,
 }
 
 impl Default for ChatConfig {
@@ -56,6 +60,7 @@ impl Default for ChatConfig {
             unhealthy_after: 5,
             retransmit_ms: 60_000,
             max_backoff_ms: 3_600_000,
+            layer: super::layer::OUR_LAYER,
         }
     }
 }
@@ -156,6 +161,30 @@ pub struct ChatStatus {
     pub rekeys: u32,
     /// A re-key exchange is in progress.
     pub rekeying: bool,
+    /// Recovery work since the chat was loaded.
+    pub counters: ChatCounters,
+}
+
+/// Recovery work a chat did since it was loaded into memory (not stored: for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChatCounters {
+    /// Holes (missing ranges of the peer's messages) that opened.
+    pub holes_opened: u64,
+    /// Resend requests we sent (first asks and retries).
+    pub resend_requests: u64,
+    /// Stored messages sent again: answers to the peer's Resend and tail retransmits.
+    pub resent: u64,
+}
+
+impl ChatCounters {
+    /// What grew since `earlier`.
+    pub fn since(&self, earlier: &ChatCounters) -> ChatCounters {
+        ChatCounters {
+            holes_opened: self.holes_opened.saturating_sub(earlier.holes_opened),
+            resend_requests: self.resend_requests.saturating_sub(earlier.resend_requests),
+            resent: self.resent.saturating_sub(earlier.resent),
+        }
+    }
 }
 
 /// One secret chat's protocol state. See the module docs.
@@ -191,6 +220,7 @@ pub struct ChatCore {
     retry_mark: u32,
     unhealthy_reported: bool,
     retransmit_backoff: Millis,
+    counters: ChatCounters,
 }
 
 impl std::fmt::Debug for ChatCore {
@@ -274,6 +304,7 @@ impl ChatCore {
             retry_mark: 0,
             unhealthy_reported: false,
             retransmit_backoff: config.retransmit_ms,
+            counters: ChatCounters::default(),
         }
     }
 
@@ -338,7 +369,7 @@ impl ChatCore {
         core.chat_id = chat_id;
         core.access_hash = access_hash;
         core.visualization = crate::crypto::visualize::visualization(&key, Some(&key));
-        let mut layer = super::layer::LayerState::default();
+        let mut layer = super::layer::LayerState::new(config.layer);
         let _ = layer.observe(peer_layer);
         core.session = Some(Session::from_parts(
             key,
@@ -454,7 +485,22 @@ impl ChatCore {
             unacknowledged: self.outbox.len(),
             rekeys: self.rekeys,
             rekeying: self.rekey.in_progress(),
+            counters: self.counters,
         }
+    }
+
+    /// The recovery counters (cheap; see [`ChatCounters`]).
+    pub fn counters(&self) -> ChatCounters {
+        self.counters
+    }
+
+    /// How many holes are open now (cheap when none are).
+    pub fn holes_open(&self) -> usize {
+        if self.waiting.is_empty() {
+            return 0;
+        }
+        let received = self.session.as_ref().map_or(0, |s| s.seq().parts().1);
+        self.waiting.holes(received).len()
     }
 
     pub(super) fn input_chat(&self) -> api::InputEncryptedChat {

@@ -127,6 +127,7 @@ impl ChatCore {
                     self.answer_resend(start, end, rng, out);
                 }
                 if let Queued::RequestResend { lo, hi } = q {
+                    self.counters.holes_opened += 1;
                     self.request_resend(lo, hi, now, rng, out);
                 }
             }

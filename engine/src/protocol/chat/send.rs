@@ -242,6 +242,7 @@ impl ChatCore {
         let input = self.input_chat();
         for raw in range {
             if let Some(entry) = self.outbox.get(&raw) {
+                self.counters.resent += 1;
                 out.call(send_call(input.clone(), entry, rng.next_u64() as i64));
             }
         }
@@ -269,6 +270,7 @@ impl ChatCore {
             start_seq_no,
             end_seq_no,
         });
+        self.counters.resend_requests += 1;
         self.send_action(resend, now, rng, out);
         let wait = self
             .config
@@ -333,6 +335,7 @@ impl ChatCore {
             self.retransmit_backoff = self.config.retransmit_ms;
             return;
         };
+        self.counters.resent += 1;
         out.call(send_call(self.input_chat(), entry, rng.next_u64() as i64));
         self.retransmit_backoff = self
             .retransmit_backoff

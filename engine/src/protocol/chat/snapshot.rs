@@ -278,7 +278,7 @@ impl ChatCore {
             };
             let raw = |v: i32| u32::try_from(v).map_err(|_| RestoreError::Field("seq"));
             let seq = SeqNo::from_parts(side, raw(sent)?, raw(received)?, raw(peer_in)?);
-            let layer = LayerState::from_parts(s.peer_layer, s.mtproto2);
+            let layer = LayerState::from_parts(s.peer_layer, s.mtproto2, config.layer);
             core.session = Some(Session::from_parts(key, previous, side, seq, layer));
         }
         core.rekey = match s.rekey {

@@ -1,0 +1,72 @@
+//! Engine-wide counters for operators and the simulator: recovery work (holes, Resend,
+//! re-sends), rejected messages and store batches. Updated by each chat actor after every step
+//! from its core's [`ChatCounters`]; reading them is a handful of atomic loads.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::protocol::chat::ChatCounters;
+
+/// The live counters (shared by the actors).
+#[derive(Debug, Default)]
+pub struct EngineMetrics {
+    holes_opened: AtomicU64,
+    holes_open: AtomicI64,
+    resend_requests: AtomicU64,
+    resent: AtomicU64,
+    rejected: AtomicU64,
+    batches: AtomicU64,
+}
+
+/// A reading of [`EngineMetrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Holes in the peers' sequences that opened.
+    pub holes_opened: u64,
+    /// Holes open right now, over all chats in memory.
+    pub holes_open: u64,
+    /// Resend requests sent.
+    pub resend_requests: u64,
+    /// Stored messages sent again (Resend answers and tail retransmits).
+    pub resent: u64,
+    /// Incoming messages refused (bad MAC, replay, wrong chat…), state untouched.
+    pub rejected: u64,
+    /// Chat steps written to the store.
+    pub batches: u64,
+}
+
+impl EngineMetrics {
+    /// Adds a chat's growth since its last report, and the change in its open holes.
+    pub(crate) fn add(&self, grew: ChatCounters, holes_before: usize, holes_now: usize) {
+        let r = Ordering::Relaxed;
+        if grew != ChatCounters::default() {
+            self.holes_opened.fetch_add(grew.holes_opened, r);
+            self.resend_requests.fetch_add(grew.resend_requests, r);
+            self.resent.fetch_add(grew.resent, r);
+        }
+        if holes_before != holes_now {
+            self.holes_open
+                .fetch_add(holes_now as i64 - holes_before as i64, r);
+        }
+    }
+
+    pub(crate) fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn batch(&self) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current values.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let r = Ordering::Relaxed;
+        MetricsSnapshot {
+            holes_opened: self.holes_opened.load(r),
+            holes_open: self.holes_open.load(r).max(0) as u64,
+            resend_requests: self.resend_requests.load(r),
+            resent: self.resent.load(r),
+            rejected: self.rejected.load(r),
+            batches: self.batches.load(r),
+        }
+    }
+}

@@ -1,0 +1,869 @@
+//! Drives one simulation: accounts, chats, senders, the application side that checks and
+//! acknowledges every event, and the final consistency check.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use secretchat_engine::protocol::chat::{AppEvent, ChatConfig, ChatStatus, Command, Outgoing};
+use secretchat_engine::runtime::files::{FileRef, FileToSend};
+use secretchat_engine::runtime::{Engine, EngineConfig, EngineEvent, EventKind, Events};
+use secretchat_engine::sim::{FileKeeping, SimServer};
+use secretchat_engine::store::StoreOptions;
+use secretchat_schema::api::{enums as api, types as api_types};
+use secretchat_schema::e2e::enums as e2e;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::ledger::{Ledger, Violation};
+use super::report::{Consistency, Report};
+use super::workload::{Item, Workload, parse_prefix};
+use super::{Live, SimulateError, SimulateOptions};
+
+/// What the helper tasks tell the main loop.
+enum Note {
+    /// A chat side's server id is known (it is ready).
+    ChatId(u64, u64, i32),
+    /// Sender of stream `s` finished after `n` messages.
+    Finished(usize, u32),
+    /// Sender of stream `s` could not send message `idx`.
+    SendFailed(usize, u32, String),
+    /// A downloaded file was checked.
+    FileChecked(usize, usize, u32, Result<(), String>),
+}
+
+#[derive(Debug, Clone, Default)]
+struct Pair {
+    /// (account, handle) of the initiator and the participant.
+    sides: [Option<(u64, u64)>; 2],
+    chat_id: i32,
+    started: bool,
+}
+
+/// The directory the run uses, removed at the end unless the user named it.
+struct DataDir {
+    path: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl DataDir {
+    fn new(given: Option<&Path>) -> Result<Self, SimulateError> {
+        match given {
+            Some(p) => {
+                std::fs::create_dir_all(p)?;
+                Ok(Self {
+                    path: p.to_path_buf(),
+                    _temp: None,
+                })
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("secretchat-simulate-")
+                    .tempdir()?;
+                Ok(Self {
+                    path: t.path().to_path_buf(),
+                    _temp: Some(t),
+                })
+            }
+        }
+    }
+}
+
+/// Engine settings for an in-process network: LAN-scale protocol timers (the defaults are for a
+/// real network, where a Resend is retried after 30 s).
+fn engine_config(opts: &SimulateOptions) -> EngineConfig {
+    EngineConfig {
+        chat: ChatConfig {
+            resend_retry_ms: 300,
+            unhealthy_after: 20,
+            retransmit_ms: 600,
+            max_backoff_ms: 3_000,
+            ..ChatConfig::default()
+        },
+        store: StoreOptions {
+            durability: opts.durability,
+            at_rest_key: None,
+        },
+        ack_interval: Duration::from_millis(50),
+        difference_interval: Duration::from_millis(500),
+        // Scale mode rotates through many chats: finished ones leave memory soon.
+        idle_after: if opts.active.is_some() {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(60)
+        },
+        ..EngineConfig::default()
+    }
+}
+
+/// The accounts at the two ends of chat `p`: account `i` starts its chats with the next
+/// accounts in turn.
+fn ends(opts: &SimulateOptions, p: usize) -> (u64, u64) {
+    let (i, c) = (p / opts.chats, p % opts.chats);
+    let peer = (i + 1 + c % (opts.accounts - 1)) % opts.accounts;
+    (i as u64 + 1, peer as u64 + 1)
+}
+
+/// Chats checked for consistency in scale mode (an even sample).
+const MAX_CHECKED: usize = 2000;
+
+/// Chats provisioned per round (bounds the keys in memory at once).
+const PROVISION_CHUNK: usize = 32 * 1024;
+
+fn user(id: u64) -> api::InputUser {
+    api::InputUser::InputUser(api_types::InputUser {
+        user_id: id as i64,
+        access_hash: 0,
+    })
+}
+
+fn lock(l: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
+    match l.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// The text (or caption) of a received message.
+fn text_of(m: &e2e::DecryptedMessage) -> Option<&str> {
+    match m {
+        e2e::DecryptedMessage::DecryptedMessage73(m) => Some(&m.message),
+        e2e::DecryptedMessage::DecryptedMessage46(m) => Some(&m.message),
+        _ => None,
+    }
+}
+
+struct Driver {
+    opts: SimulateOptions,
+    work: Workload,
+    engine: Engine,
+    ledger: Arc<Mutex<Ledger>>,
+    /// Send windows of the running chats' streams.
+    windows: HashMap<usize, Arc<Semaphore>>,
+    pairs: Vec<Pair>,
+    /// Chats ready but not started (at most `limit` run at once).
+    queue: VecDeque<usize>,
+    running: usize,
+    limit: usize,
+    /// (account, handle) → (pair, side).
+    side_of: HashMap<(u64, u64), (usize, usize)>,
+    /// Server chat id → pair (from the initiator).
+    by_chat_id: HashMap<i32, usize>,
+    /// Participant sides whose chat id no initiator reported yet.
+    early: HashMap<i32, (u64, u64)>,
+    ready: usize,
+    rekey_events: u64,
+    downloads: usize,
+    notes: mpsc::UnboundedSender<Note>,
+    files_dir: PathBuf,
+    deadline: Option<Instant>,
+}
+
+/// Runs a simulation; `tick` is called about four times a second with live figures.
+///
+/// # Errors
+/// [`SimulateError`] for bad options or an engine that cannot start; everything that goes wrong
+/// with messages is in the [`Report`].
+pub async fn run(
+    opts: &SimulateOptions,
+    tick: &mut dyn FnMut(&Live),
+) -> Result<Report, SimulateError> {
+    opts.validate()?;
+    let dir = DataDir::new(opts.data_dir.as_deref())?;
+    let engine_dir = dir.path.join("engine");
+    let files_dir = dir.path.join("files");
+    std::fs::create_dir_all(&files_dir)?;
+    let sim = SimServer::new(opts.faults, opts.seed);
+    let expected_file_bytes =
+        (opts.pairs() * opts.messages) as f64 * opts.file_share * opts.file_size as f64;
+    if expected_file_bytes > 256.0 * 1024.0 * 1024.0 {
+        let server_dir = dir.path.join("server-files");
+        std::fs::create_dir_all(&server_dir)?;
+        sim.set_file_keeping(FileKeeping::Disk(server_dir));
+    }
+    let started = Instant::now();
+    let cpu_start = super::cpu_seconds();
+    let (engine, mut events) = Engine::open(&engine_dir, engine_config(opts))?;
+    for a in 1..=opts.accounts as u64 {
+        let device = sim.device(a as i64, 0);
+        let feed = engine.add_account(a, Arc::new(device.clone())).await?;
+        sim.connect(&device, feed);
+    }
+    let (notes, mut inbox) = mpsc::unbounded_channel();
+    let pairs = opts.pairs();
+    let mut d = Driver {
+        opts: opts.clone(),
+        work: Workload {
+            seed: opts.seed,
+            file_share: opts.file_share,
+            file_size: opts.file_size,
+        },
+        engine: engine.clone(),
+        ledger: Arc::new(Mutex::new(Ledger::new(pairs, started))),
+        windows: HashMap::new(),
+        pairs: vec![Pair::default(); pairs],
+        queue: VecDeque::new(),
+        running: 0,
+        limit: opts.active.unwrap_or(usize::MAX).max(1),
+        side_of: HashMap::new(),
+        by_chat_id: HashMap::new(),
+        early: HashMap::new(),
+        ready: 0,
+        rekey_events: 0,
+        downloads: 0,
+        notes,
+        files_dir,
+        deadline: opts.duration.map(|t| started + t),
+    };
+    let provision_start = Instant::now();
+    if opts.active.is_some() {
+        d.provision(&sim)?;
+    } else {
+        for p in 0..pairs {
+            let (a, b) = ends(opts, p);
+            let handle = engine.request_chat(a, user(b)).await?;
+            d.pairs[p].sides[0] = Some((a, handle));
+            d.side_of.insert((a, handle), (p, 0));
+        }
+    }
+    let provision_s = provision_start.elapsed().as_secs_f64();
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    let mut last_progress = (Instant::now(), 0u64);
+    loop {
+        tokio::select! {
+            e = events.recv() => match e {
+                Some(e) => d.event(e),
+                None => break,
+            },
+            Some(n) = inbox.recv() => d.note(n),
+            _ = ticker.tick() => {
+                let live = d.live(started);
+                tick(&live);
+                let moved = live.delivered + live.chats_ready as u64;
+                if moved != last_progress.1 {
+                    last_progress = (Instant::now(), moved);
+                }
+                let complete = d.ready == pairs && lock(&d.ledger).complete() && d.downloads == 0;
+                if complete || last_progress.0.elapsed() > opts.stall {
+                    break;
+                }
+            }
+        }
+    }
+    let traffic_s = started.elapsed().as_secs_f64();
+    let cpu_s = super::cpu_seconds() - cpu_start;
+    let statuses = d.settle(&mut events, &mut inbox).await;
+    let consistency = d.check(&statuses);
+    let live = d.live(started);
+    tick(&live);
+    let metrics = engine.metrics();
+    let db_bytes = engine.store().disk_size();
+    let rekeys = statuses
+        .iter()
+        .map(|(_, a, b)| match (a, b) {
+            (Some(a), Some(b)) => u64::from(a.rekeys.min(b.rekeys)),
+            _ => 0,
+        })
+        .sum();
+    let probe = d.pairs.first().cloned().unwrap_or_default();
+    let ready = d.ready;
+    let (ledger, work) = (d.ledger.clone(), d.work);
+    drop(d);
+    drop(events);
+    drop(engine);
+    let restart_s = restart_probe(opts, &engine_dir, &sim, &probe, &ledger, work).await?;
+    let mut ledger = lock(&ledger);
+    let lost = ledger.settle_losses();
+    let mut report = Report::build(
+        opts,
+        &mut ledger,
+        super::report::Figures {
+            lost,
+            rekeys,
+            resends: metrics.resent,
+            holes: metrics.holes_opened,
+            resend_requests: metrics.resend_requests,
+            rejected: metrics.rejected,
+            wall_s: traffic_s,
+            cpu_s,
+            peak_rss_bytes: super::peak_rss(),
+            db_bytes,
+            chats_ready: ready,
+            server: sim.stats(),
+            restart_s,
+            provision_s,
+        },
+        consistency,
+    );
+    drop(ledger);
+    if opts.floor {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        report.floor = Some(super::floor::measure(
+            report.messages_delivered,
+            pairs as u64,
+            rekeys,
+            opts.durability,
+            &dir.path,
+            threads,
+        )?);
+    }
+    Ok(report)
+}
+
+impl Driver {
+    /// Registers every chat ready on both ends without a handshake (the bulk-provisioning
+    /// path): the server records the chat, both engines store it with one key.
+    fn provision(&mut self, sim: &SimServer) -> Result<(), SimulateError> {
+        use rand::{RngCore, SeedableRng};
+        use secretchat_engine::crypto::prime::TELEGRAM_DH_PRIME;
+        use secretchat_engine::crypto::{AuthKey, Side};
+        use secretchat_engine::protocol::layer::OUR_LAYER;
+        use secretchat_engine::runtime::ProvisionedChat;
+        // Benchmark keys: random, but from the run's seed so a run can be repeated.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.opts.seed ^ 0x6b65_7973);
+        let total = self.pairs.len();
+        let mut from = 0;
+        while from < total {
+            let to = (from + PROVISION_CHUNK).min(total);
+            let mut per_account: HashMap<u64, (Vec<ProvisionedChat>, Vec<(usize, usize)>)> =
+                HashMap::new();
+            for p in from..to {
+                let (a, b) = ends(&self.opts, p);
+                let (chat_id, access_hash) = sim.provision_chat((a as i64, 0), (b as i64, 0));
+                let mut raw = zeroize::Zeroizing::new([0u8; 256]);
+                rng.fill_bytes(&mut raw[..]);
+                for (side, account, which) in [(Side::Originator, a, 0), (Side::Participant, b, 1)]
+                {
+                    let e = per_account.entry(account).or_default();
+                    e.0.push(ProvisionedChat {
+                        side,
+                        chat_id,
+                        access_hash,
+                        key: AuthKey::new(*raw),
+                        peer_layer: OUR_LAYER,
+                    });
+                    e.1.push((p, which));
+                }
+                self.pairs[p].chat_id = chat_id;
+            }
+            for (account, (chats, places)) in per_account {
+                let handles = self
+                    .engine
+                    .provision_chats(account, &TELEGRAM_DH_PRIME, 3, chats)?;
+                for (h, (p, which)) in handles.into_iter().zip(places) {
+                    self.pairs[p].sides[which] = Some((account, h));
+                    self.side_of.insert((account, h), (p, which));
+                }
+            }
+            from = to;
+        }
+        for p in 0..total {
+            self.pairs[p].started = true;
+            self.ready += 1;
+            self.queue.push_back(p);
+        }
+        self.start_queued();
+        Ok(())
+    }
+
+    fn live(&self, started: Instant) -> Live {
+        let l = lock(&self.ledger);
+        Live {
+            elapsed_s: started.elapsed().as_secs_f64(),
+            sent: l.sent_total(),
+            delivered: l.delivered,
+            planned: (self.opts.pairs() * self.opts.messages) as u64,
+            chats_ready: self.ready,
+            chats: self.opts.pairs(),
+            rekey_events: self.rekey_events,
+            holes_open: self.engine.metrics().holes_open,
+            violations: l.violation_count,
+        }
+    }
+
+    fn violation(&self, pair: usize, dir: usize, idx: Option<u32>, kind: &'static str, d: String) {
+        lock(&self.ledger).violation(Violation {
+            pair,
+            dir,
+            idx,
+            kind,
+            detail: d,
+        });
+    }
+
+    /// The application side: check, then acknowledge.
+    fn event(&mut self, e: EngineEvent) {
+        let key = (e.account, e.chat);
+        match &e.kind {
+            EventKind::App(AppEvent::ChatRequested { .. }) => {
+                let engine = self.engine.clone();
+                tokio::spawn(async move {
+                    let _ = engine.accept(key.0, key.1).await;
+                });
+            }
+            EventKind::App(AppEvent::ChatReady { .. }) => {
+                let (engine, notes) = (self.engine.clone(), self.notes.clone());
+                tokio::spawn(async move {
+                    for _ in 0..200 {
+                        if let Ok(s) = engine.status(key.0, key.1).await {
+                            if s.chat_id != 0 {
+                                let _ = notes.send(Note::ChatId(key.0, key.1, s.chat_id));
+                                return;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                    }
+                });
+            }
+            EventKind::App(AppEvent::Message { message, file }) => {
+                self.message(key, message, file.as_ref());
+            }
+            EventKind::App(AppEvent::Rekeyed(_)) => {
+                self.rekey_events += 1;
+                lock(&self.ledger).rekeyed(Instant::now());
+            }
+            EventKind::App(AppEvent::ChatClosed(reason)) => {
+                let (pair, side) = self.side_of.get(&key).copied().unwrap_or((usize::MAX, 0));
+                self.violation(pair, side, None, "closed", format!("chat closed: {reason}"));
+            }
+            _ => {}
+        }
+        if let Some(seq) = e.seq {
+            let _ = self.engine.ack(seq);
+        }
+    }
+
+    fn message(
+        &mut self,
+        key: (u64, u64),
+        message: &e2e::DecryptedMessage,
+        file: Option<&api::EncryptedFile>,
+    ) {
+        let now = Instant::now();
+        let Some(&(pair, side)) = self.side_of.get(&key) else {
+            self.violation(
+                usize::MAX,
+                0,
+                None,
+                "corrupted",
+                "a message on an unknown chat".into(),
+            );
+            return;
+        };
+        // The stream into the participant (side 1) is direction 0.
+        let dir = 1 - side;
+        let text = text_of(message).unwrap_or("");
+        let Some((p, d, idx)) = parse_prefix(text) else {
+            lock(&self.ledger).corrupted += 1;
+            self.violation(
+                pair,
+                dir,
+                None,
+                "corrupted",
+                format!("unparsable text {:.40?}", text),
+            );
+            return;
+        };
+        if (p, d) != (pair, dir) {
+            lock(&self.ledger).corrupted += 1;
+            self.violation(
+                pair,
+                dir,
+                Some(idx),
+                "corrupted",
+                format!("belongs to chat {p}/{d}"),
+            );
+            return;
+        }
+        let intact = match self.work.item(pair, dir, idx) {
+            Item::Text(t) => t == text && file.is_none(),
+            Item::File(caption) => {
+                let ok = caption == text;
+                if ok {
+                    self.download(key, pair, dir, idx, message, file);
+                }
+                ok
+            }
+        };
+        let fresh = lock(&self.ledger).received(pair, dir, idx, intact, now);
+        if fresh {
+            if let Some(w) = self.windows.get(&(pair * 2 + dir)) {
+                w.add_permits(1);
+            }
+            self.maybe_done(pair);
+        }
+    }
+
+    /// A running chat whose both streams are complete makes room for the next one.
+    fn maybe_done(&mut self, pair: usize) {
+        let done = {
+            let l = lock(&self.ledger);
+            (0..2).all(|d| {
+                let st = &l.streams[pair * 2 + d];
+                st.planned.is_some_and(|p| st.next >= p)
+            })
+        };
+        if done && self.windows.remove(&(pair * 2)).is_some() {
+            self.windows.remove(&(pair * 2 + 1));
+            self.running = self.running.saturating_sub(1);
+            self.start_queued();
+        }
+    }
+
+    /// Starts queued chats while fewer than `limit` run.
+    fn start_queued(&mut self) {
+        while self.running < self.limit {
+            let Some(pair) = self.queue.pop_front() else {
+                return;
+            };
+            self.running += 1;
+            self.start(pair);
+        }
+    }
+
+    /// Starts the two senders of `pair`.
+    fn start(&mut self, pair: usize) {
+        let per = self.opts.messages;
+        let counts = [per.div_ceil(2) as u32, (per / 2) as u32];
+        for (dir, n) in counts.into_iter().enumerate() {
+            let Some(from) = self.pairs[pair].sides[dir] else {
+                continue;
+            };
+            let window = Arc::new(Semaphore::new(self.opts.window));
+            self.windows.insert(pair * 2 + dir, window.clone());
+            let s = Sender {
+                engine: self.engine.clone(),
+                from,
+                pair,
+                dir,
+                n,
+                work: self.work,
+                ledger: self.ledger.clone(),
+                window,
+                notes: self.notes.clone(),
+                files_dir: self.files_dir.clone(),
+                deadline: self.deadline,
+            };
+            tokio::spawn(s.run());
+        }
+    }
+
+    fn download(
+        &mut self,
+        key: (u64, u64),
+        pair: usize,
+        dir: usize,
+        idx: u32,
+        message: &e2e::DecryptedMessage,
+        file: Option<&api::EncryptedFile>,
+    ) {
+        let notes = self.notes.clone();
+        let Some(fref) = FileRef::from_message(message, file) else {
+            let _ = notes.send(Note::FileChecked(
+                pair,
+                dir,
+                idx,
+                Err("no file attached".into()),
+            ));
+            self.downloads += 1;
+            return;
+        };
+        self.downloads += 1;
+        let engine = self.engine.clone();
+        let work = self.work;
+        let dest = self.files_dir.join(format!("in-{pair}-{dir}-{idx}"));
+        tokio::spawn(async move {
+            let r = match engine.download(key.0, key.1, &fref, &dest).await {
+                Ok(()) => match std::fs::read(&dest) {
+                    Ok(b) if b == work.file_bytes(pair, dir, idx) => Ok(()),
+                    Ok(b) => Err(format!("{} bytes differ from what was sent", b.len())),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = std::fs::remove_file(&dest);
+            let _ = notes.send(Note::FileChecked(pair, dir, idx, r));
+        });
+    }
+
+    fn note(&mut self, n: Note) {
+        match n {
+            Note::ChatId(account, handle, chat_id) => self.chat_id(account, handle, chat_id),
+            Note::Finished(s, n) => {
+                lock(&self.ledger).finished(s, n);
+                self.maybe_done(s / 2);
+            }
+            Note::SendFailed(s, idx, e) => {
+                self.violation(s / 2, s % 2, Some(idx), "send_failed", e);
+            }
+            Note::FileChecked(pair, dir, idx, r) => {
+                self.downloads = self.downloads.saturating_sub(1);
+                lock(&self.ledger).file_checked(pair, dir, idx, r);
+            }
+        }
+    }
+
+    fn chat_id(&mut self, account: u64, handle: u64, chat_id: i32) {
+        let pair = match self.side_of.get(&(account, handle)) {
+            Some(&(p, 0)) => {
+                self.pairs[p].chat_id = chat_id;
+                self.by_chat_id.insert(chat_id, p);
+                if let Some(b) = self.early.remove(&chat_id) {
+                    self.pairs[p].sides[1] = Some(b);
+                    self.side_of.insert(b, (p, 1));
+                }
+                p
+            }
+            Some(_) => return,
+            None => match self.by_chat_id.get(&chat_id) {
+                Some(&p) => {
+                    self.pairs[p].sides[1] = Some((account, handle));
+                    self.side_of.insert((account, handle), (p, 1));
+                    p
+                }
+                None => {
+                    self.early.insert(chat_id, (account, handle));
+                    return;
+                }
+            },
+        };
+        // Both sides are ready once both reported (each reports at its ChatReady).
+        let pr = &self.pairs[pair];
+        if pr.started || pr.sides[1].is_none() || pr.chat_id == 0 {
+            return;
+        }
+        self.pairs[pair].started = true;
+        self.ready += 1;
+        self.queue.push_back(pair);
+        self.start_queued();
+    }
+
+    /// Waits (up to 30 s) until every chat is quiet and both sides agree; returns the final
+    /// statuses. Events keep being handled meanwhile.
+    async fn settle(
+        &mut self,
+        events: &mut Events,
+        inbox: &mut mpsc::UnboundedReceiver<Note>,
+    ) -> Vec<(usize, Option<ChatStatus>, Option<ChatStatus>)> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Every chat, or in scale mode an even sample (each status loads a sleeping chat).
+        let n = self.pairs.len();
+        let step = if self.opts.active.is_some() {
+            n.div_ceil(MAX_CHECKED).max(1)
+        } else {
+            1
+        };
+        loop {
+            while let Ok(e) = events.try_recv() {
+                self.event(e);
+            }
+            while let Ok(n) = inbox.try_recv() {
+                self.note(n);
+            }
+            let mut all = Vec::with_capacity(n / step + 1);
+            for (pair, p) in self.pairs.iter().enumerate().step_by(step) {
+                let mut st = [None, None];
+                for (i, side) in p.sides.iter().enumerate() {
+                    if let Some((a, h)) = side {
+                        st[i] = self.engine.status(*a, *h).await.ok();
+                    }
+                }
+                let [a, b] = st;
+                all.push((pair, a, b));
+            }
+            let quiet = all
+                .iter()
+                .all(|(_, a, b)| matches!((a, b), (Some(a), Some(b)) if agree(a, b)));
+            if quiet || Instant::now() >= deadline {
+                return all;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn check(&self, statuses: &[(usize, Option<ChatStatus>, Option<ChatStatus>)]) -> Consistency {
+        let mut c = Consistency::default();
+        for (pair, a, b) in statuses {
+            let pair = *pair;
+            match (a, b) {
+                (Some(a), Some(b)) if agree(a, b) => c.consistent += 1,
+                (Some(a), Some(b)) => {
+                    c.inconsistent += 1;
+                    self.violation(
+                        pair,
+                        0,
+                        None,
+                        "inconsistent",
+                        format!(
+                            "sides disagree: phases {}/{}, seq {:?}/{:?}, keys {:?}/{:?}, \
+                             re-keying {}/{}",
+                            a.phase,
+                            b.phase,
+                            a.seq,
+                            b.seq,
+                            a.key_fingerprint,
+                            b.key_fingerprint,
+                            a.rekeying,
+                            b.rekeying
+                        ),
+                    );
+                }
+                _ => {
+                    c.inconsistent += 1;
+                    self.violation(
+                        pair,
+                        0,
+                        None,
+                        "inconsistent",
+                        "a side never became ready".into(),
+                    );
+                }
+            }
+        }
+        c
+    }
+}
+
+/// Reopens the engine on the run's store (after the run's engine was shut down) and times how
+/// long until it serves: one more message on the first chat, sent and delivered. The message
+/// is verified like every other.
+async fn restart_probe(
+    opts: &SimulateOptions,
+    dir: &Path,
+    sim: &Arc<SimServer>,
+    pair: &Pair,
+    ledger: &Arc<Mutex<Ledger>>,
+    work: Workload,
+) -> Result<f64, SimulateError> {
+    let ([Some(a), Some(b)], true) = (pair.sides, pair.started) else {
+        return Ok(0.0);
+    };
+    let t = Instant::now();
+    let (engine, mut events) = Engine::open(dir, engine_config(opts))?;
+    for acc in 1..=opts.accounts as u64 {
+        let device = sim.device(acc as i64, 0);
+        let feed = engine.add_account(acc, Arc::new(device.clone())).await?;
+        sim.connect(&device, feed);
+    }
+    let idx = lock(ledger).streams[0].sent;
+    let text = match work.item(0, 0, idx) {
+        Item::Text(t) | Item::File(t) => t,
+    };
+    lock(ledger).sending(0, idx, Instant::now());
+    let sent = engine
+        .command(
+            a.0,
+            a.1,
+            Command::Send(Box::new(Outgoing::text(
+                Workload::random_id(0, 0, idx),
+                text.clone(),
+            ))),
+        )
+        .await;
+    if sent.is_err() {
+        return Ok(t.elapsed().as_secs_f64());
+    }
+    lock(ledger).sent(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Ok(Some(e)) = tokio::time::timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        events.recv(),
+    )
+    .await
+    {
+        if let Some(seq) = e.seq {
+            let _ = engine.ack(seq);
+        }
+        if let EventKind::App(AppEvent::Message { message, .. }) = &e.kind {
+            let got = text_of(message).unwrap_or("");
+            if (e.account, e.chat) == b && parse_prefix(got) == Some((0, 0, idx)) {
+                let took = t.elapsed().as_secs_f64();
+                lock(ledger).received(0, 0, idx, got == text, Instant::now());
+                return Ok(took);
+            }
+        }
+    }
+    // Never arrived: the ledger counts it lost.
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Both sides ready, on one key, no exchange running, and each side received what the other
+/// sent.
+fn agree(a: &ChatStatus, b: &ChatStatus) -> bool {
+    a.phase == "ready"
+        && b.phase == "ready"
+        && !a.rekeying
+        && !b.rekeying
+        && a.key_fingerprint.is_some()
+        && a.key_fingerprint == b.key_fingerprint
+        && a.seq.0 == b.seq.1
+        && b.seq.0 == a.seq.1
+}
+
+/// One direction of one chat.
+struct Sender {
+    engine: Engine,
+    from: (u64, u64),
+    pair: usize,
+    dir: usize,
+    n: u32,
+    work: Workload,
+    ledger: Arc<Mutex<Ledger>>,
+    window: Arc<Semaphore>,
+    notes: mpsc::UnboundedSender<Note>,
+    files_dir: PathBuf,
+    deadline: Option<Instant>,
+}
+
+impl Sender {
+    async fn run(self) {
+        let s = self.pair * 2 + self.dir;
+        for idx in 0..self.n {
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                let _ = self.notes.send(Note::Finished(s, idx));
+                return;
+            }
+            match self.window.acquire().await {
+                Ok(p) => p.forget(),
+                Err(_) => return,
+            }
+            lock(&self.ledger).sending(s, idx, Instant::now());
+            if let Err(e) = self.send(idx).await {
+                let _ = self.notes.send(Note::SendFailed(s, idx, e));
+                let _ = self.notes.send(Note::Finished(s, idx));
+                return;
+            }
+            lock(&self.ledger).sent(s);
+        }
+        let _ = self.notes.send(Note::Finished(s, self.n));
+    }
+
+    async fn send(&self, idx: u32) -> Result<(), String> {
+        let (account, handle) = self.from;
+        let random_id = Workload::random_id(self.pair, self.dir, idx);
+        match self.work.item(self.pair, self.dir, idx) {
+            Item::Text(t) => self
+                .engine
+                .command(
+                    account,
+                    handle,
+                    Command::Send(Box::new(Outgoing::text(random_id, t))),
+                )
+                .await
+                .map_err(|e| e.to_string()),
+            Item::File(caption) => {
+                let path = self
+                    .files_dir
+                    .join(format!("out-{}-{}-{idx}", self.pair, self.dir));
+                std::fs::write(&path, self.work.file_bytes(self.pair, self.dir, idx))
+                    .map_err(|e| e.to_string())?;
+                let mut f = FileToSend::document(&path, "application/octet-stream");
+                f.caption = caption;
+                f.random_id = random_id;
+                let r = self.engine.send_file(account, handle, f).await;
+                let _ = std::fs::remove_file(&path);
+                r.map(|_| ()).map_err(|e| e.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The run's figures: a human summary, the JSON that scripts read (key names are stable), and
+//! the data behind the HTML report.
+
+use serde_json::{Value, json};
+
+use super::SimulateOptions;
+use super::floor::Floor;
+use super::ledger::{Ledger, Violation};
+use secretchat_engine::sim::SimStats;
+
+/// Chats that ended consistent or not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Consistency {
+    /// Both sides ready, on one key, counters agreeing.
+    pub consistent: usize,
+    /// Anything else.
+    pub inconsistent: usize,
+}
+
+/// Figures gathered outside the ledger.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    /// Messages sent and never delivered.
+    pub lost: u64,
+    /// Re-keys both sides completed.
+    pub rekeys: u64,
+    /// Stored messages sent again (Resend answers, retransmits).
+    pub resends: u64,
+    /// Holes that opened.
+    pub holes: u64,
+    /// Resend requests sent.
+    pub resend_requests: u64,
+    /// Incoming messages the engine refused.
+    pub rejected: u64,
+    /// Seconds from the start to the last delivery check.
+    pub wall_s: f64,
+    /// CPU seconds over the same time.
+    pub cpu_s: f64,
+    /// Peak resident memory.
+    pub peak_rss_bytes: u64,
+    /// RocksDB's size on disk.
+    pub db_bytes: u64,
+    /// Chats whose both sides became ready.
+    pub chats_ready: usize,
+    /// The simulated server's counters.
+    pub server: SimStats,
+    /// Seconds from reopening the store to the first message served after a restart.
+    pub restart_s: f64,
+    /// Seconds to register the chats (handshake requests, or bulk provisioning).
+    pub provision_s: f64,
+}
+
+/// Everything a run found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The options it ran with.
+    pub options: SimulateOptions,
+    /// Messages accepted for sending.
+    pub messages_sent: u64,
+    /// Delivered exactly once, in order.
+    pub messages_delivered: u64,
+    /// Sent, never delivered.
+    pub lost: u64,
+    /// Delivered more than once.
+    pub duplicated: u64,
+    /// Delivered ahead of an earlier one.
+    pub misordered: u64,
+    /// Delivered with other content (or a file that did not verify).
+    pub corrupted: u64,
+    /// Files sent.
+    pub files: u64,
+    /// Files downloaded and verified.
+    pub files_verified: u64,
+    /// p50, p90, p99, max end-to-end latency (ms): send call → the peer's application event.
+    pub latency_ms: [f64; 4],
+    /// The other figures.
+    pub figures: Figures,
+    /// Chats consistent at the end.
+    pub consistency: Consistency,
+    /// The first violations.
+    pub violations: Vec<Violation>,
+    /// Violations in all.
+    pub violation_count: u64,
+    /// Deliveries per second of the run.
+    pub per_second: Vec<u32>,
+    /// Re-key completions per second (both sides' events, halved).
+    pub rekeys_per_second: Vec<f64>,
+    /// Latency samples (ms) for the histogram.
+    pub latencies: Vec<f32>,
+    /// The floor, when measured.
+    pub floor: Option<Floor>,
+}
+
+impl Report {
+    /// Assembles the report (takes the ledger's samples).
+    pub fn build(
+        options: &SimulateOptions,
+        ledger: &mut Ledger,
+        figures: Figures,
+        consistency: Consistency,
+    ) -> Self {
+        let files = ledger
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(s, st)| {
+                let w = super::workload::Workload {
+                    seed: options.seed,
+                    file_share: options.file_share,
+                    file_size: options.file_size,
+                };
+                (0..st.sent)
+                    .filter(|&i| matches!(w.item(s / 2, s % 2, i), super::workload::Item::File(_)))
+                    .count() as u64
+            })
+            .sum();
+        Self {
+            options: options.clone(),
+            messages_sent: ledger.sent_total(),
+            messages_delivered: ledger.delivered,
+            lost: figures.lost,
+            duplicated: ledger.duplicated,
+            misordered: ledger.misordered,
+            corrupted: ledger.corrupted,
+            files,
+            files_verified: ledger.files_verified,
+            latency_ms: ledger.percentiles(),
+            figures,
+            consistency,
+            violations: ledger.violations.clone(),
+            violation_count: ledger.violation_count,
+            per_second: std::mem::take(&mut ledger.per_second),
+            rekeys_per_second: ledger
+                .rekeys_per_second
+                .iter()
+                .map(|&n| f64::from(n) / 2.0)
+                .collect(),
+            latencies: std::mem::take(&mut ledger.latencies),
+            floor: None,
+        }
+    }
+
+    /// No message lost, duplicated, misordered or corrupted, every chat (checked) consistent,
+    /// every chat ready, every file verified.
+    pub fn ok(&self) -> bool {
+        self.violation_count == 0
+            && self.lost == 0
+            && self.consistency.inconsistent == 0
+            && self.figures.chats_ready == self.options.pairs()
+            && self.messages_delivered == self.messages_sent
+            && self.files_verified == self.files
+    }
+
+    /// Delivered messages per second of the run.
+    pub fn msgs_per_sec(&self) -> f64 {
+        self.messages_delivered as f64 / self.figures.wall_s.max(1e-9)
+    }
+
+    /// The floor ratio (engine throughput / floor throughput), when measured.
+    pub fn floor_ratio(&self) -> Option<f64> {
+        self.floor
+            .as_ref()
+            .map(|f| self.msgs_per_sec() / f.msgs_per_sec.max(1e-9))
+    }
+
+    /// The JSON document (`--json`).
+    pub fn to_json(&self) -> Value {
+        let o = &self.options;
+        let f = &self.figures;
+        let [p50, p90, p99, max] = self.latency_ms;
+        let round = |v: f64| (v * 1000.0).round() / 1000.0;
+        let mut v = json!({
+            "ok": self.ok(),
+            "messages_sent": self.messages_sent,
+            "messages_delivered": self.messages_delivered,
+            "lost": self.lost,
+            "duplicated": self.duplicated,
+            "misordered": self.misordered,
+            "corrupted": self.corrupted,
+            "msgs_per_sec": round(self.msgs_per_sec()),
+            "latency_ms": { "p50": round(p50), "p90": round(p90), "p99": round(p99), "max": round(max) },
+            "rekeys": f.rekeys,
+            "resends": f.resends,
+            "resend_requests": f.resend_requests,
+            "holes": f.holes,
+            "rejected": f.rejected,
+            "files": self.files,
+            "files_verified": self.files_verified,
+            "bytes": self.bytes(),
+            "peak_rss_bytes": f.peak_rss_bytes,
+            "db_bytes": f.db_bytes,
+            "wall_s": round(f.wall_s),
+            "cpu_s": round(f.cpu_s),
+            "cpu_us_per_msg": round(f.cpu_s * 1e6 / (self.messages_delivered.max(1) as f64)),
+            "chats": o.pairs(),
+            "chats_ready": f.chats_ready,
+            "chats_consistent": self.consistency.consistent,
+            "chats_checked": self.consistency.consistent + self.consistency.inconsistent,
+            "restart_s": round(f.restart_s),
+            "provision_s": round(f.provision_s),
+            "violations": self.violation_count,
+            "first_violations": self.violations.iter().map(|v| json!({
+                "chat": v.pair, "direction": v.dir, "message": v.idx, "kind": v.kind, "detail": v.detail,
+            })).collect::<Vec<_>>(),
+            "server": {
+                "requests": f.server.requests,
+                "updates_dropped": f.server.dropped,
+                "updates_duplicated": f.server.duplicated,
+                "injected_errors": f.server.injected_errors,
+                "deduplicated_sends": f.server.deduplicated,
+            },
+            "options": {
+                "accounts": o.accounts, "chats": o.chats, "messages": o.messages,
+                "file_share": o.file_share, "file_size": o.file_size,
+                "drop": o.faults.drop, "duplicate": o.faults.duplicate, "reorder": o.faults.reorder,
+                "delay_ms": o.faults.latency_ms, "error_rate": o.faults.error,
+                "seed": o.seed, "durability": durability_name(&o.durability), "window": o.window,
+                "active": o.active,
+            },
+        });
+        if let (Some(fl), Some(ratio), Some(obj)) =
+            (&self.floor, self.floor_ratio(), v.as_object_mut())
+        {
+            obj.insert("floor_msgs_per_sec".into(), json!(round(fl.msgs_per_sec)));
+            obj.insert("floor_ratio".into(), json!(round(ratio)));
+            obj.insert("floor".into(), fl.to_json());
+        }
+        v
+    }
+
+    /// Bytes of application payload sent (texts and files).
+    pub fn bytes(&self) -> u64 {
+        // Texts average ~110 bytes (8..=200 payload plus the prefix); files are exact.
+        let texts = self.messages_sent.saturating_sub(self.files);
+        texts * 110 + self.files * self.options.file_size as u64
+    }
+
+    /// The human summary.
+    pub fn summary(&self) -> String {
+        let f = &self.figures;
+        let [p50, p90, p99, max] = self.latency_ms;
+        let mut s = String::new();
+        let verdict = if self.ok() { "OK" } else { "FAILED" };
+        s.push_str(&format!(
+            "{verdict}: {} chats ({} ready, {} consistent), {} messages sent, {} delivered, \
+             {} lost, {} duplicated, {} misordered, {} corrupted\n",
+            self.options.pairs(),
+            f.chats_ready,
+            self.consistency.consistent,
+            self.messages_sent,
+            self.messages_delivered,
+            self.lost,
+            self.duplicated,
+            self.misordered,
+            self.corrupted
+        ));
+        s.push_str(&format!(
+            "throughput: {:.0} msgs/s over {:.1} s; latency p50 {p50:.1} ms, p90 {p90:.1} ms, \
+             p99 {p99:.1} ms, max {max:.1} ms\n",
+            self.msgs_per_sec(),
+            f.wall_s
+        ));
+        s.push_str(&format!(
+            "recovery: {} re-keys, {} holes, {} Resend requests, {} re-sent, {} rejected; \
+             server dropped {} and duplicated {} updates, failed {} requests\n",
+            f.rekeys,
+            f.holes,
+            f.resend_requests,
+            f.resends,
+            f.rejected,
+            f.server.dropped,
+            f.server.duplicated,
+            f.server.injected_errors
+        ));
+        s.push_str(&format!(
+            "files: {} sent, {} verified; CPU {:.1} s ({:.0} µs/msg); peak RSS {} MiB; \
+             RocksDB {} MiB; chats registered in {:.1} s; restart to serving {:.2} s\n",
+            self.files,
+            self.files_verified,
+            f.cpu_s,
+            f.cpu_s * 1e6 / (self.messages_delivered.max(1) as f64),
+            f.peak_rss_bytes >> 20,
+            f.db_bytes >> 20,
+            f.provision_s,
+            f.restart_s
+        ));
+        if let (Some(fl), Some(r)) = (&self.floor, self.floor_ratio()) {
+            s.push_str(&format!(
+                "floor: {:.0} msgs/s (crypto {:.1} µs, DH {:.1} µs, RocksDB {:.1} µs per \
+                 message); engine at {r:.2}x the floor\n",
+                fl.msgs_per_sec, fl.crypto_us_per_msg, fl.dh_us_per_msg, fl.store_us_per_msg
+            ));
+        }
+        for v in &self.violations {
+            s.push_str(&format!(
+                "violation: chat {} direction {} message {}: {} — {}\n",
+                v.pair,
+                v.dir,
+                v.idx.map_or("-".to_string(), |i| i.to_string()),
+                v.kind,
+                v.detail
+            ));
+        }
+        if self.violation_count > self.violations.len() as u64 {
+            s.push_str(&format!(
+                "… and {} more violations\n",
+                self.violation_count - self.violations.len() as u64
+            ));
+        }
+        s
+    }
+}
+
+/// The `--durability` name of a mode.
+pub fn durability_name(d: &secretchat_engine::store::Durability) -> String {
+    use secretchat_engine::store::Durability as D;
+    match d {
+        D::Sync => "sync".into(),
+        D::GroupCommit { interval } => format!("group:{}ms", interval.as_millis()),
+        D::Buffered => "buffered".into(),
+    }
+}

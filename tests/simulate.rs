@@ -1,0 +1,176 @@
+//! `secretchat simulate`: a clean run verifies every message and chat; scale mode provisions
+//! and rotates; the CLI writes its JSON and HTML and exits by the verdict.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use secretchat::simulate::{self, SimulateOptions};
+use secretchat::{Durability, SimFaults};
+
+fn faults() -> SimFaults {
+    SimFaults {
+        drop: 0.05,
+        duplicate: 0.05,
+        reorder: 0.05,
+        reorder_ms: 20,
+        latency_ms: 1,
+        error: 0.02,
+        flood: 0.0,
+        lost_reply: 0.02,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulty_run_with_files_and_rekeys_verifies_clean() {
+    let opts = SimulateOptions {
+        accounts: 3,
+        chats: 1,
+        messages: 230,
+        file_share: 0.03,
+        file_size: 5000,
+        faults: faults(),
+        seed: 5,
+        durability: Durability::Buffered,
+        stall: Duration::from_secs(60),
+        ..SimulateOptions::default()
+    };
+    let mut ticks = 0;
+    let r = simulate::run(&opts, &mut |_| ticks += 1).await.unwrap();
+    assert!(r.ok(), "{}", r.summary());
+    // 3 chats × 230, plus the message after the restart.
+    assert_eq!(r.messages_sent, 3 * 230 + 1);
+    assert_eq!(r.messages_delivered, r.messages_sent);
+    assert_eq!(r.lost + r.duplicated + r.misordered + r.corrupted, 0);
+    assert!(
+        r.files > 0 && r.files_verified == r.files,
+        "{}",
+        r.summary()
+    );
+    assert_eq!(r.consistency.consistent, 3);
+    // Re-keys are due after 100 messages: every chat re-keyed at least twice.
+    assert!(r.figures.rekeys >= 6, "{}", r.summary());
+    // The faults happened and were recovered from.
+    assert!(r.figures.server.dropped > 0 && r.figures.server.injected_errors > 0);
+    assert!(r.latency_ms[0] > 0.0 && r.latency_ms[0] <= r.latency_ms[3]);
+    assert!(r.figures.restart_s > 0.0);
+    assert!(ticks > 0, "progress was reported");
+    let j = r.to_json();
+    for k in [
+        "messages_sent",
+        "messages_delivered",
+        "lost",
+        "duplicated",
+        "misordered",
+        "corrupted",
+        "msgs_per_sec",
+        "rekeys",
+        "resends",
+        "holes",
+        "files",
+        "peak_rss_bytes",
+        "db_bytes",
+        "wall_s",
+    ] {
+        assert!(j.get(k).is_some(), "JSON lacks {k}");
+    }
+    for k in ["p50", "p90", "p99", "max"] {
+        assert!(j["latency_ms"][k].as_f64().is_some());
+    }
+    assert!(j.get("floor_ratio").is_none(), "no floor unless asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_mode_provisions_every_chat_and_rotates_the_active_ones() {
+    let opts = SimulateOptions {
+        accounts: 2,
+        chats: 400,
+        messages: 4,
+        file_share: 0.0,
+        faults: faults(),
+        seed: 9,
+        durability: Durability::Buffered,
+        active: Some(50),
+        floor: true,
+        ..SimulateOptions::default()
+    };
+    let r = simulate::run(&opts, &mut |_| {}).await.unwrap();
+    assert!(r.ok(), "{}", r.summary());
+    assert_eq!(r.messages_sent, 800 * 4 + 1);
+    assert_eq!(r.figures.chats_ready, 800);
+    assert!(r.consistency.consistent > 0);
+    let f = r.floor.as_ref().unwrap();
+    assert_eq!(f.messages, r.messages_delivered);
+    assert!(r.floor_ratio().unwrap() > 0.0);
+    let j = r.to_json();
+    assert!(j["floor_msgs_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(j["floor_ratio"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bad_options_are_refused_with_their_name() {
+    let mut o = SimulateOptions {
+        accounts: 1,
+        ..SimulateOptions::default()
+    };
+    assert!(o.validate().unwrap_err().to_string().contains("--accounts"));
+    o.accounts = 2;
+    o.faults.drop = 1.0;
+    assert!(o.validate().unwrap_err().to_string().contains("--drop"));
+    o.faults.drop = 0.0;
+    o.file_share = 2.0;
+    assert!(
+        o.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--file-share")
+    );
+}
+
+#[test]
+fn the_cli_writes_json_and_html_and_exits_by_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let html = dir.path().join("r.html");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_secretchat"))
+        .args([
+            "simulate",
+            "--accounts",
+            "2",
+            "--chats",
+            "1",
+            "--messages",
+            "20",
+            "--durability",
+            "buffered",
+            "--json",
+        ])
+        .arg(&json)
+        .arg("--report")
+        .arg(&html)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("OK:"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["messages_delivered"], v["messages_sent"]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("<svg") && page.contains("Throughput"),
+        "charts in the page"
+    );
+    // Bad input: status 2 and a typed error.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_secretchat"))
+        .args(["simulate", "--accounts", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"], "bad_option");
+}
