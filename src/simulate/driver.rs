@@ -104,6 +104,21 @@ fn ends(opts: &SimulateOptions, p: usize) -> (u64, u64) {
     (i as u64 + 1, peer as u64 + 1)
 }
 
+/// Bytes of the files under `dir` (RocksDB's SST files, WAL and manifests).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// Chats checked for consistency in scale mode (an even sample).
 const MAX_CHECKED: usize = 2000;
 
@@ -257,7 +272,7 @@ pub async fn run(
     let live = d.live(started);
     tick(&live);
     let metrics = engine.metrics();
-    let db_bytes = engine.store().disk_size();
+    let db_bytes = dir_size(&engine_dir);
     let rekeys = statuses
         .iter()
         .map(|(_, a, b)| match (a, b) {

@@ -38,7 +38,14 @@ pub struct AccountActor {
     last_seen: HashMap<u64, std::time::Instant>,
     /// Chats asked to stop: inputs for them wait here until they answer.
     stopping: HashMap<u64, Vec<ChatInput>>,
+    /// Recent live messages by (chat id, random id) → qts: a getDifference batch (which has no
+    /// per-message qts) skips those already stored instead of decrypting them again.
+    recent: HashMap<(i32, i64), i32>,
+    recent_order: std::collections::VecDeque<(i32, i64)>,
 }
+
+/// Live messages remembered for de-duplicating getDifference batches.
+const RECENT: usize = 16 * 1024;
 
 /// Most updates held for unknown chats.
 const MAX_ORPHANS: usize = 1024;
@@ -65,6 +72,8 @@ impl AccountActor {
             updates: Some(updates),
             orphans: Vec::new(),
             last_seen: HashMap::new(),
+            recent: HashMap::new(),
+            recent_order: std::collections::VecDeque::new(),
             stopping: HashMap::new(),
         }
     }
@@ -131,10 +140,14 @@ impl Actor for AccountActor {
         if let Some(mut rx) = self.updates.take() {
             let me = ctx.address();
             actix::spawn(async move {
+                // `do_send`, not `try_send`: the mailbox is bounded (16), and a full one
+                // must not end this loop (every later live update would then wait for the
+                // next getDifference). The feed itself is the queue.
                 while let Some(u) = rx.recv().await {
-                    if me.try_send(Incoming(u)).is_err() {
+                    if !me.connected() {
                         return;
                     }
+                    me.do_send(Incoming(u));
                 }
             });
         }
@@ -301,11 +314,32 @@ impl AccountActor {
                     });
                 }
                 self.in_flight.insert(m.qts);
+                self.remember(&m.message, m.qts);
                 self.route_message(m.message, Some(AckToken::Qts(m.qts)), ctx);
             }
             api::Update::Encryption(e) => self.on_chat(e.chat, ctx),
             api::Update::EncryptedMessagesRead(_) | api::Update::EncryptedChatTyping(_) => {}
         }
+    }
+
+    fn remember(&mut self, message: &api::EncryptedMessage, qts: i32) {
+        let key = message_key(message);
+        if self.recent.insert(key, qts).is_none() {
+            self.recent_order.push_back(key);
+            if self.recent_order.len() > RECENT {
+                if let Some(old) = self.recent_order.pop_front() {
+                    self.recent.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Whether `message` arrived live and is durably stored already.
+    fn already_stored(&self, message: &api::EncryptedMessage) -> bool {
+        let Some(&qts) = self.recent.get(&message_key(message)) else {
+            return false;
+        };
+        self.watermark.is_some_and(|m| qts <= m) || self.done.contains(&qts)
     }
 
     fn route_message(
@@ -379,6 +413,11 @@ impl AccountActor {
                 }
             }
         }
+        self.processed_watermark();
+    }
+
+    /// Advances the watermark over qts processed since.
+    fn processed_watermark(&mut self) {
         if let Some(mut mark) = self.watermark {
             while let Some(next) = mark.checked_add(1) {
                 if !self.done.remove(&next) {
@@ -434,12 +473,30 @@ impl AccountActor {
                     if messages.is_empty() || act.watermark != Some(mark) {
                         return;
                     }
-                    act.diff = Some((messages.len(), state.qts));
-                    for msg in messages {
+                    // Messages that arrived live and are stored need no second decryption.
+                    let fresh: Vec<_> = messages
+                        .into_iter()
+                        .filter(|m| !act.already_stored(m))
+                        .collect();
+                    if fresh.is_empty() {
+                        act.watermark = act.watermark.map(|m| m.max(state.qts));
+                        act.processed_watermark();
+                        return;
+                    }
+                    act.diff = Some((fresh.len(), state.qts));
+                    for msg in fresh {
                         act.route_message(msg, Some(AckToken::Difference), ctx);
                     }
                 }),
         );
+    }
+}
+
+/// The de-duplication key of a message.
+fn message_key(m: &api::EncryptedMessage) -> (i32, i64) {
+    match m {
+        api::EncryptedMessage::EncryptedMessage(m) => (m.chat_id, m.random_id),
+        api::EncryptedMessage::Service(m) => (m.chat_id, m.random_id),
     }
 }
 

@@ -105,6 +105,9 @@ pub struct DhConfigActor {
     store: Arc<Store>,
     registry: Arc<ParamsRegistry>,
     caches: HashMap<u64, DhConfigCache>,
+    /// Held while a new prime is checked: concurrent first requests (every new chat asks at
+    /// once) wait for one check instead of each running its own.
+    checking: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl DhConfigActor {
@@ -114,6 +117,7 @@ impl DhConfigActor {
             store,
             registry,
             caches: HashMap::new(),
+            checking: Arc::default(),
         }
     }
 }
@@ -159,38 +163,58 @@ impl Handler<GetConfig> for DhConfigActor {
         let request = cache.request();
         let api = msg.api.clone();
         let account = msg.account;
+        let verdicts = self.store.clone();
+        let checking = self.checking.clone();
         Box::pin(
-            async move { super::call_retrying(&*api, &request).await }
-                .into_actor(self)
-                .map(move |answer, act, _| {
-                    let answer = answer.map_err(|_| ConfigError::Unavailable)?;
-                    let store = act.store.clone();
-                    let cache = act.caches.entry(account).or_default();
-                    let fresh = cache
-                        .apply(answer, |p| {
-                            if let Ok(Some(v)) = store.prime_verdict(p) {
-                                return v;
-                            }
-                            let seed = rand::random::<u64>();
-                            let v = is_safe_prime(p, seed);
-                            let _ = store.set_prime_verdict(p, v);
-                            v
-                        })
-                        .map_err(|e| match e {
-                            DhConfigError::Invalid(e) => ConfigError::Invalid(e),
-                            _ => ConfigError::Unavailable,
-                        })?;
-                    if fresh.changed {
-                        act.registry.insert(&fresh.params);
-                        let _ = store.set_dh_config(
-                            account,
-                            cache.version(),
-                            fresh.params.g() as i32,
-                            &fresh.params.p_bytes(),
-                        );
+            async move {
+                let answer = super::call_retrying(&*api, &request).await;
+                // A prime not seen before is checked on a blocking thread first (a 2048-bit
+                // safe-prime test must not stall the actors sharing this one).
+                if let Ok(secretchat_schema::api::enums::messages::DhConfig::DhConfig(c)) = &answer
+                {
+                    let _one_at_a_time = checking.lock().await;
+                    if matches!(verdicts.prime_verdict(&c.p), Ok(None)) {
+                        let p = c.p.clone();
+                        let seed = rand::random::<u64>();
+                        let checked =
+                            tokio::task::spawn_blocking(move || (is_safe_prime(&p, seed), p)).await;
+                        if let Ok((v, p)) = checked {
+                            let _ = verdicts.set_prime_verdict(&p, v);
+                        }
                     }
-                    Ok((fresh.params, fresh.random))
-                }),
+                }
+                answer
+            }
+            .into_actor(self)
+            .map(move |answer, act, _| {
+                let answer = answer.map_err(|_| ConfigError::Unavailable)?;
+                let store = act.store.clone();
+                let cache = act.caches.entry(account).or_default();
+                let fresh = cache
+                    .apply(answer, |p| {
+                        if let Ok(Some(v)) = store.prime_verdict(p) {
+                            return v;
+                        }
+                        let seed = rand::random::<u64>();
+                        let v = is_safe_prime(p, seed);
+                        let _ = store.set_prime_verdict(p, v);
+                        v
+                    })
+                    .map_err(|e| match e {
+                        DhConfigError::Invalid(e) => ConfigError::Invalid(e),
+                        _ => ConfigError::Unavailable,
+                    })?;
+                if fresh.changed {
+                    act.registry.insert(&fresh.params);
+                    let _ = store.set_dh_config(
+                        account,
+                        cache.version(),
+                        fresh.params.g() as i32,
+                        &fresh.params.p_bytes(),
+                    );
+                }
+                Ok((fresh.params, fresh.random))
+            }),
         )
     }
 }

@@ -169,8 +169,15 @@ pub fn encrypt_v2(
 }
 
 /// Splits and checks the header: length, alignment and fingerprint.
+/// The longest message on the wire: the largest payload with its length prefix and the
+/// largest padding (anything longer is refused before it is copied or decrypted).
+pub const MAX_WIRE: usize = HEADER_LEN + 4 + MAX_PAYLOAD + 1024 + 16;
+
 fn header<'a>(key: &AuthKey, wire: &'a [u8]) -> Result<([u8; 16], &'a [u8]), CryptoError> {
-    if wire.len() < HEADER_LEN + 16 || !(wire.len() - HEADER_LEN).is_multiple_of(16) {
+    if wire.len() < HEADER_LEN + 16
+        || wire.len() > MAX_WIRE
+        || !(wire.len() - HEADER_LEN).is_multiple_of(16)
+    {
         return Err(CryptoError::BadWireLength { len: wire.len() });
     }
     let (head, body) = wire.split_at(HEADER_LEN);
