@@ -750,7 +750,7 @@ fn exact_with_padding(c: &mut Chat, pad: usize) -> Vec<u8> {
         let before = *c.mallory.seq();
         let s = c.mallory.seal(text(&"q".repeat(n)), &mut c.rng).unwrap();
         let d = message::decrypt_v2(&key(), Side::Participant, &s.wire).unwrap();
-        if (4 + d.payload.len() + pad) % 16 == 0 {
+        if (4 + d.payload.len() + pad).is_multiple_of(16) {
             return seal_raw(&key(), 8, &framed(d.payload.len() as i32, &d.payload, pad));
         }
         // Not this one: forget its sequence number.
@@ -1056,7 +1056,7 @@ fn layer_far_above_ours() {
 /// Seals `payload` (TL bytes) as mallory's next message: correct envelope framing.
 fn seal_payload(payload: &[u8]) -> Vec<u8> {
     let mut p = payload.to_vec();
-    while p.len() % 4 != 0 {
+    while !p.len().is_multiple_of(4) {
         p.push(0);
     }
     let pad = 16 - (4 + p.len()) % 16 + 16;

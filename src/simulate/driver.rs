@@ -252,6 +252,9 @@ pub async fn run(
             },
             Some(n) = inbox.recv() => d.note(n),
             _ = ticker.tick() => {
+                if d.deadline.is_some_and(|t| Instant::now() >= t) {
+                    d.expire_queue();
+                }
                 let live = d.live(started);
                 tick(&live);
                 let moved = live.delivered + live.chats_ready as u64;
@@ -340,8 +343,9 @@ impl Driver {
         let mut from = 0;
         while from < total {
             let to = (from + PROVISION_CHUNK).min(total);
-            let mut per_account: HashMap<u64, (Vec<ProvisionedChat>, Vec<(usize, usize)>)> =
-                HashMap::new();
+            // Per account: the chat ends to write and where each goes (pair, side).
+            type Ends = (Vec<ProvisionedChat>, Vec<(usize, usize)>);
+            let mut per_account: HashMap<u64, Ends> = HashMap::new();
             for p in from..to {
                 let (a, b) = ends(&self.opts, p);
                 let (chat_id, access_hash) = sim.provision_chat((a as i64, 0), (b as i64, 0));
@@ -522,6 +526,15 @@ impl Driver {
             self.windows.remove(&(pair * 2 + 1));
             self.running = self.running.saturating_sub(1);
             self.start_queued();
+        }
+    }
+
+    /// `--duration` is over: chats still waiting to start send nothing.
+    fn expire_queue(&mut self) {
+        let mut l = lock(&self.ledger);
+        for pair in self.queue.drain(..) {
+            l.finished(pair * 2, 0);
+            l.finished(pair * 2 + 1, 0);
         }
     }
 

@@ -309,15 +309,18 @@ impl Engine {
                 let files =
                     sys.block_on(async move { SyncArbiter::start(file_threads, || FileCryptor) });
                 let _ = sys_tx.send((System::current(), files.clone()));
+                let shared_parts = Parts {
+                    files,
+                    metrics: thread_metrics,
+                    registry: thread_registry,
+                };
                 sys.block_on(run(
                     thread_store,
                     config,
                     events_tx,
                     rx,
                     pending,
-                    files,
-                    thread_metrics,
-                    thread_registry,
+                    shared_parts,
                 ));
             })
             .map_err(|_| EngineError::Stopped)?;
@@ -460,16 +463,26 @@ fn forward<M, T>(
     });
 }
 
+/// What `Engine::open` made before the system started and the actors share.
+struct Parts {
+    files: Addr<FileCryptor>,
+    metrics: Arc<EngineMetrics>,
+    registry: Arc<ParamsRegistry>,
+}
+
 async fn run(
     store: Arc<Store>,
     config: EngineConfig,
     events: mpsc::UnboundedSender<EngineEvent>,
     mut rx: mpsc::UnboundedReceiver<Request>,
     pending: Vec<(u64, u64)>,
-    files: Addr<FileCryptor>,
-    metrics: Arc<EngineMetrics>,
-    registry: Arc<ParamsRegistry>,
+    parts: Parts,
 ) {
+    let Parts {
+        files,
+        metrics,
+        registry,
+    } = parts;
     let dh_threads = config.dh_threads.max(1);
     let rekey = SyncArbiter::start(dh_threads, || RekeyActor);
     let dh_config = DhConfigActor::new(store.clone(), registry.clone()).start();
