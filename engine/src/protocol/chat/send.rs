@@ -337,6 +337,14 @@ impl ChatCore {
         };
         self.counters.resent += 1;
         out.call(send_call(self.input_chat(), entry, rng.next_u64() as i64));
+        if self.retransmit_backoff >= self.config.max_backoff_ms {
+            // The backoff reached its cap and the tail went out once more: a quiet peer never
+            // acknowledges the end of a conversation, so stop here (the message is in the
+            // peer's server queue; its next message acknowledges it or asks for a Resend).
+            // Without this every quiet chat would re-send forever — 100,000 chats at a 3 s
+            // cap are 33,000 sends a second.
+            return;
+        }
         self.retransmit_backoff = self
             .retransmit_backoff
             .saturating_mul(2)
