@@ -58,7 +58,11 @@ impl Default for ChatConfig {
         Self {
             resend_retry_ms: 30_000,
             unhealthy_after: 5,
-            retransmit_ms: 60_000,
+            // The server keeps an accepted message queued for the peer for 7 days, so the tail
+            // retransmit only guards against server-side loss: once an hour is plenty, and a
+            // minute made every quiet chat of a large bridge re-send (100,000 chats: 1,600
+            // sends a second).
+            retransmit_ms: 3_600_000,
             max_backoff_ms: 3_600_000,
             layer: super::layer::OUR_LAYER,
         }
