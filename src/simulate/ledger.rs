@@ -60,6 +60,10 @@ pub struct Ledger {
     pub violations: Vec<Violation>,
     /// Violations in all.
     pub violation_count: u64,
+    /// Messages accepted for sending (kept as a sum: streams can number millions).
+    sent_count: u64,
+    /// Streams not yet complete (no plan yet, or short of it).
+    incomplete: usize,
     started: Instant,
 }
 
@@ -78,6 +82,8 @@ impl Ledger {
             files_verified: 0,
             violations: Vec::new(),
             violation_count: 0,
+            sent_count: 0,
+            incomplete: pairs * 2,
             started,
         }
     }
@@ -112,13 +118,30 @@ impl Ledger {
     pub fn sent(&mut self, s: usize) {
         if let Some(st) = self.streams.get_mut(s) {
             st.sent += 1;
+            self.sent_count += 1;
         }
     }
 
     /// The sender of stream `s` finished after `n` messages.
     pub fn finished(&mut self, s: usize, n: u32) {
         if let Some(st) = self.streams.get_mut(s) {
-            st.planned = Some(n);
+            if st.planned.is_none() {
+                st.planned = Some(n);
+                if st.next >= n {
+                    self.incomplete -= 1;
+                }
+            }
+        }
+    }
+
+    /// Counts stream `s` complete if this delivery completed it.
+    fn check_complete(&mut self, s: usize, before: u32) {
+        if let Some(st) = self.streams.get(s) {
+            if let Some(p) = st.planned {
+                if before < p && st.next >= p {
+                    self.incomplete -= 1;
+                }
+            }
         }
     }
 
@@ -166,6 +189,7 @@ impl Ledger {
             // Resynchronize so one reorder is not counted for every later message.
             st.next = idx + 1;
             st.pending.retain(|&i, _| i > idx);
+            self.check_complete(s, next);
             self.misordered += 1;
             self.violation(Violation {
                 pair,
@@ -177,7 +201,9 @@ impl Ledger {
             return true;
         }
         st.next = idx + 1;
-        if let Some(t) = st.pending.remove(&idx) {
+        let sent_at = st.pending.remove(&idx);
+        self.check_complete(s, next);
+        if let Some(t) = sent_at {
             let ms = at.saturating_duration_since(t).as_secs_f64() * 1000.0;
             self.latencies.push(ms as f32);
         }
@@ -216,14 +242,12 @@ impl Ledger {
 
     /// Every sender finished and every stream got all it was sent.
     pub fn complete(&self) -> bool {
-        self.streams
-            .iter()
-            .all(|s| s.planned.is_some_and(|p| s.next >= p))
+        self.incomplete == 0
     }
 
     /// Messages accepted for sending.
     pub fn sent_total(&self) -> u64 {
-        self.streams.iter().map(|s| u64::from(s.sent)).sum()
+        self.sent_count
     }
 
     /// Sent but never delivered; records a `lost` violation for each stream short of its sends.
