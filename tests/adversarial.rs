@@ -507,18 +507,11 @@ fn key_fingerprint_mismatch_at_accept() {
     assert!(core.is_closed());
 }
 
-/// Mallory answers our re-key request; returns the exchange id and mallory's new key.
-fn rekey_to_commit(c: &mut Chat) -> (i64, AuthKey) {
+/// We start a re-key; mallory reads our RequestKey and returns it.
+fn our_rekey_request(c: &mut Chat) -> e2e_t::DecryptedMessageActionRequestKey {
     let a = c.feed(Event::Command(Command::Rekey));
-    let job = a
-        .into_iter()
-        .find_map(|a| match a {
-            Action::Compute(j) => Some(j),
-            _ => None,
-        })
-        .unwrap();
-    let a = c.feed(Event::DhDone(Box::new(job.run())));
-    let req = sent(&a).pop().unwrap();
+    let a = after_job(a, |e| c.feed(e));
+    let req = sent(&a).pop().expect("a RequestKey sent");
     let Payload::Layered(l) = c.mallory_reads(&req) else {
         panic!("layered")
     };
@@ -528,6 +521,12 @@ fn rekey_to_commit(c: &mut Chat) -> (i64, AuthKey) {
     let e2e::DecryptedMessageAction::RequestKey(r) = s.action else {
         panic!("request")
     };
+    r
+}
+
+/// Mallory answers our re-key request; returns the exchange id and mallory's new key.
+fn rekey_to_commit(c: &mut Chat) -> (i64, AuthKey) {
+    let r = our_rekey_request(c);
     let dh = harness::dh();
     let b = [0x44u8; 256];
     let new_key = dh.shared_key(&r.g_a, &b).unwrap();
@@ -545,25 +544,7 @@ fn rekey_to_commit(c: &mut Chat) -> (i64, AuthKey) {
 #[test]
 fn key_fingerprint_mismatch_at_rekey_accept() {
     let mut c = chat();
-    let a = c.feed(Event::Command(Command::Rekey));
-    let job = a
-        .into_iter()
-        .find_map(|a| match a {
-            Action::Compute(j) => Some(j),
-            _ => None,
-        })
-        .unwrap();
-    let a = c.feed(Event::DhDone(Box::new(job.run())));
-    let req = sent(&a).pop().unwrap();
-    let Payload::Layered(l) = c.mallory_reads(&req) else {
-        panic!()
-    };
-    let e2e::DecryptedMessage::Service23(s) = l.message else {
-        panic!()
-    };
-    let e2e::DecryptedMessageAction::RequestKey(r) = s.action else {
-        panic!()
-    };
+    let r = our_rekey_request(&mut c);
     let dh = harness::dh();
     let b = [0x44u8; 256];
     let a = c.mallory_sends(service(e2e::DecryptedMessageAction::AcceptKey(
@@ -989,25 +970,7 @@ fn accept_key_for_an_unknown_exchange() {
 #[test]
 fn request_key_while_ours_is_pending_with_an_equal_id() {
     let mut c = chat();
-    let a = c.feed(Event::Command(Command::Rekey));
-    let job = a
-        .into_iter()
-        .find_map(|a| match a {
-            Action::Compute(j) => Some(j),
-            _ => None,
-        })
-        .unwrap();
-    let a = c.feed(Event::DhDone(Box::new(job.run())));
-    let req = sent(&a).pop().unwrap();
-    let Payload::Layered(l) = c.mallory_reads(&req) else {
-        panic!()
-    };
-    let e2e::DecryptedMessage::Service23(s) = l.message else {
-        panic!()
-    };
-    let e2e::DecryptedMessageAction::RequestKey(ours) = s.action else {
-        panic!()
-    };
+    let ours = our_rekey_request(&mut c);
     assert!(c.status().rekeying);
     let fp = c.status().key_fingerprint;
     // pfs.md: equal exchange ids — both exchanges are dropped, the chat goes on.
