@@ -441,8 +441,16 @@ impl ChatCore {
             && !self.rekey.in_progress()
             && self.handshake_job.is_none()
             && self.rekey_job.is_none()
+            // An unacknowledged tail may sleep once it was re-sent twice, or once its backoff
+            // reached the cap (then at most one more re-send was due): a quiet peer never
+            // acknowledges the end of a conversation, and such chats must leave memory.
             && (self.outbox.is_empty()
-                || self.retransmit_backoff >= self.config.retransmit_ms.saturating_mul(4))
+                || self.retransmit_backoff
+                    >= self
+                        .config
+                        .retransmit_ms
+                        .saturating_mul(4)
+                        .min(self.config.max_backoff_ms))
     }
 
     /// The key visualization (empty until the key is agreed).
