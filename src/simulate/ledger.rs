@@ -107,6 +107,16 @@ impl Ledger {
         }
     }
 
+    fn flag(&mut self, pair: usize, dir: usize, idx: Option<u32>, kind: &'static str, d: String) {
+        self.violation(Violation {
+            pair,
+            dir,
+            idx,
+            kind,
+            detail: d,
+        });
+    }
+
     /// Message `idx` of stream `s` is about to be handed to the engine.
     pub fn sending(&mut self, s: usize, idx: u32, at: Instant) {
         if let Some(st) = self.streams.get_mut(s) {
@@ -164,25 +174,25 @@ impl Ledger {
         let s = pair * 2 + dir;
         let Some(st) = self.streams.get_mut(s) else {
             self.corrupted += 1;
-            self.violation(Violation {
+            self.flag(
                 pair,
                 dir,
-                idx: Some(idx),
-                kind: "corrupted",
-                detail: "a message for a chat the run does not have".into(),
-            });
+                Some(idx),
+                "corrupted",
+                "a message for a chat the run does not have".into(),
+            );
             return false;
         };
         let next = st.next;
         if idx < next {
             self.duplicated += 1;
-            self.violation(Violation {
+            self.flag(
                 pair,
                 dir,
-                idx: Some(idx),
-                kind: "duplicated",
-                detail: format!("delivered again (next expected {next})"),
-            });
+                Some(idx),
+                "duplicated",
+                format!("delivered again (next expected {next})"),
+            );
             return false;
         }
         if idx > next {
@@ -191,13 +201,13 @@ impl Ledger {
             st.pending.retain(|&i, _| i > idx);
             self.check_complete(s, next);
             self.misordered += 1;
-            self.violation(Violation {
+            self.flag(
                 pair,
                 dir,
-                idx: Some(idx),
-                kind: "misordered",
-                detail: format!("arrived while {next} was still missing"),
-            });
+                Some(idx),
+                "misordered",
+                format!("arrived while {next} was still missing"),
+            );
             return true;
         }
         st.next = idx + 1;
@@ -209,13 +219,13 @@ impl Ledger {
         }
         if !intact {
             self.corrupted += 1;
-            self.violation(Violation {
+            self.flag(
                 pair,
                 dir,
-                idx: Some(idx),
-                kind: "corrupted",
-                detail: "content differs from what was sent".into(),
-            });
+                Some(idx),
+                "corrupted",
+                "content differs from what was sent".into(),
+            );
         }
         self.delivered += 1;
         let sec = self.second(at);
@@ -229,13 +239,7 @@ impl Ledger {
             Ok(()) => self.files_verified += 1,
             Err(e) => {
                 self.corrupted += 1;
-                self.violation(Violation {
-                    pair,
-                    dir,
-                    idx: Some(idx),
-                    kind: "corrupted",
-                    detail: format!("file: {e}"),
-                });
+                self.flag(pair, dir, Some(idx), "corrupted", format!("file: {e}"));
             }
         }
     }
