@@ -42,6 +42,8 @@ pub struct AccountActor {
     /// per-message qts) skips those already stored instead of decrypting them again.
     recent: HashMap<(i32, i64), i32>,
     recent_order: std::collections::VecDeque<(i32, i64)>,
+    /// Chats with pending work still to resume after a restart (paced, see `Resume`).
+    resume: std::collections::VecDeque<u64>,
 }
 
 /// Live messages remembered for de-duplicating getDifference batches.
@@ -74,6 +76,7 @@ impl AccountActor {
             last_seen: HashMap::new(),
             recent: HashMap::new(),
             recent_order: std::collections::VecDeque::new(),
+            resume: std::collections::VecDeque::new(),
             stopping: HashMap::new(),
         }
     }
@@ -578,6 +581,9 @@ impl AccountActor {
 impl Handler<Tick> for AccountActor {
     type Result = ();
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        if !self.resume.is_empty() {
+            self.resume_some(ctx);
+        }
         if !self.orphans.is_empty() {
             self.retry_orphans(ctx);
         }
@@ -653,7 +659,23 @@ impl Handler<Status> for AccountActor {
 impl Handler<Resume> for AccountActor {
     type Result = ();
     fn handle(&mut self, msg: Resume, ctx: &mut Context<Self>) {
-        for h in msg.0 {
+        // Paced: a few hundred per tick, so that chats addressed after a restart are served
+        // at once instead of after every pending chat was restored (100,000 pending chats took
+        // 36 s before the first message was served, measured).
+        self.resume.extend(msg.0);
+        self.resume_some(ctx);
+    }
+}
+
+/// Chats with pending work resumed per tick after a restart.
+const RESUME_PER_TICK: usize = 256;
+
+impl AccountActor {
+    fn resume_some(&mut self, ctx: &mut Context<Self>) {
+        for _ in 0..RESUME_PER_TICK {
+            let Some(h) = self.resume.pop_front() else {
+                return;
+            };
             let _ = self.chat(h, ctx);
         }
     }
