@@ -11,6 +11,8 @@
 #[path = "../engine/tests/harness/mod.rs"]
 mod harness;
 
+use harness::{closed, sent};
+
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use secretchat_engine::crypto::CryptoError;
@@ -82,23 +84,6 @@ fn service(action: e2e::DecryptedMessageAction) -> e2e::DecryptedMessage {
     e2e::DecryptedMessage::Service23(e2e_t::DecryptedMessageService23 {
         random_id: 5,
         action,
-    })
-}
-
-fn sent(actions: &[Action]) -> Vec<Vec<u8>> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Call(c) => c.data().map(<[u8]>::to_vec),
-            _ => None,
-        })
-        .collect()
-}
-
-fn closed(actions: &[Action]) -> Option<CloseReason> {
-    actions.iter().find_map(|a| match a {
-        Action::Deliver(AppEvent::ChatClosed(r)) => Some(r.clone()),
-        _ => None,
     })
 }
 

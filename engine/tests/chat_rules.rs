@@ -5,6 +5,8 @@
 
 mod harness;
 
+use harness::{closed, sent};
+
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use secretchat_engine::crypto::dh::DhError;
@@ -60,23 +62,6 @@ fn pair(peer_layer: i32) -> Pair {
         rng: StdRng::seed_from_u64(9),
         now: T0,
     }
-}
-
-fn sent(actions: &[Action]) -> Vec<Vec<u8>> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Call(c) => c.data().map(<[u8]>::to_vec),
-            _ => None,
-        })
-        .collect()
-}
-
-fn closed(actions: &[Action]) -> Option<CloseReason> {
-    actions.iter().find_map(|a| match a {
-        Action::Deliver(AppEvent::ChatClosed(r)) => Some(r.clone()),
-        _ => None,
-    })
 }
 
 impl Pair {

@@ -867,17 +867,23 @@ impl Sender {
                 Err(_) => return,
             }
             lock(&self.ledger).sending(s, idx, Instant::now());
-            if let Err(e) = self.send(idx).await {
-                let _ = self.notes.send(Note::SendFailed(s, idx, e));
-                let _ = self.notes.send(Note::Finished(s, idx));
-                return;
-            }
-            lock(&self.ledger).sent(s);
+            let is_file = match self.send(idx).await {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = self.notes.send(Note::SendFailed(s, idx, e));
+                    let _ = self.notes.send(Note::Finished(s, idx));
+                    return;
+                }
+            };
+            let mut l = lock(&self.ledger);
+            l.sent(s);
+            l.files_sent += u64::from(is_file);
         }
         let _ = self.notes.send(Note::Finished(s, self.n));
     }
 
-    async fn send(&self, idx: u32) -> Result<(), String> {
+    /// Sends message `idx`; returns whether it was a file.
+    async fn send(&self, idx: u32) -> Result<bool, String> {
         let (account, handle) = self.from;
         let random_id = Workload::random_id(self.pair, self.dir, idx);
         match self.work.item(self.pair, self.dir, idx) {
@@ -889,6 +895,7 @@ impl Sender {
                     Command::Send(Box::new(Outgoing::text(random_id, t))),
                 )
                 .await
+                .map(|()| false)
                 .map_err(|e| e.to_string()),
             Item::File(caption) => {
                 let path = self
@@ -901,7 +908,7 @@ impl Sender {
                 f.random_id = random_id;
                 let r = self.engine.send_file(account, handle, f).await;
                 let _ = std::fs::remove_file(&path);
-                r.map(|_| ()).map_err(|e| e.to_string())
+                r.map(|_| true).map_err(|e| e.to_string())
             }
         }
     }

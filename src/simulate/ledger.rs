@@ -54,6 +54,8 @@ pub struct Ledger {
     pub per_second: Vec<u32>,
     /// Re-keys completed (both sides' `Rekeyed` events, halved at report time) per second.
     pub rekeys_per_second: Vec<u32>,
+    /// Files accepted for sending.
+    pub files_sent: u64,
     /// Files verified after download.
     pub files_verified: u64,
     /// Violations in detail (the first ones).
@@ -79,6 +81,7 @@ impl Ledger {
             latencies: Vec::new(),
             per_second: Vec::new(),
             rekeys_per_second: Vec::new(),
+            files_sent: 0,
             files_verified: 0,
             violations: Vec::new(),
             violation_count: 0,
@@ -197,7 +200,7 @@ impl Ledger {
         }
         if idx > next {
             // Resynchronize so one reorder is not counted for every later message.
-            st.next = idx + 1;
+            st.next = idx.saturating_add(1);
             st.pending.retain(|&i, _| i > idx);
             self.check_complete(s, next);
             self.misordered += 1;
@@ -210,7 +213,7 @@ impl Ledger {
             );
             return true;
         }
-        st.next = idx + 1;
+        st.next = idx.saturating_add(1);
         let sent_at = st.pending.remove(&idx);
         self.check_complete(s, next);
         if let Some(t) = sent_at {

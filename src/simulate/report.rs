@@ -99,21 +99,6 @@ impl Report {
         figures: Figures,
         consistency: Consistency,
     ) -> Self {
-        let files = ledger
-            .streams
-            .iter()
-            .enumerate()
-            .map(|(s, st)| {
-                let w = super::workload::Workload {
-                    seed: options.seed,
-                    file_share: options.file_share,
-                    file_size: options.file_size,
-                };
-                (0..st.sent)
-                    .filter(|&i| matches!(w.item(s / 2, s % 2, i), super::workload::Item::File(_)))
-                    .count() as u64
-            })
-            .sum();
         Self {
             options: options.clone(),
             messages_sent: ledger.sent_total(),
@@ -122,7 +107,7 @@ impl Report {
             duplicated: ledger.duplicated,
             misordered: ledger.misordered,
             corrupted: ledger.corrupted,
-            files,
+            files: ledger.files_sent,
             files_verified: ledger.files_verified,
             latency_ms: ledger.percentiles(),
             figures,

@@ -120,7 +120,6 @@ pub struct ChatWrite<'a> {
 }
 
 /// A chat written by [`Store::write_new_chats`].
-#[derive(Debug)]
 pub struct NewChat {
     /// Account id.
     pub account: u64,
@@ -130,6 +129,17 @@ pub struct NewChat {
     pub chat_id: i32,
     /// The state record (holds the key: zeroized on drop).
     pub state: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for NewChat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewChat")
+            .field("account", &self.account)
+            .field("handle", &self.handle)
+            .field("chat_id", &self.chat_id)
+            .field("state", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A key and its value.

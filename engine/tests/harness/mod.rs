@@ -34,6 +34,25 @@ pub fn dh() -> Arc<DhParams> {
     .clone()
 }
 
+/// The wire bytes of every send call among `actions`.
+pub fn sent(actions: &[Action]) -> Vec<Vec<u8>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Call(c) => c.data().map(<[u8]>::to_vec),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The close reason delivered among `actions`, if any.
+pub fn closed(actions: &[Action]) -> Option<secretchat_engine::protocol::chat::CloseReason> {
+    actions.iter().find_map(|a| match a {
+        Action::Deliver(AppEvent::ChatClosed(r)) => Some(r.clone()),
+        _ => None,
+    })
+}
+
 /// Fault rates (0.0..=1.0) and delays for the channel.
 #[derive(Debug, Clone, Copy)]
 pub struct Faults {
