@@ -11,6 +11,7 @@
 #[path = "../engine/tests/harness/mod.rs"]
 mod harness;
 
+use harness::seal::seal_raw;
 use harness::{closed, sent};
 
 use rand::SeedableRng;
@@ -31,7 +32,6 @@ use secretchat_engine::protocol::session::Session;
 use secretchat_schema::api::{enums as api, types as api_types};
 use secretchat_schema::e2e::{enums as e2e, types as e2e_t};
 use secretchat_schema::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -160,39 +160,6 @@ fn assert_aborted(c: &mut Chat, a: &[Action], reason: CloseReason) {
         c.mallory_sends(text("late")).is_empty(),
         "closed stays closed"
     );
-}
-
-/// An independent MTProto 2.0 sealer (end-to-end.md, "MTProto 2.0"): any plaintext, including
-/// a bad length prefix or padding, with a correct msg_key; `x` = 8 for the participant.
-fn seal_raw(key: &AuthKey, x: usize, plaintext: &[u8]) -> Vec<u8> {
-    let k = key.bytes();
-    let large = Sha256::new()
-        .chain_update(&k[88 + x..120 + x])
-        .chain_update(plaintext)
-        .finalize();
-    let msg_key = &large[8..24];
-    let a = Sha256::new()
-        .chain_update(msg_key)
-        .chain_update(&k[x..x + 36])
-        .finalize();
-    let b = Sha256::new()
-        .chain_update(&k[40 + x..76 + x])
-        .chain_update(msg_key)
-        .finalize();
-    let mut aes_key = [0u8; 32];
-    aes_key[..8].copy_from_slice(&a[..8]);
-    aes_key[8..24].copy_from_slice(&b[8..24]);
-    aes_key[24..].copy_from_slice(&a[24..]);
-    let mut aes_iv = [0u8; 32];
-    aes_iv[..8].copy_from_slice(&b[..8]);
-    aes_iv[8..24].copy_from_slice(&a[8..24]);
-    aes_iv[24..].copy_from_slice(&b[24..]);
-    let mut body = plaintext.to_vec();
-    ige::encrypt(&aes_key, &aes_iv, &mut body).unwrap();
-    let mut wire = key.fingerprint().to_le_bytes().to_vec();
-    wire.extend_from_slice(msg_key);
-    wire.extend_from_slice(&body);
-    wire
 }
 
 /// A valid layered payload (what mallory's next message would carry).

@@ -342,6 +342,30 @@ fn emit_dispatch(schema: &Schema, root: &str) -> String {
             type_path(root, "enums", ns, &type_name(name))
         );
     }
-    s += "    Ok(n)\n}\n";
+    s += "    Ok(n)\n}\n\n";
+    let boxed: Vec<_> = schema.types.keys().collect();
+    let _ = writeln!(
+        s,
+        "/// How many boxed types this schema has ([`decode_boxed`] takes an index below it).\n\
+         pub const BOXED_TYPES: usize = {};\n\n\
+         /// Decodes `bytes` as the boxed type number `n` (schema order, wrapping) with its typed\n\
+         /// [`Deserialize`]({RT}::Deserialize); returns the type's TL name and the outcome. For\n\
+         /// fuzzing every boxed type through one entry point.\n\
+         pub fn decode_boxed(n: usize, bytes: &[u8]) -> (&'static str, Result<(), {RT}::DecodeError>) {{\n    match n % BOXED_TYPES.max(1) {{",
+        boxed.len()
+    );
+    for (i, (ns, name)) in boxed.iter().enumerate() {
+        let full = if ns.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", ns.join("."))
+        };
+        let _ = writeln!(
+            s,
+            "        {i} => (\"{full}\", <{} as {RT}::Deserialize>::from_bytes(bytes).map(|_| ())),",
+            type_path(root, "enums", ns, &type_name(name))
+        );
+    }
+    s += "        _ => (\"\", Ok(())),\n    }\n}\n";
     s
 }

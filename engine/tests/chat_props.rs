@@ -6,28 +6,13 @@
 
 mod harness;
 
+use harness::model::{Op, run};
+
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use secretchat_engine::crypto::{AuthKey, Side};
-use secretchat_engine::protocol::chat::{
-    Action, AppEvent, ChatCore, Command, Event, Outgoing, Timer,
-};
-use secretchat_engine::protocol::dh_job::DhJob;
-use secretchat_schema::e2e::enums as e2e;
-
-#[derive(Debug, Clone)]
-enum Op {
-    Send(usize),
-    Deliver(usize),
-    Duplicate(usize),
-    Drop(usize),
-    Garbage(usize, Vec<u8>),
-    Tamper(usize, usize),
-    Advance(u64),
-    Rekey(usize),
-    RunJobs,
-}
+use secretchat_engine::protocol::chat::ChatCore;
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -41,154 +26,6 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..2usize).prop_map(Op::Rekey),
         2 => Just(Op::RunJobs),
     ]
-}
-
-struct Side2 {
-    core: ChatCore,
-    rng: StdRng,
-    timers: Vec<(u64, Timer)>,
-    jobs: Vec<DhJob>,
-    delivered: Vec<String>,
-    sent_texts: Vec<String>,
-    last_seq: (u32, u32, u32),
-    closed: bool,
-}
-
-fn text_of(m: &e2e::DecryptedMessage) -> Option<String> {
-    match m {
-        e2e::DecryptedMessage::DecryptedMessage73(m) => Some(m.message.clone()),
-        e2e::DecryptedMessage::DecryptedMessage46(m) => Some(m.message.clone()),
-        _ => None,
-    }
-}
-
-fn run(ops: Vec<Op>) {
-    let key = AuthKey::new([0x33; 256]);
-    let mk = |side, seed| Side2 {
-        core: ChatCore::provisioned(
-            harness::test_config(),
-            side,
-            1,
-            2,
-            key.clone(),
-            harness::dh(),
-            144,
-            0,
-        )
-        .0,
-        rng: StdRng::seed_from_u64(seed),
-        timers: Vec::new(),
-        jobs: Vec::new(),
-        delivered: Vec::new(),
-        sent_texts: Vec::new(),
-        last_seq: (0, 0, 0),
-        closed: false,
-    };
-    let mut sides = [mk(Side::Originator, 1), mk(Side::Participant, 2)];
-    // In flight: (to, wire).
-    let mut net: Vec<(usize, Vec<u8>)> = Vec::new();
-    let mut now = 0u64;
-    let mut counter = 0;
-    for op in ops {
-        let mut feeds: Vec<(usize, Event)> = Vec::new();
-        match op {
-            Op::Send(w) => {
-                counter += 1;
-                let t = format!("{w}:{counter}");
-                sides[w].sent_texts.push(t.clone());
-                feeds.push((
-                    w,
-                    Event::Command(Command::Send(Box::new(Outgoing::text(counter, t)))),
-                ));
-            }
-            Op::Deliver(i) | Op::Duplicate(i) | Op::Drop(i) | Op::Tamper(i, _)
-                if !net.is_empty() =>
-            {
-                let i = i % net.len();
-                let (to, mut wire) = match op {
-                    Op::Duplicate(_) => net[i].clone(),
-                    _ => net.remove(i),
-                };
-                if let Op::Tamper(_, p) = op {
-                    if !wire.is_empty() {
-                        let p = p % wire.len();
-                        wire[p] ^= 0x40;
-                    }
-                }
-                if !matches!(op, Op::Drop(_)) {
-                    feeds.push((to, Event::Incoming { wire, file: None }));
-                }
-            }
-            Op::Garbage(w, bytes) => feeds.push((
-                w,
-                Event::Incoming {
-                    wire: bytes,
-                    file: None,
-                },
-            )),
-            Op::Advance(ms) => {
-                now += ms;
-                for (w, s) in sides.iter_mut().enumerate() {
-                    let due: Vec<Timer> = s
-                        .timers
-                        .iter()
-                        .filter(|(at, _)| *at <= now)
-                        .map(|(_, t)| *t)
-                        .collect();
-                    s.timers.retain(|(at, _)| *at > now);
-                    feeds.extend(due.into_iter().map(|t| (w, Event::Timer(t))));
-                }
-            }
-            Op::Rekey(w) => feeds.push((w, Event::Command(Command::Rekey))),
-            Op::RunJobs => {
-                for (w, s) in sides.iter_mut().enumerate() {
-                    for j in s.jobs.drain(..) {
-                        feeds.push((w, Event::DhDone(Box::new(j.run()))));
-                    }
-                }
-            }
-            _ => {}
-        }
-        for (w, ev) in feeds {
-            let s = &mut sides[w];
-            let actions = s.core.handle(ev, now, &mut s.rng);
-            for a in actions {
-                match a {
-                    Action::Call(c) => {
-                        if let Some(d) = c.data() {
-                            net.push((1 - w, d.to_vec()));
-                        }
-                    }
-                    Action::Compute(j) => s.jobs.push(*j),
-                    Action::ArmTimer { timer, at } => s.timers.push((at, timer)),
-                    Action::Deliver(AppEvent::Message { message, .. }) => {
-                        s.delivered.extend(text_of(&message));
-                    }
-                    _ => {}
-                }
-            }
-            let st = s.core.status(now);
-            if s.closed {
-                assert!(s.core.is_closed(), "a closed chat reopened");
-            }
-            s.closed = s.core.is_closed();
-            if !s.closed {
-                let (a, b, c) = st.seq;
-                assert!(
-                    a >= s.last_seq.0 && b >= s.last_seq.1 && c >= s.last_seq.2,
-                    "seq went back"
-                );
-                s.last_seq = st.seq;
-            }
-        }
-        for w in 0..2 {
-            let (d, sent) = (&sides[w].delivered, &sides[1 - w].sent_texts);
-            assert!(
-                d.len() <= sent.len() && d[..] == sent[..d.len()],
-                "delivered {d:?} is not a prefix of sent {sent:?}"
-            );
-        }
-    }
 }
 
 /// A valid state record to mutate.

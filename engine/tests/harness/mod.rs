@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod model;
+pub mod seal;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::{Arc, OnceLock};
