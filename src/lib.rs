@@ -30,6 +30,7 @@
 #![recursion_limit = "256"]
 
 pub mod cli;
+pub mod crash;
 pub mod simulate;
 
 pub use secretchat_engine as engine;

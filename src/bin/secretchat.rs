@@ -43,6 +43,13 @@ enum Command {
     /// simulated server with the real engine, RocksDB and crypto. Exits 1 if any message was
     /// lost, duplicated, misordered or corrupted, or any chat ended inconsistent.
     Simulate(Box<cli::simulate::SimulateArgs>),
+    /// Kills the engine process with SIGKILL at random moments (inside re-keys, uploads and
+    /// gap recovery), restarts it on the same data directory, and checks that nothing was
+    /// lost, duplicated or misordered and that every chat still works. Exits 1 on a violation.
+    CrashTest(Box<cli::crash::CrashArgs>),
+    /// The engine process of `crash-test` (internal; talks to its driver over stdin/stdout).
+    #[command(hide = true)]
+    CrashEngine(Box<cli::crash::EngineArgs>),
 }
 
 #[derive(Subcommand)]
@@ -220,7 +227,9 @@ fn run(args: Args) -> Result<Value, CliError> {
             cli::crypto::file_fingerprint(&key, &iv)
         }
         Command::Demo => cli::demo::run(&mut std::io::stdout()),
-        Command::Simulate(_) => Err(CliError::new("usage", "simulate is run by main")),
+        Command::Simulate(_) | Command::CrashTest(_) | Command::CrashEngine(_) => {
+            Err(CliError::new("usage", "run by main"))
+        }
     }
 }
 
@@ -238,8 +247,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::Simulate(a) = &args.command {
-        return ExitCode::from(cli::simulate::run(a));
+    match &args.command {
+        Command::Simulate(a) => return ExitCode::from(cli::simulate::run(a)),
+        Command::CrashTest(a) => return ExitCode::from(cli::crash::run(a)),
+        Command::CrashEngine(a) => return ExitCode::from(cli::crash::engine(a)),
+        _ => {}
     }
     match run(args) {
         Ok(Value::String(s)) => {

@@ -5,6 +5,7 @@
 //! prints `{"error": "<snake_case kind>", "detail": "..."}`; other tools script against these
 //! names, so they are stable.
 
+pub mod crash;
 pub mod crypto;
 pub mod demo;
 pub mod simulate;

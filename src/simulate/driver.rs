@@ -11,13 +11,13 @@ use secretchat_engine::runtime::files::{FileRef, FileToSend};
 use secretchat_engine::runtime::{Engine, EngineConfig, EngineEvent, EventKind, Events};
 use secretchat_engine::sim::{FileKeeping, SimServer};
 use secretchat_engine::store::StoreOptions;
-use secretchat_schema::api::{enums as api, types as api_types};
+use secretchat_schema::api::enums as api;
 use secretchat_schema::e2e::enums as e2e;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::ledger::{Ledger, Violation};
 use super::report::{Consistency, Report};
-use super::workload::{Item, Workload, parse_prefix};
+use super::workload::{Item, Workload, parse_prefix, text_of, user};
 use super::{Live, SimulateError, SimulateOptions};
 
 /// What the helper tasks tell the main loop.
@@ -128,26 +128,10 @@ const MAX_CHECKED: usize = 2000;
 /// Chats provisioned per round (bounds the keys in memory at once).
 const PROVISION_CHUNK: usize = 32 * 1024;
 
-fn user(id: u64) -> api::InputUser {
-    api::InputUser::InputUser(api_types::InputUser {
-        user_id: id as i64,
-        access_hash: 0,
-    })
-}
-
 fn lock(l: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
     match l.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
-    }
-}
-
-/// The text (or caption) of a received message.
-fn text_of(m: &e2e::DecryptedMessage) -> Option<&str> {
-    match m {
-        e2e::DecryptedMessage::DecryptedMessage73(m) => Some(&m.message),
-        e2e::DecryptedMessage::DecryptedMessage46(m) => Some(&m.message),
-        _ => None,
     }
 }
 

@@ -5,6 +5,9 @@
 //! `"{pair}:{dir}:{idx}:{payload}"` or, for the configured share, a file whose caption has the
 //! same prefix and whose bytes are a function of (seed, stream, idx).
 
+use secretchat_schema::api::{enums as api, types as api_types};
+use secretchat_schema::e2e::enums as e2e;
+
 /// SplitMix64: a tiny, well-mixed hash for deterministic choices.
 pub fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -90,6 +93,23 @@ pub fn parse_prefix(text: &str) -> Option<(usize, usize, u32)> {
     let idx = it.next()?.parse().ok()?;
     it.next()?;
     Some((pair, dir, idx))
+}
+
+/// The simulated server's user `id`.
+pub fn user(id: u64) -> api::InputUser {
+    api::InputUser::InputUser(api_types::InputUser {
+        user_id: id as i64,
+        access_hash: 0,
+    })
+}
+
+/// The text (or caption) of a received message.
+pub fn text_of(m: &e2e::DecryptedMessage) -> Option<&str> {
+    match m {
+        e2e::DecryptedMessage::DecryptedMessage73(m) => Some(&m.message),
+        e2e::DecryptedMessage::DecryptedMessage46(m) => Some(&m.message),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //!
 //! | column family | key | value |
 //! |---|---|---|
-//! | `meta` | `schema_version`, `next_handle`, `qts/<account>`, `dh/<account>`, `prime/<sha256(p)>` | see each |
+//! | `meta` | `schema_version`, `next_handle`, `next_inbox`, `qts/<account>`, `dh/<account>`, `prime/<sha256(p)>` | see each |
 //! | `chats` | account ‖ handle | [`ChatCore::snapshot`](crate::protocol::chat::ChatCore::snapshot) record |
 //! | `chat_index` | account ‖ server chat id | handle |
 //! | `outbox` | account ‖ handle ‖ raw out_seq_no | outgoing wire bytes until acknowledged |
@@ -155,6 +155,8 @@ pub struct Store {
     durability: Durability,
     cipher: Option<RecordCipher>,
     next_inbox: AtomicU64,
+    /// Inbox numbers below this are reserved in `meta/next_inbox`.
+    inbox_reserved: std::sync::Mutex<u64>,
     next_handle: AtomicU64,
     written: AtomicU64,
     synced: tokio::sync::watch::Sender<u64>,
@@ -201,6 +203,7 @@ impl Store {
             durability: options.durability,
             cipher: options.at_rest_key.map(|k| RecordCipher::new(&k)),
             next_inbox: AtomicU64::new(0),
+            inbox_reserved: std::sync::Mutex::new(0),
             next_handle: AtomicU64::new(1),
             written: AtomicU64::new(0),
             synced,
@@ -224,15 +227,27 @@ impl Store {
                 Ordering::SeqCst,
             );
         }
+        // Inbox sequence numbers are never reused, even after every entry was acknowledged
+        // (the crash test found them restarting after the last unacknowledged one): numbers
+        // are reserved in blocks, the reservation stored durably before any number of the
+        // block is handed out.
         let last = store
             .db
             .iterator_cf(store.cf("inbox"), IteratorMode::End)
             .next()
             .transpose()?;
-        if let Some((k, _)) = last {
-            let seq = u64_of(&k).ok_or(StoreError::Corrupt("inbox"))?;
-            store.next_inbox.store(seq + 1, Ordering::SeqCst);
+        let mut next = match last {
+            Some((k, _)) => u64_of(&k).ok_or(StoreError::Corrupt("inbox"))? + 1,
+            None => 0,
+        };
+        if let Some(v) = store.meta(b"next_inbox")? {
+            next = next.max(u64_of(&v).ok_or(StoreError::Corrupt("meta"))?);
         }
+        store.next_inbox.store(next, Ordering::SeqCst);
+        *store
+            .inbox_reserved
+            .lock()
+            .map_err(|_| StoreError::Corrupt("inbox"))? = next;
         let store = Arc::new(store);
         if let Durability::GroupCommit { interval } = options.durability {
             let weak = Arc::downgrade(&store);
@@ -261,6 +276,22 @@ impl Store {
         w.set_sync(self.durability == Durability::Sync);
         self.db.write_opt(batch, &w)?;
         Ok(Ticket(self.written.fetch_add(1, Ordering::SeqCst) + 1))
+    }
+
+    /// The next inbox sequence number, reserving a new block durably when needed.
+    fn next_inbox_seq(&self) -> Result<u64, StoreError> {
+        const BLOCK: u64 = 4096;
+        let seq = self.next_inbox.fetch_add(1, Ordering::SeqCst);
+        let mut reserved = self
+            .inbox_reserved
+            .lock()
+            .map_err(|_| StoreError::Corrupt("inbox"))?;
+        if seq >= *reserved {
+            let upto = seq + BLOCK;
+            self.put_meta(b"next_inbox", &upto.to_be_bytes())?;
+            *reserved = upto;
+        }
+        Ok(seq)
     }
 
     /// Writes a metadata value durably.
@@ -426,7 +457,7 @@ impl Store {
         }
         let mut seqs = Vec::with_capacity(w.events.len());
         for e in w.events {
-            let seq = self.next_inbox.fetch_add(1, Ordering::SeqCst);
+            let seq = self.next_inbox_seq()?;
             let rec = e
                 .to_record(w.account, w.handle)
                 .map_err(|_| StoreError::Corrupt("inbox"))?;

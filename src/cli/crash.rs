@@ -1,0 +1,139 @@
+//! `secretchat crash-test` (and the hidden `crash-engine`, the process it kills).
+//!
+//! Prints `N kills, M messages, 0 lost, 0 duplicated, 0 misordered, C/C chats working` (or the
+//! first violation) on stdout, a line per kill on stderr; `--json` writes the figures. Exit 0
+//! when the run verified clean, 1 on any violation, 2 on bad options or a failed start.
+
+use std::path::PathBuf;
+
+use super::CliError;
+use crate::crash::{self, CrashOptions};
+
+/// The flags of `secretchat crash-test`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CrashArgs {
+    /// How many times the engine process is killed with SIGKILL and restarted.
+    #[arg(long, default_value_t = 10)]
+    pub kills: u32,
+    /// Seed of the workload, the server's faults and the kill times.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Chats between the two accounts.
+    #[arg(long, default_value_t = 4)]
+    pub chats: usize,
+    /// Share of messages that are files (each more than one upload part).
+    #[arg(long, default_value_t = 0.03)]
+    pub file_share: f64,
+    /// File size in bytes.
+    #[arg(long, default_value_t = 600 * 1024)]
+    pub file_size: usize,
+    /// Probability that an update push is dropped (gap recovery runs).
+    #[arg(long, default_value_t = 0.05)]
+    pub drop: f64,
+    /// Shortest life of an engine process before its kill, ms.
+    #[arg(long, default_value_t = 150)]
+    pub min_life_ms: u64,
+    /// Longest life of an engine process before its kill, ms.
+    #[arg(long, default_value_t = 1500)]
+    pub max_life_ms: u64,
+    /// Write the figures as JSON here (keys `kills`, `messages`, `lost`, `duplicated`,
+    /// `misordered`, `chats_working`, `chats`, …).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Keep the data directory here (default: a fresh temporary one).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The flags of the hidden `secretchat crash-engine` (started by `crash-test`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// The data directory.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The workload's seed.
+    #[arg(long)]
+    pub seed: u64,
+    /// The workload's file share.
+    #[arg(long)]
+    pub file_share: f64,
+    /// The workload's file size.
+    #[arg(long)]
+    pub file_size: usize,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new("runtime", e))
+}
+
+/// Runs `crash-test`; returns the exit status.
+pub fn run(args: &CrashArgs) -> u8 {
+    let mut opts = CrashOptions {
+        kills: args.kills,
+        seed: args.seed,
+        chats: args.chats,
+        file_share: args.file_share,
+        file_size: args.file_size,
+        life_ms: (args.min_life_ms, args.max_life_ms),
+        data_dir: args.data_dir.clone(),
+        ..CrashOptions::default()
+    };
+    opts.faults.drop = args.drop;
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            println!("{}", e.to_json());
+            return 2;
+        }
+    };
+    let mut progress = |r: &crash::CrashReport| {
+        eprintln!("[{:>6.1}s] {}", r.wall_s, r.line());
+    };
+    let report = match rt.block_on(crash::run(&opts, &mut progress)) {
+        Ok(r) => r,
+        Err(e) => {
+            let kind = match e {
+                crash::CrashError::BadOption(..) => "bad_option",
+                _ => "crash_test_failed",
+            };
+            println!("{}", CliError::new(kind, e).to_json());
+            return 2;
+        }
+    };
+    println!("{}", report.line());
+    if let Some(p) = &args.json {
+        let text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
+        if let Err(e) = std::fs::write(p, text + "\n") {
+            eprintln!("could not write {}: {e}", p.display());
+            return 2;
+        }
+    }
+    u8::from(!report.clean())
+}
+
+/// Runs the engine process; returns the exit status (it normally ends by being killed).
+pub fn engine(args: &EngineArgs) -> u8 {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{}", e.to_json());
+            return 2;
+        }
+    };
+    let work = crate::simulate::workload::Workload {
+        seed: args.seed,
+        file_share: args.file_share,
+        file_size: args.file_size,
+    };
+    match rt.block_on(crash::child::run(&args.data_dir, work)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("crash-engine: {e}");
+            2
+        }
+    }
+}
