@@ -80,6 +80,32 @@ fn fingerprint_of(key: &[u8; 256]) -> i64 {
     i64::from_le_bytes(last)
 }
 
+/// Whether two 64-bit key fingerprints are equal, in constant time (`subtle`). Every
+/// fingerprint check of the engine goes through here: the message header's, the handshake's
+/// (`encryptedChat.key_fingerprint`), the re-key's (`acceptKey`/`commitKey`) and the old-key
+/// lookup.
+pub fn fingerprints_equal(a: i64, b: i64) -> bool {
+    a.ct_eq(&b).into()
+}
+
+/// Whether two 32-bit file-key fingerprints are equal, in constant time.
+pub fn file_fingerprints_equal(a: i32, b: i32) -> bool {
+    a.ct_eq(&b).into()
+}
+
+/// Whether two msg_keys are equal, in constant time: the MTProto 2.0 and 1.0 decryptions
+/// compare the recomputed msg_key with the received one through this.
+pub fn msg_keys_equal(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    a.ct_eq(b).into()
+}
+
+impl AuthKey {
+    /// Whether `fp` is this key's fingerprint (constant time).
+    pub fn has_fingerprint(&self, fp: i64) -> bool {
+        fingerprints_equal(self.fingerprint, fp)
+    }
+}
+
 impl PartialEq for AuthKey {
     fn eq(&self, other: &Self) -> bool {
         self.bytes.ct_eq(&other.bytes).into()

@@ -348,7 +348,7 @@ impl Rekey {
                     return Err(unexpected_job(exchange_id));
                 };
                 let new_key = shared?;
-                if new_key.fingerprint() != key_fingerprint {
+                if !new_key.has_fingerprint(key_fingerprint) {
                     return Err(RekeyError::FingerprintMismatch { step: "AcceptKey" });
                 }
                 *self = Rekey::Committed {
@@ -400,7 +400,7 @@ impl Rekey {
                 exchange_id,
             });
         }
-        if new_key.fingerprint() != key_fingerprint {
+        if !new_key.has_fingerprint(key_fingerprint) {
             return Err(RekeyError::FingerprintMismatch { step: "CommitKey" });
         }
         let install = new_key.clone();
@@ -426,7 +426,7 @@ impl Rekey {
     /// initiator it means the old key can go. Returns `None` when it changes nothing.
     pub fn on_key_seen(&mut self, fingerprint: i64) -> Option<Step> {
         match self {
-            Rekey::Accepted { new_key, .. } if new_key.fingerprint() == fingerprint => {
+            Rekey::Accepted { new_key, .. } if new_key.has_fingerprint(fingerprint) => {
                 let install = new_key.clone();
                 *self = Rekey::Idle;
                 Some(Step {
@@ -437,7 +437,7 @@ impl Rekey {
             }
             Rekey::Committed {
                 new_fingerprint, ..
-            } if *new_fingerprint == fingerprint => {
+            } if crate::crypto::keys::fingerprints_equal(*new_fingerprint, fingerprint) => {
                 *self = Rekey::Idle;
                 Some(Step {
                     discard_old: true,

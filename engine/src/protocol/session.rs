@@ -224,7 +224,7 @@ impl Session {
         let key = self
             .previous
             .iter()
-            .find(|k| Some(k.fingerprint()) == fp && fp != Some(self.key.fingerprint()))
+            .find(|k| fp.is_some_and(|fp| k.has_fingerprint(fp) && !self.key.has_fingerprint(fp)))
             .unwrap_or(&self.key);
         let decrypted = if self.layer.try_mtproto1(gap_open) {
             message::decrypt_v1(key, wire).or_else(|_| message::decrypt_v2(key, peer, wire))?

@@ -440,6 +440,7 @@ impl AccountActor {
         if self.diff.is_some() || !self.in_flight.is_empty() {
             return;
         }
+        tracing::trace!(account = self.account, qts = mark, "getDifference");
         let api = self.api.clone();
         let req = u::GetDifference {
             pts: 0,
@@ -596,6 +597,7 @@ impl Handler<Tick> for AccountActor {
                 return;
             }
             self.acked = mark;
+            tracing::trace!(account = self.account, max_qts = mark, "receivedQueue");
             let api = self.api.clone();
             actix::spawn(async move {
                 let _ = call_retrying(&*api, &m::ReceivedQueue { max_qts: mark }).await;

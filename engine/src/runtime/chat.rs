@@ -12,6 +12,7 @@ use secretchat_schema::api::enums as api;
 use secretchat_schema::api::types as api_types;
 
 use super::account::{AccountActor, Processed};
+use super::trace::{ActionLine, EventLine, call_name};
 use super::workers::{ConfigError, GetConfig, RunJob};
 use super::{AckToken, EngineEvent, EventKind, Shared, now_ms};
 use crate::protocol::chat::{Action, Call, ChatCore, ChatCounters, Event, Persist};
@@ -91,6 +92,12 @@ impl Handler<GetStatus> for ChatActor {
 impl Handler<ChatInput> for ChatActor {
     type Result = ();
     fn handle(&mut self, msg: ChatInput, ctx: &mut Context<Self>) {
+        tracing::trace!(
+            account = self.account,
+            chat = self.handle,
+            event = ?EventLine(&msg.event),
+            "chat event"
+        );
         let actions = self
             .core
             .handle(msg.event, now_ms(), &mut rand::rngs::OsRng);
@@ -118,6 +125,12 @@ impl ChatActor {
         let mut calls = Vec::new();
         let me = ctx.address();
         for a in actions {
+            tracing::trace!(
+                account = self.account,
+                chat = self.handle,
+                action = ?ActionLine(&a),
+                "chat action"
+            );
             match a {
                 Action::Persist(p) => persist = Some(p),
                 Action::Deliver(e) => events.push(e),
@@ -185,7 +198,10 @@ impl ChatActor {
                         }
                     });
                 }
-                Action::Rejected(_) => self.shared.metrics.rejected(),
+                Action::Rejected(e) => {
+                    tracing::debug!(account = self.account, chat = self.handle, error = %e, "message rejected");
+                    self.shared.metrics.rejected();
+                }
             }
         }
         let ticket = if persist.is_some() || !events.is_empty() {
@@ -204,6 +220,7 @@ impl ChatActor {
             match self.shared.store.write_chat(&w) {
                 Ok(t) => Some(t),
                 Err(e) => {
+                    tracing::warn!(account = self.account, chat = self.handle, error = %e, "store write failed; chat stopped");
                     // Nothing may be sent or acknowledged that was not stored: stop the chat.
                     // It restarts from its last stored state when next addressed.
                     let _ = self.shared.events.send(EngineEvent {
@@ -274,6 +291,7 @@ async fn execute(
     let Ok(bytes) = bytes else {
         return;
     };
+    tracing::debug!(account, chat = handle, method = call_name(&c), bytes = bytes.len(), "call");
     match super::invoke_retrying(api, bytes).await {
         Ok(answer) if returns_chat => {
             if let Ok(chat) =
@@ -309,6 +327,7 @@ fn chat_of(p: &api::InputEncryptedChat) -> i32 {
 }
 
 fn report(shared: &Shared, account: u64, chat: u64, e: &RpcError) {
+    tracing::warn!(account, chat, error = %e, "call failed");
     let _ = shared.events.send(EngineEvent {
         seq: None,
         account,

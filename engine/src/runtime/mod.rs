@@ -16,6 +16,7 @@ mod commands;
 pub mod files;
 pub mod metrics;
 mod provision;
+mod trace;
 pub mod workers;
 
 use std::collections::HashMap;

@@ -9,7 +9,7 @@
 //! 1024): the length on the wire is not a function of the payload length alone.
 
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use super::keys::msg_keys_equal;
 use zeroize::Zeroizing;
 
 use super::ige::{Direction, IgeStream};
@@ -184,7 +184,7 @@ fn header<'a>(key: &AuthKey, wire: &'a [u8]) -> Result<([u8; 16], &'a [u8]), Cry
     let mut fp = [0u8; 8];
     fp.copy_from_slice(&head[..8]);
     let found = i64::from_le_bytes(fp);
-    if found != key.fingerprint() {
+    if !key.has_fingerprint(found) {
         return Err(CryptoError::FingerprintMismatch {
             expected: key.fingerprint(),
             found,
@@ -244,7 +244,7 @@ fn check_v2(
     pt: &[u8],
 ) -> Result<Decrypted, CryptoError> {
     let expect = msg_key_v2(key, x, pt);
-    if !bool::from(expect.ct_eq(&msg_key)) {
+    if !msg_keys_equal(&expect, &msg_key) {
         return Err(CryptoError::MsgKeyMismatch);
     }
     let (len, padding_len) = split_plaintext(pt, 12..=1024)?;

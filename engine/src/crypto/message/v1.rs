@@ -2,7 +2,7 @@
 //! x = 0, 0..15 padding. Only for peers below layer 73.
 
 use sha1::{Digest, Sha1};
-use subtle::ConstantTimeEq;
+use crate::crypto::keys::msg_keys_equal;
 use zeroize::Zeroizing;
 
 use super::{Decrypted, Version, header, plaintext, split_plaintext, wire};
@@ -86,7 +86,7 @@ pub fn decrypt_v1(key: &AuthKey, wire: &[u8]) -> Result<Decrypted, CryptoError> 
     let (len, padding_len) =
         split_plaintext(&pt, 0..=15).map_err(|_| CryptoError::MsgKeyMismatch)?;
     let expect = msg_key_v1(&pt[..4 + len]);
-    if !bool::from(expect.ct_eq(&msg_key)) {
+    if !msg_keys_equal(&expect, &msg_key) {
         return Err(CryptoError::MsgKeyMismatch);
     }
     Ok(Decrypted {

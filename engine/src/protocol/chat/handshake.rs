@@ -113,7 +113,7 @@ impl ChatCore {
                 self.phase = Phase::OriginatorWaiting { a };
             }
             Phase::OriginatorKey { fingerprint, .. } => match o.shared {
-                Some(Ok(key)) if key.fingerprint() == fingerprint => self.ready(key, now, rng, out),
+                Some(Ok(key)) if key.has_fingerprint(fingerprint) => self.ready(key, now, rng, out),
                 Some(Ok(_)) => self.abort(CloseReason::FingerprintMismatch, out),
                 Some(Err(e)) => self.abort(CloseReason::Dh(e), out),
                 None => self.abort(CloseReason::Protocol("DH job without key"), out),

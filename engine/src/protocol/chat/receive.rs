@@ -39,7 +39,7 @@ impl ChatCore {
         // The initiator switched to the key we accepted before its CommitKey reached us (pfs.md
         // "Final step"): switch too, but only for a message that really decrypts under it.
         if let (Some(fp), Some(pending)) = (fp, self.rekey.pending_key()) {
-            if fp == pending.fingerprint()
+            if pending.has_fingerprint(fp)
                 && message::decrypt_v2(pending, self.side.peer(), &wire).is_ok()
             {
                 // Its CommitKey, when it comes, gets the Noop that lets the initiator finish.

@@ -124,7 +124,10 @@ impl ChatCore {
         match self.rekey.on_commit(c.exchange_id, c.key_fingerprint) {
             Ok(step) => self.apply_rekey_step(step, now, rng, out),
             Err(RekeyError::Unexpected { .. })
-                if self.switched_early == Some((c.exchange_id, c.key_fingerprint)) =>
+                if self.switched_early.is_some_and(|(x, fp)| {
+                    x == c.exchange_id
+                        && crate::crypto::keys::fingerprints_equal(fp, c.key_fingerprint)
+                }) =>
             {
                 // We switched on an early message under the new key; answer the CommitKey as if
                 // it had come first, so the initiator (waiting for a message under the new key)

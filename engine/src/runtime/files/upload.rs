@@ -151,6 +151,15 @@ impl Engine {
         let total = encrypted_len(size);
         let parts = total.div_ceil(PART_SIZE as u64) as i32;
         let big = size > BIG_FILE;
+        tracing::debug!(
+            account,
+            chat = rec.chat,
+            file_id = rec.file_id,
+            size,
+            from_part = rec.next_part,
+            key = ?key,
+            "upload"
+        );
         let mut input = std::fs::File::open(&rec.path)?;
         let state: [u8; 32] = rec
             .state
