@@ -128,13 +128,19 @@ fn a_full_trace_level_run_logs_no_key_material() {
     );
     for s in &secrets {
         if let Some(how) = leak(&text, s) {
-            panic!("key material in the log ({how}); log is {} bytes", text.len());
+            panic!(
+                "key material in the log ({how}); log is {} bytes",
+                text.len()
+            );
         }
     }
     // Control: the scan finds a key that is logged.
     tracing::trace!(oops = %hex::encode(&secrets[0]), "a careless line");
     let text = log.0.lock().unwrap().clone();
-    assert!(leak(&text, &secrets[0]).is_some(), "the scan misses a logged key");
+    assert!(
+        leak(&text, &secrets[0]).is_some(),
+        "the scan misses a logged key"
+    );
 }
 
 /// The run; returns every secret it saw.

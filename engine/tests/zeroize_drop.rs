@@ -11,11 +11,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use secretchat_engine::crypto::AuthKey;
 use secretchat_engine::crypto::dh::DhParams;
 use secretchat_engine::crypto::file::FileKey;
 use secretchat_engine::crypto::keys::Secret32;
 use secretchat_engine::crypto::prime::TELEGRAM_DH_PRIME;
-use secretchat_engine::crypto::AuthKey;
 use secretchat_engine::protocol::dh_job::{DhJob, DhPurpose};
 use zeroize::Zeroizing;
 

@@ -291,7 +291,13 @@ async fn execute(
     let Ok(bytes) = bytes else {
         return;
     };
-    tracing::debug!(account, chat = handle, method = call_name(&c), bytes = bytes.len(), "call");
+    tracing::debug!(
+        account,
+        chat = handle,
+        method = call_name(&c),
+        bytes = bytes.len(),
+        "call"
+    );
     match super::invoke_retrying(api, bytes).await {
         Ok(answer) if returns_chat => {
             if let Ok(chat) =

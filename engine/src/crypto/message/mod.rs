@@ -8,8 +8,8 @@
 //! plaintext a multiple of 16, plus a uniformly random 0..=7 extra 16-byte blocks (never past
 //! 1024): the length on the wire is not a function of the payload length alone.
 
-use sha2::{Digest, Sha256};
 use super::keys::msg_keys_equal;
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::ige::{Direction, IgeStream};

@@ -1,8 +1,8 @@
 //! Obsolete MTProto 1.0 (`end-to-end-v1.md`): SHA-1 msg_key over the unpadded plaintext,
 //! x = 0, 0..15 padding. Only for peers below layer 73.
 
-use sha1::{Digest, Sha1};
 use crate::crypto::keys::msg_keys_equal;
+use sha1::{Digest, Sha1};
 use zeroize::Zeroizing;
 
 use super::{Decrypted, Version, header, plaintext, split_plaintext, wire};

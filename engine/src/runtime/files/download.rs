@@ -55,7 +55,8 @@ impl Engine {
             key: f.key.clone(),
             iv: f.iv.clone(),
         };
-        if !crate::crypto::keys::file_fingerprints_equal(key.fingerprint(), f.file.key_fingerprint) {
+        if !crate::crypto::keys::file_fingerprints_equal(key.fingerprint(), f.file.key_fingerprint)
+        {
             return Err(FileError::KeyMismatch);
         }
         let stored = u64::try_from(f.file.size).unwrap_or(0);
