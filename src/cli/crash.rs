@@ -115,8 +115,20 @@ pub fn run(args: &CrashArgs) -> u8 {
     u8::from(!report.clean())
 }
 
-/// Runs the engine process; returns the exit status (it normally ends by being killed).
+/// Runs the engine process; returns the exit status (it normally ends by being killed). Its
+/// log goes to stderr (the driver's `engine.log`) at `SECRETCHAT_LOG` (default `warn`).
 pub fn engine(args: &EngineArgs) -> u8 {
+    let level = std::env::var("SECRETCHAT_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::WARN);
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .finish(),
+    );
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {

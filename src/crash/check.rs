@@ -22,6 +22,8 @@ struct Stream {
     confirmed: BTreeSet<u32>,
     delivered: HashMap<u32, u64>,
     last: Option<u32>,
+    /// Confirmed and not yet delivered.
+    backlog: u32,
 }
 
 /// The verdict of a run so far.
@@ -67,6 +69,11 @@ impl Checker {
         Some(idx)
     }
 
+    /// Confirmed messages of `stream` not delivered yet.
+    pub fn backlog(&self, stream: usize) -> u32 {
+        self.streams.get(stream).map_or(0, |s| s.backlog)
+    }
+
     /// How many messages of `stream` were commanded.
     pub fn commanded(&self, stream: usize) -> u32 {
         self.streams.get(stream).map_or(0, |s| s.commanded)
@@ -75,7 +82,9 @@ impl Checker {
     /// The engine confirmed message `idx` of `stream` as accepted.
     pub fn confirmed(&mut self, stream: usize, idx: u32) {
         if let Some(s) = self.streams.get_mut(stream) {
-            s.confirmed.insert(idx);
+            if s.confirmed.insert(idx) && !s.delivered.contains_key(&idx) {
+                s.backlog += 1;
+            }
         }
     }
 
@@ -143,6 +152,9 @@ impl Checker {
             ));
         }
         if let Some(s) = self.streams.get_mut(stream) {
+            if s.confirmed.contains(&idx) {
+                s.backlog = s.backlog.saturating_sub(1);
+            }
             s.delivered.insert(idx, seq);
             if !late_upload {
                 s.last = Some(s.last.map_or(idx, |l| l.max(idx)));
@@ -221,6 +233,7 @@ mod tests {
         c.delivered(0, 0, 11, true, false);
         assert_eq!(c.duplicated, 2, "a second inbox entry for one message");
         assert_eq!(c.outstanding(), 1);
+        assert_eq!(c.backlog(0), 1);
         assert!(c.first_lost().is_some_and(|m| m.contains("message 1")));
     }
 

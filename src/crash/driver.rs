@@ -258,7 +258,11 @@ impl Driver<'_> {
     /// Keeps `window` sends in flight on every stream.
     fn top_up(&mut self, life: &Life) {
         for s in 0..self.in_flight.len() {
-            while self.in_flight[s] < self.opts.window {
+            // Like an application, do not run ahead of delivery without bound: accepted
+            // is cheap (a local write), delivery takes the network and the peer.
+            while self.in_flight[s] < self.opts.window
+                && self.check.backlog(s) + self.in_flight[s] < self.opts.backlog
+            {
                 if self.send_next(life, s).is_none() {
                     break;
                 }

@@ -40,6 +40,8 @@ pub struct CrashOptions {
     pub faults: SimFaults,
     /// Sends in flight per stream.
     pub window: u32,
+    /// Sends accepted and not yet delivered, per stream, before the driver waits.
+    pub backlog: u32,
     /// Each engine life lasts a random time in this range, ms.
     pub life_ms: (u64, u64),
     /// A re-key is started on a random chat this often, ms.
@@ -71,6 +73,7 @@ impl Default for CrashOptions {
                 lost_reply: 0.02,
             },
             window: 4,
+            backlog: 64,
             life_ms: (150, 1500),
             rekey_every_ms: 250,
             settle_s: 90,
@@ -96,8 +99,8 @@ impl CrashOptions {
         if self.file_size == 0 || self.file_size > 64 << 20 {
             return bad("--file-size", "must be 1 byte..=64 MiB");
         }
-        if self.window == 0 {
-            return bad("--window", "must be at least 1");
+        if self.window == 0 || self.backlog <= self.window {
+            return bad("window", "must be at least 1 and below the backlog");
         }
         if self.life_ms.0 == 0 || self.life_ms.0 > self.life_ms.1 {
             return bad("--life-ms", "must be MIN..MAX with 0 < MIN <= MAX");

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::time::Duration;
 
 use secretchat_engine::protocol::chat::ChatConfig;
