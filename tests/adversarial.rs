@@ -20,7 +20,7 @@ use secretchat_engine::crypto::CryptoError;
 use secretchat_engine::crypto::dh::{DhError, DhParams};
 use secretchat_engine::crypto::message::{self, MAX_WIRE};
 use secretchat_engine::crypto::prime::{TELEGRAM_DH_PRIME, is_safe_prime};
-use secretchat_engine::crypto::{AuthKey, Side, ige};
+use secretchat_engine::crypto::{AuthKey, Side};
 use secretchat_engine::protocol::chat::{
     Action, AppEvent, Call, ChatCore, ChatStatus, CloseReason, Command, Event, Outgoing,
 };
@@ -1048,6 +1048,49 @@ fn a_100_mb_message() {
         Err(CryptoError::BadWireLength { .. })
     ));
     assert_rejected(&mut c, w);
+}
+
+/// More messages past a hole than the waiting queue holds: back-pressure, not an abort. The
+/// extra ones are dropped with the chat unchanged; once the hole is filled the queue drains in
+/// order, and the dropped ones are taken when they come again (as the Resend brings them).
+#[test]
+fn a_flood_past_a_hole_fills_the_queue_without_closing_the_chat() {
+    use secretchat_engine::protocol::gaps::MAX_WAITING;
+    let mut c = chat();
+    let delivered = |a: &[Action]| {
+        a.iter()
+            .filter(|a| matches!(a, Action::Deliver(AppEvent::Message { .. })))
+            .count()
+    };
+    let first = c.mallory.seal(text("m0"), &mut c.rng).unwrap().wire;
+    let extra = 20;
+    let mut later = Vec::new();
+    for i in 1..=MAX_WAITING + extra {
+        later.push(
+            c.mallory
+                .seal(text(&format!("m{i}")), &mut c.rng)
+                .unwrap()
+                .wire,
+        );
+    }
+    for w in &later {
+        let a = c.incoming(w.clone());
+        assert!(closed(&a).is_none(), "closed while queueing");
+    }
+    let st = c.status();
+    assert_eq!(st.phase, "ready");
+    assert_eq!(st.holes.len(), 1);
+    let a = c.incoming(first);
+    assert_eq!(
+        delivered(&a),
+        1 + MAX_WAITING,
+        "the hole and the whole queue"
+    );
+    for w in &later[MAX_WAITING..] {
+        assert_eq!(delivered(&c.incoming(w.clone())), 1, "a dropped one, again");
+    }
+    let st = c.status();
+    assert!(st.holes.is_empty() && st.closed.is_none(), "{st:?}");
 }
 
 #[test]

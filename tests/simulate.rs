@@ -21,6 +21,42 @@ fn faults() -> SimFaults {
     }
 }
 
+/// The fault soak in small (docs/reliability.md has the long one): 10% drop, duplicate and
+/// reorder, transient errors, lost replies and FLOOD_WAIT, many chats, re-keys on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soak_at_ten_percent_faults_and_flood_waits_verifies_clean() {
+    let opts = SimulateOptions {
+        accounts: 8,
+        chats: 8,
+        messages: 110,
+        file_share: 0.0,
+        faults: SimFaults {
+            drop: 0.1,
+            duplicate: 0.1,
+            reorder: 0.1,
+            reorder_ms: 30,
+            latency_ms: 1,
+            error: 0.02,
+            flood: 0.005,
+            lost_reply: 0.02,
+        },
+        seed: 9,
+        durability: Durability::Buffered,
+        stall: Duration::from_secs(90),
+        ..SimulateOptions::default()
+    };
+    let r = simulate::run(&opts, &mut |_| {}).await.unwrap();
+    assert!(r.ok(), "{}", r.summary());
+    assert_eq!(r.messages_delivered, r.messages_sent);
+    assert_eq!(r.consistency.consistent, 64);
+    assert!(r.figures.rekeys >= 64, "{}", r.summary());
+    let st = r.figures.server;
+    assert!(
+        st.dropped > 0 && st.duplicated > 0 && st.injected_errors > 0,
+        "{st:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_faulty_run_with_files_and_rekeys_verifies_clean() {
     let opts = SimulateOptions {

@@ -90,7 +90,15 @@ pub async fn run(data_dir: &Path, work: Workload) -> Result<(), String> {
     let reader_pending = pending.clone();
     std::thread::spawn(move || {
         let mut stdin = BufReader::new(std::io::stdin());
-        while let Ok(Some(body)) = read_frame(&mut stdin) {
+        loop {
+            let body = match read_frame(&mut stdin) {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("crash-engine: reading from the driver: {e}");
+                    std::process::exit(3);
+                }
+            };
             match Down::decode(&body) {
                 Some(Down::Reply(id, r)) => {
                     let tx = reader_pending.lock().ok().and_then(|mut p| p.remove(&id));

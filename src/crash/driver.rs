@@ -74,6 +74,8 @@ struct Driver<'a> {
     rekeying: HashSet<usize>,
     statuses: HashMap<(u64, u64), (i64, u32, bool)>,
     report: CrashReport,
+    /// The data directory (for restarts after an unexpected exit).
+    dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the crash test.
@@ -115,6 +117,7 @@ pub async fn run(
             chats,
             ..CrashReport::default()
         },
+        dir: Some(dir.clone()),
     };
     let started = Instant::now();
     let mut life = d.spawn(&dir).await?;
@@ -234,7 +237,7 @@ impl Driver<'_> {
                 u = life.up.recv() => match u {
                     Some(u) => self.handle(life, u).await,
                     None => {
-                        self.report.unexpected_exits += 1;
+                        self.died(life).await;
                         return;
                     }
                 },
@@ -292,6 +295,20 @@ impl Driver<'_> {
         Some(idx)
     }
 
+    /// The engine process ended without being killed: a violation. It is restarted (the
+    /// caller's next step serves the new one) so the run can still report everything else.
+    async fn died(&mut self, life: &mut Life) {
+        self.report.unexpected_exits += 1;
+        let status = life.child.wait().await;
+        self.violation(format!("the engine process exited on its own: {status:?}"));
+        self.reset_in_flight();
+        if let Some(dir) = self.dir.clone() {
+            if let Ok(new) = self.spawn(&dir).await {
+                *life = new;
+            }
+        }
+    }
+
     async fn kill(&mut self, life: &mut Life) {
         let _ = life.child.start_kill();
         let _ = life.child.wait().await;
@@ -308,7 +325,11 @@ impl Driver<'_> {
         if !self.files_in_flight.is_empty() {
             self.report.kills_in_upload += 1;
         }
-        // Unconfirmed sends are now "maybe": they arrive once or not at all.
+        self.reset_in_flight();
+    }
+
+    /// Unconfirmed sends are now "maybe": they arrive once or not at all.
+    fn reset_in_flight(&mut self) {
         self.in_flight.iter_mut().for_each(|n| *n = 0);
         self.files_in_flight.clear();
         self.rekeying.clear();

@@ -13,6 +13,9 @@ use crate::transport::RpcError;
 /// The DH config version the simulator serves.
 pub const DH_VERSION: i32 = 1;
 
+/// The most messages one `updates.getDifference` answer carries (the rest follow in slices).
+pub const DIFFERENCE_LIMIT: usize = 1000;
+
 fn bad(msg: &str) -> RpcError {
     RpcError::new(400, msg)
 }
@@ -282,18 +285,43 @@ impl SimServer {
                     .device_mut(user, device)
                     .ok_or_else(|| bad("AUTH_KEY_INVALID"))?;
                 dev.queue.retain(|&q, _| q > r.qts);
-                let messages: Vec<api::EncryptedMessage> = dev
-                    .queue
-                    .values()
-                    .filter_map(|(up, _)| match up {
-                        api::Update::NewEncryptedMessage(m) => Some(m.message.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                let qts = dev.qts;
+                // Like the real server, a long backlog comes in slices
+                // (`updates.differenceSlice` up to an intermediate state).
+                let mut messages = Vec::new();
+                let mut upto = r.qts;
+                for (&q, (up, _)) in &dev.queue {
+                    if messages.len() >= DIFFERENCE_LIMIT {
+                        break;
+                    }
+                    if let api::Update::NewEncryptedMessage(m) = up {
+                        messages.push(m.message.clone());
+                    }
+                    upto = q;
+                }
+                let whole = dev.queue.range(upto + 1..).next().is_none();
+                let qts = if whole { dev.qts } else { upto };
                 if messages.is_empty() {
                     return ser(&api::updates::Difference::Empty(
                         t::updates::DifferenceEmpty { date, seq: 0 },
+                    ));
+                }
+                let state = api::updates::State::State(t::updates::State {
+                    pts: 0,
+                    qts,
+                    date,
+                    seq: 0,
+                    unread_count: 0,
+                });
+                if !whole {
+                    return ser(&api::updates::Difference::Slice(
+                        t::updates::DifferenceSlice {
+                            new_messages: vec![],
+                            new_encrypted_messages: messages,
+                            other_updates: vec![],
+                            chats: vec![],
+                            users: vec![],
+                            intermediate_state: state,
+                        },
                     ));
                 }
                 ser(&api::updates::Difference::Difference(
@@ -303,13 +331,7 @@ impl SimServer {
                         other_updates: vec![],
                         chats: vec![],
                         users: vec![],
-                        state: api::updates::State::State(t::updates::State {
-                            pts: 0,
-                            qts,
-                            date,
-                            seq: 0,
-                            unread_count: 0,
-                        }),
+                        state,
                     },
                 ))
             }
