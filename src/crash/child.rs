@@ -21,6 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::wire::{Down, Up, read_frame, write_frame};
 use crate::simulate::workload::{Item, Workload, parse_prefix, text_of, user};
 
+/// One stream's queue of sends: (account, handle, index).
+type StreamQueue = mpsc::UnboundedSender<(u64, u64, u32)>;
+
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, RpcError>>>>>;
 
 /// Frames to the driver; every write is flushed before it returns.
@@ -151,7 +154,7 @@ pub async fn run(data_dir: &Path, work: Workload) -> Result<(), String> {
             app.event(e).await;
         }
     });
-    let mut streams: HashMap<(u32, u8), mpsc::UnboundedSender<(u64, u64, u32)>> = HashMap::new();
+    let mut streams: HashMap<(u32, u8), StreamQueue> = HashMap::new();
     loop {
         tokio::select! {
             Some((a, bytes)) = updates.recv() => {
