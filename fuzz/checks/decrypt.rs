@@ -59,7 +59,8 @@ pub fn check(data: &[u8]) {
     };
     let wire = seal::seal_raw(&key, from.x(), pt);
     let len = u32::from_le_bytes([pt[0], pt[1], pt[2], pt[3]]) as usize;
-    let valid = len <= pt.len() - 4 && len.is_multiple_of(4) && (12..=1024).contains(&(pt.len() - 4 - len));
+    let valid =
+        len <= pt.len() - 4 && len.is_multiple_of(4) && (12..=1024).contains(&(pt.len() - 4 - len));
     match decrypt_v2(&key, from, &wire) {
         Ok(d) => {
             assert!(
