@@ -26,6 +26,8 @@ pub struct AccountActor {
     watermark: Option<i32>,
     acked: i32,
     done: BTreeSet<i32>,
+    /// The watermark at the last difference tick while a qts gap was open.
+    gap_mark: Option<i32>,
     /// Events routed but not yet stored.
     in_flight: BTreeSet<i32>,
     /// Outstanding difference batch: messages still to store, qts to reach afterwards.
@@ -69,6 +71,7 @@ impl AccountActor {
             watermark: None,
             acked: 0,
             done: BTreeSet::new(),
+            gap_mark: None,
             in_flight: BTreeSet::new(),
             diff: None,
             updates: Some(updates),
@@ -446,9 +449,19 @@ impl AccountActor {
         // qts gap (processed events beyond the watermark) is only closed by the difference, so
         // then go ahead: under steady load something is always in flight, and the soak at 10%
         // drop stalled with the watermark stuck behind the first dropped update.
-        if self.diff.is_some() || (!self.in_flight.is_empty() && self.done.is_empty()) {
+        // Events completing out of order open a "gap" for a moment all the time; only one that
+        // outlived a whole interval (the watermark did not move) is a lost update.
+        if self.diff.is_some() {
             return;
         }
+        if !self.in_flight.is_empty() {
+            let stuck = !self.done.is_empty() && self.gap_mark == Some(mark);
+            self.gap_mark = (!self.done.is_empty()).then_some(mark);
+            if !stuck {
+                return;
+            }
+        }
+        self.gap_mark = None;
         tracing::trace!(account = self.account, qts = mark, "getDifference");
         let api = self.api.clone();
         let req = u::GetDifference {
