@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use secretchat_engine::sim::{SimDevice, SimFaults, SimServer};
+use secretchat_engine::sim::{SimDevice, SimServer};
 use secretchat_engine::transport::{ServerApi, UpdateFeed};
 use secretchat_schema::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdout};
 use tokio::sync::mpsc;
+
+mod finish;
 
 use super::check::Checker;
 use super::wire::{Down, MAX_FRAME, Up};
@@ -422,90 +424,6 @@ impl Driver<'_> {
         };
         self.pairs[pair][side] = Some(handle);
         self.side_of.insert((account, handle), (pair, side));
-    }
-
-    /// Faults off; waits for every confirmed message; then per chat one re-key and one more
-    /// message each way.
-    async fn finish(&mut self, life: &mut Life) {
-        self.sim.set_faults(SimFaults::NONE);
-        let settle = Duration::from_secs(self.opts.settle_s);
-        self.drain(life, settle).await;
-        let before = self.poll_status(life).await;
-        for p in 0..self.pairs.len() {
-            if let Some(h) = self.pairs[p][0] {
-                self.send(life, Down::Rekey(1, h));
-            }
-        }
-        let deadline = Instant::now() + settle;
-        let mut rekeyed = vec![false; self.pairs.len()];
-        while Instant::now() < deadline && rekeyed.iter().any(|r| !r) {
-            self.traffic(life, Instant::now() + Duration::from_millis(300), false)
-                .await;
-            let now = self.poll_status(life).await;
-            for (p, done) in rekeyed.iter_mut().enumerate() {
-                *done = self.agree_on_new_key(p, &before, &now);
-            }
-        }
-        // One more message each way, after the re-key.
-        let last: Vec<Option<u32>> = (0..self.in_flight.len())
-            .map(|s| self.send_next(life, s))
-            .collect();
-        self.drain(life, settle).await;
-        self.report.chats_working = rekeyed
-            .iter()
-            .enumerate()
-            .filter(|&(p, ok)| {
-                *ok && [p * 2, p * 2 + 1]
-                    .iter()
-                    .all(|&s| last[s].is_some_and(|i| self.check.is_confirmed_and_delivered(s, i)))
-            })
-            .count();
-    }
-
-    fn agree_on_new_key(
-        &self,
-        p: usize,
-        before: &HashMap<(u64, u64), (i64, u32, bool)>,
-        now: &HashMap<(u64, u64), (i64, u32, bool)>,
-    ) -> bool {
-        let [Some(a), Some(b)] = self.pairs[p] else {
-            return false;
-        };
-        match (now.get(&(1, a)), now.get(&(2, b)), before.get(&(1, a))) {
-            (Some(x), Some(y), Some(old)) => x.0 == y.0 && x.0 != old.0 && !x.2 && !y.2,
-            _ => false,
-        }
-    }
-
-    /// Asks both sides of every chat for their status; returns what came back.
-    async fn poll_status(&mut self, life: &mut Life) -> HashMap<(u64, u64), (i64, u32, bool)> {
-        self.statuses.clear();
-        let want = self.pairs.len() * 2;
-        for p in self.pairs.clone() {
-            for (side, h) in p.iter().enumerate() {
-                if let Some(h) = h {
-                    self.send(life, Down::Status(side as u64 + 1, *h));
-                }
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.statuses.len() < want && Instant::now() < deadline {
-            self.traffic(life, Instant::now() + Duration::from_millis(50), false)
-                .await;
-        }
-        self.statuses.clone()
-    }
-
-    /// Serves the engine until every confirmed message was delivered (or `limit` passes).
-    async fn drain(&mut self, life: &mut Life, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if self.check.outstanding() == 0 && self.in_flight.iter().all(|&n| n == 0) {
-                return;
-            }
-            self.traffic(life, Instant::now() + Duration::from_millis(100), false)
-                .await;
-        }
     }
 
     /// The figures so far; before the end, confirmed messages not yet delivered are in
