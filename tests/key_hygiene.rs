@@ -13,14 +13,17 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use secretchat::engine::protocol::chat::{AppEvent, ChatConfig, Command, Outgoing};
+use secretchat::engine::protocol::chat::{AppEvent, Command, Outgoing};
 use secretchat::engine::runtime::files::FileToSend;
-use secretchat::engine::runtime::{Engine, EngineConfig, EventKind};
+use secretchat::engine::runtime::{Engine, EventKind};
 use secretchat::engine::sim::{SimFaults, SimServer};
-use secretchat::engine::store::{Durability, StoreOptions};
-use secretchat::schema::api::{enums as api, types as api_types};
 use secretchat::schema::e2e::enums as e2e;
 use secretchat::schema::{Reader, read_bytes};
+
+#[path = "../engine/tests/engine_common/mod.rs"]
+mod engine_common;
+
+use engine_common::user;
 
 #[derive(Clone, Default)]
 struct Log(Arc<Mutex<Vec<u8>>>);
@@ -33,13 +36,6 @@ impl Write for Log {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-fn user(id: i64) -> api::InputUser {
-    api::InputUser::InputUser(api_types::InputUser {
-        user_id: id,
-        access_hash: 0,
-    })
 }
 
 /// The secrets in a `secretchat.chatState` record: the fields up to `previous`
@@ -146,21 +142,7 @@ fn a_full_trace_level_run_logs_no_key_material() {
 /// The run; returns every secret it saw.
 async fn run() -> Vec<Vec<u8>> {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = EngineConfig {
-        chat: ChatConfig {
-            resend_retry_ms: 300,
-            retransmit_ms: 500,
-            max_backoff_ms: 2_000,
-            ..ChatConfig::default()
-        },
-        store: StoreOptions {
-            durability: Durability::Buffered,
-            at_rest_key: None,
-        },
-        ..EngineConfig::default()
-    };
-    config.ack_interval = Duration::from_millis(50);
-    config.difference_interval = Duration::from_millis(300);
+    let config = engine_common::config();
     let faults = SimFaults {
         drop: 0.05,
         duplicate: 0.05,

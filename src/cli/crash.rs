@@ -106,9 +106,7 @@ pub fn run(args: &CrashArgs) -> u8 {
     };
     println!("{}", report.line());
     if let Some(p) = &args.json {
-        let text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
-        if let Err(e) = std::fs::write(p, text + "\n") {
-            eprintln!("could not write {}: {e}", p.display());
+        if !super::write_json(p, &report.to_json()) {
             return 2;
         }
     }

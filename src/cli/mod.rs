@@ -49,6 +49,19 @@ impl From<secretchat_schema::JsonError> for CliError {
     }
 }
 
+/// Writes `value` as pretty JSON to `path` (a report's `--json`); says why on stderr and
+/// returns false when it cannot.
+pub fn write_json(path: &std::path::Path, value: &Value) -> bool {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    match std::fs::write(path, text + "\n") {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("could not write {}: {e}", path.display());
+            false
+        }
+    }
+}
+
 /// Parses a hex argument (whitespace and a `0x` prefix allowed).
 ///
 /// # Errors

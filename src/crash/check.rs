@@ -12,6 +12,8 @@
 //!   acknowledgement was confirmed;
 //! - **misordered**: a first delivery at or below the stream's last one;
 //! - **corrupted**: content that is not the workload's, or a message never commanded.
+//!
+//! With `CRASH_TRACE` set, every violation is also printed to stderr as it is found.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -140,9 +142,6 @@ impl Checker {
                     "content differs"
                 }
             ));
-        }
-        if std::env::var_os("CRASH_TRACE").is_some() && last.is_some_and(|l| idx <= l) {
-            eprintln!("late: stream {stream} message {idx} (resumed upload: {late_upload})");
         }
         if last.is_some_and(|l| idx <= l) && !late_upload {
             self.misordered += 1;

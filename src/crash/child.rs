@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use secretchat_engine::protocol::chat::{AppEvent, Command, Outgoing};
-use secretchat_engine::runtime::files::{FileRef, FileToSend};
+use secretchat_engine::protocol::chat::{AppEvent, Command};
+use secretchat_engine::runtime::files::FileRef;
 use secretchat_engine::runtime::{Engine, EngineConfig, EngineEvent, EventKind};
 use secretchat_engine::transport::{BoxFuture, RpcError, ServerApi};
 use secretchat_schema::Deserialize;
@@ -19,6 +19,7 @@ use secretchat_schema::api::enums as api;
 use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{Down, Up, read_frame, write_frame};
+use crate::simulate::send::send_item;
 use crate::simulate::workload::{Item, Workload, parse_prefix, text_of, user};
 
 /// One stream's queue of sends: (account, handle, index).
@@ -211,37 +212,20 @@ impl StreamSender {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<(u64, u64, u32)>) {
         while let Some((account, handle, idx)) = rx.recv().await {
             let (p, d) = (self.pair as usize, usize::from(self.dir));
-            let random_id = Workload::random_id(p, d, idx);
-            let r = match self.work.item(p, d, idx) {
-                Item::Text(t) => self
-                    .engine
-                    .command(
-                        account,
-                        handle,
-                        Command::Send(Box::new(Outgoing::text(random_id, t))),
-                    )
-                    .await
-                    .map_err(|e| e.to_string()),
-                Item::File(caption) => {
-                    // Kept after the send: an upload interrupted by a kill resumes from it.
-                    let path = self.files.join(format!("out-{p}-{d}-{idx}"));
-                    match std::fs::write(&path, self.work.file_bytes(p, d, idx)) {
-                        Ok(()) => {
-                            let mut f = FileToSend::document(&path, "application/octet-stream");
-                            f.caption = caption;
-                            f.random_id = random_id;
-                            self.engine
-                                .send_file(account, handle, f)
-                                .await
-                                .map(|_| ())
-                                .map_err(|e| e.to_string())
-                        }
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-            };
+            // A file is kept after the send: an upload interrupted by a kill resumes from it.
+            let r = send_item(
+                &self.engine,
+                (account, handle),
+                &self.work,
+                p,
+                d,
+                idx,
+                &self.files,
+                true,
+            )
+            .await;
             self.pipe.up(&match r {
-                Ok(()) => Up::Accepted(self.pair, self.dir, idx),
+                Ok(_) => Up::Accepted(self.pair, self.dir, idx),
                 Err(e) => Up::SendFailed(self.pair, self.dir, idx, e),
             });
         }

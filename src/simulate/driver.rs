@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use secretchat_engine::protocol::chat::{AppEvent, ChatConfig, ChatStatus, Command, Outgoing};
-use secretchat_engine::runtime::files::{FileRef, FileToSend};
+use secretchat_engine::runtime::files::FileRef;
 use secretchat_engine::runtime::{Engine, EngineConfig, EngineEvent, EventKind, Events};
 use secretchat_engine::sim::{FileKeeping, SimServer};
 use secretchat_engine::store::StoreOptions;
@@ -868,32 +868,16 @@ impl Sender {
 
     /// Sends message `idx`; returns whether it was a file.
     async fn send(&self, idx: u32) -> Result<bool, String> {
-        let (account, handle) = self.from;
-        let random_id = Workload::random_id(self.pair, self.dir, idx);
-        match self.work.item(self.pair, self.dir, idx) {
-            Item::Text(t) => self
-                .engine
-                .command(
-                    account,
-                    handle,
-                    Command::Send(Box::new(Outgoing::text(random_id, t))),
-                )
-                .await
-                .map(|()| false)
-                .map_err(|e| e.to_string()),
-            Item::File(caption) => {
-                let path = self
-                    .files_dir
-                    .join(format!("out-{}-{}-{idx}", self.pair, self.dir));
-                std::fs::write(&path, self.work.file_bytes(self.pair, self.dir, idx))
-                    .map_err(|e| e.to_string())?;
-                let mut f = FileToSend::document(&path, "application/octet-stream");
-                f.caption = caption;
-                f.random_id = random_id;
-                let r = self.engine.send_file(account, handle, f).await;
-                let _ = std::fs::remove_file(&path);
-                r.map(|_| true).map_err(|e| e.to_string())
-            }
-        }
+        super::send::send_item(
+            &self.engine,
+            self.from,
+            &self.work,
+            self.pair,
+            self.dir,
+            idx,
+            &self.files_dir,
+            false,
+        )
+        .await
     }
 }

@@ -17,6 +17,7 @@ pub mod floor;
 pub mod html;
 pub mod ledger;
 pub mod report;
+pub mod send;
 pub mod workload;
 
 use std::path::PathBuf;

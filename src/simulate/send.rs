@@ -1,0 +1,54 @@
+//! Sending one workload message through the engine: shared by the simulator's senders and the
+//! crash test's engine process.
+
+use std::path::Path;
+
+use secretchat_engine::protocol::chat::{Command, Outgoing};
+use secretchat_engine::runtime::Engine;
+use secretchat_engine::runtime::files::FileToSend;
+
+use super::workload::{Item, Workload};
+
+/// Sends message `idx` of stream (`pair`, `dir`) from chat `from` = (account, handle): a text,
+/// or a file written to `files_dir` first. The file is removed after the send unless
+/// `keep_file` (a crash-interrupted upload resumes from it). Returns whether it was a file.
+///
+/// # Errors
+/// The engine's or the file system's error, as text.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_item(
+    engine: &Engine,
+    from: (u64, u64),
+    work: &Workload,
+    pair: usize,
+    dir: usize,
+    idx: u32,
+    files_dir: &Path,
+    keep_file: bool,
+) -> Result<bool, String> {
+    let (account, handle) = from;
+    let random_id = Workload::random_id(pair, dir, idx);
+    match work.item(pair, dir, idx) {
+        Item::Text(t) => engine
+            .command(
+                account,
+                handle,
+                Command::Send(Box::new(Outgoing::text(random_id, t))),
+            )
+            .await
+            .map(|()| false)
+            .map_err(|e| e.to_string()),
+        Item::File(caption) => {
+            let path = files_dir.join(format!("out-{pair}-{dir}-{idx}"));
+            std::fs::write(&path, work.file_bytes(pair, dir, idx)).map_err(|e| e.to_string())?;
+            let mut f = FileToSend::document(&path, "application/octet-stream");
+            f.caption = caption;
+            f.random_id = random_id;
+            let r = engine.send_file(account, handle, f).await;
+            if !keep_file {
+                let _ = std::fs::remove_file(&path);
+            }
+            r.map(|_| true).map_err(|e| e.to_string())
+        }
+    }
+}
