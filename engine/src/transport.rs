@@ -54,7 +54,7 @@ impl RpcError {
         }
         match (self.code, self.message.as_str()) {
             (429, _) => ErrorClass::RetryAfter(Duration::from_secs(1)),
-            (500..=599 | -503, _) => ErrorClass::RetryAfter(Duration::from_millis(200)),
+            (500..=599 | -503, _) => ErrorClass::RetryAfter(FIRST_TRANSIENT_RETRY),
             (
                 _,
                 "ENCRYPTION_DECLINED"
@@ -64,6 +64,31 @@ impl RpcError {
             ) => ErrorClass::ChatGone,
             _ => ErrorClass::Failed,
         }
+    }
+}
+
+/// The first wait after an internal error or a timeout; it doubles with every further attempt
+/// of the same request, up to [`MAX_TRANSIENT_RETRY`]. Short at first because a chat's later
+/// sends queue behind the failed one (they must reach the server in order): a fixed 200 ms
+/// held every chat's outgoing stream for 200 ms per transient error.
+pub const FIRST_TRANSIENT_RETRY: Duration = Duration::from_millis(25);
+/// The longest wait between attempts after internal errors or timeouts.
+pub const MAX_TRANSIENT_RETRY: Duration = Duration::from_secs(5);
+
+impl RpcError {
+    /// The wait before retry number `attempt` (0 for the first retry), or `None` when the
+    /// error is not retried: the server's own delay for FLOOD_WAIT and 429; for internal
+    /// errors and timeouts a backoff from [`FIRST_TRANSIENT_RETRY`] doubling up to
+    /// [`MAX_TRANSIENT_RETRY`].
+    pub fn retry_delay(&self, attempt: u32) -> Option<Duration> {
+        let ErrorClass::RetryAfter(d) = self.class() else {
+            return None;
+        };
+        if matches!(self.code, 500..=599 | -503) && !self.message.starts_with("FLOOD_WAIT_") {
+            let factor = 1u32 << attempt.min(16);
+            return Some(d.saturating_mul(factor).min(MAX_TRANSIENT_RETRY));
+        }
+        Some(d)
     }
 }
 
@@ -136,6 +161,14 @@ mod tests {
             ErrorClass::RetryAfter(Duration::from_secs(1))
         );
         assert!(matches!(c(500, "INTERNAL"), ErrorClass::RetryAfter(_)));
+        // Transient errors back off; the server's FLOOD_WAIT does not.
+        let internal = RpcError::new(500, "INTERNAL");
+        assert_eq!(internal.retry_delay(0), Some(FIRST_TRANSIENT_RETRY));
+        assert_eq!(internal.retry_delay(1), Some(FIRST_TRANSIENT_RETRY * 2));
+        assert_eq!(internal.retry_delay(30), Some(MAX_TRANSIENT_RETRY));
+        let flood = RpcError::new(420, "FLOOD_WAIT_2");
+        assert_eq!(flood.retry_delay(5), Some(Duration::from_secs(2)));
+        assert_eq!(RpcError::new(400, "PEER_ID_INVALID").retry_delay(0), None);
         for gone in [
             "ENCRYPTION_DECLINED",
             "ENCRYPTION_ALREADY_ACCEPTED",

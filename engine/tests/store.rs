@@ -31,7 +31,7 @@ fn write(
             handle,
             chat_id: 500 + handle as i32,
             state,
-            persist,
+            persist: std::slice::from_ref(persist),
             events,
             qts: None,
         })
@@ -67,9 +67,9 @@ fn chat_records_outbox_waiting_and_inbox_round_trip() {
         &[AppEvent::PeerLayer(144), AppEvent::Rekeyed(9)],
     );
     assert_eq!(seqs.len(), 2);
-    // Acknowledge below 3, replace nothing else.
+    // Acknowledge 0, 1 and 2, replace nothing else.
     let p = Persist {
-        outbox_ack_below: Some(3),
+        outbox_done: vec![0, 1, 2],
         ..Persist::default()
     };
     write(&s, 7, b"state-2", &p, &[]);
@@ -82,7 +82,7 @@ fn chat_records_outbox_waiting_and_inbox_round_trip() {
     let inbox = s.inbox().unwrap();
     assert_eq!(inbox.len(), 2);
     assert_eq!(inbox[1].3, AppEvent::Rekeyed(9));
-    s.ack_inbox(inbox[0].0).unwrap();
+    s.ack_inbox(&[inbox[0].0]).unwrap();
     assert_eq!(s.inbox().unwrap().len(), 1);
     // Closing drops outbox and waiting.
     let p = Persist {
@@ -113,7 +113,7 @@ fn chat_records_outbox_waiting_and_inbox_round_trip() {
     // the numbering restarted after the last unacknowledged entry, so a number came back).
     let mut highest = more[0];
     for e in s.inbox().unwrap() {
-        s.ack_inbox(e.0).unwrap();
+        s.ack_inbox(&[e.0]).unwrap();
         highest = highest.max(e.0);
     }
     assert!(s.inbox().unwrap().is_empty());
@@ -185,7 +185,7 @@ async fn group_commit_makes_writes_durable_within_the_interval() {
             handle: 1,
             chat_id: 0,
             state: b"s",
-            persist: &Persist::default(),
+            persist: &[],
             events: &[],
             qts: None,
         })
@@ -193,4 +193,45 @@ async fn group_commit_makes_writes_durable_within_the_interval() {
     tokio::time::timeout(Duration::from_secs(5), s.synced(ticket))
         .await
         .expect("fsynced by the group-commit thread");
+}
+
+/// A chat actor stores several steps in one write (the inputs that queued while the last step
+/// was being stored): their changes apply in step order, so an entry put by one step and
+/// acknowledged by a later one is gone, and the last state record wins.
+#[test]
+fn several_steps_in_one_write_apply_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let steps = [
+        Persist {
+            outbox_put: vec![(0, entry(0)), (1, entry(1))],
+            ..Persist::default()
+        },
+        Persist {
+            outbox_done: vec![0],
+            outbox_put: vec![(2, entry(2))],
+            ..Persist::default()
+        },
+        Persist {
+            outbox_done: vec![1],
+            ..Persist::default()
+        },
+    ];
+    let (_, seqs) = s
+        .write_chat(&ChatWrite {
+            account: 1,
+            handle: 3,
+            chat_id: 503,
+            state: b"after three steps",
+            persist: &steps,
+            events: &[AppEvent::PeerLayer(144), AppEvent::Rekeyed(1)],
+            qts: None,
+        })
+        .unwrap();
+    assert_eq!(seqs.len(), 2);
+    assert!(seqs[0] < seqs[1], "inbox order is step order");
+    let c = s.load_chat(1, 3).unwrap().unwrap();
+    assert_eq!(c.state, b"after three steps");
+    assert_eq!(c.outbox.iter().map(|(r, _)| *r).collect::<Vec<_>>(), [2]);
+    assert_eq!(s.handle_of(1, 503).unwrap(), Some(3));
 }

@@ -237,7 +237,7 @@ pub async fn run(
     loop {
         tokio::select! {
             e = events.recv() => match e {
-                Some(e) => d.event(e),
+                Some(e) => d.events(e, &mut events),
                 None => break,
             },
             Some(n) = inbox.recv() => d.note(n),
@@ -400,8 +400,22 @@ impl Driver {
         });
     }
 
-    /// The application side: check, then acknowledge.
-    fn event(&mut self, e: EngineEvent) {
+    /// The application side: checks `first` and whatever else is waiting (up to a few
+    /// hundred), then acknowledges them together (one store write).
+    fn events(&mut self, first: EngineEvent, events: &mut Events) {
+        let mut acks = Vec::new();
+        acks.extend(self.event(first));
+        while acks.len() < 512 {
+            match events.try_recv() {
+                Ok(e) => acks.extend(self.event(e)),
+                Err(_) => break,
+            }
+        }
+        let _ = self.engine.ack_all(&acks);
+    }
+
+    /// Checks one event; answers its inbox sequence number, to acknowledge.
+    fn event(&mut self, e: EngineEvent) -> Option<u64> {
         let key = (e.account, e.chat);
         match &e.kind {
             EventKind::App(AppEvent::ChatRequested { .. }) => {
@@ -437,9 +451,7 @@ impl Driver {
             }
             _ => {}
         }
-        if let Some(seq) = e.seq {
-            let _ = self.engine.ack(seq);
-        }
+        e.seq
     }
 
     fn message(
@@ -673,7 +685,7 @@ impl Driver {
         };
         loop {
             while let Ok(e) = events.try_recv() {
-                self.event(e);
+                self.events(e, events);
             }
             while let Ok(n) = inbox.try_recv() {
                 self.note(n);
@@ -786,7 +798,7 @@ async fn restart_probe(
     if sent.is_err() {
         return Ok(t.elapsed().as_secs_f64());
     }
-    lock(ledger).sent(0);
+    lock(ledger).sent(0, idx);
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Ok(Some(e)) = tokio::time::timeout(
         deadline.saturating_duration_since(Instant::now()),
@@ -838,32 +850,97 @@ struct Sender {
     deadline: Option<Instant>,
 }
 
+/// Text messages a sender keeps submitted but not yet stored. Submitting in order and
+/// collecting the answers later is how an application feeds a durable engine: the chat stores
+/// what queued meanwhile in one write (and one fsync) instead of one per message.
+const SUBMITTED_AHEAD: usize = 8;
+
 impl Sender {
     async fn run(self) {
         let s = self.pair * 2 + self.dir;
+        let mut ahead: VecDeque<(u32, tokio::task::JoinHandle<Result<(), String>>)> =
+            VecDeque::new();
         for idx in 0..self.n {
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
-                let _ = self.notes.send(Note::Finished(s, idx));
-                return;
+                return self.finish(s, idx, ahead).await;
             }
             match self.window.acquire().await {
                 Ok(p) => p.forget(),
                 Err(_) => return,
             }
             lock(&self.ledger).sending(s, idx, Instant::now());
-            let is_file = match self.send(idx).await {
-                Ok(f) => f,
+            if let Some(command) = super::send::text_command(&self.work, self.pair, self.dir, idx) {
+                let stored = self.engine.submit(self.from.0, self.from.1, command);
+                let ledger = self.ledger.clone();
+                ahead.push_back((
+                    idx,
+                    tokio::spawn(async move {
+                        stored.await.map_err(|e| e.to_string())?;
+                        lock(&ledger).sent(s, idx);
+                        Ok(())
+                    }),
+                ));
+                if ahead.len() >= SUBMITTED_AHEAD && !self.collect(s, &mut ahead, 1).await {
+                    return;
+                }
+                continue;
+            }
+            // A file: what was submitted before it first, then the upload and its send.
+            if !self.collect(s, &mut ahead, usize::MAX).await {
+                return;
+            }
+            match self.send(idx).await {
+                Ok(_) => {
+                    let mut l = lock(&self.ledger);
+                    l.sent(s, idx);
+                    l.files_sent += 1;
+                }
                 Err(e) => {
                     let _ = self.notes.send(Note::SendFailed(s, idx, e));
                     let _ = self.notes.send(Note::Finished(s, idx));
                     return;
                 }
-            };
-            let mut l = lock(&self.ledger);
-            l.sent(s);
-            l.files_sent += u64::from(is_file);
+            }
         }
-        let _ = self.notes.send(Note::Finished(s, self.n));
+        self.finish(s, self.n, ahead).await
+    }
+
+    /// Waits for the first `n` submitted messages to be stored; on a failure reports it and
+    /// answers false (the stream ends there).
+    async fn collect(
+        &self,
+        s: usize,
+        ahead: &mut VecDeque<(u32, tokio::task::JoinHandle<Result<(), String>>)>,
+        n: usize,
+    ) -> bool {
+        for _ in 0..n {
+            let Some((idx, h)) = ahead.pop_front() else {
+                return true;
+            };
+            let failed = match h.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(e) = failed {
+                let _ = self.notes.send(Note::SendFailed(s, idx, e));
+                let _ = self.notes.send(Note::Finished(s, idx));
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The stream ends after `n` messages (once every submitted one is stored).
+    async fn finish(
+        &self,
+        s: usize,
+        n: u32,
+        mut ahead: VecDeque<(u32, tokio::task::JoinHandle<Result<(), String>>)>,
+    ) {
+        if self.collect(s, &mut ahead, usize::MAX).await {
+            let _ = self.notes.send(Note::Finished(s, n));
+        }
     }
 
     /// Sends message `idx`; returns whether it was a file.

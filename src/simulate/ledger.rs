@@ -50,6 +50,8 @@ pub struct Ledger {
     pub corrupted: u64,
     /// End-to-end latencies (ms).
     pub latencies: Vec<f32>,
+    /// Accept latencies (ms): send call → the engine accepted (stored) the message.
+    pub accept_latencies: Vec<f32>,
     /// Deliveries per second since the start.
     pub per_second: Vec<u32>,
     /// Re-keys completed (both sides' `Rekeyed` events, halved at report time) per second.
@@ -79,6 +81,7 @@ impl Ledger {
             misordered: 0,
             corrupted: 0,
             latencies: Vec::new(),
+            accept_latencies: Vec::new(),
             per_second: Vec::new(),
             rekeys_per_second: Vec::new(),
             files_sent: 0,
@@ -128,10 +131,14 @@ impl Ledger {
     }
 
     /// The engine accepted message `idx` of stream `s`.
-    pub fn sent(&mut self, s: usize) {
+    pub fn sent(&mut self, s: usize, idx: u32) {
         if let Some(st) = self.streams.get_mut(s) {
             st.sent += 1;
             self.sent_count += 1;
+            if let Some(at) = st.pending.get(&idx) {
+                self.accept_latencies
+                    .push((at.elapsed().as_secs_f64() * 1e3) as f32);
+            }
         }
     }
 
@@ -282,19 +289,29 @@ impl Ledger {
 
     /// Latency percentiles (ms): p50, p90, p99, max.
     pub fn percentiles(&self) -> [f64; 4] {
-        let mut v = self.latencies.clone();
-        if v.is_empty() {
-            return [0.0; 4];
-        }
-        v.sort_by(f32::total_cmp);
-        let at = |q: f64| f64::from(v[((v.len() - 1) as f64 * q).round() as usize]);
-        [at(0.5), at(0.9), at(0.99), at(1.0)]
+        percentiles(&self.latencies)
+    }
+
+    /// Accept latency percentiles (ms): p50, p90, p99, max.
+    pub fn accept_percentiles(&self) -> [f64; 4] {
+        percentiles(&self.accept_latencies)
     }
 
     /// Time since the run started.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
+}
+
+/// p50, p90, p99 and max of `v` (0 when empty).
+fn percentiles(v: &[f32]) -> [f64; 4] {
+    let mut v = v.to_vec();
+    if v.is_empty() {
+        return [0.0; 4];
+    }
+    v.sort_by(f32::total_cmp);
+    let at = |q: f64| f64::from(v[((v.len() - 1) as f64 * q).round() as usize]);
+    [at(0.5), at(0.9), at(0.99), at(1.0)]
 }
 
 #[cfg(test)]
@@ -307,7 +324,7 @@ mod tests {
         let mut l = Ledger::new(2, t);
         for i in 0..4 {
             l.sending(0, i, t);
-            l.sent(0);
+            l.sent(0, 0);
         }
         l.finished(0, 4);
         assert!(l.received(0, 0, 0, true, t));
@@ -334,7 +351,7 @@ mod tests {
         let mut l = Ledger::new(1, t);
         for i in 0..3 {
             l.sending(1, i, t);
-            l.sent(1);
+            l.sent(1, 0);
         }
         l.received(0, 1, 0, true, t);
         assert_eq!(l.settle_losses(), 2);

@@ -9,6 +9,18 @@ use secretchat_engine::runtime::files::FileToSend;
 
 use super::workload::{Item, Workload};
 
+/// The command that sends message `idx` of stream (`pair`, `dir`), if it is a text (a file
+/// needs its upload first: [`send_item`]).
+pub fn text_command(work: &Workload, pair: usize, dir: usize, idx: u32) -> Option<Command> {
+    match work.item(pair, dir, idx) {
+        Item::Text(t) => Some(Command::Send(Box::new(Outgoing::text(
+            Workload::random_id(pair, dir, idx),
+            t,
+        )))),
+        Item::File(_) => None,
+    }
+}
+
 /// Sends message `idx` of stream (`pair`, `dir`) from chat `from` = (account, handle): a text,
 /// or a file written to `files_dir` first. The file is removed after the send unless
 /// `keep_file` (a crash-interrupted upload resumes from it). Returns whether it was a file.

@@ -100,10 +100,15 @@ pub(super) struct Processed(pub AckToken);
 #[rtype(result = "Result<u64, EngineError>")]
 pub(super) struct RequestChat(pub api::InputUser);
 
-/// A command for a chat.
+/// A command for a chat, answered once stored. Sent with `do_send` (the mailbox is unbounded
+/// for it), so commands reach the chat in the order they were submitted.
 #[derive(Message)]
-#[rtype(result = "Result<(), EngineError>")]
-pub(super) struct ChatCommand(pub u64, pub Command);
+#[rtype(result = "()")]
+pub(super) struct ChatCommand(
+    pub u64,
+    pub Command,
+    pub tokio::sync::oneshot::Sender<Result<(), EngineError>>,
+);
 
 /// A chat's status.
 #[derive(Message)]
@@ -215,6 +220,7 @@ impl AccountActor {
             initial_done: done,
             in_flight: 0,
             reported: Default::default(),
+            step: Default::default(),
         };
         let arbiter = self.shared.arbiter(handle);
         let addr = ChatActor::start_in_arbiter(&arbiter, move |_| actor);
@@ -652,20 +658,23 @@ impl Handler<RequestChat> for AccountActor {
 }
 
 impl Handler<ChatCommand> for AccountActor {
-    type Result = ResponseFuture<Result<(), EngineError>>;
-    fn handle(&mut self, msg: ChatCommand, ctx: &mut Context<Self>) -> Self::Result {
+    type Result = ();
+    fn handle(&mut self, msg: ChatCommand, ctx: &mut Context<Self>) {
+        let ChatCommand(handle, command, reply) = msg;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let input = ChatInput {
-            event: Event::Command(msg.1),
+            event: Event::Command(command),
             ack: None,
             done: Some(tx),
         };
-        if self.deliver(msg.0, input, ctx).is_err() {
-            let e = EngineError::NoSuchChat(msg.0);
-            return Box::pin(async move { Err(e) });
+        if self.deliver(handle, input, ctx).is_err() {
+            let _ = reply.send(Err(EngineError::NoSuchChat(handle)));
+            return;
         }
         // Accepted means stored: a restart after this cannot lose the command.
-        Box::pin(async move { rx.await.map_err(|_| EngineError::Stopped) })
+        actix::spawn(async move {
+            let _ = reply.send(rx.await.map_err(|_| EngineError::Stopped));
+        });
     }
 }
 

@@ -4,6 +4,7 @@
 //! pool, timers. It is the only writer of its chat's records.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -15,7 +16,9 @@ use super::account::{AccountActor, Processed};
 use super::trace::{ActionLine, EventLine, call_name};
 use super::workers::{ConfigError, GetConfig, RunJob};
 use super::{AckToken, EngineEvent, EventKind, Shared, now_ms};
-use crate::protocol::chat::{Action, Call, ChatCore, ChatCounters, Event, Persist};
+use crate::protocol::chat::{
+    Action, AppEvent, Call, ChatCore, ChatCounters, Event, Persist, Timer,
+};
 use crate::store::ChatWrite;
 use crate::transport::{ErrorClass, RpcError, ServerApi};
 
@@ -35,6 +38,8 @@ pub struct ChatActor {
     pub(super) in_flight: usize,
     /// The core's counters as last added to the engine metrics, and its open holes then.
     pub(super) reported: (ChatCounters, usize),
+    /// Queued inputs, the step in progress, armed timers.
+    pub(super) step: StepState,
 }
 
 /// Stop if there is nothing in flight (answers whether it stopped). A stopped chat is
@@ -47,7 +52,7 @@ pub struct TryStop;
 impl Handler<TryStop> for ChatActor {
     type Result = bool;
     fn handle(&mut self, _: TryStop, ctx: &mut Context<Self>) -> bool {
-        let quiet = self.in_flight == 0 && self.core.can_sleep();
+        let quiet = self.in_flight == 0 && self.step.idle() && self.core.can_sleep();
         if quiet {
             ctx.stop();
         }
@@ -61,7 +66,9 @@ impl Actor for ChatActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let initial = std::mem::take(&mut self.initial);
         let done = self.initial_done.take();
-        self.run(initial, None, done, ctx);
+        let mut batch = Batch::default();
+        self.collect(initial, None, done, &mut batch, ctx);
+        self.execute(batch, ctx);
     }
 }
 
@@ -75,6 +82,17 @@ pub struct ChatInput {
     pub ack: Option<AckToken>,
     /// Told once the step is durably stored (commands: "accepted" means stored).
     pub done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ChatInput {
+    /// An event that acknowledges nothing and answers no one.
+    pub fn event(event: Event) -> Self {
+        ChatInput {
+            event,
+            ack: None,
+            done: None,
+        }
+    }
 }
 
 /// Ask for the chat's status.
@@ -92,38 +110,131 @@ impl Handler<GetStatus> for ChatActor {
 impl Handler<ChatInput> for ChatActor {
     type Result = ();
     fn handle(&mut self, msg: ChatInput, ctx: &mut Context<Self>) {
-        tracing::trace!(
-            account = self.account,
-            chat = self.handle,
-            event = ?EventLine(&msg.event),
-            "chat event"
-        );
-        let actions = self
-            .core
-            .handle(msg.event, now_ms(), &mut rand::rngs::OsRng);
-        self.run(actions, msg.ack, msg.done, ctx);
+        self.step.queued.push(msg);
+        if !self.step.busy {
+            self.step_queued(ctx);
+        }
     }
 }
 
+/// At most this many inputs go into one step's write (bounds the batch and keeps one busy chat
+/// from holding its thread).
+const MAX_INPUTS_PER_STEP: usize = 128;
+
+/// A chat's pipeline between its core and the store.
+#[derive(Default)]
+pub(super) struct StepState {
+    /// Inputs that arrived while the last step was being stored or its calls were running;
+    /// the next step takes them together (one state record, one write, one durability wait).
+    queued: Vec<ChatInput>,
+    /// A step is being stored or its server calls are running.
+    busy: bool,
+    /// The scheduled firing of each armed timer. Re-arming replaces the firing: a chat re-arms
+    /// its retransmit timer on every acknowledgement, and actix polls every pending item of an
+    /// actor on each wake-up, so stale firings made each step slower.
+    timers: Vec<(Timer, SpawnHandle)>,
+    /// The server chat id already written to the index.
+    indexed: i32,
+    /// The stored steps' server calls, running behind the steps.
+    calls: Option<CallQueue>,
+}
+
+impl StepState {
+    /// Nothing queued, being stored, or waiting to be sent.
+    pub(super) fn idle(&self) -> bool {
+        !self.busy
+            && self.queued.is_empty()
+            && self
+                .calls
+                .as_ref()
+                .is_none_or(|q| q.pending.load(Ordering::Acquire) == 0)
+    }
+}
+
+/// A chat's server calls, executed one after another in the order their steps were stored (a
+/// chat's sends never overtake each other: the spec's `invokeAfterMsgs` chain), by a task of
+/// their own. The chat goes on with its next step meanwhile: a send waiting out a server error
+/// does not hold up the chat's incoming messages. It ends when the chat's actor is dropped.
+struct CallQueue {
+    tx: tokio::sync::mpsc::UnboundedSender<Vec<Call>>,
+    /// Calls handed over and not finished (a chat with calls pending does not stop: its next
+    /// activation's calls could overtake them).
+    pending: Arc<AtomicUsize>,
+}
+
+impl CallQueue {
+    fn start(
+        api: Arc<dyn ServerApi>,
+        shared: Arc<Shared>,
+        me: Addr<ChatActor>,
+        account: u64,
+        handle: u64,
+    ) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Call>>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let left = pending.clone();
+        actix::spawn(async move {
+            while let Some(calls) = rx.recv().await {
+                for c in calls {
+                    execute(&*api, &shared, &me, account, handle, c).await;
+                    left.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        });
+        CallQueue { tx, pending }
+    }
+}
+
+/// What the inputs of one step asked for, executed together.
+#[derive(Default)]
+struct Batch {
+    persist: Vec<Persist>,
+    events: Vec<AppEvent>,
+    calls: Vec<Call>,
+    acks: Vec<AckToken>,
+    done: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
 impl ChatActor {
-    fn run(
+    /// Runs every queued input (up to [`MAX_INPUTS_PER_STEP`]) through the core, then stores and
+    /// executes what they asked for as one step.
+    fn step_queued(&mut self, ctx: &mut Context<Self>) {
+        let n = self.step.queued.len().min(MAX_INPUTS_PER_STEP);
+        let inputs: Vec<ChatInput> = self.step.queued.drain(..n).collect();
+        let mut batch = Batch::default();
+        for msg in inputs {
+            if matches!(
+                msg.event,
+                Event::DhDone(_) | Event::DhConfig { .. } | Event::DhConfigFailed(_)
+            ) {
+                // The answer to a job or config request counted in `in_flight`.
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
+            tracing::trace!(
+                account = self.account,
+                chat = self.handle,
+                event = ?EventLine(&msg.event),
+                "chat event"
+            );
+            let actions = self
+                .core
+                .handle(msg.event, now_ms(), &mut rand::rngs::OsRng);
+            self.collect(actions, msg.ack, msg.done, &mut batch, ctx);
+        }
+        self.execute(batch, ctx);
+    }
+
+    /// Sorts one input's actions into the step; timers and DH work start at once.
+    fn collect(
         &mut self,
         actions: Vec<Action>,
         ack: Option<AckToken>,
         done: Option<tokio::sync::oneshot::Sender<()>>,
+        batch: &mut Batch,
         ctx: &mut Context<Self>,
     ) {
-        let counters = self.core.counters();
-        let holes = self.core.holes_open();
-        let (was, holes_before) = self.reported;
-        self.shared
-            .metrics
-            .add(counters.since(&was), holes_before, holes);
-        self.reported = (counters, holes);
-        let mut persist: Option<Box<Persist>> = None;
-        let mut events = Vec::new();
-        let mut calls = Vec::new();
-        let me = ctx.address();
+        batch.acks.extend(ack);
+        batch.done.extend(done);
         for a in actions {
             tracing::trace!(
                 account = self.account,
@@ -132,69 +243,41 @@ impl ChatActor {
                 "chat action"
             );
             match a {
-                Action::Persist(p) => persist = Some(p),
-                Action::Deliver(e) => events.push(e),
-                Action::Call(c) => calls.push(*c),
-                Action::ArmTimer { timer, at } => {
-                    // +1 ms: the clock is read in whole milliseconds.
-                    let delay = Duration::from_millis(at.saturating_sub(now_ms()) + 1);
-                    ctx.notify_later(
-                        ChatInput {
-                            event: Event::Timer(timer),
-                            ack: None,
-                            done: None,
-                        },
-                        delay,
-                    );
-                }
+                Action::Persist(p) => batch.persist.push(*p),
+                Action::Deliver(e) => batch.events.push(e),
+                Action::Call(c) => batch.calls.push(*c),
+                Action::ArmTimer { timer, at } => self.arm(timer, at, ctx),
                 Action::Compute(job) => {
                     self.in_flight += 1;
                     let pool = self.shared.rekey.clone();
-                    let me = me.clone();
+                    let me = ctx.address();
                     actix::spawn(async move {
                         if let Ok(out) = pool.send(RunJob(job)).await {
-                            me.do_send(ChatInput {
-                                event: Event::DhDone(Box::new(out)),
-                                ack: None,
-                                done: None,
-                            });
+                            me.do_send(ChatInput::event(Event::DhDone(Box::new(out))));
                         }
                     });
                 }
                 Action::NeedDhConfig => {
                     self.in_flight += 1;
                     let svc = self.shared.dh_config.clone();
-                    let (account, api, me) = (self.account, self.api.clone(), me.clone());
+                    let (account, api, me) = (self.account, self.api.clone(), ctx.address());
                     actix::spawn(async move {
                         loop {
-                            match svc
-                                .send(GetConfig {
-                                    account,
-                                    api: api.clone(),
-                                })
-                                .await
-                            {
-                                Ok(Ok((params, random))) => {
-                                    me.do_send(ChatInput {
-                                        event: Event::DhConfig { params, random },
-                                        ack: None,
-                                        done: None,
-                                    });
-                                    return;
-                                }
-                                Ok(Err(ConfigError::Invalid(e))) => {
-                                    me.do_send(ChatInput {
-                                        event: Event::DhConfigFailed(e),
-                                        ack: None,
-                                        done: None,
-                                    });
-                                    return;
-                                }
+                            let ask = GetConfig {
+                                account,
+                                api: api.clone(),
+                            };
+                            let event = match svc.send(ask).await {
+                                Ok(Ok((params, random))) => Event::DhConfig { params, random },
+                                Ok(Err(ConfigError::Invalid(e))) => Event::DhConfigFailed(e),
                                 Ok(Err(ConfigError::Unavailable)) => {
                                     tokio::time::sleep(Duration::from_secs(1)).await;
+                                    continue;
                                 }
                                 Err(_) => return,
-                            }
+                            };
+                            me.do_send(ChatInput::event(event));
+                            return;
                         }
                     });
                 }
@@ -204,21 +287,63 @@ impl ChatActor {
                 }
             }
         }
-        let ticket = if persist.is_some() || !events.is_empty() {
-            let empty = Persist::default();
+    }
+
+    /// Schedules a timer's firing, replacing its previous one.
+    fn arm(&mut self, timer: Timer, at: u64, ctx: &mut Context<Self>) {
+        // +1 ms: the clock is read in whole milliseconds.
+        let delay = Duration::from_millis(at.saturating_sub(now_ms()) + 1);
+        let handle = ctx.notify_later(ChatInput::event(Event::Timer(timer)), delay);
+        let timers = &mut self.step.timers;
+        match timers.iter_mut().find(|(t, _)| *t == timer) {
+            Some((_, old)) => {
+                ctx.cancel_future(std::mem::replace(old, handle));
+            }
+            None => timers.push((timer, handle)),
+        }
+    }
+
+    /// Stores the step (state record, outbox/waiting changes, application events: one batch),
+    /// then — once durable — delivers the events, reports the qts as stored, answers the
+    /// commands and executes the server calls in order. Inputs arriving meanwhile queue for
+    /// the next step.
+    fn execute(&mut self, batch: Batch, ctx: &mut Context<Self>) {
+        let counters = self.core.counters();
+        let holes = self.core.holes_open();
+        let (was, holes_before) = self.reported;
+        self.shared
+            .metrics
+            .add(counters.since(&was), holes_before, holes);
+        self.reported = (counters, holes);
+        let Batch {
+            persist,
+            events,
+            calls,
+            acks,
+            done,
+        } = batch;
+        let ticket = if !persist.is_empty() || !events.is_empty() {
             let state = self.core.snapshot();
+            let chat_id = self.core.chat_id();
             let w = ChatWrite {
                 account: self.account,
                 handle: self.handle,
-                chat_id: self.core.chat_id(),
+                chat_id: if chat_id == self.step.indexed {
+                    0
+                } else {
+                    chat_id
+                },
                 state: &state,
-                persist: persist.as_deref().unwrap_or(&empty),
+                persist: &persist,
                 events: &events,
                 qts: None,
             };
             self.shared.metrics.batch();
             match self.shared.store.write_chat(&w) {
-                Ok(t) => Some(t),
+                Ok(t) => {
+                    self.step.indexed = chat_id;
+                    Some(t)
+                }
                 Err(e) => {
                     tracing::warn!(account = self.account, chat = self.handle, error = %e, "store write failed; chat stopped");
                     // Nothing may be sent or acknowledged that was not stored: stop the chat.
@@ -237,7 +362,6 @@ impl ChatActor {
             None
         };
         let shared = self.shared.clone();
-        let api = self.api.clone();
         let owner = self.owner.clone();
         let (account, handle) = (self.account, self.handle);
         let fut = async move {
@@ -254,17 +378,35 @@ impl ChatActor {
                     kind: EventKind::App(e),
                 });
             }
-            if let Some(a) = ack {
+            for a in acks {
                 owner.do_send(Processed(a));
             }
-            if let Some(d) = done {
+            for d in done {
                 let _ = d.send(());
             }
-            for c in calls {
-                execute(&*api, &shared, &me, account, handle, c).await;
-            }
         };
-        ctx.wait(fut.into_actor(self));
+        self.step.busy = true;
+        ctx.spawn(fut.into_actor(self).map(|(), act, ctx| {
+            // Stored: hand the calls over (steps are stored one after another, so their calls
+            // queue in order).
+            if !calls.is_empty() {
+                let q = act.step.calls.get_or_insert_with(|| {
+                    CallQueue::start(
+                        act.api.clone(),
+                        act.shared.clone(),
+                        ctx.address(),
+                        act.account,
+                        act.handle,
+                    )
+                });
+                q.pending.fetch_add(calls.len(), Ordering::AcqRel);
+                let _ = q.tx.send(calls);
+            }
+            act.step.busy = false;
+            if !act.step.queued.is_empty() {
+                act.step_queued(ctx);
+            }
+        }));
     }
 }
 
@@ -303,25 +445,17 @@ async fn execute(
             if let Ok(chat) =
                 <api::EncryptedChat as secretchat_schema::Deserialize>::from_bytes(&answer)
             {
-                me.do_send(ChatInput {
-                    event: Event::ChatUpdate(chat),
-                    ack: None,
-                    done: None,
-                });
+                me.do_send(ChatInput::event(Event::ChatUpdate(chat)));
             }
         }
         Ok(_) => {}
         Err(e) if e.class() == ErrorClass::ChatGone && !matches!(c, Call::DiscardEncryption(_)) => {
-            me.do_send(ChatInput {
-                event: Event::ChatUpdate(api::EncryptedChat::Discarded(
-                    api_types::EncryptedChatDiscarded {
-                        history_deleted: false,
-                        id: chat_id,
-                    },
-                )),
-                ack: None,
-                done: None,
-            });
+            me.do_send(ChatInput::event(Event::ChatUpdate(
+                api::EncryptedChat::Discarded(api_types::EncryptedChatDiscarded {
+                    history_deleted: false,
+                    id: chat_id,
+                }),
+            )));
         }
         Err(e) => report(shared, account, handle, &e),
     }

@@ -22,6 +22,7 @@ pub mod workers;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -32,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::protocol::chat::snapshot::RestoreError;
 use crate::protocol::chat::{AppEvent, ChatConfig, ChatStatus, Command};
 use crate::store::{Store, StoreError, StoreOptions};
-use crate::transport::{CallError, ErrorClass, RpcError, ServerApi, UpdateFeed, call};
+use crate::transport::{CallError, RpcError, ServerApi, UpdateFeed, call};
 use account::{AccountActor, ChatCommand, RequestChat, Resume, Status};
 use metrics::{EngineMetrics, MetricsSnapshot};
 pub use provision::ProvisionedChat;
@@ -192,8 +193,8 @@ pub async fn invoke_retrying(api: &dyn ServerApi, request: Vec<u8>) -> Result<Ve
     loop {
         match api.invoke(request.clone()).await {
             Ok(a) => return Ok(a),
-            Err(e) => match e.class() {
-                ErrorClass::RetryAfter(d) if attempt < 30 => {
+            Err(e) => match e.retry_delay(attempt) {
+                Some(d) if attempt < 30 => {
                     attempt += 1;
                     tokio::time::sleep(d).await;
                 }
@@ -214,8 +215,8 @@ pub async fn call_retrying<R: RemoteCall>(
     let mut attempt = 0;
     loop {
         match call(api, request).await {
-            Err(CallError::Rpc(e)) => match e.class() {
-                ErrorClass::RetryAfter(d) if attempt < 30 => {
+            Err(CallError::Rpc(e)) => match e.retry_delay(attempt) {
+                Some(d) if attempt < 30 => {
                     attempt += 1;
                     tokio::time::sleep(d).await;
                 }
@@ -236,6 +237,8 @@ enum Request {
     Command(u64, u64, Command, oneshot::Sender<Result<(), EngineError>>),
     Status(u64, u64, oneshot::Sender<Result<ChatStatus, EngineError>>),
     Active(u64, oneshot::Sender<usize>),
+    /// Chats with work pending after a restart (found by the background scan).
+    Pending(Vec<(u64, u64)>),
 }
 
 /// The engine: cheap to clone, usable from any thread or runtime.
@@ -261,10 +264,16 @@ impl std::fmt::Debug for Engine {
 struct SystemGuard {
     system: System,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The pending-work scan after a restart: told to stop and joined (it holds the store).
+    scan: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 impl Drop for SystemGuard {
     fn drop(&mut self) {
+        if let Some((cancel, t)) = self.scan.take() {
+            cancel.store(true, Ordering::Relaxed);
+            let _ = t.join();
+        }
         self.system.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -292,8 +301,26 @@ impl Engine {
                 kind: EventKind::App(event),
             });
         }
-        let pending = store.chats_with_pending_work()?;
         let (tx, rx) = mpsc::unbounded_channel();
+        // The chats with work pending (unacknowledged outbox, waiting messages) are found in
+        // the background: the scan seeks once per such chat (a million quiet chats each keep
+        // their last message until the peer answers), and nothing waits for its result — a
+        // chat addressed before its turn is activated anyway; resuming only restarts timers.
+        let scan_store = store.clone();
+        let scan_tx = tx.clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let scan_cancel = cancel.clone();
+        let scan = std::thread::Builder::new()
+            .name("secretchat-resume-scan".into())
+            .spawn(
+                move || match scan_store.chats_with_pending_work_until(&scan_cancel) {
+                    Ok(p) => {
+                        let _ = scan_tx.send(Request::Pending(p));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "pending-work scan failed"),
+                },
+            )
+            .map_err(|_| EngineError::Stopped)?;
         let (sys_tx, sys_rx) = std::sync::mpsc::channel();
         let thread_store = store.clone();
         let engine_events = events_tx.clone();
@@ -315,14 +342,7 @@ impl Engine {
                     metrics: thread_metrics,
                     registry: thread_registry,
                 };
-                sys.block_on(run(
-                    thread_store,
-                    config,
-                    events_tx,
-                    rx,
-                    pending,
-                    shared_parts,
-                ));
+                sys.block_on(run(thread_store, config, events_tx, rx, shared_parts));
             })
             .map_err(|_| EngineError::Stopped)?;
         let (system, files) = sys_rx.recv().map_err(|_| EngineError::Stopped)?;
@@ -339,6 +359,7 @@ impl Engine {
                 _system: Arc::new(SystemGuard {
                     system,
                     thread: Some(thread),
+                    scan: Some((cancel, scan)),
                 }),
             },
             events_rx,
@@ -390,11 +411,28 @@ impl Engine {
         chat: u64,
         command: Command,
     ) -> Result<(), EngineError> {
+        self.submit(account, chat, command).await
+    }
+
+    /// Queues a command at once and returns a future that resolves when it is stored (the
+    /// same answer as [`Engine::command`]). Commands submitted one after another run in that
+    /// order, so an application can keep several messages of a chat in flight without waiting
+    /// for each to be stored: the chat then stores them together (one write, one fsync).
+    ///
+    /// # Errors
+    /// The future answers [`EngineError`] as [`Engine::command`] does.
+    pub fn submit(
+        &self,
+        account: u64,
+        chat: u64,
+        command: Command,
+    ) -> impl std::future::Future<Output = Result<(), EngineError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Command(account, chat, command, tx))
-            .map_err(|_| EngineError::Stopped)?;
-        rx.await.map_err(|_| EngineError::Stopped)?
+        let queued = self.tx.send(Request::Command(account, chat, command, tx));
+        async move {
+            queued.map_err(|_| EngineError::Stopped)?;
+            rx.await.map_err(|_| EngineError::Stopped)?
+        }
     }
 
     /// A chat's status (state, layers, seq numbers, key age, holes).
@@ -427,7 +465,18 @@ impl Engine {
     /// # Errors
     /// [`EngineError::Store`].
     pub fn ack(&self, seq: u64) -> Result<(), EngineError> {
-        self.store.ack_inbox(seq)?;
+        self.store.ack_inbox(std::slice::from_ref(&seq))?;
+        Ok(())
+    }
+
+    /// [`Engine::ack`] for several events at once (one store write).
+    ///
+    /// # Errors
+    /// [`EngineError::Store`].
+    pub fn ack_all(&self, seqs: &[u64]) -> Result<(), EngineError> {
+        if !seqs.is_empty() {
+            self.store.ack_inbox(seqs)?;
+        }
         Ok(())
     }
 
@@ -476,7 +525,6 @@ async fn run(
     config: EngineConfig,
     events: mpsc::UnboundedSender<EngineEvent>,
     mut rx: mpsc::UnboundedReceiver<Request>,
-    pending: Vec<(u64, u64)>,
     parts: Parts,
 ) {
     let Parts {
@@ -502,11 +550,7 @@ async fn run(
         arbiters: arbiters.iter().map(Arbiter::handle).collect(),
     });
     let mut accounts: HashMap<u64, Addr<AccountActor>> = HashMap::new();
-    let mut pending: HashMap<u64, Vec<u64>> =
-        pending.into_iter().fold(HashMap::new(), |mut m, (a, h)| {
-            m.entry(a).or_default().push(h);
-            m
-        });
+    let mut pending: HashMap<u64, Vec<u64>> = HashMap::new();
     while let Some(req) = rx.recv().await {
         match req {
             Request::AddAccount(account, api, reply) => {
@@ -522,9 +566,12 @@ async fn run(
             Request::OpenChat(account, user, reply) => {
                 forward(&accounts, account, RequestChat(user), reply)
             }
-            Request::Command(account, chat, command, reply) => {
-                forward(&accounts, account, ChatCommand(chat, command), reply)
-            }
+            Request::Command(account, chat, command, reply) => match accounts.get(&account) {
+                Some(a) => a.do_send(ChatCommand(chat, command, reply)),
+                None => {
+                    let _ = reply.send(Err(EngineError::NoSuchAccount(account)));
+                }
+            },
             Request::Active(account, reply) => {
                 let n = match accounts.get(&account) {
                     Some(a) => a.send(account::ActiveChats).await.unwrap_or(0),
@@ -534,6 +581,16 @@ async fn run(
             }
             Request::Status(account, chat, reply) => {
                 forward(&accounts, account, Status(chat), reply)
+            }
+            Request::Pending(found) => {
+                for (account, handle) in found {
+                    pending.entry(account).or_default().push(handle);
+                }
+                for (account, addr) in &accounts {
+                    if let Some(handles) = pending.remove(account) {
+                        addr.do_send(Resume(handles));
+                    }
+                }
             }
         }
     }

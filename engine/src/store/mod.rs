@@ -18,7 +18,7 @@ pub mod cipher;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rocksdb::{
@@ -107,12 +107,12 @@ pub struct ChatWrite<'a> {
     pub account: u64,
     /// The chat's local handle.
     pub handle: u64,
-    /// The server chat id (0 until known), for the index.
+    /// The server chat id to index (0: unknown yet, or already indexed).
     pub chat_id: i32,
     /// The new state record.
     pub state: &'a [u8],
-    /// The step's outbox/waiting changes.
-    pub persist: &'a Persist,
+    /// The outbox/waiting changes of the steps this write covers, applied in order.
+    pub persist: &'a [Persist],
     /// Application events to put in the inbox.
     pub events: &'a [AppEvent],
     /// Highest qts whose processing this step completes (stored with it), if any.
@@ -428,32 +428,8 @@ impl Store {
                 w.handle.to_be_bytes(),
             );
         }
-        let p = w.persist;
-        if p.closed {
-            let lo = cat(&[&key, &0u32.to_be_bytes()]);
-            let hi = cat(&[&key, &u32::MAX.to_be_bytes(), &[0xff]]);
-            b.delete_range_cf(self.cf("outbox"), &lo, &hi);
-            b.delete_range_cf(self.cf("waiting"), &lo, &hi);
-        }
-        if let Some(below) = p.outbox_ack_below {
-            let lo = cat(&[&key, &0u32.to_be_bytes()]);
-            let hi = cat(&[&key, &below.to_be_bytes()]);
-            b.delete_range_cf(self.cf("outbox"), &lo, &hi);
-        }
-        for (raw, e) in &p.outbox_put {
-            let v = e.to_bytes().map_err(|_| StoreError::Corrupt("outbox"))?;
-            b.put_cf(self.cf("outbox"), cat(&[&key, &raw.to_be_bytes()]), v);
-        }
-        for (raw, e) in &p.waiting_put {
-            let v = e.to_bytes().map_err(|_| StoreError::Corrupt("waiting"))?;
-            b.put_cf(
-                self.cf("waiting"),
-                cat(&[&key, &raw.to_be_bytes()]),
-                self.seal(&v)?,
-            );
-        }
-        for raw in &p.waiting_done {
-            b.delete_cf(self.cf("waiting"), cat(&[&key, &raw.to_be_bytes()]));
+        for p in w.persist {
+            self.put_persist(&mut b, &key, p)?;
         }
         let mut seqs = Vec::with_capacity(w.events.len());
         for e in w.events {
@@ -468,6 +444,35 @@ impl Store {
             b.put_cf(self.cf("meta"), qts_key(w.account), qts.to_be_bytes());
         }
         Ok((self.write(b)?, seqs))
+    }
+
+    /// One step's outbox/waiting changes, in the order they happened.
+    fn put_persist(&self, b: &mut WriteBatch, key: &[u8], p: &Persist) -> Result<(), StoreError> {
+        if p.closed {
+            let lo = cat(&[key, &0u32.to_be_bytes()]);
+            let hi = cat(&[key, &u32::MAX.to_be_bytes(), &[0xff]]);
+            b.delete_range_cf(self.cf("outbox"), &lo, &hi);
+            b.delete_range_cf(self.cf("waiting"), &lo, &hi);
+        }
+        for raw in &p.outbox_done {
+            b.delete_cf(self.cf("outbox"), cat(&[key, &raw.to_be_bytes()]));
+        }
+        for (raw, e) in &p.outbox_put {
+            let v = e.to_bytes().map_err(|_| StoreError::Corrupt("outbox"))?;
+            b.put_cf(self.cf("outbox"), cat(&[key, &raw.to_be_bytes()]), v);
+        }
+        for (raw, e) in &p.waiting_put {
+            let v = e.to_bytes().map_err(|_| StoreError::Corrupt("waiting"))?;
+            b.put_cf(
+                self.cf("waiting"),
+                cat(&[key, &raw.to_be_bytes()]),
+                self.seal(&v)?,
+            );
+        }
+        for raw in &p.waiting_done {
+            b.delete_cf(self.cf("waiting"), cat(&[key, &raw.to_be_bytes()]));
+        }
+        Ok(())
     }
 
     /// Loads one chat (state, outbox, waiting queue), if stored.
@@ -584,10 +589,22 @@ impl Store {
     /// # Errors
     /// RocksDB errors.
     pub fn chats_with_pending_work(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+        self.chats_with_pending_work_until(&AtomicBool::new(false))
+    }
+
+    /// [`Store::chats_with_pending_work`], ending early (with what it found) once `cancel` is
+    /// set.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn chats_with_pending_work_until(
+        &self,
+        cancel: &AtomicBool,
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
         let mut out = std::collections::BTreeSet::new();
         for cf in ["outbox", "waiting"] {
             let mut from = Vec::new();
-            loop {
+            while !cancel.load(Ordering::Relaxed) {
                 let mut it = self
                     .db
                     .iterator_cf(self.cf(cf), IteratorMode::From(&from, Direction::Forward));
@@ -648,13 +665,15 @@ impl Store {
         Ok(out)
     }
 
-    /// The application consumed inbox event `seq`.
+    /// The application consumed these inbox events (one batch).
     ///
     /// # Errors
     /// RocksDB errors.
-    pub fn ack_inbox(&self, seq: u64) -> Result<Ticket, StoreError> {
+    pub fn ack_inbox(&self, seqs: &[u64]) -> Result<Ticket, StoreError> {
         let mut b = WriteBatch::default();
-        b.delete_cf(self.cf("inbox"), seq.to_be_bytes());
+        for seq in seqs {
+            b.delete_cf(self.cf("inbox"), seq.to_be_bytes());
+        }
         self.write(b)
     }
 

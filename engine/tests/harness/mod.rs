@@ -340,8 +340,8 @@ impl World {
                         let back = OutboxEntry::from_bytes(&e.to_bytes().unwrap()).unwrap();
                         party.stored_outbox.insert(*raw, back);
                     }
-                    if let Some(below) = p.outbox_ack_below {
-                        party.stored_outbox = party.stored_outbox.split_off(&below);
+                    for raw in &p.outbox_done {
+                        party.stored_outbox.remove(raw);
                     }
                     for (raw, w) in &p.waiting_put {
                         let back = WaitingEntry::from_bytes(&w.to_bytes().unwrap()).unwrap();

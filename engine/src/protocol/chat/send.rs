@@ -312,10 +312,10 @@ impl ChatCore {
 
     /// The peer acknowledged our messages below raw `peer_in`: forget them.
     pub(super) fn acknowledged(&mut self, peer_in: u32, now: Millis, out: &mut Out) {
-        let before = self.outbox.len();
-        self.outbox = self.outbox.split_off(&peer_in);
-        if self.outbox.len() != before {
-            out.persist.outbox_ack_below = Some(peer_in);
+        let kept = self.outbox.split_off(&peer_in);
+        let done = std::mem::replace(&mut self.outbox, kept);
+        if !done.is_empty() {
+            out.persist.outbox_done.extend(done.into_keys());
             self.retransmit_backoff = self.config.retransmit_ms;
             self.timers.remove(&Timer::Retransmit);
             if !self.outbox.is_empty() {

@@ -200,8 +200,10 @@ pub struct WaitingEntry {
 pub struct Persist {
     /// New or replaced outbox entries by raw out_seq_no.
     pub outbox_put: Vec<(u32, OutboxEntry)>,
-    /// Outbox entries below this raw out_seq_no are acknowledged and can go.
-    pub outbox_ack_below: Option<u32>,
+    /// Raw out_seq_no of outbox entries the peer acknowledged (they can go). Listed one by
+    /// one rather than as a range: a store deletes exactly these keys (a range tombstone per
+    /// acknowledgement slowed every later write and read of RocksDB's memtable).
+    pub outbox_done: Vec<u32>,
     /// Incoming messages that entered the waiting queue, by raw out_seq_no.
     pub waiting_put: Vec<(u32, WaitingEntry)>,
     /// Raw out_seq_no of incoming messages that left the waiting queue (processed).
