@@ -237,7 +237,14 @@ pub async fn run(
     loop {
         tokio::select! {
             e = events.recv() => match e {
-                Some(e) => d.events(e, &mut events),
+                Some(e) => {
+                    d.events(e, &mut events);
+                    // Checked here too, not only on the tick: the run's wall time ends with
+                    // its last delivery, not up to 250 ms later.
+                    if d.ready == pairs && lock(&d.ledger).complete() && d.downloads == 0 {
+                        break;
+                    }
+                }
                 None => break,
             },
             Some(n) = inbox.recv() => d.note(n),

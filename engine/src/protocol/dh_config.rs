@@ -79,6 +79,21 @@ impl DhConfigCache {
         answer: DhConfig,
         is_safe_prime: impl FnOnce(&[u8]) -> bool,
     ) -> Result<Fresh, DhConfigError> {
+        self.apply_with(answer, is_safe_prime, |p| Arc::new(p.with_fixed_base()))
+    }
+
+    /// [`DhConfigCache::apply`], with `share` turning new validated parameters into the
+    /// shared ones (an engine keeps one set, with its fixed-base table, per `(p, g)` for all
+    /// its accounts).
+    ///
+    /// # Errors
+    /// As [`DhConfigCache::apply`].
+    pub fn apply_with(
+        &mut self,
+        answer: DhConfig,
+        is_safe_prime: impl FnOnce(&[u8]) -> bool,
+        share: impl FnOnce(DhParams) -> Arc<DhParams>,
+    ) -> Result<Fresh, DhConfigError> {
         match answer {
             DhConfig::NotModified(n) => {
                 check_random(&n.random)?;
@@ -110,7 +125,7 @@ impl DhConfigCache {
                 if !is_safe_prime(&c.p) {
                     return Err(DhError::NotSafePrime.into());
                 }
-                let params = Arc::new(params.with_fixed_base());
+                let params = share(params);
                 self.current = Some((c.version, params.clone()));
                 Ok(Fresh {
                     params,

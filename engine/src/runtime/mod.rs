@@ -266,6 +266,8 @@ struct SystemGuard {
     thread: Option<std::thread::JoinHandle<()>>,
     /// The pending-work scan after a restart: told to stop and joined (it holds the store).
     scan: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    /// Flushed once everything stopped: the next open has no log to replay.
+    store: Arc<Store>,
 }
 
 impl Drop for SystemGuard {
@@ -277,6 +279,9 @@ impl Drop for SystemGuard {
         self.system.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::warn!(error = %e, "store flush at close failed");
         }
     }
 }
@@ -346,6 +351,12 @@ impl Engine {
             })
             .map_err(|_| EngineError::Stopped)?;
         let (system, files) = sys_rx.recv().map_err(|_| EngineError::Stopped)?;
+        let guard = SystemGuard {
+            system,
+            thread: Some(thread),
+            scan: Some((cancel, scan)),
+            store: store.clone(),
+        };
         Ok((
             Engine {
                 tx,
@@ -356,11 +367,7 @@ impl Engine {
                 metrics,
                 registry,
                 config: engine_config,
-                _system: Arc::new(SystemGuard {
-                    system,
-                    thread: Some(thread),
-                    scan: Some((cancel, scan)),
-                }),
+                _system: Arc::new(guard),
             },
             events_rx,
         ))

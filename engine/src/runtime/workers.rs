@@ -89,6 +89,25 @@ impl ParamsRegistry {
         Some(params)
     }
 
+    /// The shared parameters equal to `params` (same `p` and `g`): the ones already built, or
+    /// these with their fixed-base table.
+    fn share(&self, params: DhParams) -> Arc<DhParams> {
+        let key = (params.p_bytes().to_vec(), params.g() as i32);
+        if let Ok(map) = self.by_p.lock() {
+            if let Some(v) = map.get(&key) {
+                return v.clone();
+            }
+        }
+        let built = Arc::new(params.with_fixed_base());
+        self.insert(&built);
+        built
+    }
+
+    /// The shared parameters for `(p, g)` if already built.
+    fn get_built(&self, p: &[u8], g: i32) -> Option<Arc<DhParams>> {
+        self.by_p.lock().ok()?.get(&(p.to_vec(), g)).cloned()
+    }
+
     fn insert(&self, params: &Arc<DhParams>) {
         if let Ok(mut map) = self.by_p.lock() {
             map.insert(
@@ -165,22 +184,35 @@ impl Handler<GetConfig> for DhConfigActor {
         let account = msg.account;
         let verdicts = self.store.clone();
         let checking = self.checking.clone();
+        let registry = self.registry.clone();
         Box::pin(
             async move {
                 let answer = super::call_retrying(&*api, &request).await;
                 // A prime not seen before is checked on a blocking thread first (a 2048-bit
                 // safe-prime test must not stall the actors sharing this one).
+                // Its fixed-base table (~7,700 multiplications) is built there too, once per
+                // (p, g) for every account.
                 if let Ok(secretchat_schema::api::enums::messages::DhConfig::DhConfig(c)) = &answer
                 {
                     let _one_at_a_time = checking.lock().await;
-                    if matches!(verdicts.prime_verdict(&c.p), Ok(None)) {
-                        let p = c.p.clone();
+                    let (p, g) = (c.p.clone(), c.g);
+                    let known = registry.get_built(&p, g).is_some();
+                    if !known {
                         let seed = rand::random::<u64>();
-                        let checked =
-                            tokio::task::spawn_blocking(move || (is_safe_prime(&p, seed), p)).await;
-                        if let Ok((v, p)) = checked {
-                            let _ = verdicts.set_prime_verdict(&p, v);
-                        }
+                        let _ = tokio::task::spawn_blocking(move || {
+                            let safe = match verdicts.prime_verdict(&p) {
+                                Ok(Some(v)) => v,
+                                _ => {
+                                    let v = is_safe_prime(&p, seed);
+                                    let _ = verdicts.set_prime_verdict(&p, v);
+                                    v
+                                }
+                            };
+                            if safe {
+                                let _ = registry.get(&p, g);
+                            }
+                        })
+                        .await;
                     }
                 }
                 answer
@@ -190,16 +222,21 @@ impl Handler<GetConfig> for DhConfigActor {
                 let answer = answer.map_err(|_| ConfigError::Unavailable)?;
                 let store = act.store.clone();
                 let cache = act.caches.entry(account).or_default();
+                let registry = act.registry.clone();
                 let fresh = cache
-                    .apply(answer, |p| {
-                        if let Ok(Some(v)) = store.prime_verdict(p) {
-                            return v;
-                        }
-                        let seed = rand::random::<u64>();
-                        let v = is_safe_prime(p, seed);
-                        let _ = store.set_prime_verdict(p, v);
-                        v
-                    })
+                    .apply_with(
+                        answer,
+                        |p| {
+                            if let Ok(Some(v)) = store.prime_verdict(p) {
+                                return v;
+                            }
+                            let seed = rand::random::<u64>();
+                            let v = is_safe_prime(p, seed);
+                            let _ = store.set_prime_verdict(p, v);
+                            v
+                        },
+                        |params| registry.share(params),
+                    )
                     .map_err(|e| match e {
                         DhConfigError::Invalid(e) => ConfigError::Invalid(e),
                         _ => ConfigError::Unavailable,

@@ -33,6 +33,13 @@ use cipher::RecordCipher;
 pub const SCHEMA_VERSION: u32 = 1;
 
 const CFS: [&str; 6] = ["meta", "chats", "chat_index", "outbox", "waiting", "inbox"];
+/// All memtables together (RocksDB's default is 64 MiB × 2 per column family: up to 768 MiB).
+const MEMTABLE_BUDGET: usize = 128 << 20;
+/// One column family's memtable before it is flushed.
+const MEMTABLE_BYTES: usize = 32 << 20;
+/// The write-ahead log, at most: older column families are flushed beyond it, which bounds
+/// what an open after a crash replays.
+const MAX_WAL_BYTES: u64 = 128 << 20;
 
 /// When a write is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -193,9 +200,18 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = CFS
-            .iter()
-            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        // Memory and restart time at a million chats (docs/engine.md, "Store tuning"): one
+        // memtable budget for all column families instead of 64 MiB × 2 each, and a bounded
+        // write-ahead log (what a restart after a crash replays).
+        opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
+        opts.set_max_total_wal_size(MAX_WAL_BYTES);
+        opts.set_max_background_jobs(2);
+        let cfs = CFS.iter().map(|n| {
+            let mut o = Options::default();
+            o.set_write_buffer_size(MEMTABLE_BYTES);
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*n, o)
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let (synced, _) = tokio::sync::watch::channel(0);
         let store = Store {
@@ -663,6 +679,17 @@ impl Store {
             out.push((seq, account, handle, e));
         }
         Ok(out)
+    }
+
+    /// Writes the memtables out (a clean close: the next open has no log to replay).
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let cfs: Vec<_> = CFS.iter().map(|n| self.cf(n)).collect();
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
+        Ok(())
     }
 
     /// The application consumed these inbox events (one batch).
