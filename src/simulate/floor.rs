@@ -131,10 +131,11 @@ pub fn measure(
         }
         Ok(())
     })?;
-    // DH: g^a (fixed base, as the engine does) and (g_b)^a, twice per exchange.
+    // DH: g^a and (g_b)^a, twice per exchange, with the parameters set up as the engine sets
+    // them up (`DhParams::tuned`).
     let params = DhParams::new(&TELEGRAM_DH_PRIME, 3)
         .map_err(|e| SimulateError::Floor(e.to_string()))?
-        .with_fixed_base();
+        .tuned();
     let dh = parallel(threads, dh_sample.div_ceil(2), |i, n| {
         let mut rng = rand::rngs::StdRng::seed_from_u64(100 + i as u64);
         for _ in 0..n {

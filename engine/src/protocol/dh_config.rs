@@ -79,11 +79,11 @@ impl DhConfigCache {
         answer: DhConfig,
         is_safe_prime: impl FnOnce(&[u8]) -> bool,
     ) -> Result<Fresh, DhConfigError> {
-        self.apply_with(answer, is_safe_prime, |p| Arc::new(p.with_fixed_base()))
+        self.apply_with(answer, is_safe_prime, |p| Arc::new(p.tuned()))
     }
 
     /// [`DhConfigCache::apply`], with `share` turning new validated parameters into the
-    /// shared ones (an engine keeps one set, with its fixed-base table, per `(p, g)` for all
+    /// shared ones (an engine keeps one set, [`DhParams::tuned`], per `(p, g)` for all
     /// its accounts).
     ///
     /// # Errors

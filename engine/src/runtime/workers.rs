@@ -70,7 +70,7 @@ impl Handler<CryptPart> for FileCryptor {
 /// `(p, g)`.
 type ParamsKey = (Vec<u8>, i32);
 
-/// Validated parameters shared by every chat using them (one fixed-base table per `(p, g)`).
+/// Validated parameters shared by every chat using them (one set, `DhParams::tuned`, per `(p, g)`).
 #[derive(Default, Debug)]
 pub struct ParamsRegistry {
     by_p: Mutex<HashMap<ParamsKey, Arc<DhParams>>>,
@@ -84,13 +84,13 @@ impl ParamsRegistry {
         if let Some(v) = map.get(&(p.to_vec(), g)) {
             return Some(v.clone());
         }
-        let params = Arc::new(DhParams::new(p, i64::from(g)).ok()?.with_fixed_base());
+        let params = Arc::new(DhParams::new(p, i64::from(g)).ok()?.tuned());
         map.insert((p.to_vec(), g), params.clone());
         Some(params)
     }
 
     /// The shared parameters equal to `params` (same `p` and `g`): the ones already built, or
-    /// these with their fixed-base table.
+    /// these set up for many exchanges ([`DhParams::tuned`]).
     fn share(&self, params: DhParams) -> Arc<DhParams> {
         let key = (params.p_bytes().to_vec(), params.g() as i32);
         if let Ok(map) = self.by_p.lock() {
@@ -98,7 +98,7 @@ impl ParamsRegistry {
                 return v.clone();
             }
         }
-        let built = Arc::new(params.with_fixed_base());
+        let built = Arc::new(params.tuned());
         self.insert(&built);
         built
     }
@@ -190,8 +190,8 @@ impl Handler<GetConfig> for DhConfigActor {
                 let answer = super::call_retrying(&*api, &request).await;
                 // A prime not seen before is checked on a blocking thread first (a 2048-bit
                 // safe-prime test must not stall the actors sharing this one).
-                // Its fixed-base table (~7,700 multiplications) is built there too, once per
-                // (p, g) for every account.
+                // The parameters are set up there too (`DhParams::tuned`: without OpenSSL a
+                // fixed-base table of ~7,700 multiplications), once per (p, g) for every account.
                 if let Ok(secretchat_schema::api::enums::messages::DhConfig::DhConfig(c)) = &answer
                 {
                     let _one_at_a_time = checking.lock().await;
