@@ -16,7 +16,7 @@ use openssl::symm::{Cipher, Crypter, Mode};
 use secretchat::engine::crypto::dh::DhParams;
 use secretchat::engine::crypto::ige::{self, Direction};
 use secretchat::engine::crypto::ige_batch::{self, Lane};
-use secretchat::engine::crypto::prime::{TELEGRAM_DH_PRIME, is_safe_prime};
+use secretchat::engine::crypto::prime::{TELEGRAM_DH_PRIME, check_safe_prime};
 use secretchat::engine::crypto::{AuthKey, Side, message};
 use std::hint::black_box;
 
@@ -139,7 +139,7 @@ fn prime(c: &mut Criterion) {
     let mut g = c.benchmark_group("prime");
     g.sample_size(10);
     g.bench_function("safe_prime_check", |b| {
-        b.iter(|| assert!(is_safe_prime(black_box(&TELEGRAM_DH_PRIME), 7)))
+        b.iter(|| assert!(check_safe_prime(black_box(&TELEGRAM_DH_PRIME), 7)))
     });
     g.finish();
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use rand::RngCore;
 use secretchat_engine::crypto::dh::{DhParams, secret_exponent};
-use secretchat_engine::crypto::prime::{TELEGRAM_DH_PRIME, is_safe_prime};
+use secretchat_engine::crypto::prime::{TELEGRAM_DH_PRIME, check_safe_prime};
 use secretchat_engine::crypto::{Side, message, visualize};
 use secretchat_schema::e2e::{enums, types};
 use secretchat_schema::{Deserialize, Serialize};
@@ -28,7 +28,7 @@ pub fn run(out: &mut impl Write) -> Result<Value, CliError> {
         let _ = writeln!(out, "{s}");
     };
     let t = Instant::now();
-    let safe = is_safe_prime(&TELEGRAM_DH_PRIME, rng.next_u64());
+    let safe = check_safe_prime(&TELEGRAM_DH_PRIME, rng.next_u64());
     say(format!(
         "1. dh_prime from security-guidelines.md is a safe prime: {safe} ({:.0} ms)",
         t.elapsed().as_secs_f64() * 1e3

@@ -224,9 +224,22 @@ pub async fn run(
     if opts.active.is_some() {
         d.provision(&sim)?;
     } else {
-        for p in 0..pairs {
-            let (a, b) = ends(opts, p);
-            let handle = engine.request_chat(a, user(b)).await?;
+        // All at once (each request waits for its DH config and g^a; one after another
+        // they took 10 ms each before the first chat could start).
+        let requests: Vec<_> = (0..pairs)
+            .map(|p| {
+                let (a, b) = ends(opts, p);
+                let engine = engine.clone();
+                (
+                    a,
+                    tokio::spawn(async move { engine.request_chat(a, user(b)).await }),
+                )
+            })
+            .collect();
+        for (p, (a, request)) in requests.into_iter().enumerate() {
+            let handle = request
+                .await
+                .map_err(|_| secretchat_engine::runtime::EngineError::Stopped)??;
             d.pairs[p].sides[0] = Some((a, handle));
             d.side_of.insert((a, handle), (p, 0));
         }

@@ -31,9 +31,21 @@ const fn nibble(c: u8) -> u8 {
 /// Miller–Rabin rounds on `q = (p−1)/2`: error probability ≤ 4^-32 = 2^-64 with random bases.
 pub const ROUNDS: usize = 32;
 
-/// Whether big-endian `p` is a 2048-bit safe prime. `seed` chooses the Miller–Rabin bases (pass
-/// fresh randomness: fixed bases can be targeted by a crafted composite).
+/// Safe primes known in advance: security-guidelines.md suggests embedding "known good" primes,
+/// checked ahead of time, instead of testing them at run time. Each is checked in full by the
+/// tests (`known_primes_pass_the_full_check`).
+pub const KNOWN_SAFE_PRIMES: [&[u8; 256]; 1] = [&TELEGRAM_DH_PRIME];
+
+/// Whether big-endian `p` is a 2048-bit safe prime: at once for a [`KNOWN_SAFE_PRIMES`] entry,
+/// otherwise [`check_safe_prime`].
 pub fn is_safe_prime(p_be: &[u8], seed: u64) -> bool {
+    KNOWN_SAFE_PRIMES.iter().any(|k| k[..] == *p_be) || check_safe_prime(p_be, seed)
+}
+
+/// The full test: whether big-endian `p` is a 2048-bit safe prime. `seed` chooses the
+/// Miller–Rabin bases (pass fresh randomness: fixed bases can be targeted by a crafted
+/// composite).
+pub fn check_safe_prime(p_be: &[u8], seed: u64) -> bool {
     if p_be.len() != 256 || p_be[0] & 0x80 == 0 {
         return false;
     }
@@ -129,6 +141,13 @@ mod tests {
     }
 
     #[test]
+    fn known_primes_pass_the_full_check() {
+        for p in KNOWN_SAFE_PRIMES {
+            assert!(check_safe_prime(p, 7));
+        }
+    }
+
+    #[test]
     fn pocklington_step_rejects_composite_p_with_prime_q() {
         // q = 11 (prime) gives p = 23, prime: accepted by the criterion; q = 7 gives p = 15 = 3·5.
         let three = BigUint::from(3u32);
@@ -160,6 +179,7 @@ mod tests {
         let mut p = TELEGRAM_DH_PRIME;
         p[255] ^= 0x04; // still odd, no longer prime (or not safe)
         assert!(!is_safe_prime(&p, 1));
+        assert!(!check_safe_prime(&p, 1));
         assert!(!is_safe_prime(&TELEGRAM_DH_PRIME[1..], 1));
     }
 }

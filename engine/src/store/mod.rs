@@ -167,6 +167,11 @@ pub struct Store {
     next_handle: AtomicU64,
     written: AtomicU64,
     synced: tokio::sync::watch::Sender<u64>,
+    /// Group commit keeps the write-ahead log in RocksDB's buffer until the group-commit
+    /// thread flushes and fsyncs it (no `write` system call per step); writes that nothing
+    /// waits for are flushed to the file at once ([`Store::write_now`]), so they survive a
+    /// process crash as before.
+    manual_wal: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -212,6 +217,8 @@ impl Store {
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(*n, o)
         });
+        let manual_wal = matches!(options.durability, Durability::GroupCommit { .. });
+        opts.set_manual_wal_flush(manual_wal);
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let (synced, _) = tokio::sync::watch::channel(0);
         let store = Store {
@@ -223,6 +230,7 @@ impl Store {
             next_handle: AtomicU64::new(1),
             written: AtomicU64::new(0),
             synced,
+            manual_wal,
         };
         match store.meta(b"schema_version")? {
             Some(v) => {
@@ -287,10 +295,23 @@ impl Store {
         Ok(self.db.get_cf(self.cf("meta"), key)?)
     }
 
+    /// A write whose dependants wait for its [`Ticket`] ([`Store::synced`]).
     fn write(&self, batch: WriteBatch) -> Result<Ticket, StoreError> {
         let mut w = WriteOptions::default();
         w.set_sync(self.durability == Durability::Sync);
         self.db.write_opt(batch, &w)?;
+        Ok(Ticket(self.written.fetch_add(1, Ordering::SeqCst) + 1))
+    }
+
+    /// A write nothing waits for: fsynced when `sync`, otherwise at least in the operating
+    /// system's buffers when this returns (it survives a process crash).
+    fn write_now(&self, batch: WriteBatch, sync: bool) -> Result<Ticket, StoreError> {
+        let mut w = WriteOptions::default();
+        w.set_sync(sync);
+        self.db.write_opt(batch, &w)?;
+        if self.manual_wal && !sync {
+            self.db.flush_wal(false)?;
+        }
         Ok(Ticket(self.written.fetch_add(1, Ordering::SeqCst) + 1))
     }
 
@@ -317,9 +338,7 @@ impl Store {
     pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
         b.put_cf(self.cf("meta"), key, value);
-        let mut w = WriteOptions::default();
-        w.set_sync(true);
-        self.db.write_opt(b, &w)?;
+        self.write_now(b, true)?;
         Ok(())
     }
 
@@ -331,7 +350,7 @@ impl Store {
     pub fn put_meta_lazy(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
         b.put_cf(self.cf("meta"), key, value);
-        self.db.write_opt(b, &WriteOptions::default())?;
+        self.write_now(b, false)?;
         Ok(())
     }
 
@@ -351,7 +370,7 @@ impl Store {
     pub fn delete_meta(&self, key: &[u8]) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
         b.delete_cf(self.cf("meta"), key);
-        self.db.write_opt(b, &WriteOptions::default())?;
+        self.write_now(b, false)?;
         Ok(())
     }
 
@@ -422,9 +441,7 @@ impl Store {
                 c.handle.to_be_bytes(),
             );
         }
-        let mut w = WriteOptions::default();
-        w.set_sync(self.durability != Durability::Buffered);
-        self.db.write_opt(b, &w)?;
+        self.write_now(b, self.durability != Durability::Buffered)?;
         Ok(())
     }
 
@@ -556,9 +573,7 @@ impl Store {
             cat(&[&account.to_be_bytes(), &chat_id.to_be_bytes()]),
             handle.to_be_bytes(),
         );
-        let mut w = WriteOptions::default();
-        w.set_sync(self.durability == Durability::Sync);
-        self.db.write_opt(b, &w)?;
+        self.write_now(b, self.durability == Durability::Sync)?;
         Ok(())
     }
 
@@ -661,7 +676,7 @@ impl Store {
     pub fn set_qts(&self, account: u64, qts: i32) -> Result<Ticket, StoreError> {
         let mut b = WriteBatch::default();
         b.put_cf(self.cf("meta"), qts_key(account), qts.to_be_bytes());
-        self.write(b)
+        self.write_now(b, self.durability == Durability::Sync)
     }
 
     /// Application events not yet acknowledged, in order: `(seq, account, handle, event)`.
@@ -701,7 +716,7 @@ impl Store {
         for seq in seqs {
             b.delete_cf(self.cf("inbox"), seq.to_be_bytes());
         }
-        self.write(b)
+        self.write_now(b, self.durability == Durability::Sync)
     }
 
     /// The stored safe-prime verdict for `p`.
