@@ -312,6 +312,7 @@ pub async fn run(
             holes: metrics.holes_opened,
             resend_requests: metrics.resend_requests,
             rejected: metrics.rejected,
+            dh_exponentiations: metrics.dh_exponentiations,
             wall_s: traffic_s,
             cpu_s,
             peak_rss_bytes: super::peak_rss(),

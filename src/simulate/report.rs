@@ -32,6 +32,8 @@ pub struct Figures {
     pub resend_requests: u64,
     /// Incoming messages the engine refused.
     pub rejected: u64,
+    /// DH exponentiations the engine computed.
+    pub dh_exponentiations: u64,
     /// Seconds from the start to the last delivery check.
     pub wall_s: f64,
     /// CPU seconds over the same time.
@@ -178,6 +180,7 @@ impl Report {
             "resend_requests": f.resend_requests,
             "holes": f.holes,
             "rejected": f.rejected,
+            "dh_exponentiations": f.dh_exponentiations,
             "files": self.files,
             "files_verified": self.files_verified,
             "bytes": self.bytes(),
@@ -257,9 +260,11 @@ impl Report {
             self.accept_ms[2],
         ));
         s.push_str(&format!(
-            "recovery: {} re-keys, {} holes, {} Resend requests, {} re-sent, {} rejected; \
-             server dropped {} and duplicated {} updates, failed {} requests\n",
+            "recovery: {} re-keys ({} DH exponentiations), {} holes, {} Resend requests, {} \
+             re-sent, {} rejected; server dropped {} and duplicated {} updates, failed {} \
+             requests\n",
             f.rekeys,
+            f.dh_exponentiations,
             f.holes,
             f.resend_requests,
             f.resends,

@@ -250,9 +250,13 @@ impl ChatActor {
                 Action::Compute(job) => {
                     self.in_flight += 1;
                     let pool = self.shared.rekey.clone();
+                    let shared = self.shared.clone();
                     let me = ctx.address();
                     actix::spawn(async move {
                         if let Ok(out) = pool.send(RunJob(job)).await {
+                            let exps =
+                                u64::from(out.public.is_some()) + u64::from(out.shared.is_some());
+                            shared.metrics.dh(exps);
                             me.do_send(ChatInput::event(Event::DhDone(Box::new(out))));
                         }
                     });

@@ -15,6 +15,7 @@ pub struct EngineMetrics {
     resent: AtomicU64,
     rejected: AtomicU64,
     batches: AtomicU64,
+    dh_exponentiations: AtomicU64,
 }
 
 /// A reading of [`EngineMetrics`].
@@ -32,6 +33,9 @@ pub struct MetricsSnapshot {
     pub rejected: u64,
     /// Chat steps written to the store.
     pub batches: u64,
+    /// 2048-bit DH exponentiations computed (handshakes and re-keys, including any wasted on
+    /// an exchange that was aborted).
+    pub dh_exponentiations: u64,
 }
 
 impl EngineMetrics {
@@ -53,6 +57,11 @@ impl EngineMetrics {
         self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn dh(&self, exponentiations: u64) {
+        self.dh_exponentiations
+            .fetch_add(exponentiations, Ordering::Relaxed);
+    }
+
     pub(crate) fn batch(&self) {
         self.batches.fetch_add(1, Ordering::Relaxed);
     }
@@ -67,6 +76,7 @@ impl EngineMetrics {
             resent: self.resent.load(r),
             rejected: self.rejected.load(r),
             batches: self.batches.load(r),
+            dh_exponentiations: self.dh_exponentiations.load(r),
         }
     }
 }

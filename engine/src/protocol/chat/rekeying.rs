@@ -15,6 +15,7 @@ impl ChatCore {
     pub(super) fn maybe_rekey(&mut self, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
         if self.is_ready()
             && self.rekey.due(
+                self.side,
                 self.key_uses,
                 now.saturating_sub(self.key_since),
                 self.key_sent,
