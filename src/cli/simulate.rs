@@ -59,7 +59,8 @@ pub struct SimulateArgs {
     /// Seed of the workload and the fault model.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Stop starting new messages after this many seconds (then --messages is an upper bound).
+    /// Stop starting new messages after this many seconds of traffic, counted once the chats
+    /// are registered (then --messages is an upper bound).
     #[arg(long)]
     pub duration: Option<f64>,
     /// Keep the data here (default: a fresh temporary directory, removed afterwards).

@@ -72,15 +72,24 @@ impl DataDir {
 /// Engine settings for an in-process network: LAN-scale protocol timers (the defaults are for a
 /// real network, where a Resend is retried after 30 s).
 fn engine_config(opts: &SimulateOptions) -> EngineConfig {
+    // The tail retransmit only matters for a chat's last message (holes before it are found by
+    // later messages): a short one at scale is a retransmit storm (10,000 quiet chats at 600 ms
+    // collapsed throughput 20-fold, measured). In scale mode every chat ends quiet, so its last
+    // message in each direction is never acknowledged: even 20 s re-sent all of them (200,000
+    // re-sends at 100,000 chats, doubling the work), so scale mode keeps the library default
+    // (an hour), as a deployment would.
+    let tail = if opts.active.is_some() {
+        let d = ChatConfig::default();
+        (d.retransmit_ms, d.max_backoff_ms)
+    } else {
+        (20_000, 20_000)
+    };
     EngineConfig {
         chat: ChatConfig {
             resend_retry_ms: 300,
             unhealthy_after: 20,
-            // The tail retransmit only matters for a chat's last message (holes before it are
-            // found by later messages): a short one at scale is a retransmit storm (10,000
-            // quiet chats at 600 ms collapsed throughput 20-fold, measured).
-            retransmit_ms: 20_000,
-            max_backoff_ms: 20_000,
+            retransmit_ms: tail.0,
+            max_backoff_ms: tail.1,
             ..ChatConfig::default()
         },
         store: StoreOptions {
@@ -217,7 +226,7 @@ pub async fn run(
         downloads: 0,
         notes,
         files_dir,
-        deadline: opts.duration.map(|t| started + t),
+        deadline: None,
         status_errors: HashMap::new(),
     };
     let provision_start = Instant::now();
@@ -245,6 +254,9 @@ pub async fn run(
         }
     }
     let provision_s = provision_start.elapsed().as_secs_f64();
+    if d.deadline.is_none() {
+        d.deadline = opts.duration.map(|t| Instant::now() + t);
+    }
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     let mut last_progress = (Instant::now(), 0u64);
     loop {
@@ -392,6 +404,8 @@ impl Driver {
             self.ready += 1;
             self.queue.push_back(p);
         }
+        // `--duration` counts traffic time: from here, not from before the provisioning.
+        self.deadline = self.opts.duration.map(|t| Instant::now() + t);
         self.start_queued();
         Ok(())
     }

@@ -46,7 +46,8 @@ pub struct SimulateOptions {
     pub faults: SimFaults,
     /// Seed of the workload and the fault model.
     pub seed: u64,
-    /// Stop starting new messages after this long (the message count is then an upper bound).
+    /// Stop starting new messages after this long, counted from the end of the chats'
+    /// registration (the message count is then an upper bound).
     pub duration: Option<Duration>,
     /// Keep the data here (default: a fresh temporary directory, removed afterwards).
     pub data_dir: Option<PathBuf>,

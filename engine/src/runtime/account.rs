@@ -46,6 +46,10 @@ pub struct AccountActor {
     recent_order: std::collections::VecDeque<(i32, i64)>,
     /// Chats with pending work still to resume after a restart (paced, see `Resume`).
     resume: std::collections::VecDeque<u64>,
+    /// Sleeping chats' earliest timers (ms, handle): a chat is loaded again when its timer is
+    /// due (its tail retransmit, a Resend retry, the key's age) — 16 bytes instead of an actor
+    /// kept in memory until then.
+    alarms: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64)>>,
 }
 
 /// Live messages remembered for de-duplicating getDifference batches.
@@ -80,6 +84,7 @@ impl AccountActor {
             recent: HashMap::new(),
             recent_order: std::collections::VecDeque::new(),
             resume: std::collections::VecDeque::new(),
+            alarms: std::collections::BinaryHeap::new(),
             stopping: HashMap::new(),
         }
     }
@@ -303,8 +308,12 @@ impl AccountActor {
             self.stopping.insert(handle, Vec::new());
             let me = ctx.address();
             actix::spawn(async move {
-                let stopped = addr.send(TryStop).await.unwrap_or(true);
-                me.do_send(StopAnswer { handle, stopped });
+                let answer = addr.send(TryStop).await.unwrap_or(Some(None));
+                me.do_send(StopAnswer {
+                    handle,
+                    stopped: answer.is_some(),
+                    wake: answer.flatten(),
+                });
             });
         }
     }
@@ -538,6 +547,8 @@ fn message_key(m: &api::EncryptedMessage) -> (i32, i64) {
 struct StopAnswer {
     handle: u64,
     stopped: bool,
+    /// When a stopped chat's earliest timer is due.
+    wake: Option<u64>,
 }
 
 impl Handler<StopAnswer> for AccountActor {
@@ -547,6 +558,9 @@ impl Handler<StopAnswer> for AccountActor {
         if msg.stopped {
             self.chats.remove(&msg.handle);
             self.last_seen.remove(&msg.handle);
+            if let Some(at) = msg.wake {
+                self.alarms.push(std::cmp::Reverse((at, msg.handle)));
+            }
         } else {
             self.last_seen.insert(msg.handle, std::time::Instant::now());
         }
@@ -610,6 +624,16 @@ impl AccountActor {
 impl Handler<Tick> for AccountActor {
     type Result = ();
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        while let Some(&std::cmp::Reverse((at, handle))) = self.alarms.peek() {
+            if at > now {
+                break;
+            }
+            self.alarms.pop();
+            if !self.chats.contains_key(&handle) {
+                self.resume.push_back(handle);
+            }
+        }
         if !self.resume.is_empty() {
             self.resume_some(ctx);
         }

@@ -42,21 +42,22 @@ pub struct ChatActor {
     pub(super) step: StepState,
 }
 
-/// Stop if there is nothing in flight (answers whether it stopped). A stopped chat is
-/// activated from the store when next addressed; its week-long key-age check then happens on
-/// the next message.
+/// Stop if there is nothing in flight. Answers `None` when it refused, otherwise when it must
+/// be woken (its earliest timer, if any: the account loads it again then). A stopped chat is
+/// also activated from the store when next addressed.
 #[derive(Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "Option<Option<u64>>")]
 pub struct TryStop;
 
 impl Handler<TryStop> for ChatActor {
-    type Result = bool;
-    fn handle(&mut self, _: TryStop, ctx: &mut Context<Self>) -> bool {
+    type Result = Option<Option<u64>>;
+    fn handle(&mut self, _: TryStop, ctx: &mut Context<Self>) -> Self::Result {
         let quiet = self.in_flight == 0 && self.step.idle() && self.core.can_sleep();
-        if quiet {
-            ctx.stop();
+        if !quiet {
+            return None;
         }
-        quiet
+        ctx.stop();
+        Some(self.core.next_wake())
     }
 }
 

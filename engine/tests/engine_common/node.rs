@@ -85,7 +85,18 @@ pub struct Node {
 
 impl Node {
     pub async fn start(&mut self, sim: &Arc<SimServer>) {
-        let (engine, rx) = Engine::open(&self.dir, config()).unwrap();
+        self.start_with(sim, config()).await;
+    }
+
+    /// Opens the engine with `cfg` (replacing a running one).
+    pub async fn start_with(
+        &mut self,
+        sim: &Arc<SimServer>,
+        cfg: secretchat_engine::runtime::EngineConfig,
+    ) {
+        self.engine = None;
+        self.rx = None;
+        let (engine, rx) = Engine::open(&self.dir, cfg).unwrap();
         let feed = engine
             .add_account(self.account, Arc::new(self.device.clone()))
             .await

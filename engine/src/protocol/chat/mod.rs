@@ -431,9 +431,10 @@ impl ChatCore {
     }
 
     /// Whether the chat may leave memory: key agreed (or closed), no hole open, no re-key or
-    /// handshake computation under way, and nothing unacknowledged — or the newest
-    /// unacknowledged message was already re-sent twice (a quiet peer never acknowledges the
-    /// tail of a conversation; the re-sending resumes when the chat is next loaded).
+    /// handshake computation under way. Unacknowledged messages may stay: a quiet peer never
+    /// acknowledges the tail of a conversation, and the tail retransmit is a stored timer — the
+    /// executor wakes the chat at [`ChatCore::next_wake`] (the timers are re-armed when it is
+    /// loaded).
     pub fn can_sleep(&self) -> bool {
         let settled = matches!(self.phase, Phase::Ready | Phase::Closed(_));
         settled
@@ -441,16 +442,11 @@ impl ChatCore {
             && !self.rekey.in_progress()
             && self.handshake_job.is_none()
             && self.rekey_job.is_none()
-            // An unacknowledged tail may sleep once it was re-sent twice, or once its backoff
-            // reached the cap (then at most one more re-send was due): a quiet peer never
-            // acknowledges the end of a conversation, and such chats must leave memory.
-            && (self.outbox.is_empty()
-                || self.retransmit_backoff
-                    >= self
-                        .config
-                        .retransmit_ms
-                        .saturating_mul(4)
-                        .min(self.config.max_backoff_ms))
+    }
+
+    /// When the earliest armed timer is due: a sleeping chat must be loaded again by then.
+    pub fn next_wake(&self) -> Option<Millis> {
+        self.timers.values().min().copied()
     }
 
     /// The key visualization (empty until the key is agreed).

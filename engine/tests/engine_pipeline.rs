@@ -1,0 +1,105 @@
+//! The chat actor's pipeline: inputs that queue during a step are stored together, submitted
+//! commands keep their order, and a sleeping chat is woken for its timers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod engine_common;
+
+use std::time::{Duration, Instant};
+
+use engine_common::config;
+use engine_common::node::{node, open_chat};
+use secretchat_engine::protocol::chat::{Command, Outgoing};
+use secretchat_engine::sim::{SimFaults, SimServer};
+use secretchat_engine::store::Durability;
+
+/// 64 texts submitted at once (without waiting for each to be stored) are stored in a few
+/// writes — the ones that queued while the first was waiting for its group fsync go together —
+/// and arrive in the order they were submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_messages_are_stored_together_and_arrive_in_order() {
+    const N: usize = 64;
+    let root = tempfile::tempdir().unwrap();
+    let sim = SimServer::new(SimFaults::NONE, 21);
+    let mut a = node(&sim, root.path(), 1, 0).await;
+    let mut cfg = config();
+    cfg.store.durability = Durability::GroupCommit {
+        interval: Duration::from_millis(5),
+    };
+    a.start_with(&sim, cfg).await;
+    let mut b = node(&sim, root.path(), 2, 0).await;
+    let (ha, hb) = open_chat(&mut a, &mut b, 2).await;
+    let before = a.engine().metrics().batches;
+    let stored: Vec<_> = (0..N)
+        .map(|i| {
+            let m = Outgoing::text(1000 + i as i64, format!("m{i}"));
+            a.engine().submit(a.account, ha, Command::Send(Box::new(m)))
+        })
+        .collect();
+    for s in stored {
+        s.await.unwrap();
+    }
+    let writes = a.engine().metrics().batches - before;
+    assert!(
+        writes < N as u64 / 2,
+        "{N} submitted texts took {writes} writes"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.seen.texts(b.account, hb).len() < N {
+        b.pump(Duration::from_millis(50)).await;
+        a.pump(Duration::from_millis(10)).await;
+        assert!(Instant::now() < deadline, "not all texts arrived");
+    }
+    let want: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    assert_eq!(b.seen.texts(b.account, hb), want);
+}
+
+/// A chat whose last message the (quiet) peer never acknowledges may leave memory; the
+/// account keeps its next timer and loads it again when the timer is due, so the tail
+/// retransmit still happens (before, such a chat either stayed in memory until its retransmit
+/// backoff reached the cap, or — once it could sleep — never re-sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_chat_is_woken_for_its_tail_retransmit() {
+    let root = tempfile::tempdir().unwrap();
+    let sim = SimServer::new(SimFaults::NONE, 22);
+    let mut a = node(&sim, root.path(), 1, 0).await;
+    let mut b = node(&sim, root.path(), 2, 0).await;
+    let (ha, hb) = open_chat(&mut a, &mut b, 2).await;
+    let mut cfg = config();
+    cfg.idle_after = Duration::from_millis(100);
+    cfg.chat.retransmit_ms = 2_000;
+    cfg.chat.max_backoff_ms = 2_000;
+    a.start_with(&sim, cfg).await;
+    a.engine().send_text(a.account, ha, "one").await.unwrap();
+    let sent_at = Instant::now();
+    let deadline = sent_at + Duration::from_secs(20);
+    while b.seen.texts(b.account, hb).is_empty() {
+        b.pump(Duration::from_millis(20)).await;
+        a.pump(Duration::from_millis(10)).await;
+        assert!(Instant::now() < deadline);
+    }
+    // Asleep well before the retransmit is due, with "one" still unacknowledged.
+    loop {
+        a.pump(Duration::from_millis(50)).await;
+        if a.engine().active_chats(a.account).await.unwrap() == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the quiet chat never slept");
+    }
+    assert!(
+        sent_at.elapsed() < Duration::from_millis(1_900),
+        "slept too late to tell"
+    );
+    assert_eq!(a.engine().metrics().resent, 0);
+    // Woken by its timer: the tail goes out again.
+    while a.engine().metrics().resent == 0 {
+        a.pump(Duration::from_millis(50)).await;
+        b.pump(Duration::from_millis(10)).await;
+        assert!(
+            Instant::now() < deadline,
+            "the sleeping chat's retransmit never ran"
+        );
+    }
+    // The peer drops the copy.
+    b.pump(Duration::from_millis(300)).await;
+    assert_eq!(b.seen.texts(b.account, hb), ["one"]);
+}
