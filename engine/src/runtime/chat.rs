@@ -3,8 +3,8 @@
 //! server calls one after another (a chat's sends never overtake each other), DH jobs on the
 //! pool, timers. It is the only writer of its chat's records.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -136,53 +136,20 @@ pub(super) struct StepState {
     timers: Vec<(Timer, SpawnHandle)>,
     /// The server chat id already written to the index.
     indexed: i32,
-    /// The stored steps' server calls, running behind the steps.
-    calls: Option<CallQueue>,
+    /// The stored steps' server calls not sent yet, in step order. They run one after another
+    /// (a chat's sends never overtake each other: the spec's `invokeAfterMsgs` chain) behind
+    /// the steps: the chat goes on with its next step meanwhile, so a send waiting out a server
+    /// error does not hold up the chat's incoming messages.
+    calls: VecDeque<Call>,
+    /// One of them is being executed.
+    calling: bool,
 }
 
 impl StepState {
-    /// Nothing queued, being stored, or waiting to be sent.
+    /// Nothing queued, being stored, or waiting to be sent (a chat with calls pending does
+    /// not stop: its next activation's calls could overtake them).
     pub(super) fn idle(&self) -> bool {
-        !self.busy
-            && self.queued.is_empty()
-            && self
-                .calls
-                .as_ref()
-                .is_none_or(|q| q.pending.load(Ordering::Acquire) == 0)
-    }
-}
-
-/// A chat's server calls, executed one after another in the order their steps were stored (a
-/// chat's sends never overtake each other: the spec's `invokeAfterMsgs` chain), by a task of
-/// their own. The chat goes on with its next step meanwhile: a send waiting out a server error
-/// does not hold up the chat's incoming messages. It ends when the chat's actor is dropped.
-struct CallQueue {
-    tx: tokio::sync::mpsc::UnboundedSender<Vec<Call>>,
-    /// Calls handed over and not finished (a chat with calls pending does not stop: its next
-    /// activation's calls could overtake them).
-    pending: Arc<AtomicUsize>,
-}
-
-impl CallQueue {
-    fn start(
-        api: Arc<dyn ServerApi>,
-        shared: Arc<Shared>,
-        me: Addr<ChatActor>,
-        account: u64,
-        handle: u64,
-    ) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Call>>();
-        let pending = Arc::new(AtomicUsize::new(0));
-        let left = pending.clone();
-        actix::spawn(async move {
-            while let Some(calls) = rx.recv().await {
-                for c in calls {
-                    execute(&*api, &shared, &me, account, handle, c).await;
-                    left.fetch_sub(1, Ordering::AcqRel);
-                }
-            }
-        });
-        CallQueue { tx, pending }
+        !self.busy && self.queued.is_empty() && self.calls.is_empty() && !self.calling
     }
 }
 
@@ -294,6 +261,25 @@ impl ChatActor {
         }
     }
 
+    /// Starts the next queued server call unless one is running; each call's end starts the
+    /// next. (A future per call rather than a task per chat: an idle chat holds no task.)
+    fn next_call(&mut self, ctx: &mut Context<Self>) {
+        if self.step.calling {
+            return;
+        }
+        let Some(call) = self.step.calls.pop_front() else {
+            return;
+        };
+        self.step.calling = true;
+        let (api, shared, me) = (self.api.clone(), self.shared.clone(), ctx.address());
+        let (account, handle) = (self.account, self.handle);
+        let fut = async move { execute(&*api, &shared, &me, account, handle, call).await };
+        ctx.spawn(fut.into_actor(self).map(|(), act, ctx| {
+            act.step.calling = false;
+            act.next_call(ctx);
+        }));
+    }
+
     /// Schedules a timer's firing, replacing its previous one.
     fn arm(&mut self, timer: Timer, at: u64, ctx: &mut Context<Self>) {
         // +1 ms: the clock is read in whole milliseconds.
@@ -392,21 +378,10 @@ impl ChatActor {
         };
         self.step.busy = true;
         ctx.spawn(fut.into_actor(self).map(|(), act, ctx| {
-            // Stored: hand the calls over (steps are stored one after another, so their calls
+            // Stored: queue the calls (steps are stored one after another, so their calls
             // queue in order).
-            if !calls.is_empty() {
-                let q = act.step.calls.get_or_insert_with(|| {
-                    CallQueue::start(
-                        act.api.clone(),
-                        act.shared.clone(),
-                        ctx.address(),
-                        act.account,
-                        act.handle,
-                    )
-                });
-                q.pending.fetch_add(calls.len(), Ordering::AcqRel);
-                let _ = q.tx.send(calls);
-            }
+            act.step.calls.extend(calls);
+            act.next_call(ctx);
             act.step.busy = false;
             if !act.step.queued.is_empty() {
                 act.step_queued(ctx);
