@@ -155,6 +155,10 @@ struct Driver {
     /// Chats ready but not started (at most `limit` run at once).
     queue: VecDeque<usize>,
     running: usize,
+    /// Chats that may still start before the next tick.
+    start_budget: usize,
+    /// The most chats running at once.
+    peak_running: usize,
     limit: usize,
     /// (account, handle) → (pair, side).
     side_of: HashMap<(u64, u64), (usize, usize)>,
@@ -217,6 +221,8 @@ pub async fn run(
         pairs: vec![Pair::default(); pairs],
         queue: VecDeque::new(),
         running: 0,
+        start_budget: STARTS_PER_TICK,
+        peak_running: 0,
         limit: opts.active.unwrap_or(usize::MAX).max(1),
         side_of: HashMap::new(),
         by_chat_id: HashMap::new(),
@@ -277,6 +283,7 @@ pub async fn run(
                 if d.deadline.is_some_and(|t| Instant::now() >= t) {
                     d.expire_queue();
                 }
+                d.refill_starts();
                 let live = d.live(started);
                 tick(&live);
                 let moved = live.delivered + live.chats_ready as u64;
@@ -307,6 +314,7 @@ pub async fn run(
         .sum();
     let probe = d.pairs.first().cloned().unwrap_or_default();
     let ready = d.ready;
+    let d_peak = d.peak_running;
     let (ledger, work) = (d.ledger.clone(), d.work);
     drop(d);
     drop(events);
@@ -333,6 +341,7 @@ pub async fn run(
             server: sim.stats(),
             restart_s,
             provision_s,
+            active_peak: d_peak,
         },
         consistency,
     );
@@ -577,13 +586,22 @@ impl Driver {
 
     /// Starts queued chats while fewer than `limit` run.
     fn start_queued(&mut self) {
-        while self.running < self.limit {
+        while self.running < self.limit && self.start_budget > 0 {
             let Some(pair) = self.queue.pop_front() else {
                 return;
             };
             self.running += 1;
+            self.start_budget -= 1;
+            self.peak_running = self.peak_running.max(self.running);
             self.start(pair);
         }
+    }
+
+    /// A progress tick: the start budget refills (scale mode ramps up to `--active` at
+    /// [`STARTS_PER_TICK`] chats per tick instead of starting them all in one instant).
+    fn refill_starts(&mut self) {
+        self.start_budget = STARTS_PER_TICK;
+        self.start_queued();
     }
 
     /// Starts the two senders of `pair`.
@@ -884,6 +902,12 @@ struct Sender {
     files_dir: PathBuf,
     deadline: Option<Instant>,
 }
+
+/// Chats started per progress tick (250 ms) at most: 100,000 chats started in one instant
+/// loaded 200,000 chat actors one after another while their commands, updates and sends piled
+/// up behind them (the memory peak of the million-chat run); a ramp of 8,000 a second reaches
+/// `--active` within seconds when the chats are slower than that, as at scale they are.
+const STARTS_PER_TICK: usize = 2_000;
 
 /// Text messages a sender keeps submitted but not yet stored. Submitting in order and
 /// collecting the answers later is how an application feeds a durable engine: the chat stores

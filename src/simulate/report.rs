@@ -50,6 +50,8 @@ pub struct Figures {
     pub restart_s: f64,
     /// Seconds to register the chats (handshake requests, or bulk provisioning).
     pub provision_s: f64,
+    /// The most chats that had traffic running at once.
+    pub active_peak: usize,
 }
 
 /// Everything a run found.
@@ -195,6 +197,7 @@ impl Report {
             "chats_checked": self.consistency.consistent + self.consistency.inconsistent,
             "restart_s": round(f.restart_s),
             "provision_s": round(f.provision_s),
+            "active_peak": f.active_peak,
             "violations": self.violation_count,
             "first_violations": self.violations.iter().map(|v| json!({
                 "chat": v.pair, "direction": v.dir, "message": v.idx, "kind": v.kind, "detail": v.detail,
@@ -275,7 +278,8 @@ impl Report {
         ));
         s.push_str(&format!(
             "files: {} sent, {} verified; CPU {:.1} s ({:.0} µs/msg); peak RSS {} MiB; \
-             RocksDB {} MiB; chats registered in {:.1} s; restart to serving {:.2} s\n",
+             RocksDB {} MiB; chats registered in {:.1} s, {} active at peak; restart to serving \
+             {:.2} s\n",
             self.files,
             self.files_verified,
             f.cpu_s,
@@ -283,6 +287,7 @@ impl Report {
             f.peak_rss_bytes >> 20,
             f.db_bytes >> 20,
             f.provision_s,
+            f.active_peak,
             f.restart_s
         ));
         if let (Some(fl), Some(r)) = (&self.floor, self.floor_ratio()) {
