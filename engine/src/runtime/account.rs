@@ -32,6 +32,8 @@ pub struct AccountActor {
     in_flight: BTreeSet<i32>,
     /// Outstanding difference batch: messages still to store, qts to reach afterwards.
     diff: Option<(usize, i32)>,
+    /// That batch was a slice: there is more to fetch once it is stored.
+    diff_more: bool,
     updates: Option<tokio::sync::mpsc::UnboundedReceiver<api::Update>>,
     /// Updates for chat ids not (yet) known: our own new chat's id is learned from the
     /// requestEncryption answer, which can arrive after the peer's first updates.
@@ -78,6 +80,7 @@ impl AccountActor {
             gap_mark: None,
             in_flight: BTreeSet::new(),
             diff: None,
+            diff_more: false,
             updates: Some(updates),
             orphans: Vec::new(),
             last_seen: HashMap::new(),
@@ -477,6 +480,14 @@ impl AccountActor {
             }
         }
         self.gap_mark = None;
+        self.fetch_difference(mark, ctx);
+    }
+
+    /// Asks for the difference from `mark`. A `differenceSlice` answer (more to come) is
+    /// followed by the next request as soon as its messages are stored, not at the next
+    /// interval: at scale one 1,000-message slice per interval fell behind the live rate, and
+    /// messages behind a dropped push waited up to 100 s (measured).
+    fn fetch_difference(&mut self, mark: i32, ctx: &mut Context<Self>) {
         tracing::trace!(account = self.account, qts = mark, "getDifference");
         let api = self.api.clone();
         let req = u::GetDifference {
@@ -494,6 +505,7 @@ impl AccountActor {
                     let Ok(d) = d else {
                         return;
                     };
+                    let more = matches!(d, api::updates::Difference::Slice(_));
                     let (messages, others, state) = match d {
                         api::updates::Difference::Difference(d) => {
                             (d.new_encrypted_messages, d.other_updates, Some(d.state))
@@ -522,9 +534,13 @@ impl AccountActor {
                     if fresh.is_empty() {
                         act.watermark = act.watermark.map(|m| m.max(state.qts));
                         act.processed_watermark();
+                        if let (true, Some(m)) = (more, act.watermark) {
+                            act.fetch_difference(m, ctx);
+                        }
                         return;
                     }
                     act.diff = Some((fresh.len(), state.qts));
+                    act.diff_more = more;
                     for msg in fresh {
                         act.route_message(msg, Some(AckToken::Difference), ctx);
                     }
@@ -595,8 +611,14 @@ impl Handler<Incoming> for AccountActor {
 
 impl Handler<Processed> for AccountActor {
     type Result = ();
-    fn handle(&mut self, msg: Processed, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Processed, ctx: &mut Context<Self>) {
         self.processed(msg.0);
+        // A stored difference slice: fetch the rest now.
+        if self.diff.is_none() && std::mem::take(&mut self.diff_more) {
+            if let Some(m) = self.watermark {
+                self.fetch_difference(m, ctx);
+            }
+        }
     }
 }
 
