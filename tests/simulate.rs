@@ -89,6 +89,23 @@ async fn a_faulty_run_with_files_and_rekeys_verifies_clean() {
     // The faults happened and were recovered from.
     assert!(r.figures.server.dropped > 0 && r.figures.server.injected_errors > 0);
     assert!(r.latency_ms[0] > 0.0 && r.latency_ms[0] <= r.latency_ms[3]);
+    // A message is stored before it can be delivered: each accept latency is below its
+    // end-to-end latency, so the percentiles are too.
+    for q in 0..4 {
+        assert!(
+            r.accept_ms[q] <= r.latency_ms[q],
+            "{:?} {:?}",
+            r.accept_ms,
+            r.latency_ms
+        );
+    }
+    // Four exponentiations per handshake and per completed re-key, at least.
+    assert!(
+        r.figures.dh_exponentiations >= 4 * (3 + r.figures.rekeys),
+        "{}",
+        r.summary()
+    );
+    assert_eq!(r.figures.active_peak, 3, "every chat ran");
     assert!(r.figures.restart_s > 0.0);
     assert!(ticks > 0, "progress was reported");
     let j = r.to_json();
@@ -112,6 +129,10 @@ async fn a_faulty_run_with_files_and_rekeys_verifies_clean() {
     }
     for k in ["p50", "p90", "p99", "max"] {
         assert!(j["latency_ms"][k].as_f64().is_some());
+        assert!(j["accept_ms"][k].as_f64().is_some());
+    }
+    for k in ["dh_exponentiations", "active_peak"] {
+        assert!(j.get(k).is_some(), "JSON lacks {k}");
     }
     assert!(j.get("floor_ratio").is_none(), "no floor unless asked");
 }
