@@ -54,7 +54,7 @@ impl RpcError {
         }
         match (self.code, self.message.as_str()) {
             (429, _) => ErrorClass::RetryAfter(Duration::from_secs(1)),
-            (500..=599 | -503, _) => ErrorClass::RetryAfter(FIRST_TRANSIENT_RETRY),
+            _ if self.is_transient() => ErrorClass::RetryAfter(FIRST_TRANSIENT_RETRY),
             (
                 _,
                 "ENCRYPTION_DECLINED"
@@ -65,6 +65,26 @@ impl RpcError {
             _ => ErrorClass::Failed,
         }
     }
+
+    /// An internal error or a timeout (retried with a backoff), not the server's FLOOD_WAIT.
+    fn is_transient(&self) -> bool {
+        matches!(self.code, 500..=599 | -503) && !self.message.starts_with("FLOOD_WAIT_")
+    }
+
+    /// The wait before retry number `attempt` (0 for the first retry), or `None` when the
+    /// error is not retried: the server's own delay for FLOOD_WAIT and 429; for internal
+    /// errors and timeouts a backoff from [`FIRST_TRANSIENT_RETRY`] doubling up to
+    /// [`MAX_TRANSIENT_RETRY`].
+    pub fn retry_delay(&self, attempt: u32) -> Option<Duration> {
+        let ErrorClass::RetryAfter(d) = self.class() else {
+            return None;
+        };
+        if self.is_transient() {
+            let factor = 1u32 << attempt.min(16);
+            return Some(d.saturating_mul(factor).min(MAX_TRANSIENT_RETRY));
+        }
+        Some(d)
+    }
 }
 
 /// The first wait after an internal error or a timeout; it doubles with every further attempt
@@ -74,23 +94,6 @@ impl RpcError {
 pub const FIRST_TRANSIENT_RETRY: Duration = Duration::from_millis(25);
 /// The longest wait between attempts after internal errors or timeouts.
 pub const MAX_TRANSIENT_RETRY: Duration = Duration::from_secs(5);
-
-impl RpcError {
-    /// The wait before retry number `attempt` (0 for the first retry), or `None` when the
-    /// error is not retried: the server's own delay for FLOOD_WAIT and 429; for internal
-    /// errors and timeouts a backoff from [`FIRST_TRANSIENT_RETRY`] doubling up to
-    /// [`MAX_TRANSIENT_RETRY`].
-    pub fn retry_delay(&self, attempt: u32) -> Option<Duration> {
-        let ErrorClass::RetryAfter(d) = self.class() else {
-            return None;
-        };
-        if matches!(self.code, 500..=599 | -503) && !self.message.starts_with("FLOOD_WAIT_") {
-            let factor = 1u32 << attempt.min(16);
-            return Some(d.saturating_mul(factor).min(MAX_TRANSIENT_RETRY));
-        }
-        Some(d)
-    }
-}
 
 /// The server methods a secret-chat client calls, as raw TL. `request` is a serialized
 /// function (constructor id and arguments); the answer is the serialized result.

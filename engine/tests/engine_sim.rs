@@ -405,18 +405,9 @@ async fn idle_chats_leave_memory_and_come_back() {
     }
     // Restart with a short idle limit: both chats go to sleep once nothing is in flight.
     for n in [&mut a, &mut b] {
-        n.engine = None;
-        n.rx = None;
         let mut cfg = config();
         cfg.idle_after = Duration::from_millis(200);
-        let (engine, rx) = Engine::open(&n.dir, cfg).unwrap();
-        let feed = engine
-            .add_account(n.account, Arc::new(n.device.clone()))
-            .await
-            .unwrap();
-        sim.connect(&n.device, feed);
-        n.engine = Some(engine);
-        n.rx = Some(rx);
+        n.start_with(&sim, cfg).await;
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

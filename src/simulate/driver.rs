@@ -272,7 +272,7 @@ pub async fn run(
                     d.events(e, &mut events);
                     // Checked here too, not only on the tick: the run's wall time ends with
                     // its last delivery, not up to 250 ms later.
-                    if d.ready == pairs && lock(&d.ledger).complete() && d.downloads == 0 {
+                    if d.complete() {
                         break;
                     }
                 }
@@ -290,8 +290,7 @@ pub async fn run(
                 if moved != last_progress.1 {
                     last_progress = (Instant::now(), moved);
                 }
-                let complete = d.ready == pairs && lock(&d.ledger).complete() && d.downloads == 0;
-                if complete || last_progress.0.elapsed() > opts.stall {
+                if d.complete() || last_progress.0.elapsed() > opts.stall {
                     break;
                 }
             }
@@ -582,6 +581,11 @@ impl Driver {
             l.finished(pair * 2, 0);
             l.finished(pair * 2 + 1, 0);
         }
+    }
+
+    /// Every chat ready, every stream complete, every download checked.
+    fn complete(&self) -> bool {
+        self.ready == self.pairs.len() && lock(&self.ledger).complete() && self.downloads == 0
     }
 
     /// Starts queued chats while fewer than `limit` run.
@@ -914,11 +918,13 @@ const STARTS_PER_TICK: usize = 2_000;
 /// what queued meanwhile in one write (and one fsync) instead of one per message.
 const SUBMITTED_AHEAD: usize = 8;
 
+/// A sender's submitted texts (index, the task that records the engine's "stored" answer).
+type Ahead = VecDeque<(u32, tokio::task::JoinHandle<Result<(), String>>)>;
+
 impl Sender {
     async fn run(self) {
         let s = self.pair * 2 + self.dir;
-        let mut ahead: VecDeque<(u32, tokio::task::JoinHandle<Result<(), String>>)> =
-            VecDeque::new();
+        let mut ahead = Ahead::new();
         for idx in 0..self.n {
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
                 return self.finish(s, idx, ahead).await;
@@ -968,12 +974,7 @@ impl Sender {
 
     /// Waits for the first `n` submitted messages to be stored; on a failure reports it and
     /// answers false (the stream ends there).
-    async fn collect(
-        &self,
-        s: usize,
-        ahead: &mut VecDeque<(u32, tokio::task::JoinHandle<Result<(), String>>)>,
-        n: usize,
-    ) -> bool {
+    async fn collect(&self, s: usize, ahead: &mut Ahead, n: usize) -> bool {
         for _ in 0..n {
             let Some((idx, h)) = ahead.pop_front() else {
                 return true;
@@ -993,12 +994,7 @@ impl Sender {
     }
 
     /// The stream ends after `n` messages (once every submitted one is stored).
-    async fn finish(
-        &self,
-        s: usize,
-        n: u32,
-        mut ahead: VecDeque<(u32, tokio::task::JoinHandle<Result<(), String>>)>,
-    ) {
+    async fn finish(&self, s: usize, n: u32, mut ahead: Ahead) {
         if self.collect(s, &mut ahead, usize::MAX).await {
             let _ = self.notes.send(Note::Finished(s, n));
         }

@@ -13,12 +13,17 @@ use super::workload::{Item, Workload};
 /// needs its upload first: [`send_item`]).
 pub fn text_command(work: &Workload, pair: usize, dir: usize, idx: u32) -> Option<Command> {
     match work.item(pair, dir, idx) {
-        Item::Text(t) => Some(Command::Send(Box::new(Outgoing::text(
-            Workload::random_id(pair, dir, idx),
-            t,
-        )))),
+        Item::Text(t) => Some(send_text(pair, dir, idx, t)),
         Item::File(_) => None,
     }
+}
+
+/// The command that sends text `t` as message `idx` of stream (`pair`, `dir`).
+fn send_text(pair: usize, dir: usize, idx: u32, t: String) -> Command {
+    Command::Send(Box::new(Outgoing::text(
+        Workload::random_id(pair, dir, idx),
+        t,
+    )))
 }
 
 /// Sends message `idx` of stream (`pair`, `dir`) from chat `from` = (account, handle): a text,
@@ -42,11 +47,7 @@ pub async fn send_item(
     let random_id = Workload::random_id(pair, dir, idx);
     match work.item(pair, dir, idx) {
         Item::Text(t) => engine
-            .command(
-                account,
-                handle,
-                Command::Send(Box::new(Outgoing::text(random_id, t))),
-            )
+            .command(account, handle, send_text(pair, dir, idx, t))
             .await
             .map(|()| false)
             .map_err(|e| e.to_string()),

@@ -125,10 +125,10 @@ const MAX_INPUTS_PER_STEP: usize = 128;
 /// A chat's pipeline between its core and the store.
 #[derive(Default)]
 pub(super) struct StepState {
-    /// Inputs that arrived while the last step was being stored or its calls were running;
-    /// the next step takes them together (one state record, one write, one durability wait).
+    /// Inputs that arrived while the last step was being stored; the next step takes them
+    /// together (one state record, one write, one durability wait).
     queued: Vec<ChatInput>,
-    /// A step is being stored or its server calls are running.
+    /// A step is being stored (its calls then go to `calls`).
     busy: bool,
     /// The scheduled firing of each armed timer. Re-arming replaces the firing: a chat re-arms
     /// its retransmit timer on every acknowledgement, and actix polls every pending item of an
@@ -296,8 +296,8 @@ impl ChatActor {
 
     /// Stores the step (state record, outbox/waiting changes, application events: one batch),
     /// then — once durable — delivers the events, reports the qts as stored, answers the
-    /// commands and executes the server calls in order. Inputs arriving meanwhile queue for
-    /// the next step.
+    /// commands and queues the server calls behind earlier ones. Inputs arriving meanwhile
+    /// queue for the next step.
     fn execute(&mut self, batch: Batch, ctx: &mut Context<Self>) {
         let counters = self.core.counters();
         let holes = self.core.holes_open();

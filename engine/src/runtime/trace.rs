@@ -39,8 +39,9 @@ impl std::fmt::Debug for ActionLine<'_> {
         match self.0 {
             Action::Persist(p) => write!(
                 f,
-                "Persist(outbox +{}, waiting +{} -{}, closed: {})",
+                "Persist(outbox +{} -{}, waiting +{} -{}, closed: {})",
                 p.outbox_put.len(),
+                p.outbox_done.len(),
                 p.waiting_put.len(),
                 p.waiting_done.len(),
                 p.closed

@@ -80,13 +80,10 @@ impl ParamsRegistry {
     /// The shared parameters for `(p, g)`; built (not re-validated: the store is trusted) on
     /// first use.
     pub fn get(&self, p: &[u8], g: i32) -> Option<Arc<DhParams>> {
-        let mut map = self.by_p.lock().ok()?;
-        if let Some(v) = map.get(&(p.to_vec(), g)) {
-            return Some(v.clone());
+        if let Some(v) = self.get_built(p, g) {
+            return Some(v);
         }
-        let params = Arc::new(DhParams::new(p, i64::from(g)).ok()?.tuned());
-        map.insert((p.to_vec(), g), params.clone());
-        Some(params)
+        Some(self.share(DhParams::new(p, i64::from(g)).ok()?))
     }
 
     /// The shared parameters equal to `params` (same `p` and `g`): the ones already built, or
@@ -200,15 +197,7 @@ impl Handler<GetConfig> for DhConfigActor {
                     if !known {
                         let seed = rand::random::<u64>();
                         let _ = tokio::task::spawn_blocking(move || {
-                            let safe = match verdicts.prime_verdict(&p) {
-                                Ok(Some(v)) => v,
-                                _ => {
-                                    let v = is_safe_prime(&p, seed);
-                                    let _ = verdicts.set_prime_verdict(&p, v);
-                                    v
-                                }
-                            };
-                            if safe {
+                            if verdict(&verdicts, &p, seed) {
                                 let _ = registry.get(&p, g);
                             }
                         })
@@ -226,15 +215,7 @@ impl Handler<GetConfig> for DhConfigActor {
                 let fresh = cache
                     .apply_with(
                         answer,
-                        |p| {
-                            if let Ok(Some(v)) = store.prime_verdict(p) {
-                                return v;
-                            }
-                            let seed = rand::random::<u64>();
-                            let v = is_safe_prime(p, seed);
-                            let _ = store.set_prime_verdict(p, v);
-                            v
-                        },
+                        |p| verdict(&store, p, rand::random()),
                         |params| registry.share(params),
                     )
                     .map_err(|e| match e {
@@ -254,4 +235,14 @@ impl Handler<GetConfig> for DhConfigActor {
             }),
         )
     }
+}
+
+/// The stored safe-prime verdict for `p`, or the check's (then stored: once per database).
+fn verdict(store: &Store, p: &[u8], seed: u64) -> bool {
+    if let Ok(Some(v)) = store.prime_verdict(p) {
+        return v;
+    }
+    let v = is_safe_prime(p, seed);
+    let _ = store.set_prime_verdict(p, v);
+    v
 }

@@ -297,19 +297,22 @@ impl Store {
 
     /// A write whose dependants wait for its [`Ticket`] ([`Store::synced`]).
     fn write(&self, batch: WriteBatch) -> Result<Ticket, StoreError> {
-        let mut w = WriteOptions::default();
-        w.set_sync(self.durability == Durability::Sync);
-        self.db.write_opt(batch, &w)?;
-        Ok(Ticket(self.written.fetch_add(1, Ordering::SeqCst) + 1))
+        self.commit(batch, self.durability == Durability::Sync, false)
     }
 
     /// A write nothing waits for: fsynced when `sync`, otherwise at least in the operating
     /// system's buffers when this returns (it survives a process crash).
     fn write_now(&self, batch: WriteBatch, sync: bool) -> Result<Ticket, StoreError> {
+        self.commit(batch, sync, !sync && self.manual_wal)
+    }
+
+    /// Writes `batch` (fsynced when `sync`; the log buffer written to the file when
+    /// `flush_log`) and numbers it.
+    fn commit(&self, batch: WriteBatch, sync: bool, flush_log: bool) -> Result<Ticket, StoreError> {
         let mut w = WriteOptions::default();
         w.set_sync(sync);
         self.db.write_opt(batch, &w)?;
-        if self.manual_wal && !sync {
+        if flush_log {
             self.db.flush_wal(false)?;
         }
         Ok(Ticket(self.written.fetch_add(1, Ordering::SeqCst) + 1))

@@ -108,8 +108,6 @@ impl Node {
 
     /// Drops the engine (its actors stop mid-flight) and reopens the same directory.
     pub async fn restart(&mut self, sim: &Arc<SimServer>) {
-        self.engine = None;
-        self.rx = None;
         self.start(sim).await;
     }
 
