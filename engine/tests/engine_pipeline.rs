@@ -1,5 +1,6 @@
 //! The chat actor's pipeline: inputs that queue during a step are stored together, submitted
-//! commands keep their order, and a sleeping chat is woken for its timers.
+//! commands keep their order, a sleeping chat is woken for its timers, and chats beyond the
+//! memory limit wait for admission.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod engine_common;
@@ -102,4 +103,58 @@ async fn a_sleeping_chat_is_woken_for_its_tail_retransmit() {
     // The peer drops the copy.
     b.pump(Duration::from_millis(300)).await;
     assert_eq!(b.seen.texts(b.account, hb), ["one"]);
+}
+
+/// With room for two chats in memory, texts submitted to eight sleeping chats at once wait for
+/// admission as events (the quietest loaded chats are asked to sleep to make room): every text
+/// arrives, in order, never more than two chats were loaded, and a command for a chat that does
+/// not exist still answers `NoSuchChat` after waiting its turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_beyond_the_memory_limit_wait_for_admission() {
+    const CHATS: usize = 8;
+    const TEXTS: usize = 5;
+    const LIMIT: usize = 2;
+    let root = tempfile::tempdir().unwrap();
+    let sim = SimServer::new(SimFaults::NONE, 23);
+    let mut a = node(&sim, root.path(), 1, 0).await;
+    let mut b = node(&sim, root.path(), 2, 0).await;
+    let mut pairs = Vec::new();
+    for _ in 0..CHATS {
+        pairs.push(open_chat(&mut a, &mut b, 2).await);
+    }
+    // Reopened: every chat asleep in the store, none in memory.
+    let mut cfg = config();
+    cfg.max_loaded_chats = LIMIT;
+    a.start_with(&sim, cfg).await;
+    let mut stored = Vec::new();
+    for i in 0..TEXTS {
+        for (c, &(ha, _)) in pairs.iter().enumerate() {
+            let m = Outgoing::text((c * 100 + i) as i64 + 1, format!("c{c} m{i}"));
+            stored.push(a.engine().submit(a.account, ha, Command::Send(Box::new(m))));
+        }
+    }
+    let missing = a.engine().submit(
+        a.account,
+        9_999,
+        Command::Send(Box::new(Outgoing::text(7, "nobody"))),
+    );
+    for s in stored {
+        s.await.unwrap();
+    }
+    assert!(matches!(
+        missing.await,
+        Err(secretchat_engine::runtime::EngineError::NoSuchChat(9_999))
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (c, &(_, hb)) in pairs.iter().enumerate() {
+        let want: Vec<String> = (0..TEXTS).map(|i| format!("c{c} m{i}")).collect();
+        while b.seen.texts(b.account, hb).len() < TEXTS {
+            b.pump(Duration::from_millis(50)).await;
+            a.pump(Duration::from_millis(10)).await;
+            assert!(Instant::now() < deadline, "chat {c}: not all texts arrived");
+        }
+        assert_eq!(b.seen.texts(b.account, hb), want, "chat {c}");
+    }
+    let peak = a.engine().metrics().chats_loaded_peak;
+    assert!(peak <= LIMIT as u64, "{peak} chats were in memory at once");
 }

@@ -12,6 +12,12 @@ use secretchat::engine::crypto::Side;
 use secretchat::engine::crypto::ige::Direction;
 use serde_json::Value;
 
+/// mimalloc instead of the system allocator: the engine's threads hand memory to each other
+/// (messages, futures), and glibc's malloc serialised those frees on its arena lock — half of
+/// the chat threads' waits at 100,000 chats (docs/engine.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "secretchat",

@@ -167,10 +167,11 @@ impl SimulateArgs {
 
 fn line(l: &Live) -> String {
     format!(
-        "{:.0} msgs/s, chats ready {}/{}, re-keys {}, holes open {}, violations {}",
+        "{:.0} msgs/s, chats ready {}/{}, in memory {}, re-keys {}, holes open {}, violations {}",
         l.delivered as f64 / l.elapsed_s.max(1e-3),
         l.chats_ready,
         l.chats,
+        l.loaded,
         l.rekey_events / 2,
         l.holes_open,
         l.violations

@@ -341,6 +341,7 @@ pub async fn run(
             restart_s,
             provision_s,
             active_peak: d_peak,
+            loaded_peak: metrics.chats_loaded_peak,
         },
         consistency,
     );
@@ -420,6 +421,7 @@ impl Driver {
 
     fn live(&self, started: Instant) -> Live {
         let l = lock(&self.ledger);
+        let m = self.engine.metrics();
         Live {
             elapsed_s: started.elapsed().as_secs_f64(),
             sent: l.sent_total(),
@@ -428,7 +430,8 @@ impl Driver {
             chats_ready: self.ready,
             chats: self.opts.pairs(),
             rekey_events: self.rekey_events,
-            holes_open: self.engine.metrics().holes_open,
+            holes_open: m.holes_open,
+            loaded: m.chats_loaded,
             violations: l.violation_count,
         }
     }

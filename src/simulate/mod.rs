@@ -170,6 +170,8 @@ pub struct Live {
     pub rekey_events: u64,
     /// Holes open now.
     pub holes_open: u64,
+    /// Chat actors the engine holds in memory now (both ends of a chat count).
+    pub loaded: u64,
     /// Violations so far.
     pub violations: u64,
 }

@@ -52,6 +52,8 @@ pub struct Figures {
     pub provision_s: f64,
     /// The most chats that had traffic running at once.
     pub active_peak: usize,
+    /// The most chat actors the engine held in memory at once (both ends count).
+    pub loaded_peak: u64,
 }
 
 /// Everything a run found.
@@ -198,6 +200,7 @@ impl Report {
             "restart_s": round(f.restart_s),
             "provision_s": round(f.provision_s),
             "active_peak": f.active_peak,
+            "loaded_peak": f.loaded_peak,
             "violations": self.violation_count,
             "first_violations": self.violations.iter().map(|v| json!({
                 "chat": v.pair, "direction": v.dir, "message": v.idx, "kind": v.kind, "detail": v.detail,
@@ -278,8 +281,8 @@ impl Report {
         ));
         s.push_str(&format!(
             "files: {} sent, {} verified; CPU {:.1} s ({:.0} µs/msg); peak RSS {} MiB; \
-             RocksDB {} MiB; chats registered in {:.1} s, {} active at peak; restart to serving \
-             {:.2} s\n",
+             RocksDB {} MiB; chats registered in {:.1} s, {} active at peak ({} chat ends in \
+             memory); restart to serving {:.2} s\n",
             self.files,
             self.files_verified,
             f.cpu_s,
@@ -288,6 +291,7 @@ impl Report {
             f.db_bytes >> 20,
             f.provision_s,
             f.active_peak,
+            f.loaded_peak,
             f.restart_s
         ));
         if let (Some(fl), Some(r)) = (&self.floor, self.floor_ratio()) {

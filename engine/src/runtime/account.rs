@@ -11,8 +11,9 @@ use actix::prelude::*;
 use secretchat_schema::api::enums as api;
 use secretchat_schema::api::functions::{messages as m, updates as u};
 
+use super::admission::{self, Admission};
 use super::chat::{ChatActor, ChatInput, GetStatus, TryStop};
-use super::{AckToken, EngineError, Shared, call_retrying, now_ms};
+use super::{AckToken, EngineError, Reply, Shared, call_retrying, now_ms};
 use crate::protocol::chat::{Action, ChatCore, ChatStatus, Command, Event};
 use crate::transport::ServerApi;
 
@@ -52,6 +53,8 @@ pub struct AccountActor {
     /// due (its tail retransmit, a Resend retry, the key's age) — 16 bytes instead of an actor
     /// kept in memory until then.
     alarms: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64)>>,
+    /// Inputs for sleeping chats waiting for room in memory (see [`admission`]).
+    admission: Admission,
 }
 
 /// Live messages remembered for de-duplicating getDifference batches.
@@ -89,6 +92,7 @@ impl AccountActor {
             resume: std::collections::VecDeque::new(),
             alarms: std::collections::BinaryHeap::new(),
             stopping: HashMap::new(),
+            admission: Admission::default(),
         }
     }
 }
@@ -112,11 +116,7 @@ pub(super) struct RequestChat(pub api::InputUser);
 /// for it), so commands reach the chat in the order they were submitted.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(super) struct ChatCommand(
-    pub u64,
-    pub Command,
-    pub tokio::sync::oneshot::Sender<Result<(), EngineError>>,
-);
+pub(super) struct ChatCommand(pub u64, pub Command, pub Reply);
 
 /// A chat's status.
 #[derive(Message)]
@@ -206,7 +206,13 @@ impl AccountActor {
             now_ms(),
             &mut rand::rngs::OsRng,
         )?;
-        Ok(self.start_chat(handle, core, actions, None, ctx))
+        let addr = self.start_chat(handle, core, actions, None, ctx);
+        // Loaded outside its turn (a status request, a due timer): what waited for it goes
+        // first, so that nothing overtakes it.
+        for input in self.admission.take(handle) {
+            addr.do_send(input);
+        }
+        Ok(addr)
     }
 
     fn start_chat(
@@ -214,9 +220,12 @@ impl AccountActor {
         handle: u64,
         core: ChatCore,
         initial: Vec<Action>,
-        done: Option<tokio::sync::oneshot::Sender<()>>,
+        done: Option<Reply>,
         ctx: &mut Context<Self>,
     ) -> Addr<ChatActor> {
+        // Counted here, not when the actor starts on its thread: admission decisions made
+        // before it runs must see it.
+        self.shared.metrics.loaded(1);
         let actor = ChatActor {
             account: self.account,
             handle,
@@ -272,7 +281,8 @@ impl AccountActor {
     }
 
     /// Hands `input` to chat `handle`: waits while the chat is stopping, activates it from the
-    /// store if it sleeps. Gives the input back if the chat does not exist.
+    /// store if it sleeps (or queues it for admission when memory is full). Gives the input
+    /// back if the chat does not exist.
     fn deliver(
         &mut self,
         handle: u64,
@@ -281,6 +291,12 @@ impl AccountActor {
     ) -> Result<(), ChatInput> {
         if let Some(buffer) = self.stopping.get_mut(&handle) {
             buffer.push(input);
+            return Ok(());
+        }
+        let loaded = self.chats.get(&handle).is_some_and(|a| a.connected());
+        if self.admission.holds(handle) || (!loaded && self.full()) {
+            self.admission
+                .push(handle, input, std::time::Instant::now());
             return Ok(());
         }
         match self.chat(handle, ctx) {
@@ -304,20 +320,96 @@ impl AccountActor {
             .map(|(h, _)| *h)
             .collect();
         for handle in idle {
-            let Some(addr) = self.chats.get(&handle).cloned() else {
-                self.last_seen.remove(&handle);
-                continue;
-            };
-            self.stopping.insert(handle, Vec::new());
-            let me = ctx.address();
-            actix::spawn(async move {
-                let answer = addr.send(TryStop).await.unwrap_or(Some(None));
-                me.do_send(StopAnswer {
-                    handle,
-                    stopped: answer.is_some(),
-                    wake: answer.flatten(),
-                });
+            self.ask_to_stop(handle, ctx);
+        }
+    }
+
+    /// Sends [`TryStop`] to a loaded chat; its inputs wait in `stopping` until it answers.
+    fn ask_to_stop(&mut self, handle: u64, ctx: &mut Context<Self>) {
+        let Some(addr) = self.chats.get(&handle).cloned() else {
+            self.last_seen.remove(&handle);
+            return;
+        };
+        self.stopping.insert(handle, Vec::new());
+        let me = ctx.address();
+        actix::spawn(async move {
+            let answer = addr.send(TryStop).await.unwrap_or(Some(None));
+            me.do_send(StopAnswer {
+                handle,
+                stopped: answer.is_some(),
+                wake: answer.flatten(),
             });
+        });
+    }
+
+    /// Memory holds as many chats as allowed.
+    fn full(&self) -> bool {
+        self.shared.metrics.loaded_now() >= self.shared.config.max_loaded_chats
+    }
+
+    /// Loads waiting chats while there is room (or a batch regardless when `force`) and hands
+    /// them their inputs; a chat that no longer exists fails its inputs.
+    fn admit(&mut self, force: bool, ctx: &mut Context<Self>) {
+        let mut forced = if force { admission::ADMIT_ON_STALL } else { 0 };
+        let now = std::time::Instant::now();
+        while !self.admission.is_empty() {
+            if self.full() {
+                if forced == 0 {
+                    return;
+                }
+                forced -= 1;
+            }
+            let Some((handle, inputs)) = self.admission.next(now) else {
+                return;
+            };
+            match self.chat(handle, ctx) {
+                Ok(addr) => {
+                    self.last_seen.insert(handle, now);
+                    for input in inputs {
+                        addr.do_send(input);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(account = self.account, chat = handle, error = %e, "chat could not be loaded");
+                    for input in inputs {
+                        self.fail(handle, input);
+                    }
+                }
+            }
+        }
+    }
+
+    /// An input for a chat that cannot be loaded: its qts counts as handled (the update is
+    /// not deliverable), its command answers why.
+    fn fail(&mut self, handle: u64, input: ChatInput) {
+        if let Some(a) = input.ack {
+            self.processed(a);
+        }
+        if let Some(d) = input.done {
+            let _ = d.send(Err(EngineError::NoSuchChat(handle)));
+        }
+    }
+
+    /// While inputs wait for admission, asks the chats left alone longest to sleep (those
+    /// that cannot refuse and keep their place).
+    fn relieve(&mut self, ctx: &mut Context<Self>) {
+        let want = self.admission.len().min(MAX_STOPPING);
+        let n = want.saturating_sub(self.stopping.len());
+        if n == 0 {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let candidates = self
+            .last_seen
+            .iter()
+            .filter(|(h, t)| {
+                now.duration_since(**t) >= admission::MIN_RESIDENCY
+                    && !self.stopping.contains_key(h)
+            })
+            .map(|(h, t)| (*t, *h))
+            .collect();
+        for handle in admission::quietest(candidates, n) {
+            self.ask_to_stop(handle, ctx);
         }
     }
 
@@ -577,6 +669,7 @@ impl Handler<StopAnswer> for AccountActor {
             if let Some(at) = msg.wake {
                 self.alarms.push(std::cmp::Reverse((at, msg.handle)));
             }
+            self.admit(false, ctx);
         } else {
             self.last_seen.insert(msg.handle, std::time::Instant::now());
         }
@@ -646,6 +739,12 @@ impl AccountActor {
 impl Handler<Tick> for AccountActor {
     type Result = ();
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        if !self.admission.is_empty() {
+            // Room freed by other accounts' chats, or a stall (every loaded chat busy).
+            let stalled = self.admission.stalled(std::time::Instant::now());
+            self.admit(stalled, ctx);
+            self.relieve(ctx);
+        }
         let now = now_ms();
         while let Some(&std::cmp::Reverse((at, handle))) = self.alarms.peek() {
             if at > now {
@@ -697,7 +796,7 @@ impl Handler<RequestChat> for AccountActor {
         self.start_chat(handle, core, actions, Some(tx), ctx);
         // The handle is returned once the new chat is stored.
         Box::pin(async move {
-            rx.await.map_err(|_| EngineError::Stopped)?;
+            rx.await.map_err(|_| EngineError::Stopped)??;
             Ok(handle)
         })
     }
@@ -707,20 +806,16 @@ impl Handler<ChatCommand> for AccountActor {
     type Result = ();
     fn handle(&mut self, msg: ChatCommand, ctx: &mut Context<Self>) {
         let ChatCommand(handle, command, reply) = msg;
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Answered once stored ("accepted" means a restart cannot lose it); a dropped answer
+        // (the chat stopped on a store failure) reads as `Stopped`.
         let input = ChatInput {
             event: Event::Command(command),
             ack: None,
-            done: Some(tx),
+            done: Some(reply),
         };
-        if self.deliver(handle, input, ctx).is_err() {
-            let _ = reply.send(Err(EngineError::NoSuchChat(handle)));
-            return;
+        if let Err(input) = self.deliver(handle, input, ctx) {
+            self.fail(handle, input);
         }
-        // Accepted means stored: a restart after this cannot lose the command.
-        actix::spawn(async move {
-            let _ = reply.send(rx.await.map_err(|_| EngineError::Stopped));
-        });
     }
 }
 
@@ -749,9 +844,15 @@ impl Handler<Resume> for AccountActor {
 /// Chats with pending work resumed per tick after a restart.
 const RESUME_PER_TICK: usize = 256;
 
+/// Chats asked to sleep at once to make room for waiting ones.
+const MAX_STOPPING: usize = 2_048;
+
 impl AccountActor {
     fn resume_some(&mut self, ctx: &mut Context<Self>) {
         for _ in 0..RESUME_PER_TICK {
+            if self.full() {
+                return; // the rest on a later tick
+            }
             let Some(h) = self.resume.pop_front() else {
                 return;
             };

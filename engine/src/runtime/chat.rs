@@ -15,7 +15,7 @@ use secretchat_schema::api::types as api_types;
 use super::account::{AccountActor, Processed};
 use super::trace::{ActionLine, EventLine, call_name};
 use super::workers::{ConfigError, GetConfig, RunJob};
-use super::{AckToken, EngineEvent, EventKind, Shared, now_ms};
+use super::{AckToken, EngineEvent, EventKind, Reply, Shared, now_ms};
 use crate::protocol::chat::{
     Action, AppEvent, Call, ChatCore, ChatCounters, Event, Persist, Timer,
 };
@@ -33,7 +33,7 @@ pub struct ChatActor {
     /// Actions from creation/restore, executed when the actor starts.
     pub(super) initial: Vec<Action>,
     /// Told once the initial actions are stored.
-    pub(super) initial_done: Option<tokio::sync::oneshot::Sender<()>>,
+    pub(super) initial_done: Option<Reply>,
     /// DH jobs and config requests not answered yet.
     pub(super) in_flight: usize,
     /// The core's counters as last added to the engine metrics, and its open holes then.
@@ -71,6 +71,11 @@ impl Actor for ChatActor {
         self.collect(initial, None, done, &mut batch, ctx);
         self.execute(batch, ctx);
     }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // Counted in by the account when it created the actor.
+        self.shared.metrics.loaded(-1);
+    }
 }
 
 /// An event for the chat, and what its processing acknowledges.
@@ -82,7 +87,7 @@ pub struct ChatInput {
     /// The qts (or difference batch) this completes once stored.
     pub ack: Option<AckToken>,
     /// Told once the step is durably stored (commands: "accepted" means stored).
-    pub done: Option<tokio::sync::oneshot::Sender<()>>,
+    pub done: Option<Reply>,
 }
 
 impl ChatInput {
@@ -160,15 +165,19 @@ struct Batch {
     events: Vec<AppEvent>,
     calls: Vec<Call>,
     acks: Vec<AckToken>,
-    done: Vec<tokio::sync::oneshot::Sender<()>>,
+    done: Vec<Reply>,
 }
 
 impl ChatActor {
     /// Runs every queued input (up to [`MAX_INPUTS_PER_STEP`]) through the core, then stores and
     /// executes what they asked for as one step.
     fn step_queued(&mut self, ctx: &mut Context<Self>) {
-        let n = self.step.queued.len().min(MAX_INPUTS_PER_STEP);
-        let inputs: Vec<ChatInput> = self.step.queued.drain(..n).collect();
+        // Taken, not drained: a quiet chat keeps no queue buffer.
+        let inputs: Vec<ChatInput> = if self.step.queued.len() <= MAX_INPUTS_PER_STEP {
+            std::mem::take(&mut self.step.queued)
+        } else {
+            self.step.queued.drain(..MAX_INPUTS_PER_STEP).collect()
+        };
         let mut batch = Batch::default();
         for msg in inputs {
             if matches!(
@@ -197,7 +206,7 @@ impl ChatActor {
         &mut self,
         actions: Vec<Action>,
         ack: Option<AckToken>,
-        done: Option<tokio::sync::oneshot::Sender<()>>,
+        done: Option<Reply>,
         batch: &mut Batch,
         ctx: &mut Context<Self>,
     ) {
@@ -270,6 +279,10 @@ impl ChatActor {
         let Some(call) = self.step.calls.pop_front() else {
             return;
         };
+        if self.step.calls.is_empty() {
+            // Nor a call buffer (a few hundred bytes per chat at 100,000 chats).
+            self.step.calls = VecDeque::new();
+        }
         self.step.calling = true;
         let (api, shared, me) = (self.api.clone(), self.shared.clone(), ctx.address());
         let (account, handle) = (self.account, self.handle);
@@ -373,7 +386,7 @@ impl ChatActor {
                 owner.do_send(Processed(a));
             }
             for d in done {
-                let _ = d.send(());
+                let _ = d.send(Ok(()));
             }
         };
         self.step.busy = true;

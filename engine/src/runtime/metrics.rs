@@ -1,5 +1,5 @@
 //! Engine-wide counters for operators and the simulator: recovery work (holes, Resend,
-//! re-sends), rejected messages and store batches. Updated by each chat actor after every step
+//! re-sends), rejected messages, store batches and the chats in memory. Updated by each chat actor after every step
 //! from its core's [`ChatCounters`]; reading them is a handful of atomic loads.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -16,6 +16,8 @@ pub struct EngineMetrics {
     rejected: AtomicU64,
     batches: AtomicU64,
     dh_exponentiations: AtomicU64,
+    chats_loaded: AtomicI64,
+    chats_loaded_peak: AtomicI64,
 }
 
 /// A reading of [`EngineMetrics`].
@@ -36,6 +38,10 @@ pub struct MetricsSnapshot {
     /// 2048-bit DH exponentiations computed (handshakes and re-keys, including any wasted on
     /// an exchange that was aborted).
     pub dh_exponentiations: u64,
+    /// Chat actors in memory right now (all accounts).
+    pub chats_loaded: u64,
+    /// The most chat actors that were in memory at once.
+    pub chats_loaded_peak: u64,
 }
 
 impl EngineMetrics {
@@ -62,6 +68,17 @@ impl EngineMetrics {
             .fetch_add(exponentiations, Ordering::Relaxed);
     }
 
+    /// A chat actor started (`+1`) or stopped (`-1`).
+    pub(crate) fn loaded(&self, change: i64) {
+        let now = self.chats_loaded.fetch_add(change, Ordering::Relaxed) + change;
+        self.chats_loaded_peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Chat actors in memory now.
+    pub(crate) fn loaded_now(&self) -> usize {
+        self.chats_loaded.load(Ordering::Relaxed).max(0) as usize
+    }
+
     pub(crate) fn batch(&self) {
         self.batches.fetch_add(1, Ordering::Relaxed);
     }
@@ -77,6 +94,8 @@ impl EngineMetrics {
             rejected: self.rejected.load(r),
             batches: self.batches.load(r),
             dh_exponentiations: self.dh_exponentiations.load(r),
+            chats_loaded: self.chats_loaded.load(r).max(0) as u64,
+            chats_loaded_peak: self.chats_loaded_peak.load(r).max(0) as u64,
         }
     }
 }

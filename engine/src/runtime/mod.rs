@@ -11,6 +11,7 @@
 //! (unacknowledged messages, holes) are resumed in the background after open.
 
 pub mod account;
+mod admission;
 pub mod chat;
 mod commands;
 pub mod files;
@@ -58,6 +59,10 @@ pub struct EngineConfig {
     pub difference_interval: Duration,
     /// Chats not addressed for this long leave memory (their records stay in the store).
     pub idle_after: Duration,
+    /// Chats kept in memory at most, over all accounts (a soft limit): beyond it, inputs for
+    /// sleeping chats wait as events while the quietest loaded chats are asked to sleep
+    /// (docs/engine.md, "Admission"). A loaded chat costs a few kilobytes.
+    pub max_loaded_chats: usize,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +77,7 @@ impl Default for EngineConfig {
             ack_interval: Duration::from_millis(200),
             difference_interval: Duration::from_secs(5),
             idle_after: Duration::from_secs(60),
+            max_loaded_chats: 50_000,
         }
     }
 }
@@ -99,6 +105,9 @@ pub enum EngineError {
     #[error("invalid DH parameters")]
     InvalidDhParams,
 }
+
+/// Answers a command once its step is stored (or why it could not be).
+pub type Reply = oneshot::Sender<Result<(), EngineError>>;
 
 /// What an application event acknowledges upstream once stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,6 +31,7 @@ pub fn config() -> EngineConfig {
         ack_interval: Duration::from_millis(50),
         difference_interval: Duration::from_millis(300),
         idle_after: Duration::from_secs(30),
+        ..EngineConfig::default()
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`rekeying`]: driving [`crate::protocol::rekey::Rekey`] from messages and DH results.
 
 mod handshake;
+mod outbox;
 mod receive;
 mod records;
 mod rekeying;
@@ -17,7 +18,6 @@ mod send;
 pub mod snapshot;
 pub mod types;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rand_core::RngCore;
@@ -202,7 +202,7 @@ pub struct ChatCore {
     session: Option<Session>,
     rekey: Rekey,
     waiting: WaitingQueue<WaitingEntry>,
-    outbox: BTreeMap<u32, OutboxEntry>,
+    outbox: outbox::Outbox,
     early: Vec<(Vec<u8>, Option<api::EncryptedFile>)>,
     pending_sends: Vec<PendingSend>,
     visualization: Vec<u8>,
@@ -218,7 +218,7 @@ pub struct ChatCore {
     next_job: u64,
     handshake_job: Option<u64>,
     rekey_job: Option<u64>,
-    timers: BTreeMap<Timer, Millis>,
+    timers: Timers,
     resend_attempts: u32,
     /// Messages processed when the holes were last asked for again (progress resets backoff).
     retry_mark: u32,
@@ -290,7 +290,7 @@ impl ChatCore {
             session: None,
             rekey: Rekey::Idle,
             waiting: WaitingQueue::default(),
-            outbox: BTreeMap::new(),
+            outbox: outbox::Outbox::default(),
             early: Vec::new(),
             pending_sends: Vec::new(),
             visualization: Vec::new(),
@@ -303,7 +303,7 @@ impl ChatCore {
             next_job: 0,
             handshake_job: None,
             rekey_job: None,
-            timers: BTreeMap::new(),
+            timers: Timers::default(),
             resend_attempts: 0,
             retry_mark: 0,
             unhealthy_reported: false,
@@ -446,7 +446,7 @@ impl ChatCore {
 
     /// When the earliest armed timer is due: a sleeping chat must be loaded again by then.
     pub fn next_wake(&self) -> Option<Millis> {
-        self.timers.values().min().copied()
+        self.timers.earliest()
     }
 
     /// The key visualization (empty until the key is agreed).
@@ -456,7 +456,7 @@ impl ChatCore {
 
     /// The stored copy of our outgoing message `raw_out`, while unacknowledged.
     pub fn outbox_entry(&self, raw_out: u32) -> Option<&OutboxEntry> {
-        self.outbox.get(&raw_out)
+        self.outbox.get(raw_out)
     }
 
     /// A health-check snapshot.
@@ -554,7 +554,7 @@ impl ChatCore {
     }
 
     fn arm(&mut self, timer: Timer, at: Millis, out: &mut Out) {
-        if self.timers.get(&timer).is_some_and(|&t| t <= at) {
+        if self.timers.get(timer).is_some_and(|t| t <= at) {
             return;
         }
         self.timers.insert(timer, at);
@@ -592,14 +592,14 @@ impl ChatCore {
     }
 
     fn on_timer(&mut self, t: Timer, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
-        match self.timers.get(&t) {
-            Some(&at) if at <= now => {
-                self.timers.remove(&t);
+        match self.timers.get(t) {
+            Some(at) if at <= now => {
+                self.timers.remove(t);
                 out.dirty = true;
             }
             // Early (clocks and timer wheels disagree by a millisecond): ask again rather than
             // lose the timer.
-            Some(&at) => return out.push(Action::ArmTimer { timer: t, at }),
+            Some(at) => return out.push(Action::ArmTimer { timer: t, at }),
             None => return,
         }
         match t {

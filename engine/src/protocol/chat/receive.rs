@@ -223,7 +223,7 @@ impl ChatCore {
         if self.waiting.is_empty() {
             self.resend_attempts = 0;
             self.unhealthy_reported = false;
-            self.timers.remove(&super::Timer::ResendRetry);
+            self.timers.remove(super::Timer::ResendRetry);
         }
     }
 

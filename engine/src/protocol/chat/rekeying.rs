@@ -178,7 +178,7 @@ impl ChatCore {
             self.key_since = now;
             self.rekeys += 1;
             out.deliver(AppEvent::Rekeyed(fp));
-            self.timers.remove(&Timer::KeyAge);
+            self.timers.remove(Timer::KeyAge);
             self.arm(Timer::KeyAge, now.saturating_add(REKEY_AFTER_MS + 1), out);
         }
         // `step.discard_old` is not needed: superseded keys go when the peer's messages before

@@ -191,7 +191,7 @@ impl ChatCore {
         let Some(session) = self.session.as_ref() else {
             return;
         };
-        for (&raw, entry) in self.outbox.iter_mut() {
+        for (raw, entry) in self.outbox.iter_mut() {
             if entry.service || !random_ids.contains(&entry.random_id) {
                 continue;
             }
@@ -236,12 +236,12 @@ impl ChatCore {
             Err(e) => return self.abort(CloseReason::Seq(e), out),
         };
         let (lo, hi) = (*range.start(), *range.end());
-        if range.clone().any(|raw| !self.outbox.contains_key(&raw)) {
+        if range.clone().any(|raw| !self.outbox.contains(raw)) {
             return self.abort(CloseReason::ResendUnsatisfiable { lo, hi }, out);
         }
         let input = self.input_chat();
         for raw in range {
-            if let Some(entry) = self.outbox.get(&raw) {
+            if let Some(entry) = self.outbox.get(raw) {
                 self.counters.resent += 1;
                 out.call(send_call(input.clone(), entry, rng.next_u64() as i64));
             }
@@ -312,12 +312,12 @@ impl ChatCore {
 
     /// The peer acknowledged our messages below raw `peer_in`: forget them.
     pub(super) fn acknowledged(&mut self, peer_in: u32, now: Millis, out: &mut Out) {
-        let kept = self.outbox.split_off(&peer_in);
-        let done = std::mem::replace(&mut self.outbox, kept);
-        if !done.is_empty() {
-            out.persist.outbox_done.extend(done.into_keys());
+        if self
+            .outbox
+            .acknowledge_below(peer_in, &mut out.persist.outbox_done)
+        {
             self.retransmit_backoff = self.config.retransmit_ms;
-            self.timers.remove(&Timer::Retransmit);
+            self.timers.remove(Timer::Retransmit);
             if !self.outbox.is_empty() {
                 self.arm(
                     Timer::Retransmit,
@@ -331,7 +331,7 @@ impl ChatCore {
     /// The retransmit timer fired: re-send our newest unacknowledged message (harmless if the
     /// peer has it; reveals the hole if not) and back off.
     pub(super) fn retransmit(&mut self, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
-        let Some((_, entry)) = self.outbox.last_key_value() else {
+        let Some(entry) = self.outbox.last() else {
             self.retransmit_backoff = self.config.retransmit_ms;
             return;
         };

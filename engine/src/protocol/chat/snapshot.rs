@@ -170,7 +170,7 @@ impl ChatCore {
         ];
         s.timers = TIMERS
             .iter()
-            .map(|t| self.timers.get(t).map_or(-1, |&at| at as i64))
+            .map(|t| self.timers.get(*t).map_or(-1, |at| at as i64))
             .collect();
         s.unhealthy_reported = self.unhealthy_reported;
         for (wire, file) in &self.early {
@@ -351,7 +351,7 @@ impl ChatCore {
                     _ => return Err(RestoreError::Field("pending")),
                 });
         }
-        core.outbox = outbox.into_iter().collect();
+        core.outbox = super::outbox::Outbox::from_entries(outbox);
         let mut queue = WaitingQueue::default();
         let expected = core.session.as_ref().map_or(0, |s| s.seq().parts().1);
         for (raw, w) in waiting {

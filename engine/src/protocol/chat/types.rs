@@ -135,6 +135,49 @@ pub enum Timer {
     KeyAge,
 }
 
+/// When each armed [`Timer`] is due (inline: a map allocated a node per chat).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Timers([Option<Millis>; 3]);
+
+impl Timers {
+    fn slot(t: Timer) -> usize {
+        match t {
+            Timer::ResendRetry => 0,
+            Timer::Retransmit => 1,
+            Timer::KeyAge => 2,
+        }
+    }
+
+    /// When `t` is due, if armed.
+    pub(crate) fn get(&self, t: Timer) -> Option<Millis> {
+        self.0.get(Self::slot(t)).copied().flatten()
+    }
+
+    /// Arms `t` for `at`.
+    pub(crate) fn insert(&mut self, t: Timer, at: Millis) {
+        if let Some(s) = self.0.get_mut(Self::slot(t)) {
+            *s = Some(at);
+        }
+    }
+
+    /// Disarms `t`.
+    pub(crate) fn remove(&mut self, t: Timer) {
+        if let Some(s) = self.0.get_mut(Self::slot(t)) {
+            *s = None;
+        }
+    }
+
+    /// The earliest due time.
+    pub(crate) fn earliest(&self) -> Option<Millis> {
+        self.0.iter().flatten().min().copied()
+    }
+
+    /// Disarms all.
+    pub(crate) fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
 /// A server method the chat wants called. Send calls carry the message's raw out_seq_no.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
