@@ -1,10 +1,11 @@
 //! [`AccountActor`]: one per account. Routes updates to chat actors (activating chats from the
-//! store on demand), starts new chats, and acknowledges the account's qts queue (the QueueAcker
-//! role): `messages.receivedQueue(max_qts)` only up to the highest qts whose message — and every
-//! one before it — is durably stored, batched every `ack_interval`. Missed updates are fetched
-//! with `updates.getDifference` from the stored qts.
+//! store on demand, see [`admission`]), starts new chats, and acknowledges the account's qts
+//! queue (the QueueAcker role, bookkeeping in [`QtsQueue`]): `messages.receivedQueue(max_qts)`
+//! only up to the highest qts whose message — and every one before it — is durably stored,
+//! batched every `ack_interval`. Missed updates are fetched with `updates.getDifference` from
+//! the stored qts.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -13,6 +14,7 @@ use secretchat_schema::api::functions::{messages as m, updates as u};
 
 use super::admission::{self, Admission};
 use super::chat::{ChatActor, ChatInput, GetStatus, TryStop};
+use super::queue::{Live, MessageKey, QtsQueue};
 use super::{AckToken, EngineError, Reply, Shared, call_retrying, now_ms};
 use crate::protocol::chat::{Action, ChatCore, ChatStatus, Command, Event};
 use crate::transport::ServerApi;
@@ -23,18 +25,8 @@ pub struct AccountActor {
     pub(super) api: Arc<dyn ServerApi>,
     pub(super) shared: Arc<Shared>,
     chats: HashMap<u64, Addr<ChatActor>>,
-    /// Highest qts such that it and everything before it is stored (None until known).
-    watermark: Option<i32>,
-    acked: i32,
-    done: BTreeSet<i32>,
-    /// The watermark at the last difference tick while a qts gap was open.
-    gap_mark: Option<i32>,
-    /// Events routed but not yet stored.
-    in_flight: BTreeSet<i32>,
-    /// Outstanding difference batch: messages still to store, qts to reach afterwards.
-    diff: Option<(usize, i32)>,
-    /// That batch was a slice: there is more to fetch once it is stored.
-    diff_more: bool,
+    /// Where the account's qts queue stands.
+    queue: QtsQueue,
     updates: Option<tokio::sync::mpsc::UnboundedReceiver<api::Update>>,
     /// Updates for chat ids not (yet) known: our own new chat's id is learned from the
     /// requestEncryption answer, which can arrive after the peer's first updates.
@@ -43,10 +35,6 @@ pub struct AccountActor {
     last_seen: HashMap<u64, std::time::Instant>,
     /// Chats asked to stop: inputs for them wait here until they answer.
     stopping: HashMap<u64, Vec<ChatInput>>,
-    /// Recent live messages by (chat id, random id) → qts: a getDifference batch (which has no
-    /// per-message qts) skips those already stored instead of decrypting them again.
-    recent: HashMap<(i32, i64), i32>,
-    recent_order: std::collections::VecDeque<(i32, i64)>,
     /// Chats with pending work still to resume after a restart (paced, see `Resume`).
     resume: std::collections::VecDeque<u64>,
     /// Sleeping chats' earliest timers (ms, handle): a chat is loaded again when its timer is
@@ -56,9 +44,6 @@ pub struct AccountActor {
     /// Inputs for sleeping chats waiting for room in memory (see [`admission`]).
     admission: Admission,
 }
-
-/// Live messages remembered for de-duplicating getDifference batches.
-const RECENT: usize = 16 * 1024;
 
 /// Most updates held for unknown chats.
 const MAX_ORPHANS: usize = 1024;
@@ -77,18 +62,10 @@ impl AccountActor {
             api,
             shared,
             chats: HashMap::new(),
-            watermark: None,
-            acked: 0,
-            done: BTreeSet::new(),
-            gap_mark: None,
-            in_flight: BTreeSet::new(),
-            diff: None,
-            diff_more: false,
+            queue: QtsQueue::default(),
             updates: Some(updates),
             orphans: Vec::new(),
             last_seen: HashMap::new(),
-            recent: HashMap::new(),
-            recent_order: std::collections::VecDeque::new(),
             resume: std::collections::VecDeque::new(),
             alarms: std::collections::BinaryHeap::new(),
             stopping: HashMap::new(),
@@ -151,9 +128,7 @@ impl Actor for AccountActor {
             }
             .into_actor(self)
             .map(|q, act, _| {
-                let q = q.unwrap_or(0);
-                act.watermark = Some(q);
-                act.acked = q;
+                act.queue.start(q.unwrap_or(0));
             }),
         );
         if let Some(mut rx) = self.updates.take() {
@@ -416,46 +391,20 @@ impl AccountActor {
     fn on_update(&mut self, update: api::Update, ctx: &mut Context<Self>) {
         match update {
             api::Update::NewEncryptedMessage(m) => {
-                let Some(mark) = self.watermark else {
-                    return; // not started yet: getDifference will bring it
+                let Live::Route { gap } = self.queue.live(m.qts, message_key(&m.message)) else {
+                    return; // stored, on its way, or before the queue is known
                 };
-                if m.qts <= mark || self.done.contains(&m.qts) || self.in_flight.contains(&m.qts) {
-                    return; // already stored or on its way
-                }
-                // qts comes from the server: compare without overflow.
-                if i64::from(m.qts) > i64::from(mark) + 1 + self.in_flight.len() as i64 {
+                if gap {
                     // A gap in qts: fetch what we missed soon.
                     ctx.run_later(self.shared.config.ack_interval, |act, ctx| {
                         act.get_difference(ctx)
                     });
                 }
-                self.in_flight.insert(m.qts);
-                self.remember(&m.message, m.qts);
                 self.route_message(m.message, Some(AckToken::Qts(m.qts)), ctx);
             }
             api::Update::Encryption(e) => self.on_chat(e.chat, ctx),
             api::Update::EncryptedMessagesRead(_) | api::Update::EncryptedChatTyping(_) => {}
         }
-    }
-
-    fn remember(&mut self, message: &api::EncryptedMessage, qts: i32) {
-        let key = message_key(message);
-        if self.recent.insert(key, qts).is_none() {
-            self.recent_order.push_back(key);
-            if self.recent_order.len() > RECENT {
-                if let Some(old) = self.recent_order.pop_front() {
-                    self.recent.remove(&old);
-                }
-            }
-        }
-    }
-
-    /// Whether `message` arrived live and is durably stored already.
-    fn already_stored(&self, message: &api::EncryptedMessage) -> bool {
-        let Some(&qts) = self.recent.get(&message_key(message)) else {
-            return false;
-        };
-        self.watermark.is_some_and(|m| qts <= m) || self.done.contains(&qts)
     }
 
     fn route_message(
@@ -512,67 +461,15 @@ impl AccountActor {
 
     fn processed(&mut self, a: AckToken) {
         match a {
-            AckToken::Qts(q) => {
-                self.in_flight.remove(&q);
-                self.done.insert(q);
-            }
-            AckToken::Difference => {
-                if let Some((left, upto)) = &mut self.diff {
-                    *left = left.saturating_sub(1);
-                    if *left == 0 {
-                        // Every event up to the batch's qts is now stored. (No range is
-                        // materialised: `upto` comes from the server.)
-                        let upto = *upto;
-                        self.diff = None;
-                        self.watermark = self.watermark.map(|m| m.max(upto));
-                    }
-                }
-            }
-        }
-        self.processed_watermark();
-    }
-
-    /// Advances the watermark over qts processed since.
-    fn processed_watermark(&mut self) {
-        if let Some(mut mark) = self.watermark {
-            while let Some(next) = mark.checked_add(1) {
-                if !self.done.remove(&next) {
-                    break;
-                }
-                mark = next;
-            }
-            // Everything at or below the watermark is done. (A `retain` here scanned the whole
-            // set on every message: quadratic while a qts gap held the watermark back — the
-            // fault soak stalled on it.)
-            if self.done.first().is_some_and(|&q| q <= mark) {
-                self.done = self.done.split_off(&mark.saturating_add(1));
-            }
-            self.watermark = Some(mark);
+            AckToken::Qts(q) => self.queue.stored(q),
+            AckToken::Difference => self.queue.batch_message_stored(),
         }
     }
 
     fn get_difference(&mut self, ctx: &mut Context<Self>) {
-        let Some(mark) = self.watermark else {
-            return;
-        };
-        // Normally only when nothing is in flight (what is in flight would come back); but a
-        // qts gap (processed events beyond the watermark) is only closed by the difference, so
-        // then go ahead: under steady load something is always in flight, and the soak at 10%
-        // drop stalled with the watermark stuck behind the first dropped update.
-        // Events completing out of order open a "gap" for a moment all the time; only one that
-        // outlived a whole interval (the watermark did not move) is a lost update.
-        if self.diff.is_some() {
-            return;
+        if let Some(mark) = self.queue.due() {
+            self.fetch_difference(mark, ctx);
         }
-        if !self.in_flight.is_empty() {
-            let stuck = !self.done.is_empty() && self.gap_mark == Some(mark);
-            self.gap_mark = (!self.done.is_empty()).then_some(mark);
-            if !stuck {
-                return;
-            }
-        }
-        self.gap_mark = None;
-        self.fetch_difference(mark, ctx);
     }
 
     /// Asks for the difference from `mark`. A `differenceSlice` answer (more to come) is
@@ -615,24 +512,16 @@ impl AccountActor {
                     let Some(api::updates::State::State(state)) = state else {
                         return;
                     };
-                    if messages.is_empty() || act.watermark != Some(mark) {
-                        return;
-                    }
-                    // Messages that arrived live and are stored need no second decryption.
-                    let fresh: Vec<_> = messages
-                        .into_iter()
-                        .filter(|m| !act.already_stored(m))
-                        .collect();
+                    // Messages that arrived live (stored or on their way) are not routed again.
+                    let fresh = act
+                        .queue
+                        .batch(mark, messages, state.qts, more, message_key);
                     if fresh.is_empty() {
-                        act.watermark = act.watermark.map(|m| m.max(state.qts));
-                        act.processed_watermark();
-                        if let (true, Some(m)) = (more, act.watermark) {
+                        if let Some(m) = act.queue.next_slice() {
                             act.fetch_difference(m, ctx);
                         }
                         return;
                     }
-                    act.diff = Some((fresh.len(), state.qts));
-                    act.diff_more = more;
                     for msg in fresh {
                         act.route_message(msg, Some(AckToken::Difference), ctx);
                     }
@@ -642,7 +531,7 @@ impl AccountActor {
 }
 
 /// The de-duplication key of a message.
-fn message_key(m: &api::EncryptedMessage) -> (i32, i64) {
+fn message_key(m: &api::EncryptedMessage) -> MessageKey {
     match m {
         api::EncryptedMessage::EncryptedMessage(m) => (m.chat_id, m.random_id),
         api::EncryptedMessage::Service(m) => (m.chat_id, m.random_id),
@@ -707,10 +596,8 @@ impl Handler<Processed> for AccountActor {
     fn handle(&mut self, msg: Processed, ctx: &mut Context<Self>) {
         self.processed(msg.0);
         // A stored difference slice: fetch the rest now.
-        if self.diff.is_none() && std::mem::take(&mut self.diff_more) {
-            if let Some(m) = self.watermark {
-                self.fetch_difference(m, ctx);
-            }
+        if let Some(m) = self.queue.next_slice() {
+            self.fetch_difference(m, ctx);
         }
     }
 }
@@ -761,25 +648,18 @@ impl Handler<Tick> for AccountActor {
         if !self.orphans.is_empty() {
             self.retry_orphans(ctx);
         }
-        let Some(mark) = self.watermark else {
-            return;
-        };
-        if mark > self.acked {
+        if let Some(mark) = self.queue.to_acknowledge() {
             // Stored first (durably), then acknowledged to the server.
             if self.shared.store.set_qts(self.account, mark).is_err() {
                 return;
             }
-            self.acked = mark;
+            self.queue.acknowledged(mark);
             tracing::trace!(account = self.account, max_qts = mark, "receivedQueue");
             let api = self.api.clone();
             actix::spawn(async move {
                 let _ = call_retrying(&*api, &m::ReceivedQueue { max_qts: mark }).await;
             });
         }
-        if !self.in_flight.is_empty() || self.diff.is_some() {
-            return;
-        }
-        let _ = ctx;
     }
 }
 

@@ -17,6 +17,7 @@ mod commands;
 pub mod files;
 pub mod metrics;
 mod provision;
+mod queue;
 mod trace;
 pub mod workers;
 
