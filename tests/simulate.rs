@@ -106,6 +106,12 @@ async fn a_faulty_run_with_files_and_rekeys_verifies_clean() {
         r.summary()
     );
     assert_eq!(r.figures.active_peak, 3, "every chat ran");
+    // Both ends of the three chats live in the one engine: 2 to 6 were in memory at once.
+    assert!(
+        (2..=6).contains(&r.figures.loaded_peak),
+        "{}",
+        r.figures.loaded_peak
+    );
     assert!(r.figures.restart_s > 0.0);
     assert!(ticks > 0, "progress was reported");
     let j = r.to_json();
@@ -131,7 +137,7 @@ async fn a_faulty_run_with_files_and_rekeys_verifies_clean() {
         assert!(j["latency_ms"][k].as_f64().is_some());
         assert!(j["accept_ms"][k].as_f64().is_some());
     }
-    for k in ["dh_exponentiations", "active_peak"] {
+    for k in ["dh_exponentiations", "active_peak", "loaded_peak"] {
         assert!(j.get(k).is_some(), "JSON lacks {k}");
     }
     assert!(j.get("floor_ratio").is_none(), "no floor unless asked");
