@@ -2,35 +2,30 @@
 //! acknowledges every event, and the final consistency check.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use secretchat_engine::protocol::chat::{AppEvent, ChatConfig, ChatStatus, Command, Outgoing};
+use secretchat_engine::protocol::chat::AppEvent;
 use secretchat_engine::runtime::files::FileRef;
-use secretchat_engine::runtime::{Engine, EngineConfig, EngineEvent, EventKind, Events};
+use secretchat_engine::runtime::{Engine, EngineEvent, EventKind, Events};
 use secretchat_engine::sim::{FileKeeping, SimServer};
-use secretchat_engine::store::StoreOptions;
 use secretchat_schema::api::enums as api;
 use secretchat_schema::e2e::enums as e2e;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::ledger::{Ledger, Violation};
-use super::report::{Consistency, Report};
+use super::report::Report;
 use super::workload::{Item, Workload, parse_prefix, text_of, user};
 use super::{Live, SimulateError, SimulateOptions};
 
-/// What the helper tasks tell the main loop.
-enum Note {
-    /// A chat side's server id is known (it is ready).
-    ChatId(u64, u64, i32),
-    /// Sender of stream `s` finished after `n` messages.
-    Finished(usize, u32),
-    /// Sender of stream `s` could not send message `idx`.
-    SendFailed(usize, u32, String),
-    /// A downloaded file was checked.
-    FileChecked(usize, usize, u32, Result<(), String>),
-}
+mod sender;
+mod settle;
+mod setup;
+
+use sender::{Note, Sender};
+use settle::restart_probe;
+use setup::{DataDir, dir_size, ends, engine_config};
 
 #[derive(Debug, Clone, Default)]
 struct Pair {
@@ -40,102 +35,11 @@ struct Pair {
     started: bool,
 }
 
-/// The directory the run uses, removed at the end unless the user named it.
-struct DataDir {
-    path: PathBuf,
-    _temp: Option<tempfile::TempDir>,
-}
-
-impl DataDir {
-    fn new(given: Option<&Path>) -> Result<Self, SimulateError> {
-        match given {
-            Some(p) => {
-                std::fs::create_dir_all(p)?;
-                Ok(Self {
-                    path: p.to_path_buf(),
-                    _temp: None,
-                })
-            }
-            None => {
-                let t = tempfile::Builder::new()
-                    .prefix("secretchat-simulate-")
-                    .tempdir()?;
-                Ok(Self {
-                    path: t.path().to_path_buf(),
-                    _temp: Some(t),
-                })
-            }
-        }
-    }
-}
-
-/// Engine settings for an in-process network: LAN-scale protocol timers (the defaults are for a
-/// real network, where a Resend is retried after 30 s).
-fn engine_config(opts: &SimulateOptions) -> EngineConfig {
-    // The tail retransmit only matters for a chat's last message (holes before it are found by
-    // later messages): a short one at scale is a retransmit storm (10,000 quiet chats at 600 ms
-    // collapsed throughput 20-fold, measured). In scale mode every chat ends quiet, so its last
-    // message in each direction is never acknowledged: even 20 s re-sent all of them (200,000
-    // re-sends at 100,000 chats, doubling the work), so scale mode keeps the library default
-    // (an hour), as a deployment would.
-    let tail = if opts.active.is_some() {
-        let d = ChatConfig::default();
-        (d.retransmit_ms, d.max_backoff_ms)
-    } else {
-        (20_000, 20_000)
-    };
-    EngineConfig {
-        chat: ChatConfig {
-            resend_retry_ms: 300,
-            unhealthy_after: 20,
-            retransmit_ms: tail.0,
-            max_backoff_ms: tail.1,
-            ..ChatConfig::default()
-        },
-        store: StoreOptions {
-            durability: opts.durability,
-            at_rest_key: None,
-        },
-        ack_interval: Duration::from_millis(50),
-        difference_interval: Duration::from_millis(500),
-        // Scale mode rotates through many chats: finished ones leave memory soon.
-        idle_after: if opts.active.is_some() {
-            Duration::from_secs(2)
-        } else {
-            Duration::from_secs(60)
-        },
-        ..EngineConfig::default()
-    }
-}
-
-/// The accounts at the two ends of chat `p`: account `i` starts its chats with the next
-/// accounts in turn.
-fn ends(opts: &SimulateOptions, p: usize) -> (u64, u64) {
-    let (i, c) = (p / opts.chats, p % opts.chats);
-    let peer = (i + 1 + c % (opts.accounts - 1)) % opts.accounts;
-    (i as u64 + 1, peer as u64 + 1)
-}
-
-/// Bytes of the files under `dir` (RocksDB's SST files, WAL and manifests).
-fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
-/// Chats checked for consistency in scale mode (an even sample).
-const MAX_CHECKED: usize = 2000;
-
-/// Chats provisioned per round (bounds the keys in memory at once).
-const PROVISION_CHUNK: usize = 32 * 1024;
+/// Chats started per progress tick (250 ms) at most: 100,000 chats started in one instant
+/// loaded 200,000 chat actors one after another while their commands, updates and sends piled
+/// up behind them (the memory peak of the million-chat run); a ramp of 8,000 a second reaches
+/// `--active` within seconds when the chats are slower than that, as at scale they are.
+const STARTS_PER_TICK: usize = 2_000;
 
 fn lock(l: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
     match l.lock() {
@@ -361,64 +265,6 @@ pub async fn run(
 }
 
 impl Driver {
-    /// Registers every chat ready on both ends without a handshake (the bulk-provisioning
-    /// path): the server records the chat, both engines store it with one key.
-    fn provision(&mut self, sim: &SimServer) -> Result<(), SimulateError> {
-        use rand::{RngCore, SeedableRng};
-        use secretchat_engine::crypto::prime::TELEGRAM_DH_PRIME;
-        use secretchat_engine::crypto::{AuthKey, Side};
-        use secretchat_engine::protocol::layer::OUR_LAYER;
-        use secretchat_engine::runtime::ProvisionedChat;
-        // Benchmark keys: random, but from the run's seed so a run can be repeated.
-        let mut rng = rand::rngs::StdRng::seed_from_u64(self.opts.seed ^ 0x6b65_7973);
-        let total = self.pairs.len();
-        let mut from = 0;
-        while from < total {
-            let to = (from + PROVISION_CHUNK).min(total);
-            // Per account: the chat ends to write and where each goes (pair, side).
-            type Ends = (Vec<ProvisionedChat>, Vec<(usize, usize)>);
-            let mut per_account: HashMap<u64, Ends> = HashMap::new();
-            for p in from..to {
-                let (a, b) = ends(&self.opts, p);
-                let (chat_id, access_hash) = sim.provision_chat((a as i64, 0), (b as i64, 0));
-                let mut raw = zeroize::Zeroizing::new([0u8; 256]);
-                rng.fill_bytes(&mut raw[..]);
-                for (side, account, which) in [(Side::Originator, a, 0), (Side::Participant, b, 1)]
-                {
-                    let e = per_account.entry(account).or_default();
-                    e.0.push(ProvisionedChat {
-                        side,
-                        chat_id,
-                        access_hash,
-                        key: AuthKey::new(*raw),
-                        peer_layer: OUR_LAYER,
-                    });
-                    e.1.push((p, which));
-                }
-                self.pairs[p].chat_id = chat_id;
-            }
-            for (account, (chats, places)) in per_account {
-                let handles = self
-                    .engine
-                    .provision_chats(account, &TELEGRAM_DH_PRIME, 3, chats)?;
-                for (h, (p, which)) in handles.into_iter().zip(places) {
-                    self.pairs[p].sides[which] = Some((account, h));
-                    self.side_of.insert((account, h), (p, which));
-                }
-            }
-            from = to;
-        }
-        for p in 0..total {
-            self.pairs[p].started = true;
-            self.ready += 1;
-            self.queue.push_back(p);
-        }
-        // `--duration` counts traffic time: from here, not from before the provisioning.
-        self.deadline = self.opts.duration.map(|t| Instant::now() + t);
-        self.start_queued();
-        Ok(())
-    }
-
     fn live(&self, started: Instant) -> Live {
         let l = lock(&self.ledger);
         let m = self.engine.metrics();
@@ -726,295 +572,5 @@ impl Driver {
         self.ready += 1;
         self.queue.push_back(pair);
         self.start_queued();
-    }
-
-    /// Waits (up to 30 s) until every chat is quiet and both sides agree; returns the final
-    /// statuses. Events keep being handled meanwhile.
-    async fn settle(
-        &mut self,
-        events: &mut Events,
-        inbox: &mut mpsc::UnboundedReceiver<Note>,
-    ) -> Vec<(usize, Option<ChatStatus>, Option<ChatStatus>)> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        // Every chat, or in scale mode an even sample (each status loads a sleeping chat).
-        let n = self.pairs.len();
-        let step = if self.opts.active.is_some() {
-            n.div_ceil(MAX_CHECKED).max(1)
-        } else {
-            1
-        };
-        loop {
-            while let Ok(e) = events.try_recv() {
-                self.events(e, events);
-            }
-            while let Ok(n) = inbox.try_recv() {
-                self.note(n);
-            }
-            let mut all = Vec::with_capacity(n / step + 1);
-            for (pair, p) in self.pairs.iter().enumerate().step_by(step) {
-                let mut st = [None, None];
-                for (i, side) in p.sides.iter().enumerate() {
-                    if let Some((a, h)) = side {
-                        match self.engine.status(*a, *h).await {
-                            Ok(s) => st[i] = Some(s),
-                            Err(e) => {
-                                self.status_errors.insert(pair, e.to_string());
-                            }
-                        }
-                    }
-                }
-                let [a, b] = st;
-                all.push((pair, a, b));
-            }
-            let quiet = all
-                .iter()
-                .all(|(_, a, b)| matches!((a, b), (Some(a), Some(b)) if agree(a, b)));
-            if quiet || Instant::now() >= deadline {
-                return all;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    fn check(&self, statuses: &[(usize, Option<ChatStatus>, Option<ChatStatus>)]) -> Consistency {
-        let mut c = Consistency::default();
-        for (pair, a, b) in statuses {
-            let pair = *pair;
-            match (a, b) {
-                (Some(a), Some(b)) if agree(a, b) => c.consistent += 1,
-                (Some(a), Some(b)) => {
-                    c.inconsistent += 1;
-                    self.violation(
-                        pair,
-                        0,
-                        None,
-                        "inconsistent",
-                        format!(
-                            "sides disagree: phases {}/{}, seq {:?}/{:?}, keys {:?}/{:?}, \
-                             re-keying {}/{}",
-                            a.phase,
-                            b.phase,
-                            a.seq,
-                            b.seq,
-                            a.key_fingerprint,
-                            b.key_fingerprint,
-                            a.rekeying,
-                            b.rekeying
-                        ),
-                    );
-                }
-                _ => {
-                    c.inconsistent += 1;
-                    self.violation(
-                        pair,
-                        0,
-                        None,
-                        "inconsistent",
-                        "a side never became ready".into(),
-                    );
-                }
-            }
-        }
-        c
-    }
-}
-
-/// Reopens the engine on the run's store (after the run's engine was shut down) and times how
-/// long until it serves: one more message on the first chat, sent and delivered. The message
-/// is verified like every other.
-async fn restart_probe(
-    opts: &SimulateOptions,
-    dir: &Path,
-    sim: &Arc<SimServer>,
-    pair: &Pair,
-    ledger: &Arc<Mutex<Ledger>>,
-    work: Workload,
-) -> Result<f64, SimulateError> {
-    let ([Some(a), Some(b)], true) = (pair.sides, pair.started) else {
-        return Ok(0.0);
-    };
-    let t = Instant::now();
-    let (engine, mut events) = Engine::open(dir, engine_config(opts))?;
-    for acc in 1..=opts.accounts as u64 {
-        let device = sim.device(acc as i64, 0);
-        let feed = engine.add_account(acc, Arc::new(device.clone())).await?;
-        sim.connect(&device, feed);
-    }
-    let idx = lock(ledger).streams[0].sent;
-    let text = match work.item(0, 0, idx) {
-        Item::Text(t) | Item::File(t) => t,
-    };
-    lock(ledger).sending(0, idx, Instant::now());
-    let sent = engine
-        .command(
-            a.0,
-            a.1,
-            Command::Send(Box::new(Outgoing::text(
-                Workload::random_id(0, 0, idx),
-                text.clone(),
-            ))),
-        )
-        .await;
-    if sent.is_err() {
-        return Ok(t.elapsed().as_secs_f64());
-    }
-    lock(ledger).sent(0, idx);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Ok(Some(e)) = tokio::time::timeout(
-        deadline.saturating_duration_since(Instant::now()),
-        events.recv(),
-    )
-    .await
-    {
-        if let Some(seq) = e.seq {
-            let _ = engine.ack(seq);
-        }
-        if let EventKind::App(AppEvent::Message { message, .. }) = &e.kind {
-            let got = text_of(message).unwrap_or("");
-            if (e.account, e.chat) == b && parse_prefix(got) == Some((0, 0, idx)) {
-                let took = t.elapsed().as_secs_f64();
-                lock(ledger).received(0, 0, idx, got == text, Instant::now());
-                return Ok(took);
-            }
-        }
-    }
-    // Never arrived: the ledger counts it lost.
-    Ok(t.elapsed().as_secs_f64())
-}
-
-/// Both sides ready, on one key, no exchange running, and each side received what the other
-/// sent.
-fn agree(a: &ChatStatus, b: &ChatStatus) -> bool {
-    a.phase == "ready"
-        && b.phase == "ready"
-        && !a.rekeying
-        && !b.rekeying
-        && a.key_fingerprint.is_some()
-        && a.key_fingerprint == b.key_fingerprint
-        && a.seq.0 == b.seq.1
-        && b.seq.0 == a.seq.1
-}
-
-/// One direction of one chat.
-struct Sender {
-    engine: Engine,
-    from: (u64, u64),
-    pair: usize,
-    dir: usize,
-    n: u32,
-    work: Workload,
-    ledger: Arc<Mutex<Ledger>>,
-    window: Arc<Semaphore>,
-    notes: mpsc::UnboundedSender<Note>,
-    files_dir: PathBuf,
-    deadline: Option<Instant>,
-}
-
-/// Chats started per progress tick (250 ms) at most: 100,000 chats started in one instant
-/// loaded 200,000 chat actors one after another while their commands, updates and sends piled
-/// up behind them (the memory peak of the million-chat run); a ramp of 8,000 a second reaches
-/// `--active` within seconds when the chats are slower than that, as at scale they are.
-const STARTS_PER_TICK: usize = 2_000;
-
-/// Text messages a sender keeps submitted but not yet stored. Submitting in order and
-/// collecting the answers later is how an application feeds a durable engine: the chat stores
-/// what queued meanwhile in one write (and one fsync) instead of one per message.
-const SUBMITTED_AHEAD: usize = 8;
-
-/// A sender's submitted texts (index, the task that records the engine's "stored" answer).
-type Ahead = VecDeque<(u32, tokio::task::JoinHandle<Result<(), String>>)>;
-
-impl Sender {
-    async fn run(self) {
-        let s = self.pair * 2 + self.dir;
-        let mut ahead = Ahead::new();
-        for idx in 0..self.n {
-            if self.deadline.is_some_and(|d| Instant::now() >= d) {
-                return self.finish(s, idx, ahead).await;
-            }
-            match self.window.acquire().await {
-                Ok(p) => p.forget(),
-                Err(_) => return,
-            }
-            lock(&self.ledger).sending(s, idx, Instant::now());
-            if let Some(command) = super::send::text_command(&self.work, self.pair, self.dir, idx) {
-                let stored = self.engine.submit(self.from.0, self.from.1, command);
-                let ledger = self.ledger.clone();
-                ahead.push_back((
-                    idx,
-                    tokio::spawn(async move {
-                        stored.await.map_err(|e| e.to_string())?;
-                        lock(&ledger).sent(s, idx);
-                        Ok(())
-                    }),
-                ));
-                if ahead.len() >= SUBMITTED_AHEAD && !self.collect(s, &mut ahead, 1).await {
-                    return;
-                }
-                continue;
-            }
-            // A file: what was submitted before it first, then the upload and its send.
-            if !self.collect(s, &mut ahead, usize::MAX).await {
-                return;
-            }
-            // Boxed: the file path's future (the upload) is large, and every running stream's task
-            // would carry its size (4.8 KB of the 8.3 KB per chat measured with heaptrack).
-            match Box::pin(self.send(idx)).await {
-                Ok(_) => {
-                    let mut l = lock(&self.ledger);
-                    l.sent(s, idx);
-                    l.files_sent += 1;
-                }
-                Err(e) => {
-                    let _ = self.notes.send(Note::SendFailed(s, idx, e));
-                    let _ = self.notes.send(Note::Finished(s, idx));
-                    return;
-                }
-            }
-        }
-        self.finish(s, self.n, ahead).await
-    }
-
-    /// Waits for the first `n` submitted messages to be stored; on a failure reports it and
-    /// answers false (the stream ends there).
-    async fn collect(&self, s: usize, ahead: &mut Ahead, n: usize) -> bool {
-        for _ in 0..n {
-            let Some((idx, h)) = ahead.pop_front() else {
-                return true;
-            };
-            let failed = match h.await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e),
-                Err(e) => Some(e.to_string()),
-            };
-            if let Some(e) = failed {
-                let _ = self.notes.send(Note::SendFailed(s, idx, e));
-                let _ = self.notes.send(Note::Finished(s, idx));
-                return false;
-            }
-        }
-        true
-    }
-
-    /// The stream ends after `n` messages (once every submitted one is stored).
-    async fn finish(&self, s: usize, n: u32, mut ahead: Ahead) {
-        if self.collect(s, &mut ahead, usize::MAX).await {
-            let _ = self.notes.send(Note::Finished(s, n));
-        }
-    }
-
-    /// Sends message `idx`; returns whether it was a file.
-    async fn send(&self, idx: u32) -> Result<bool, String> {
-        super::send::send_item(
-            &self.engine,
-            self.from,
-            &self.work,
-            self.pair,
-            self.dir,
-            idx,
-            &self.files_dir,
-            false,
-        )
-        .await
     }
 }
