@@ -113,6 +113,15 @@ async fn a_faulty_run_with_files_and_rekeys_verifies_clean() {
         r.figures.loaded_peak
     );
     assert!(r.figures.restart_s > 0.0);
+    // The engine measured each phase (files were sent, chats re-keyed), and the phases it
+    // measured fit in the process's CPU time.
+    let split = r.cpu_split_us();
+    let total = r.figures.cpu_s * 1e6 / r.messages_delivered as f64;
+    for (name, us) in &split[..4] {
+        assert!(*us > 0.0, "no CPU time measured for {name}: {split:?}");
+    }
+    let measured: f64 = split[..4].iter().map(|(_, us)| us).sum();
+    assert!(measured <= total * 1.05, "{split:?} over {total} µs");
     assert!(ticks > 0, "progress was reported");
     let j = r.to_json();
     for k in [
@@ -136,6 +145,12 @@ async fn a_faulty_run_with_files_and_rekeys_verifies_clean() {
     for k in ["p50", "p90", "p99", "max"] {
         assert!(j["latency_ms"][k].as_f64().is_some());
         assert!(j["accept_ms"][k].as_f64().is_some());
+    }
+    for k in ["steps", "DH", "store", "files", "rest"] {
+        assert!(
+            j["cpu_split_us_per_msg"][k].as_f64().is_some(),
+            "no {k} in the CPU split"
+        );
     }
     for k in ["dh_exponentiations", "active_peak", "loaded_peak"] {
         assert!(j.get(k).is_some(), "JSON lacks {k}");

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use super::SimulateOptions;
 use super::floor::Floor;
 use super::ledger::{Ledger, Violation};
+use secretchat_engine::runtime::metrics::PhaseTimes;
 use secretchat_engine::sim::SimStats;
 
 /// Chats that ended consistent or not.
@@ -54,6 +55,8 @@ pub struct Figures {
     pub active_peak: usize,
     /// The most chat actors the engine held in memory at once (both ends count).
     pub loaded_peak: u64,
+    /// The engine's time per phase over the same span as `cpu_s`.
+    pub cpu_split: PhaseTimes,
 }
 
 /// Everything a run found.
@@ -100,6 +103,25 @@ pub struct Report {
 }
 
 impl Report {
+    /// CPU µs per delivered message by phase: the engine's chat steps (protocol and message
+    /// crypto), DH, storage and file crypto as the engine measured them, and the rest of the
+    /// process's CPU time (actor hops and wake-ups, the simulated server, the simulator's own
+    /// checks and sends).
+    pub fn cpu_split_us(&self) -> [(&'static str, f64); 5] {
+        let f = &self.figures;
+        let per = |d: f64| d * 1e6 / (self.messages_delivered.max(1) as f64);
+        let c = f.cpu_split;
+        let measured = c.protocol + c.dh + c.store + c.files;
+        let rest = (f.cpu_s - measured.as_secs_f64()).max(0.0);
+        [
+            ("steps", per(c.protocol.as_secs_f64())),
+            ("DH", per(c.dh.as_secs_f64())),
+            ("store", per(c.store.as_secs_f64())),
+            ("files", per(c.files.as_secs_f64())),
+            ("rest", per(rest)),
+        ]
+    }
+
     /// Assembles the report (takes the ledger's samples).
     pub fn build(
         options: &SimulateOptions,
@@ -201,6 +223,11 @@ impl Report {
             "provision_s": round(f.provision_s),
             "active_peak": f.active_peak,
             "loaded_peak": f.loaded_peak,
+            "cpu_split_us_per_msg": self
+                .cpu_split_us()
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), serde_json::json!(round(*v))))
+                .collect::<serde_json::Map<_, _>>(),
             "violations": self.violation_count,
             "first_violations": self.violations.iter().map(|v| json!({
                 "chat": v.pair, "direction": v.dir, "message": v.idx, "kind": v.kind, "detail": v.detail,
@@ -280,13 +307,18 @@ impl Report {
             f.server.injected_errors
         ));
         s.push_str(&format!(
-            "files: {} sent, {} verified; CPU {:.1} s ({:.0} µs/msg); peak RSS {} MiB; \
+            "files: {} sent, {} verified; CPU {:.1} s ({:.0} µs/msg: {}); peak RSS {} MiB; \
              RocksDB {} MiB; chats registered in {:.1} s, {} active at peak ({} chat ends in \
              memory); restart to serving {:.2} s\n",
             self.files,
             self.files_verified,
             f.cpu_s,
             f.cpu_s * 1e6 / (self.messages_delivered.max(1) as f64),
+            self.cpu_split_us()
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.0}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             f.peak_rss_bytes >> 20,
             f.db_bytes >> 20,
             f.provision_s,

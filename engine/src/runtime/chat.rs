@@ -13,6 +13,7 @@ use secretchat_schema::api::enums as api;
 use secretchat_schema::api::types as api_types;
 
 use super::account::{AccountActor, Processed};
+use super::metrics::{Phase, PhaseClock};
 use super::trace::{ActionLine, EventLine, call_name};
 use super::workers::{ConfigError, GetConfig, RunJob};
 use super::{AckToken, EngineEvent, EventKind, Reply, Shared, now_ms};
@@ -179,6 +180,7 @@ impl ChatActor {
             self.step.queued.drain(..MAX_INPUTS_PER_STEP).collect()
         };
         let mut batch = Batch::default();
+        let started = PhaseClock::start();
         for msg in inputs {
             if matches!(
                 msg.event,
@@ -198,6 +200,9 @@ impl ChatActor {
                 .handle(msg.event, now_ms(), &mut rand::rngs::OsRng);
             self.collect(actions, msg.ack, msg.done, &mut batch, ctx);
         }
+        self.shared
+            .metrics
+            .spent(Phase::Protocol, started.elapsed());
         self.execute(batch, ctx);
     }
 
@@ -327,6 +332,7 @@ impl ChatActor {
             done,
         } = batch;
         let ticket = if !persist.is_empty() || !events.is_empty() {
+            let started = PhaseClock::start();
             let state = self.core.snapshot();
             let chat_id = self.core.chat_id();
             let w = ChatWrite {
@@ -343,7 +349,9 @@ impl ChatActor {
                 qts: None,
             };
             self.shared.metrics.batch();
-            match self.shared.store.write_chat(&w) {
+            let written = self.shared.store.write_chat(&w);
+            self.shared.metrics.spent(Phase::Store, started.elapsed());
+            match written {
                 Ok(t) => {
                     self.step.indexed = chat_id;
                     Some(t)

@@ -3,6 +3,7 @@
 //! from its core's [`ChatCounters`]; reading them is a handful of atomic loads.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::protocol::chat::ChatCounters;
 
@@ -18,6 +19,53 @@ pub struct EngineMetrics {
     dh_exponentiations: AtomicU64,
     chats_loaded: AtomicI64,
     chats_loaded_peak: AtomicI64,
+    /// Nanoseconds per [`Phase`].
+    spent: [AtomicU64; 4],
+}
+
+/// Where engine threads spend their CPU time (the thread's CPU clock around the work).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Chat steps: the protocol core, with each message's MTProto encryption or decryption.
+    Protocol,
+    /// DH exponentiations (handshakes and re-keys).
+    Dh,
+    /// Building a step's records and writing them to RocksDB (not the fsync wait).
+    Store,
+    /// File parts' encryption and decryption.
+    Files,
+}
+
+/// The calling thread's CPU time since [`PhaseClock::start`] (wall time would count the
+/// time a thread waited preempted on a busy machine: the DH pool's measured 2x its CPU time).
+pub(crate) struct PhaseClock(Option<cpu_time::ThreadTime>);
+
+impl PhaseClock {
+    /// Starts measuring on this thread.
+    pub(crate) fn start() -> Self {
+        Self(cpu_time::ThreadTime::try_now().ok())
+    }
+
+    /// CPU time since the start (zero if the clock is unavailable).
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.0
+            .as_ref()
+            .and_then(|t| t.try_elapsed().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Time spent per [`Phase`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhaseTimes {
+    /// See [`Phase::Protocol`].
+    pub protocol: Duration,
+    /// See [`Phase::Dh`].
+    pub dh: Duration,
+    /// See [`Phase::Store`].
+    pub store: Duration,
+    /// See [`Phase::Files`].
+    pub files: Duration,
 }
 
 /// A reading of [`EngineMetrics`].
@@ -42,6 +90,8 @@ pub struct MetricsSnapshot {
     pub chats_loaded: u64,
     /// The most chat actors that were in memory at once.
     pub chats_loaded_peak: u64,
+    /// Time spent per phase.
+    pub spent: PhaseTimes,
 }
 
 impl EngineMetrics {
@@ -66,6 +116,14 @@ impl EngineMetrics {
     pub(crate) fn dh(&self, exponentiations: u64) {
         self.dh_exponentiations
             .fetch_add(exponentiations, Ordering::Relaxed);
+    }
+
+    /// Adds time spent in `phase`.
+    pub(crate) fn spent(&self, phase: Phase, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        if let Some(a) = self.spent.get(phase as usize) {
+            a.fetch_add(ns, Ordering::Relaxed);
+        }
     }
 
     /// A chat actor started (`+1`) or stopped (`-1`).
@@ -96,6 +154,12 @@ impl EngineMetrics {
             dh_exponentiations: self.dh_exponentiations.load(r),
             chats_loaded: self.chats_loaded.load(r).max(0) as u64,
             chats_loaded_peak: self.chats_loaded_peak.load(r).max(0) as u64,
+            spent: PhaseTimes {
+                protocol: Duration::from_nanos(self.spent[Phase::Protocol as usize].load(r)),
+                dh: Duration::from_nanos(self.spent[Phase::Dh as usize].load(r)),
+                store: Duration::from_nanos(self.spent[Phase::Store as usize].load(r)),
+                files: Duration::from_nanos(self.spent[Phase::Files as usize].load(r)),
+            },
         }
     }
 }

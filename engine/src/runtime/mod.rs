@@ -341,6 +341,7 @@ impl Engine {
         let engine_events = events_tx.clone();
         let file_threads = config.file_threads.max(1);
         let metrics = Arc::new(EngineMetrics::default());
+        let file_metrics = metrics.clone();
         let thread_metrics = metrics.clone();
         let registry = Arc::new(ParamsRegistry::default());
         let thread_registry = registry.clone();
@@ -349,8 +350,9 @@ impl Engine {
             .name("secretchat-engine".into())
             .spawn(move || {
                 let sys = System::new();
-                let files =
-                    sys.block_on(async move { SyncArbiter::start(file_threads, || FileCryptor) });
+                let files = sys.block_on(async move {
+                    SyncArbiter::start(file_threads, move || FileCryptor(file_metrics.clone()))
+                });
                 let _ = sys_tx.send((System::current(), files.clone()));
                 let shared_parts = Parts {
                     files,
@@ -550,7 +552,8 @@ async fn run(
         registry,
     } = parts;
     let dh_threads = config.dh_threads.max(1);
-    let rekey = SyncArbiter::start(dh_threads, || RekeyActor);
+    let dh_metrics = metrics.clone();
+    let rekey = SyncArbiter::start(dh_threads, move || RekeyActor(dh_metrics.clone()));
     let dh_config = DhConfigActor::new(store.clone(), registry.clone()).start();
     let arbiters: Vec<Arbiter> = (0..config.chat_threads.max(1))
         .map(|_| Arbiter::new())

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 
+use super::metrics::{EngineMetrics, Phase, PhaseClock};
 use crate::crypto::dh::{DhError, DhParams};
 use crate::crypto::file::FileStream;
 use crate::crypto::prime::is_safe_prime;
@@ -15,9 +16,9 @@ use crate::protocol::dh_job::{DhJob, DhOutput};
 use crate::store::Store;
 use crate::transport::ServerApi;
 
-/// Runs DH jobs on a thread pool (`SyncArbiter`).
+/// Runs DH jobs on a thread pool (`SyncArbiter`); their time goes to the engine metrics.
 #[derive(Debug, Default)]
-pub struct RekeyActor;
+pub struct RekeyActor(pub Arc<EngineMetrics>);
 
 impl Actor for RekeyActor {
     type Context = SyncContext<Self>;
@@ -31,13 +32,16 @@ pub struct RunJob(pub Box<DhJob>);
 impl Handler<RunJob> for RekeyActor {
     type Result = MessageResult<RunJob>;
     fn handle(&mut self, msg: RunJob, _: &mut SyncContext<Self>) -> Self::Result {
-        MessageResult(msg.0.run())
+        let t = PhaseClock::start();
+        let out = msg.0.run();
+        self.0.spent(Phase::Dh, t.elapsed());
+        MessageResult(out)
     }
 }
 
 /// Encrypts or decrypts file parts on a thread pool; the IGE chain state travels with each part.
 #[derive(Debug, Default)]
-pub struct FileCryptor;
+pub struct FileCryptor(pub Arc<EngineMetrics>);
 
 impl Actor for FileCryptor {
     type Context = SyncContext<Self>;
@@ -58,11 +62,14 @@ pub struct CryptPart {
 impl Handler<CryptPart> for FileCryptor {
     type Result = Result<(FileStream, Vec<u8>), crate::crypto::CryptoError>;
     fn handle(&mut self, mut msg: CryptPart, _: &mut SyncContext<Self>) -> Self::Result {
-        if msg.last {
-            msg.stream.last_part(&mut msg.data)?;
+        let t = PhaseClock::start();
+        let r = if msg.last {
+            msg.stream.last_part(&mut msg.data)
         } else {
-            msg.stream.part(&mut msg.data)?;
-        }
+            msg.stream.part(&mut msg.data)
+        };
+        self.0.spent(Phase::Files, t.elapsed());
+        r?;
         Ok((msg.stream, msg.data))
     }
 }

@@ -202,6 +202,7 @@ pub async fn run(
     }
     let traffic_s = started.elapsed().as_secs_f64();
     let cpu_s = super::cpu_seconds() - cpu_start;
+    let cpu_split = engine.metrics().spent;
     let statuses = d.settle(&mut events, &mut inbox).await;
     let consistency = d.check(&statuses);
     let live = d.live(started);
@@ -246,6 +247,7 @@ pub async fn run(
             provision_s,
             active_peak: d_peak,
             loaded_peak: metrics.chats_loaded_peak,
+            cpu_split,
         },
         consistency,
     );
