@@ -104,20 +104,22 @@ pub struct Report {
 
 impl Report {
     /// CPU µs per delivered message by phase: the engine's chat steps (protocol and message
-    /// crypto), DH, storage and file crypto as the engine measured them, and the rest of the
+    /// crypto), DH, storage, file crypto and loading sleeping chats as the engine measured
+    /// them, and the rest of the
     /// process's CPU time (actor hops and wake-ups, the simulated server, the simulator's own
     /// checks and sends).
-    pub fn cpu_split_us(&self) -> [(&'static str, f64); 5] {
+    pub fn cpu_split_us(&self) -> [(&'static str, f64); 6] {
         let f = &self.figures;
         let per = |d: f64| d * 1e6 / (self.messages_delivered.max(1) as f64);
         let c = f.cpu_split;
-        let measured = c.protocol + c.dh + c.store + c.files;
+        let measured = c.protocol + c.dh + c.store + c.files + c.load;
         let rest = (f.cpu_s - measured.as_secs_f64()).max(0.0);
         [
             ("steps", per(c.protocol.as_secs_f64())),
             ("DH", per(c.dh.as_secs_f64())),
             ("store", per(c.store.as_secs_f64())),
             ("files", per(c.files.as_secs_f64())),
+            ("loads", per(c.load.as_secs_f64())),
             ("rest", per(rest)),
         ]
     }

@@ -14,6 +14,7 @@ use secretchat_schema::api::functions::{messages as m, updates as u};
 
 use super::admission::{self, Admission};
 use super::chat::{ChatActor, ChatInput, GetStatus, TryStop};
+use super::metrics::{Phase, PhaseClock};
 use super::queue::{Live, MessageKey, QtsQueue};
 use super::{AckToken, EngineError, Reply, Shared, call_retrying, now_ms};
 use crate::protocol::chat::{Action, ChatCore, ChatStatus, Command, Event};
@@ -166,6 +167,7 @@ impl AccountActor {
                 return Ok(a.clone());
             }
         }
+        let clock = PhaseClock::start();
         let stored = self
             .shared
             .store
@@ -181,6 +183,7 @@ impl AccountActor {
             now_ms(),
             &mut rand::rngs::OsRng,
         )?;
+        self.shared.metrics.spent(Phase::Load, clock.elapsed());
         let addr = self.start_chat(handle, core, actions, None, ctx);
         // Loaded outside its turn (a status request, a due timer): what waited for it goes
         // first, so that nothing overtakes it.

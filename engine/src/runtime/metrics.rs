@@ -20,7 +20,7 @@ pub struct EngineMetrics {
     chats_loaded: AtomicI64,
     chats_loaded_peak: AtomicI64,
     /// Nanoseconds per [`Phase`].
-    spent: [AtomicU64; 4],
+    spent: [AtomicU64; 5],
 }
 
 /// Where engine threads spend their CPU time (the thread's CPU clock around the work).
@@ -34,6 +34,8 @@ pub enum Phase {
     Store,
     /// File parts' encryption and decryption.
     Files,
+    /// Loading sleeping chats: reading their records and restoring their state.
+    Load,
 }
 
 /// The calling thread's CPU time since [`PhaseClock::start`] (wall time would count the
@@ -66,6 +68,8 @@ pub struct PhaseTimes {
     pub store: Duration,
     /// See [`Phase::Files`].
     pub files: Duration,
+    /// See [`Phase::Load`].
+    pub load: Duration,
 }
 
 /// A reading of [`EngineMetrics`].
@@ -159,6 +163,7 @@ impl EngineMetrics {
                 dh: Duration::from_nanos(self.spent[Phase::Dh as usize].load(r)),
                 store: Duration::from_nanos(self.spent[Phase::Store as usize].load(r)),
                 files: Duration::from_nanos(self.spent[Phase::Files as usize].load(r)),
+                load: Duration::from_nanos(self.spent[Phase::Load as usize].load(r)),
             },
         }
     }
