@@ -167,7 +167,7 @@ impl AccountActor {
                 return Ok(a.clone());
             }
         }
-        let clock = PhaseClock::start();
+        let clock = PhaseClock::sample(Phase::Load);
         let stored = self
             .shared
             .store

@@ -180,7 +180,7 @@ impl ChatActor {
             self.step.queued.drain(..MAX_INPUTS_PER_STEP).collect()
         };
         let mut batch = Batch::default();
-        let started = PhaseClock::start();
+        let started = PhaseClock::sample(Phase::Protocol);
         for msg in inputs {
             if matches!(
                 msg.event,
@@ -332,7 +332,7 @@ impl ChatActor {
             done,
         } = batch;
         let ticket = if !persist.is_empty() || !events.is_empty() {
-            let started = PhaseClock::start();
+            let started = PhaseClock::sample(Phase::Store);
             let state = self.core.snapshot();
             let chat_id = self.core.chat_id();
             let w = ChatWrite {
