@@ -141,8 +141,20 @@ pub fn event_chat(seen: &Seen, f: impl Fn(&AppEvent) -> bool) -> Option<u64> {
         .map(|e| e.chat)
 }
 
-/// Opens a chat from `a` to `b` (b accepts); returns the two handles.
+/// The chats `b` was asked to join so far.
+fn requested(b: &Node) -> Vec<u64> {
+    b.seen
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::App(AppEvent::ChatRequested { .. })))
+        .map(|e| e.chat)
+        .collect()
+}
+
+/// Opens a chat from `a` to `b` (b accepts the new request, not an earlier one); returns the
+/// two handles.
 pub async fn open_chat(a: &mut Node, b: &mut Node, peer_user: i64) -> (u64, u64) {
+    let before = requested(b);
     let ha = a
         .engine()
         .request_chat(a.account, user(peer_user))
@@ -152,14 +164,7 @@ pub async fn open_chat(a: &mut Node, b: &mut Node, peer_user: i64) -> (u64, u64)
     let hb = loop {
         b.pump(Duration::from_millis(50)).await;
         a.pump(Duration::from_millis(10)).await;
-        let known: Vec<u64> = b
-            .seen
-            .events
-            .iter()
-            .filter(|e| matches!(e.kind, EventKind::App(AppEvent::ChatRequested { .. })))
-            .map(|e| e.chat)
-            .collect();
-        if let Some(&h) = known.last() {
+        if let Some(h) = requested(b).into_iter().find(|h| !before.contains(h)) {
             break h;
         }
         assert!(Instant::now() < deadline, "no request arrived");
