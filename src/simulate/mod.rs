@@ -69,7 +69,7 @@ impl Default for SimulateOptions {
         Self {
             accounts: 4,
             chats: 4,
-            messages: 1000,
+            messages: 20_000,
             file_share: 0.01,
             file_size: 64 * 1024,
             faults: SimFaults {
