@@ -18,6 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::chat::ChatInput;
+use crate::protocol::chat::Event;
 
 /// How long the queue may wait without any admission before a batch is let in regardless
 /// (every loaded chat busy, or the slots freed by another account).
@@ -30,11 +31,27 @@ pub(super) const ADMIT_ON_STALL: usize = 256;
 /// been addressed: its peer's answer may be on its way).
 pub(super) const MIN_RESIDENCY: Duration = Duration::from_millis(100);
 
-/// Inputs for chats waiting to be loaded.
+/// Chats with network input admitted per chat with only local commands, while both wait.
+pub(super) const NETWORK_PER_LOCAL: u32 = 3;
+
+/// A waiting chat's inputs, and whether any came from the network.
+struct Waiting {
+    inputs: Vec<ChatInput>,
+    network: bool,
+}
+
+/// Inputs for chats waiting to be loaded, in two lanes: chats with input from the network
+/// (messages, chat updates: work already in flight, whose qts hold the acknowledgement back)
+/// go [`NETWORK_PER_LOCAL`] to one before chats with only the application's commands (new
+/// work). Each lane is first come, first served; a chat's inputs stay in arrival order.
 #[derive(Default)]
 pub(super) struct Admission {
-    waiting: HashMap<u64, Vec<ChatInput>>,
-    order: VecDeque<u64>,
+    waiting: HashMap<u64, Waiting>,
+    /// Lane 0: chats with network input; lane 1: commands only (a chat that gets network
+    /// input moves to lane 0, its lane-1 place is skipped).
+    order: [VecDeque<u64>; 2],
+    /// Network chats admitted since the last command-only one.
+    streak: u32,
     /// The last admission (or when the queue became non-empty).
     last: Option<Instant>,
 }
@@ -49,23 +66,50 @@ impl Admission {
     pub(super) fn push(&mut self, handle: u64, input: ChatInput, now: Instant) {
         if self.waiting.is_empty() {
             self.last = Some(now);
-            self.order.clear(); // only places of taken chats can be left
+            // Only places of taken chats can be left.
+            self.order.iter_mut().for_each(VecDeque::clear);
         }
+        let network = !matches!(input.event, Event::Command(_));
         match self.waiting.get_mut(&handle) {
-            Some(inputs) => inputs.push(input),
+            Some(w) => {
+                w.inputs.push(input);
+                if network && !w.network {
+                    w.network = true;
+                    self.order[0].push_back(handle);
+                }
+            }
             None => {
-                self.waiting.insert(handle, vec![input]);
-                self.order.push_back(handle);
+                self.waiting.insert(
+                    handle,
+                    Waiting {
+                        inputs: vec![input],
+                        network,
+                    },
+                );
+                self.order[usize::from(!network)].push_back(handle);
             }
         }
     }
 
-    /// The next chat to load and its inputs, oldest first.
+    /// The next chat to load and its inputs: network lane first, [`NETWORK_PER_LOCAL`] to one.
     pub(super) fn next(&mut self, now: Instant) -> Option<(u64, Vec<ChatInput>)> {
-        while let Some(handle) = self.order.pop_front() {
-            if let Some(inputs) = self.waiting.remove(&handle) {
+        let first = usize::from(self.streak >= NETWORK_PER_LOCAL);
+        for lane in [first, 1 - first] {
+            while let Some(handle) = self.order[lane].pop_front() {
+                // A place is current if the chat still waits in this lane.
+                let current = self
+                    .waiting
+                    .get(&handle)
+                    .is_some_and(|w| w.network == (lane == 0));
+                if !current {
+                    continue;
+                }
+                let Some(w) = self.waiting.remove(&handle) else {
+                    continue;
+                };
+                self.streak = if lane == 0 { self.streak + 1 } else { 0 };
                 self.last = Some(now);
-                return Some((handle, inputs));
+                return Some((handle, w.inputs));
             }
         }
         None
@@ -73,8 +117,11 @@ impl Admission {
 
     /// Takes the inputs waiting for `handle` (it was loaded outside its turn).
     pub(super) fn take(&mut self, handle: u64) -> Vec<ChatInput> {
-        // Its place in `order` is skipped by `next`.
-        self.waiting.remove(&handle).unwrap_or_default()
+        // Its places in `order` are skipped by `next`.
+        self.waiting
+            .remove(&handle)
+            .map(|w| w.inputs)
+            .unwrap_or_default()
     }
 
     /// Chats waiting.
@@ -106,10 +153,52 @@ pub(super) fn quietest(mut candidates: Vec<(Instant, u64)>, n: usize) -> Vec<u64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::chat::{Event, Timer};
+    use crate::protocol::chat::{Command, Outgoing, Timer};
 
     fn input() -> ChatInput {
         ChatInput::event(Event::Timer(Timer::Retransmit))
+    }
+
+    fn command() -> ChatInput {
+        ChatInput::event(Event::Command(Command::Send(Box::new(Outgoing::text(
+            1, "x",
+        )))))
+    }
+
+    #[test]
+    fn network_input_goes_three_to_one_before_commands_and_keeps_its_order() {
+        let t = Instant::now();
+        let mut a = Admission::default();
+        for h in 1..=4 {
+            a.push(h, command(), t); // commands only
+        }
+        for h in 11..=16 {
+            a.push(h, input(), t); // network input
+        }
+        a.push(2, input(), t); // chat 2 now has network input too: it moves up
+        let order: Vec<u64> = std::iter::from_fn(|| a.next(t).map(|(h, _)| h)).collect();
+        assert_eq!(order, vec![11, 12, 13, 1, 14, 15, 16, 3, 2, 4]);
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn a_moved_chat_keeps_its_inputs_in_arrival_order() {
+        let t = Instant::now();
+        let mut a = Admission::default();
+        a.push(5, command(), t);
+        a.push(5, input(), t);
+        a.push(5, command(), t);
+        let (h, inputs) = a.next(t).expect("chat 5");
+        assert_eq!(h, 5);
+        let kinds: Vec<bool> = inputs
+            .iter()
+            .map(|i| matches!(i.event, Event::Command(_)))
+            .collect();
+        assert_eq!(kinds, vec![true, false, true]);
+        assert!(
+            a.next(t).is_none(),
+            "its stale command-lane place is skipped"
+        );
     }
 
     #[test]
