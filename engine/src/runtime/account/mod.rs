@@ -1,6 +1,6 @@
 //! [`AccountActor`]: one per account. Routes updates to chat actors (activating chats from the
-//! store on demand, see [`admission`]), starts new chats, and acknowledges the account's qts
-//! queue (the QueueAcker role, bookkeeping in [`QtsQueue`]): `messages.receivedQueue(max_qts)`
+//! store on demand, see `runtime/admission.rs`), starts new chats, and acknowledges the account's qts
+//! queue (the QueueAcker role, bookkeeping in `runtime/queue.rs`): `messages.receivedQueue(max_qts)`
 //! only up to the highest qts whose message — and every one before it — is durably stored,
 //! batched every `ack_interval`. Missed updates are fetched with `updates.getDifference` from
 //! the stored qts.
@@ -12,13 +12,16 @@ use actix::prelude::*;
 use secretchat_schema::api::enums as api;
 use secretchat_schema::api::functions::{messages as m, updates as u};
 
-use super::admission::{self, Admission};
-use super::chat::{ChatActor, ChatInput, GetStatus, TryStop};
+use super::admission::Admission;
+use super::chat::{ChatActor, ChatInput, GetStatus};
 use super::metrics::{Phase, PhaseClock};
 use super::queue::{Live, MessageKey, QtsQueue};
 use super::{AckToken, EngineError, Reply, Shared, call_retrying, now_ms};
 use crate::protocol::chat::{Action, ChatCore, ChatStatus, Command, Event};
 use crate::transport::ServerApi;
+
+mod difference;
+mod memory;
 
 /// One account (one authorization on the server).
 pub struct AccountActor {
@@ -42,7 +45,7 @@ pub struct AccountActor {
     /// due (its tail retransmit, a Resend retry, the key's age) — 16 bytes instead of an actor
     /// kept in memory until then.
     alarms: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64)>>,
-    /// Inputs for sleeping chats waiting for room in memory (see [`admission`]).
+    /// Inputs for sleeping chats waiting for room in memory (see `runtime/admission.rs`).
     admission: Admission,
 }
 
@@ -287,110 +290,6 @@ impl AccountActor {
         }
     }
 
-    /// Asks chats idle for longer than `idle_after` to stop (they refuse while they have work
-    /// in flight); their records stay in the store and they are activated again when addressed.
-    fn sweep_idle(&mut self, ctx: &mut Context<Self>) {
-        let idle_after = self.shared.config.idle_after;
-        let idle: Vec<u64> = self
-            .last_seen
-            .iter()
-            .filter(|(h, t)| t.elapsed() > idle_after && !self.stopping.contains_key(h))
-            .map(|(h, _)| *h)
-            .collect();
-        for handle in idle {
-            self.ask_to_stop(handle, ctx);
-        }
-    }
-
-    /// Sends [`TryStop`] to a loaded chat; its inputs wait in `stopping` until it answers.
-    fn ask_to_stop(&mut self, handle: u64, ctx: &mut Context<Self>) {
-        let Some(addr) = self.chats.get(&handle).cloned() else {
-            self.last_seen.remove(&handle);
-            return;
-        };
-        self.stopping.insert(handle, Vec::new());
-        let me = ctx.address();
-        actix::spawn(async move {
-            let answer = addr.send(TryStop).await.unwrap_or(Some(None));
-            me.do_send(StopAnswer {
-                handle,
-                stopped: answer.is_some(),
-                wake: answer.flatten(),
-            });
-        });
-    }
-
-    /// Memory holds as many chats as allowed.
-    fn full(&self) -> bool {
-        self.shared.metrics.loaded_now() >= self.shared.config.max_loaded_chats
-    }
-
-    /// Loads waiting chats while there is room (or a batch regardless when `force`) and hands
-    /// them their inputs; a chat that no longer exists fails its inputs.
-    fn admit(&mut self, force: bool, ctx: &mut Context<Self>) {
-        let mut forced = if force { admission::ADMIT_ON_STALL } else { 0 };
-        let now = std::time::Instant::now();
-        while !self.admission.is_empty() {
-            if self.full() {
-                if forced == 0 {
-                    return;
-                }
-                forced -= 1;
-            }
-            let Some((handle, inputs)) = self.admission.next(now) else {
-                return;
-            };
-            match self.chat(handle, ctx) {
-                Ok(addr) => {
-                    self.last_seen.insert(handle, now);
-                    for input in inputs {
-                        addr.do_send(input);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(account = self.account, chat = handle, error = %e, "chat could not be loaded");
-                    for input in inputs {
-                        self.fail(handle, input);
-                    }
-                }
-            }
-        }
-    }
-
-    /// An input for a chat that cannot be loaded: its qts counts as handled (the update is
-    /// not deliverable), its command answers why.
-    fn fail(&mut self, handle: u64, input: ChatInput) {
-        if let Some(a) = input.ack {
-            self.processed(a);
-        }
-        if let Some(d) = input.done {
-            let _ = d.send(Err(EngineError::NoSuchChat(handle)));
-        }
-    }
-
-    /// While inputs wait for admission, asks the chats left alone longest to sleep (those
-    /// that cannot refuse and keep their place).
-    fn relieve(&mut self, ctx: &mut Context<Self>) {
-        let want = self.admission.len().min(MAX_STOPPING);
-        let n = want.saturating_sub(self.stopping.len());
-        if n == 0 {
-            return;
-        }
-        let now = std::time::Instant::now();
-        let candidates = self
-            .last_seen
-            .iter()
-            .filter(|(h, t)| {
-                now.duration_since(**t) >= admission::MIN_RESIDENCY
-                    && !self.stopping.contains_key(h)
-            })
-            .map(|(h, t)| (*t, *h))
-            .collect();
-        for handle in admission::quietest(candidates, n) {
-            self.ask_to_stop(handle, ctx);
-        }
-    }
-
     fn on_update(&mut self, update: api::Update, ctx: &mut Context<Self>) {
         match update {
             api::Update::NewEncryptedMessage(m) => {
@@ -468,69 +367,6 @@ impl AccountActor {
             AckToken::Difference => self.queue.batch_message_stored(),
         }
     }
-
-    fn get_difference(&mut self, ctx: &mut Context<Self>) {
-        if let Some(mark) = self.queue.due() {
-            self.fetch_difference(mark, ctx);
-        }
-    }
-
-    /// Asks for the difference from `mark`. A `differenceSlice` answer (more to come) is
-    /// followed by the next request as soon as its messages are stored, not at the next
-    /// interval: at scale one 1,000-message slice per interval fell behind the live rate, and
-    /// messages behind a dropped push waited up to 100 s (measured).
-    fn fetch_difference(&mut self, mark: i32, ctx: &mut Context<Self>) {
-        tracing::trace!(account = self.account, qts = mark, "getDifference");
-        let api = self.api.clone();
-        let req = u::GetDifference {
-            pts: 0,
-            pts_limit: None,
-            pts_total_limit: None,
-            date: 0,
-            qts: mark,
-            qts_limit: None,
-        };
-        ctx.wait(
-            async move { call_retrying(&*api, &req).await }
-                .into_actor(self)
-                .map(move |d, act, ctx| {
-                    let Ok(d) = d else {
-                        return;
-                    };
-                    let more = matches!(d, api::updates::Difference::Slice(_));
-                    let (messages, others, state) = match d {
-                        api::updates::Difference::Difference(d) => {
-                            (d.new_encrypted_messages, d.other_updates, Some(d.state))
-                        }
-                        api::updates::Difference::Slice(d) => (
-                            d.new_encrypted_messages,
-                            d.other_updates,
-                            Some(d.intermediate_state),
-                        ),
-                        _ => return,
-                    };
-                    for o in others {
-                        act.on_update(o, ctx);
-                    }
-                    let Some(api::updates::State::State(state)) = state else {
-                        return;
-                    };
-                    // Messages that arrived live (stored or on their way) are not routed again.
-                    let fresh = act
-                        .queue
-                        .batch(mark, messages, state.qts, more, message_key);
-                    if fresh.is_empty() {
-                        if let Some(m) = act.queue.next_slice() {
-                            act.fetch_difference(m, ctx);
-                        }
-                        return;
-                    }
-                    for msg in fresh {
-                        act.route_message(msg, Some(AckToken::Difference), ctx);
-                    }
-                }),
-        );
-    }
 }
 
 /// The de-duplication key of a message.
@@ -538,40 +374,6 @@ fn message_key(m: &api::EncryptedMessage) -> MessageKey {
     match m {
         api::EncryptedMessage::EncryptedMessage(m) => (m.chat_id, m.random_id),
         api::EncryptedMessage::Service(m) => (m.chat_id, m.random_id),
-    }
-}
-
-/// A chat answered [`TryStop`].
-#[derive(Message)]
-#[rtype(result = "()")]
-struct StopAnswer {
-    handle: u64,
-    stopped: bool,
-    /// When a stopped chat's earliest timer is due.
-    wake: Option<u64>,
-}
-
-impl Handler<StopAnswer> for AccountActor {
-    type Result = ();
-    fn handle(&mut self, msg: StopAnswer, ctx: &mut Context<Self>) {
-        let waiting = self.stopping.remove(&msg.handle).unwrap_or_default();
-        if msg.stopped {
-            self.chats.remove(&msg.handle);
-            self.last_seen.remove(&msg.handle);
-            if let Some(at) = msg.wake {
-                self.alarms.push(std::cmp::Reverse((at, msg.handle)));
-            }
-            self.admit(false, ctx);
-        } else {
-            self.last_seen.insert(msg.handle, std::time::Instant::now());
-        }
-        for input in waiting {
-            if let Err(input) = self.deliver(msg.handle, input, ctx) {
-                if let Some(a) = input.ack {
-                    self.processed(a);
-                }
-            }
-        }
     }
 }
 
@@ -710,36 +512,5 @@ impl Handler<Status> for AccountActor {
             let addr = addr?;
             addr.send(GetStatus).await.map_err(|_| EngineError::Stopped)
         })
-    }
-}
-
-impl Handler<Resume> for AccountActor {
-    type Result = ();
-    fn handle(&mut self, msg: Resume, ctx: &mut Context<Self>) {
-        // Paced: a few hundred per tick, so that chats addressed after a restart are served
-        // at once instead of after every pending chat was restored (100,000 pending chats took
-        // 36 s before the first message was served, measured).
-        self.resume.extend(msg.0);
-        self.resume_some(ctx);
-    }
-}
-
-/// Chats with pending work resumed per tick after a restart.
-const RESUME_PER_TICK: usize = 256;
-
-/// Chats asked to sleep at once to make room for waiting ones.
-const MAX_STOPPING: usize = 2_048;
-
-impl AccountActor {
-    fn resume_some(&mut self, ctx: &mut Context<Self>) {
-        for _ in 0..RESUME_PER_TICK {
-            if self.full() {
-                return; // the rest on a later tick
-            }
-            let Some(h) = self.resume.pop_front() else {
-                return;
-            };
-            let _ = self.chat(h, ctx);
-        }
     }
 }
