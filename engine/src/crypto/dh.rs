@@ -3,7 +3,7 @@
 //! - [`DhParams::new`] checks `g` and `p` cheaply (size, `g ∈ 2..=7`, the quadratic-residue
 //!   condition on `p mod 4g`); the safe-prime test lives in [`super::prime`] so callers can
 //!   cache its verdict per `p`.
-//! - [`check_public`] range-checks `g_a`/`g_b`: `1 < v < p−1` and `2^1984 ≤ v ≤ p − 2^1984`.
+//! - [`DhParams::check_public`] range-checks `g_a`/`g_b`: `1 < v < p−1` and `2^1984 ≤ v ≤ p − 2^1984`.
 //! - [`secret_exponent`] mixes 256 local random bytes with the server's `random` (XOR).
 //! - [`DhParams::power`] is a constant-time exponentiation for the secret exponent: OpenSSL's
 //!   `BN_mod_exp_mont_consttime` with the `openssl` feature (default; assembly kernels, secure

@@ -8,7 +8,7 @@
 //! - [`dh`]: DH parameter validation, g_a/g_b range checks, shared key and fingerprint.
 //! - [`fixed_base`]: precomputed constant-time `g^a` for the fixed generator.
 //! - [`prime`]: the (expensive) safe-prime check, separate so callers can cache verdicts.
-//! - [`file`]: one-time file keys, their 32-bit fingerprint, part-by-part file encryption.
+//! - [`file`](mod@file): one-time file keys, their 32-bit fingerprint, part-by-part file encryption.
 //! - [`visualize`]: key visualization.
 //! - [`keys`]: secret newtypes (zeroized, redacted `Debug`, constant-time equality).
 //!

@@ -17,16 +17,16 @@ pub struct Outgoing<'a> {
     pub from: Side,
     /// The TL payload.
     pub payload: &'a [u8],
-    /// The padding bytes (as for [`encrypt_v2`]).
+    /// The padding bytes (as for [`encrypt_v2`](super::encrypt_v2)).
     pub padding: &'a [u8],
 }
 
 /// Encrypts many MTProto 2.0 messages (any keys) in one call: the hashing is per message, the
-/// AES chains run interleaved ([`super::ige_batch`]). Same output as [`encrypt_v2`]
+/// AES chains run interleaved ([`crate::crypto::ige_batch`]). Same output as [`encrypt_v2`](super::encrypt_v2)
 /// one by one.
 ///
 /// # Errors
-/// The first message's error, as [`encrypt_v2`]; nothing is returned then.
+/// The first message's error, as [`encrypt_v2`](super::encrypt_v2); nothing is returned then.
 pub fn encrypt_v2_many(msgs: &[Outgoing<'_>]) -> Result<Vec<Vec<u8>>, CryptoError> {
     let mut outs = Vec::with_capacity(msgs.len());
     let mut keys = Vec::with_capacity(msgs.len());
@@ -68,7 +68,7 @@ pub struct Incoming<'a> {
 }
 
 /// Decrypts and checks many MTProto 2.0 messages (any keys) in one call, the AES chains
-/// interleaved ([`super::ige_batch`]); each result is what [`decrypt_v2`] returns for it.
+/// interleaved ([`crate::crypto::ige_batch`]); each result is what [`decrypt_v2`](super::decrypt_v2) returns for it.
 pub fn decrypt_v2_many(msgs: &[Incoming<'_>]) -> Vec<Result<Decrypted, CryptoError>> {
     // Header checks first; only well-formed messages join the batch.
     let mut results: Vec<Option<Result<Decrypted, CryptoError>>> = Vec::with_capacity(msgs.len());

@@ -75,7 +75,7 @@ pub fn encrypt_v1(key: &AuthKey, payload: &[u8], padding: &[u8]) -> Result<Vec<u
 /// Decrypts and checks an MTProto 1.0 message.
 ///
 /// # Errors
-/// As [`decrypt_v2`] (padding must be 0..=15).
+/// As [`decrypt_v2`](super::decrypt_v2) (padding must be 0..=15).
 pub fn decrypt_v1(key: &AuthKey, wire: &[u8]) -> Result<Decrypted, CryptoError> {
     let (msg_key, body) = header(key, wire)?;
     let (aes_key, aes_iv) = kdf_v1(key, &msg_key);

@@ -2,12 +2,12 @@
 //! current time and a random source and returns the [`Action`]s to execute, in order. The
 //! first action of a step that changed anything is [`Action::Persist`]: store, then send.
 //!
-//! - [`handshake`]: request/accept/discard and the first key.
-//! - [`receive`]: decrypting, ordering (duplicates, holes, the waiting queue) and interpreting
+//! - `handshake`: request/accept/discard and the first key.
+//! - `receive`: decrypting, ordering (duplicates, holes, the waiting queue) and interpreting
 //!   incoming messages.
-//! - [`send`]: sealing outgoing messages, the outbox, Resend answers, timers.
+//! - `send`: sealing outgoing messages, the outbox, Resend answers, timers.
 //! - [`snapshot`]: the state as stored records, and restoring from them.
-//! - [`rekeying`]: driving [`crate::protocol::rekey::Rekey`] from messages and DH results.
+//! - `rekeying`: driving [`crate::protocol::rekey::Rekey`] from messages and DH results.
 
 mod handshake;
 mod outbox;

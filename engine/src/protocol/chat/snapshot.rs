@@ -1,4 +1,4 @@
-//! The chat's state as bytes for the store, and back ([`super::records`] has the record
+//! The chat's state as bytes for the store, and back (`records.rs` has the record
 //! types); a record from a newer format is refused.
 //!
 //! The outbox and the waiting queue are stored as separate records ([`OutboxEntry::to_bytes`],

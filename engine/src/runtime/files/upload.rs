@@ -56,7 +56,7 @@ fn upload_key(account: u64, file_id: i64) -> Vec<u8> {
 
 impl Engine {
     /// Uploads `file` and sends it to `chat`. Returns the server file id. Progress arrives as
-    /// [`EventKind::FileProgress`] events; after a crash, [`Engine::resume_uploads`] finishes it.
+    /// [`EventKind::FileProgress`](crate::runtime::EventKind::FileProgress) events; after a crash, [`Engine::resume_uploads`] finishes it.
     ///
     /// # Errors
     /// [`FileError`]; a stored upload stays resumable.
