@@ -63,13 +63,15 @@ async fn a_sleeping_chat_is_woken_for_its_tail_retransmit() {
     let root = tempfile::tempdir().unwrap();
     let sim = SimServer::new(SimFaults::NONE, 22);
     let mut a = node(&sim, root.path(), 1, 0).await;
-    let mut b = node(&sim, root.path(), 2, 0).await;
-    let (ha, hb) = open_chat(&mut a, &mut b, 2).await;
+    // The chat is made under these timers too: a retransmit armed during the handshake under
+    // the default test timers (500 ms) could fire after the restart and resend "one" early.
     let mut cfg = config();
     cfg.idle_after = Duration::from_millis(100);
     cfg.chat.retransmit_ms = 2_000;
     cfg.chat.max_backoff_ms = 2_000;
     a.start_with(&sim, cfg).await;
+    let mut b = node(&sim, root.path(), 2, 0).await;
+    let (ha, hb) = open_chat(&mut a, &mut b, 2).await;
     a.engine().send_text(a.account, ha, "one").await.unwrap();
     let sent_at = Instant::now();
     let deadline = sent_at + Duration::from_secs(20);

@@ -105,9 +105,8 @@ pub struct Report {
 impl Report {
     /// CPU µs per delivered message by phase: the engine's chat steps (protocol and message
     /// crypto), DH, storage, file crypto and loading sleeping chats as the engine measured
-    /// them, and the rest of the
-    /// process's CPU time (actor hops and wake-ups, the simulated server, the simulator's own
-    /// checks and sends).
+    /// them, and the rest of the process's CPU time (actor hops and wake-ups, the simulated
+    /// server, the simulator's own checks and sends).
     pub fn cpu_split_us(&self) -> [(&'static str, f64); 6] {
         let f = &self.figures;
         let per = |d: f64| d * 1e6 / (self.messages_delivered.max(1) as f64);

@@ -19,7 +19,7 @@ pub fn text_command(work: &Workload, pair: usize, dir: usize, idx: u32) -> Optio
 }
 
 /// The command that sends text `t` as message `idx` of stream (`pair`, `dir`).
-fn send_text(pair: usize, dir: usize, idx: u32, t: String) -> Command {
+pub fn send_text(pair: usize, dir: usize, idx: u32, t: String) -> Command {
     Command::Send(Box::new(Outgoing::text(
         Workload::random_id(pair, dir, idx),
         t,

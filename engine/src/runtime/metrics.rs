@@ -1,6 +1,7 @@
 //! Engine-wide counters for operators and the simulator: recovery work (holes, Resend,
-//! re-sends), rejected messages, store batches and the chats in memory. Updated by each chat actor after every step
-//! from its core's [`ChatCounters`]; reading them is a handful of atomic loads.
+//! re-sends), rejected messages, store batches, the chats in memory and CPU time per
+//! [`Phase`]. Updated by each chat actor after every step from its core's [`ChatCounters`];
+//! reading them is a handful of atomic loads.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,7 +21,7 @@ pub struct EngineMetrics {
     chats_loaded: AtomicI64,
     chats_loaded_peak: AtomicI64,
     /// Nanoseconds per [`Phase`].
-    spent: [AtomicU64; 5],
+    spent: [AtomicU64; PHASES],
 }
 
 /// Where engine threads spend their CPU time (the thread's CPU clock around the work).
@@ -38,6 +39,9 @@ pub enum Phase {
     Load,
 }
 
+/// How many [`Phase`]s there are.
+const PHASES: usize = Phase::Load as usize + 1;
+
 /// The calling thread's CPU time since [`PhaseClock::start`] (wall time would count the
 /// time a thread waited preempted on a busy machine: the DH pool's measured 2x its CPU time).
 /// Reading the thread's CPU clock is a system call (~1 µs here, 5% of the CPU per message at
@@ -54,7 +58,8 @@ pub(crate) const SAMPLE_EVERY: u32 = 16;
 thread_local! {
     /// Sampled calls per phase on this thread (one counter per phase: a shared one aliased
     /// with the alternation of steps and writes, and one phase was never timed).
-    static SAMPLED: [std::cell::Cell<u32>; 5] = const { [const { std::cell::Cell::new(0) }; 5] };
+    static SAMPLED: [std::cell::Cell<u32>; PHASES] =
+        const { [const { std::cell::Cell::new(0) }; PHASES] };
 }
 
 impl PhaseClock {
@@ -171,6 +176,14 @@ impl EngineMetrics {
         }
     }
 
+    fn spent_in(&self, phase: Phase) -> Duration {
+        Duration::from_nanos(
+            self.spent
+                .get(phase as usize)
+                .map_or(0, |a| a.load(Ordering::Relaxed)),
+        )
+    }
+
     /// A chat actor started (`+1`) or stopped (`-1`).
     pub(crate) fn loaded(&self, change: i64) {
         let now = self.chats_loaded.fetch_add(change, Ordering::Relaxed) + change;
@@ -200,11 +213,11 @@ impl EngineMetrics {
             chats_loaded: self.chats_loaded.load(r).max(0) as u64,
             chats_loaded_peak: self.chats_loaded_peak.load(r).max(0) as u64,
             spent: PhaseTimes {
-                protocol: Duration::from_nanos(self.spent[Phase::Protocol as usize].load(r)),
-                dh: Duration::from_nanos(self.spent[Phase::Dh as usize].load(r)),
-                store: Duration::from_nanos(self.spent[Phase::Store as usize].load(r)),
-                files: Duration::from_nanos(self.spent[Phase::Files as usize].load(r)),
-                load: Duration::from_nanos(self.spent[Phase::Load as usize].load(r)),
+                protocol: self.spent_in(Phase::Protocol),
+                dh: self.spent_in(Phase::Dh),
+                store: self.spent_in(Phase::Store),
+                files: self.spent_in(Phase::Files),
+                load: self.spent_in(Phase::Load),
             },
         }
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use secretchat_engine::protocol::chat::{AppEvent, ChatStatus, Command, Outgoing};
+use secretchat_engine::protocol::chat::{AppEvent, ChatStatus};
 use secretchat_engine::runtime::{Engine, EventKind, Events};
 use secretchat_engine::sim::SimServer;
 use tokio::sync::mpsc;
@@ -13,11 +13,11 @@ use tokio::sync::mpsc;
 use super::sender::Note;
 use super::setup::engine_config;
 use super::{Driver, Pair, lock};
-use crate::simulate::SimulateError;
-use crate::simulate::SimulateOptions;
 use crate::simulate::ledger::Ledger;
 use crate::simulate::report::Consistency;
+use crate::simulate::send::send_text;
 use crate::simulate::workload::{Item, Workload, parse_prefix, text_of};
+use crate::simulate::{SimulateError, SimulateOptions};
 
 /// Chats checked for consistency in scale mode (an even sample).
 const MAX_CHECKED: usize = 2000;
@@ -144,14 +144,7 @@ pub(super) async fn restart_probe(
     };
     lock(ledger).sending(0, idx, Instant::now());
     let sent = engine
-        .command(
-            a.0,
-            a.1,
-            Command::Send(Box::new(Outgoing::text(
-                Workload::random_id(0, 0, idx),
-                text.clone(),
-            ))),
-        )
+        .command(a.0, a.1, send_text(0, 0, idx, text.clone()))
         .await;
     if sent.is_err() {
         return Ok(t.elapsed().as_secs_f64());

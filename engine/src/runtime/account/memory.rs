@@ -140,9 +140,7 @@ impl Handler<StopAnswer> for AccountActor {
         }
         for input in waiting {
             if let Err(input) = self.deliver(msg.handle, input, ctx) {
-                if let Some(a) = input.ack {
-                    self.processed(a);
-                }
+                self.fail(msg.handle, input);
             }
         }
     }

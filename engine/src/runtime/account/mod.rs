@@ -255,9 +255,7 @@ impl AccountActor {
             done: None,
         };
         if let Err(input) = self.deliver(handle, input, ctx) {
-            if let Some(a) = input.ack {
-                self.processed(a);
-            }
+            self.fail(handle, input);
         }
     }
 
