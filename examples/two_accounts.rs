@@ -57,11 +57,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 engine.accept(e.account, e.chat).await?;
             }
             AppEvent::ChatReady { visualization } => {
+                // The users compare this (and the image, visualize::svg) with the peer's
+                // screen: the official apps print the same lines under the same image.
                 println!(
-                    "account {}: chat ready, key visualization {}\n{}",
+                    "account {}: chat ready, key visualization\n{}",
                     e.account,
-                    visualize::emoji(&visualization),
-                    visualize::hex_grid(&visualization)
+                    visualize::hex_lines(&visualization).join("\n")
                 );
                 if e.account == 1 {
                     engine

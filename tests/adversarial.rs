@@ -48,6 +48,8 @@ struct Chat {
     core: ChatCore,
     mallory: Session,
     rng: StdRng,
+    /// TDLib's receiver rules on everything the core sends.
+    strict: harness::strict::StrictReceiver,
 }
 
 fn chat() -> Chat {
@@ -67,12 +69,13 @@ fn chat() -> Chat {
         Vec::new(),
         Side::Participant,
         SeqNo::new(Side::Participant),
-        LayerState::from_parts(OUR_LAYER, true, OUR_LAYER),
+        LayerState::from_parts(OUR_LAYER, Some(0), OUR_LAYER),
     );
     Chat {
         core,
         mallory,
         rng: StdRng::seed_from_u64(3),
+        strict: harness::strict::StrictReceiver::one_way(&key()),
     }
 }
 
@@ -89,7 +92,16 @@ fn service(action: e2e::DecryptedMessageAction) -> e2e::DecryptedMessage {
 
 impl Chat {
     fn feed(&mut self, e: Event) -> Vec<Action> {
-        self.core.handle(e, T0, &mut self.rng)
+        if let Event::DhDone(o) = &e {
+            if let Some(Ok(k)) = &o.shared {
+                self.strict.learn(k);
+            }
+        }
+        let actions = self.core.handle(e, T0, &mut self.rng);
+        for wire in sent(&actions) {
+            self.strict.observe(Side::Originator, &wire);
+        }
+        actions
     }
     fn status(&self) -> ChatStatus {
         self.core.status(T0)
@@ -104,7 +116,7 @@ impl Chat {
         sent(&a).pop().unwrap()
     }
     fn mallory_reads(&mut self, wire: &[u8]) -> Payload {
-        let o = self.mallory.open(wire, false).unwrap();
+        let o = self.mallory.open(wire, None).unwrap();
         if let Some(Received::InOrder { peer_in }) = o.received {
             self.mallory.accept(peer_in).unwrap();
         }
@@ -115,7 +127,11 @@ impl Chat {
         self.incoming(wire)
     }
     fn mallory_sends_at(&mut self, m: e2e::DecryptedMessage, i: i32, o: i32) -> Vec<Action> {
-        let wire = self.mallory.seal_at(m, i, o, &mut self.rng).unwrap().wire;
+        let wire = self
+            .mallory
+            .seal_at(m, i, o, None, &mut self.rng)
+            .unwrap()
+            .wire;
         self.incoming(wire)
     }
 }
@@ -692,7 +708,7 @@ fn exact_with_padding(c: &mut Chat, pad: usize) -> Vec<u8> {
             Vec::new(),
             Side::Participant,
             before,
-            LayerState::from_parts(OUR_LAYER, true, OUR_LAYER),
+            LayerState::from_parts(OUR_LAYER, Some(0), OUR_LAYER),
         );
     }
     panic!("no text length fits padding {pad}")
@@ -731,7 +747,7 @@ fn an_old_key_after_the_switch() {
             Vec::new(),
             Side::Participant,
             SeqNo::new(Side::Participant),
-            LayerState::from_parts(OUR_LAYER, true, OUR_LAYER),
+            LayerState::from_parts(OUR_LAYER, Some(0), OUR_LAYER),
         );
         m.seal(text("stale"), &mut c.rng).unwrap().wire
     };
@@ -744,7 +760,7 @@ fn an_old_key_after_the_switch() {
             Vec::new(),
             Side::Participant,
             *c.mallory.seq(),
-            LayerState::from_parts(OUR_LAYER, true, OUR_LAYER),
+            LayerState::from_parts(OUR_LAYER, Some(0), OUR_LAYER),
         );
         let w = m.seal(text("new"), &mut c.rng).unwrap().wire;
         c.mallory = m;
@@ -753,21 +769,46 @@ fn an_old_key_after_the_switch() {
     assert_rejected(&mut c, old_wire);
 }
 
+/// An MTProto 1.0 wire from mallory at its next sequence numbers (not counted), with the
+/// envelope layer `layer`.
+fn mallory_v1(c: &Chat, layer: i32, m: e2e::DecryptedMessage) -> Vec<u8> {
+    let mut seq = *c.mallory.seq();
+    let (in_seq_no, out_seq_no) = seq.next_outgoing().unwrap();
+    let envelope = e2e_t::DecryptedMessageLayer {
+        random_bytes: vec![3; 15],
+        layer,
+        in_seq_no,
+        out_seq_no,
+        message: m,
+    };
+    harness::seal::seal_v1(&key(), &envelope)
+}
+
 #[test]
 fn a_v1_message_on_a_v2_chat() {
     let mut c = chat();
     // The chat is at layer 144 and mallory has sent 2.0 already.
     c.mallory_sends(text("v2 first"));
-    let mut v1 = Session::from_parts(
-        key(),
-        Vec::new(),
-        Side::Participant,
-        *c.mallory.seq(),
-        LayerState::default(),
+    // A 1.0 message after the peer's switch, even under an old layer's envelope.
+    let w = mallory_v1(&c, 46, text_message(46, 3, 0, "v1 after".into(), vec![]));
+    assert_rejected(&mut c, w);
+}
+
+#[test]
+fn a_v1_message_claiming_layer_73_or_more() {
+    // No 2.0 message yet, but the envelope says 144: TDLib refuses exactly this ("MTProto 1.0
+    // encryption is forbidden for this layer"), and so do we.
+    let mut c = chat();
+    let w = mallory_v1(&c, OUR_LAYER, text("v1 under 144"));
+    assert_rejected(&mut c, w);
+    // The control: the same bytes from an old peer's layer are accepted.
+    let w = mallory_v1(&c, 46, text_message(46, 3, 0, "v1 under 46".into(), vec![]));
+    let a = c.incoming(w);
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::Deliver(AppEvent::Message { .. }))),
+        "{a:?}"
     );
-    let w = v1.seal(text("v1 after"), &mut c.rng).unwrap();
-    assert_eq!(w.version, message::Version::V1);
-    assert_rejected(&mut c, w.wire);
 }
 
 // ---------------------------------------------------------------- sequence numbers

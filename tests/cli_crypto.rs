@@ -5,6 +5,9 @@
 
 use std::process::Command;
 
+#[path = "../engine/tests/harness/mod.rs"]
+mod harness;
+
 use serde_json::Value;
 
 fn vectors() -> Value {
@@ -188,8 +191,38 @@ fn visualize_and_file_fingerprint() {
         s(&v["dh"]["key_hex"]),
     ]);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(s(&out["visualization_hex"]).len(), 72);
-    assert_eq!(s(&out["emoji"]).chars().count(), 36);
+    let want = &v["visualization"]["layer46_is_dh_key"];
+    assert_eq!(out["visualization_hex"], want["hex"]);
+    assert_eq!(out["pixels"], want["pixels"]);
+    assert_eq!(out["hex_lines"], want["hex_lines"]);
+    // Without --layer46-key the layer-46 key is the initial key (every chat created at layer
+    // 46 or later); --svg writes the image.
+    let svg = std::env::temp_dir().join(format!("secretchat-vis-{}.svg", std::process::id()));
+    let (code, out) = run(&[
+        "dh",
+        "visualize",
+        "--key",
+        s(&v["key_hex"]),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let want = &v["visualization"]["initial_is_layer46"];
+    assert_eq!(out["visualization_hex"], want["hex"]);
+    assert_eq!(out["pixels"], want["pixels"]);
+    assert_eq!(out["hex_lines"], want["hex_lines"]);
+    let image = std::fs::read_to_string(&svg).unwrap();
+    let _ = std::fs::remove_file(&svg);
+    assert_eq!(image.matches("<rect").count(), 144);
+    let colours = ["#FFFFFF", "#D5E6F3", "#2D5775", "#2F99C9"];
+    let fills: Vec<&str> = image
+        .match_indices("fill=\"")
+        .map(|(i, _)| &image[i + 6..i + 13])
+        .collect();
+    let cells: Vec<Value> = want["pixels"].as_array().unwrap().clone();
+    for (fill, cell) in fills.iter().zip(&cells) {
+        assert_eq!(*fill, colours[cell.as_u64().unwrap() as usize]);
+    }
     let f = &v["file"];
     let (code, out) = run(&[
         "file",
@@ -268,4 +301,30 @@ fn file_round_trip_across_parts() {
     assert_eq!((code, s(&out["error"])), (2, "unaligned_length"));
     assert!(!bad_out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Both ends of a chat and the CLI given the chat's key show the same 36 bytes, cells and
+/// lines: what two users compare on their screens.
+#[test]
+fn the_cli_and_both_ends_of_a_chat_show_the_same_visualization() {
+    let mut w = harness::World::new(9, harness::Faults::NONE);
+    w.open();
+    let (a, b) = (w.a.core().status(w.now), w.b.core().status(w.now));
+    assert_eq!(a.visualization.len(), 36);
+    assert_eq!(a.visualization, b.visualization);
+    let key = w.strict.key(a.key_fingerprint.unwrap()).unwrap();
+    let (code, out) = run(&["dh", "visualize", "--key", &hex::encode(key.bytes())]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(s(&out["visualization_hex"]), hex::encode(&a.visualization));
+    let cells: Vec<u64> = out["pixels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let want: Vec<u64> = secretchat_engine::crypto::visualize::pixels(&b.visualization)
+        .into_iter()
+        .map(u64::from)
+        .collect();
+    assert_eq!(cells, want);
 }

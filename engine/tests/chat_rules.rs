@@ -30,6 +30,8 @@ struct Pair {
     mallory: Session,
     rng: StdRng,
     now: u64,
+    /// TDLib's receiver rules on everything the core sends.
+    strict: harness::strict::StrictReceiver,
 }
 
 fn key() -> AuthKey {
@@ -48,7 +50,11 @@ fn pair(peer_layer: i32) -> Pair {
         T0,
     )
     .0;
-    let layer = LayerState::from_parts(peer_layer.max(46), peer_layer >= 73, OUR_LAYER);
+    let layer = LayerState::from_parts(
+        peer_layer.max(46),
+        (peer_layer >= 73).then_some(0),
+        OUR_LAYER,
+    );
     let mallory = Session::from_parts(
         key(),
         Vec::new(),
@@ -61,12 +67,22 @@ fn pair(peer_layer: i32) -> Pair {
         mallory,
         rng: StdRng::seed_from_u64(9),
         now: T0,
+        strict: harness::strict::StrictReceiver::one_way(&key()),
     }
 }
 
 impl Pair {
     fn feed(&mut self, e: Event) -> Vec<Action> {
-        self.core.handle(e, self.now, &mut self.rng)
+        if let Event::DhDone(o) = &e {
+            if let Some(Ok(k)) = &o.shared {
+                self.strict.learn(k);
+            }
+        }
+        let actions = self.core.handle(e, self.now, &mut self.rng);
+        for wire in sent(&actions) {
+            self.strict.observe(Side::Originator, &wire);
+        }
+        actions
     }
 
     fn core_sends(&mut self, text: &str) -> Vec<u8> {
@@ -78,7 +94,7 @@ impl Pair {
 
     /// Mallory receives a message of the core's, in order.
     fn mallory_reads(&mut self, wire: &[u8]) -> Payload {
-        let o = self.mallory.open(wire, false).unwrap();
+        let o = self.mallory.open(wire, None).unwrap();
         if let Some(Received::InOrder { peer_in }) = o.received {
             self.mallory.accept(peer_in).unwrap();
         }
@@ -94,7 +110,7 @@ impl Pair {
     ) -> Vec<Action> {
         let wire = self
             .mallory
-            .seal_at(m, in_seq, out_seq, &mut self.rng)
+            .seal_at(m, in_seq, out_seq, None, &mut self.rng)
             .unwrap()
             .wire;
         self.feed(Event::Incoming { wire, file: None })
@@ -422,30 +438,23 @@ fn discarded_by_server_and_declined() {
 #[test]
 fn mtproto1_message_after_the_switch_to_2_is_rejected() {
     let mut p = pair(46);
-    // A layer-46 peer: our first message goes out with MTProto 1.0.
+    // A layer-46 peer: our first message still goes out with MTProto 2.0 (as TDLib sends).
     let w = p.core_sends("hi");
-    assert!(message::decrypt_v1(&key(), &w).is_ok());
-    // Mallory (still on 1.0) sends its first message: accepted.
-    let mut old = Session::from_parts(
-        key(),
-        Vec::new(),
-        Side::Participant,
-        SeqNo::new(Side::Participant),
-        LayerState::default(),
-    );
-    let m0 = old.seal(text("v1"), &mut p.rng).unwrap();
-    assert_eq!(m0.version, Version::V1);
+    assert!(message::decrypt_v2(&key(), Side::Originator, &w).is_ok());
+    assert!(message::decrypt_v1(&key(), &w).is_err());
+    // Mallory, an old client, sends its first message with 1.0: accepted.
     let _ = p.feed(Event::Incoming {
-        wire: m0.wire,
+        wire: old_client_message(1, 0, "v1"),
         file: None,
     });
+    assert_eq!(p.core.status(p.now).seq.1, 1);
     // Now a 2.0 message (the peer learned our layer).
     let mut new = Session::from_parts(
         key(),
         Vec::new(),
         Side::Participant,
-        *old.seq(),
-        LayerState::from_parts(144, true, OUR_LAYER),
+        SeqNo::from_parts(Side::Participant, 1, 1, 0),
+        LayerState::from_parts(144, Some(0), OUR_LAYER),
     );
     let m1 = new.seal(text("v2"), &mut p.rng).unwrap();
     assert_eq!(m1.version, Version::V2);
@@ -455,15 +464,16 @@ fn mtproto1_message_after_the_switch_to_2_is_rejected() {
     });
     let before = p.core.status(p.now);
     assert_eq!(before.seq.1, 2);
-    // A 1.0 message after that is refused, and changes nothing.
-    let _ = old.seal(text("v2 slot"), &mut p.rng).unwrap();
-    let m2 = old.seal(text("v1 again"), &mut p.rng).unwrap();
-    let a = p.feed(Event::Incoming {
-        wire: m2.wire,
-        file: None,
-    });
-    assert!(matches!(a.as_slice(), [Action::Rejected(_)]), "{a:?}");
-    assert_eq!(p.core.status(p.now), before);
+    // A 1.0 message after that is refused, and changes nothing; so is one in a hole after
+    // the switch.
+    for out_seq_no in [4, 6] {
+        let a = p.feed(Event::Incoming {
+            wire: old_client_message(3, out_seq_no, "v1 again"),
+            file: None,
+        });
+        assert!(matches!(a.as_slice(), [Action::Rejected(_)]), "{a:?}");
+        assert_eq!(p.core.status(p.now), before);
+    }
 }
 
 /// What a layer-46 client (MTProto 1.0 only) sends: envelope layer 46, `decryptedMessage46`.
@@ -475,9 +485,7 @@ fn old_client_message(in_seq: i32, out_seq: i32, text: &str) -> Vec<u8> {
         out_seq_no: out_seq,
         message: text_message(46, 9, 0, text.into(), vec![]),
     };
-    let payload = env.to_bytes().unwrap();
-    let pad = vec![0u8; (16 - (payload.len() + 4) % 16) % 16];
-    message::encrypt_v1(&key(), &payload, &pad).unwrap()
+    harness::seal::seal_v1(&key(), &env)
 }
 
 #[test]
@@ -494,8 +502,8 @@ fn layer_46_and_144_peers_talk() {
     assert!(
         matches!(got.as_deref(), Some(e2e::DecryptedMessage::DecryptedMessage46(m)) if m.message == "from 46")
     );
-    // Our reply uses what layer 46 has: MTProto 1.0 and decryptedMessage46; no layer-101
-    // entities.
+    // Our reply uses what layer 46 has: decryptedMessage46, no layer-101 entities; the
+    // encryption is MTProto 2.0 all the same, under our own layer's envelope.
     let mut out = Outgoing::text(4, "to 46");
     out.entities = vec![
         e2e::MessageEntity::Bold(e2e_t::MessageEntityBold {
@@ -509,10 +517,11 @@ fn layer_46_and_144_peers_talk() {
     ];
     let a = p.feed(Event::Command(Command::Send(Box::new(out))));
     let w = sent(&a).pop().unwrap();
-    let d = message::decrypt_v1(&key(), &w).unwrap();
+    let d = message::decrypt_v2(&key(), Side::Originator, &w).unwrap();
     let Payload::Layered(l) = Payload::decode(&d.payload).unwrap() else {
         panic!()
     };
+    assert_eq!(l.layer, OUR_LAYER);
     let e2e::DecryptedMessage::DecryptedMessage46(m) = l.message else {
         panic!("{:?}", l.message)
     };
@@ -716,13 +725,10 @@ fn documents_use_the_layer_46_constructor_below_layer_143() {
     }
 }
 
-/// Regression (found by the engine tests under load): the acceptor switches to the new key when a
-/// message under it arrives before the CommitKey; if that message is past a hole, the old key
-/// must survive until the hole is filled, or the missing messages can never be read.
-#[test]
-fn a_key_switch_revealing_a_hole_keeps_the_old_key_for_it() {
+/// Mallory starts a re-key, the core accepts it; returns the new key (mallory has not
+/// switched yet, and its CommitKey is never sent).
+fn core_accepts_a_rekey(p: &mut Pair) -> AuthKey {
     use secretchat_engine::protocol::rekey::Rekey;
-    let mut p = pair(144);
     let dh = harness::dh();
     let mut m_rekey = Rekey::default();
     let job = m_rekey
@@ -748,7 +754,29 @@ fn a_key_switch_revealing_a_hole_keeps_the_old_key_for_it() {
         .unwrap()
         .compute
         .unwrap();
-    let new_key = m_rekey.on_dh_done(job.run()).unwrap().install.unwrap();
+    m_rekey.on_dh_done(job.run()).unwrap().install.unwrap()
+}
+
+/// The texts delivered among `a`.
+fn delivered(a: &[Action]) -> Vec<String> {
+    a.iter()
+        .filter_map(|a| match a {
+            Action::Deliver(AppEvent::Message { message, .. }) => match message.as_ref() {
+                e2e::DecryptedMessage::DecryptedMessage73(m) => Some(m.message.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Regression (found by the engine tests under load): the acceptor switches to the new key when a
+/// message under it arrives before the CommitKey; if that message is past a hole, the old key
+/// must survive until the hole is filled, or the missing messages can never be read.
+#[test]
+fn a_key_switch_revealing_a_hole_keeps_the_old_key_for_it() {
+    let mut p = pair(144);
+    let new_key = core_accepts_a_rekey(&mut p);
     // Mallory: one message under the old key (lost for now), then the switch and one under
     // the new key (its CommitKey is lost).
     let old_msg = p
@@ -769,20 +797,65 @@ fn a_key_switch_revealing_a_hole_keeps_the_old_key_for_it() {
             .any(|a| matches!(a, Action::Deliver(AppEvent::Rekeyed(_))))
     );
     assert_eq!(p.core.status(p.now).holes.len(), 1);
+    assert_eq!(p.core.status(p.now).retained_keys, 1, "the hole needs it");
     let a = p.feed(Event::Incoming {
         wire: old_msg.wire,
         file: None,
     });
-    let texts: Vec<String> = a
-        .iter()
-        .filter_map(|a| match a {
-            Action::Deliver(AppEvent::Message { message, .. }) => match message.as_ref() {
-                e2e::DecryptedMessage::DecryptedMessage73(m) => Some(m.message.clone()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
-    assert_eq!(texts, ["under the old key", "under the new key"]);
+    assert_eq!(delivered(&a), ["under the old key", "under the new key"]);
     assert!(p.core.status(p.now).holes.is_empty());
+    assert_eq!(
+        p.core.status(p.now).retained_keys,
+        0,
+        "no hole needs it now"
+    );
+}
+
+/// A retained old key opens only messages from before the peer's switch: one under it at or
+/// after the first position seen under the new key is refused (state untouched), while the
+/// hole before the switch still fills with it.
+#[test]
+fn an_old_key_is_accepted_only_before_the_switch() {
+    let mut p = pair(144);
+    let new_key = core_accepts_a_rekey(&mut p);
+    let old_key_peer = Session::from_parts(
+        key(),
+        Vec::new(),
+        Side::Participant,
+        *p.mallory.seq(),
+        LayerState::from_parts(144, Some(0), OUR_LAYER),
+    );
+    let in_hole = p
+        .mallory
+        .seal(text("old, in the hole"), &mut p.rng)
+        .unwrap();
+    p.mallory.install(new_key);
+    let switched = p.mallory.seal(text("new"), &mut p.rng).unwrap();
+    let _ = p.feed(Event::Incoming {
+        wire: switched.wire,
+        file: None,
+    });
+    let before = p.core.status(p.now);
+    assert_eq!((before.holes.len(), before.retained_keys), (1, 1));
+    // Someone holding the old key writes at the position after the switch.
+    let forged = old_key_peer
+        .seal_at(
+            text("old, after the switch"),
+            switched.in_seq_no,
+            switched.out_seq_no + 2,
+            None,
+            &mut p.rng,
+        )
+        .unwrap();
+    let a = p.feed(Event::Incoming {
+        wire: forged.wire,
+        file: None,
+    });
+    assert!(matches!(a.as_slice(), [Action::Rejected(_)]), "{a:?}");
+    assert_eq!(p.core.status(p.now), before);
+    let a = p.feed(Event::Incoming {
+        wire: in_hole.wire,
+        file: None,
+    });
+    assert_eq!(delivered(&a), ["old, in the hole", "new"]);
 }

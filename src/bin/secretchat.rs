@@ -150,14 +150,19 @@ enum DhCommand {
         #[arg(long)]
         peer: String,
     },
-    /// Key visualization.
+    /// Key visualization, as the official apps show it: prints `visualization_hex` (36 bytes),
+    /// `pixels` (144 colour indices, row by row) and `hex_lines`.
     Visualize {
         /// The initial key, hex.
         #[arg(long)]
         key: String,
-        /// The key in use at the layer-46 upgrade, hex.
+        /// The key in use at the layer-46 upgrade, hex (default: the initial key, as for every
+        /// chat created at layer 46 or later).
         #[arg(long = "layer46-key")]
         layer46_key: Option<String>,
+        /// Also write the image as SVG to this file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
 }
 
@@ -224,9 +229,11 @@ fn run(args: Args) -> Result<Value, CliError> {
         ),
         Command::Dh(DhCommand::Check { p, g }) => cli::crypto::dh_check(&p, g),
         Command::Dh(DhCommand::Key { p, g, a, peer }) => cli::crypto::dh_key(&p, g, &a, &peer),
-        Command::Dh(DhCommand::Visualize { key, layer46_key }) => {
-            cli::crypto::dh_visualize(&key, layer46_key.as_deref())
-        }
+        Command::Dh(DhCommand::Visualize {
+            key,
+            layer46_key,
+            svg,
+        }) => cli::crypto::dh_visualize(&key, layer46_key.as_deref(), svg.as_deref()),
         Command::File(FileCommand::Encrypt(a)) => file(Direction::Encrypt, a),
         Command::File(FileCommand::Decrypt(a)) => file(Direction::Decrypt, a),
         Command::File(FileCommand::Fingerprint { key, iv }) => {

@@ -153,15 +153,28 @@ pub fn dh_key(p_hex: &str, g: i64, a_hex: &str, peer_hex: &str) -> Result<Value,
     }))
 }
 
-/// `dh visualize`.
+/// `dh visualize`: the 36 bytes, the image's cells and the hex lines (see
+/// [`visualize`]); with `svg`, the image written there too. Without `layer46_hex` the
+/// layer-46 key is the initial key.
 ///
 /// # Errors
-/// `bad_hex`, `bad_key_length`.
-pub fn dh_visualize(key_hex: &str, layer46_hex: Option<&str>) -> Result<Value, CliError> {
+/// `bad_hex`, `bad_key_length`, `io`.
+pub fn dh_visualize(
+    key_hex: &str,
+    layer46_hex: Option<&str>,
+    svg: Option<&Path>,
+) -> Result<Value, CliError> {
     let initial = key(key_hex)?;
     let l46 = layer46_hex.map(key).transpose()?;
-    let v = visualize::visualization(&initial, l46.as_ref());
-    Ok(json!({ "visualization_hex": hex::encode(&v), "emoji": visualize::emoji(&v) }))
+    let v = visualize::visualization(&initial, Some(l46.as_ref().unwrap_or(&initial)));
+    if let Some(path) = svg {
+        std::fs::write(path, visualize::svg(&v, 10)).map_err(io_err)?;
+    }
+    Ok(json!({
+        "visualization_hex": hex::encode(&v),
+        "pixels": visualize::pixels(&v),
+        "hex_lines": visualize::hex_lines(&v),
+    }))
 }
 
 fn file_key(key_hex: &str, iv_hex: &str) -> Result<FileKey, CliError> {

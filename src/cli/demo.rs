@@ -54,7 +54,10 @@ pub fn run(out: &mut impl Write) -> Result<Value, CliError> {
         bob.fingerprint()
     ));
     let vis = visualize::visualization(&alice, Some(&alice));
-    say(format!("3. Key visualization: {}", visualize::emoji(&vis)));
+    say(format!(
+        "3. Key visualization (as the apps print it under the image): {}",
+        visualize::hex_lines(&vis).join(" / ")
+    ));
 
     let msg = types::DecryptedMessageLayer {
         random_bytes: {

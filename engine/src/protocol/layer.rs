@@ -3,11 +3,14 @@
 //! We speak [`OUR_LAYER`]. The peer's layer starts at [`INITIAL_PEER_LAYER`] and only rises, from
 //! every `decryptedMessageLayer.layer` and every `decryptedMessageActionNotifyLayer` (also when
 //! wrapped in the layer-8 `decryptedMessageService#aa48327d`). Outgoing messages use
-//! `min(ours, peer's)`: its constructors and features. MTProto 2.0 is used for every outgoing
-//! message once that layer is ≥ 73 or once a 2.0 message arrived. On receipt, 1.0 is tried until
-//! the peer's first 2.0 message: a layer-73 envelope does not prove the peer has switched (its
-//! messages sent before it learned our layer are legitimately 1.0), a 2.0 message does, and a
-//! peer never goes back (docs/protocol.md). Nothing ever goes back.
+//! `min(ours, peer's)`: its constructors and features.
+//!
+//! MTProto version: every outgoing message is 2.0, as TDLib sends (`SecretChatActor::
+//! create_encrypted_message` sets `version = 2` unconditionally). A received 1.0 message is
+//! accepted only from an old peer: its envelope layer is below [`MTPROTO2_LAYER`] (TDLib:
+//! "MTProto 1.0 encryption is forbidden for this layer") **and** its position comes before the
+//! earliest position at which the peer sent us a 2.0 message ([`LayerState::mtproto1_allowed`]):
+//! a peer never goes back, and a hole after the switch does not re-open 1.0 (docs/protocol.md).
 
 use secretchat_schema::e2e::{enums, types};
 use secretchat_schema::{DecodeError, Deserialize, Identifiable, Reader};
@@ -44,8 +47,9 @@ pub enum Observed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerState {
     peer: i32,
-    /// The peer has sent us an MTProto 2.0 message.
-    mtproto2: bool,
+    /// The earliest raw position (the peer's out_seq_no) of an MTProto 2.0 message we received:
+    /// the peer had switched to 2.0 by then, so no 1.0 message may come from there on.
+    v2_from: Option<u32>,
     /// The layer we speak: [`OUR_LAYER`], or lower to behave as an older client.
     ours: i32,
 }
@@ -62,17 +66,18 @@ impl LayerState {
     pub fn new(ours: i32) -> Self {
         Self {
             peer: INITIAL_PEER_LAYER,
-            mtproto2: false,
+            v2_from: None,
             ours: ours.clamp(INITIAL_PEER_LAYER, OUR_LAYER),
         }
     }
 
-    /// Restores stored state (`ours` comes from the configuration, not the record).
-    pub fn from_parts(peer: i32, mtproto2: bool, ours: i32) -> Self {
+    /// Restores stored state (`ours` comes from the configuration, not the record):
+    /// `v2_from` is [`LayerState::parts`]' second value.
+    pub fn from_parts(peer: i32, v2_from: Option<u32>, ours: i32) -> Self {
         let ours = ours.clamp(INITIAL_PEER_LAYER, OUR_LAYER);
         Self {
             peer: peer.clamp(INITIAL_PEER_LAYER, ours),
-            mtproto2,
+            v2_from,
             ours,
         }
     }
@@ -82,9 +87,9 @@ impl LayerState {
         self.ours
     }
 
-    /// `(peer layer, mtproto2 reached)` for storage.
-    pub fn parts(&self) -> (i32, bool) {
-        (self.peer, self.mtproto2)
+    /// `(peer layer, earliest position of a 2.0 message)` for storage.
+    pub fn parts(&self) -> (i32, Option<u32>) {
+        (self.peer, self.v2_from)
     }
 
     /// The peer's known layer.
@@ -110,25 +115,76 @@ impl LayerState {
         Observed::Same
     }
 
-    /// Records that a message decrypted with MTProto 2.0.
-    pub fn saw_mtproto2(&mut self) {
-        self.mtproto2 = true;
+    /// Records that the peer's message at raw position `at` was MTProto 2.0.
+    pub fn saw_mtproto2(&mut self, at: u32) {
+        self.v2_from = Some(self.v2_from.map_or(at, |p| p.min(at)));
     }
 
-    /// The version for outgoing messages.
+    /// Whether any MTProto 2.0 message arrived.
+    pub fn mtproto2_seen(&self) -> bool {
+        self.v2_from.is_some()
+    }
+
+    /// The version for outgoing messages: always 2.0 (TDLib refuses 1.0 under a layer ≥ 73
+    /// envelope, and the envelope carries our layer; a 1.0 sender is not needed by any client
+    /// that is still in use).
     pub fn outgoing_version(&self) -> Version {
-        if self.mtproto2 || self.negotiated() >= MTPROTO2_LAYER {
-            Version::V2
-        } else {
-            Version::V1
+        Version::V2
+    }
+
+    /// Whether a received message may still be tried with MTProto 1.0 at all, given that the
+    /// peer's messages below raw position `received` are already in: only while some position
+    /// at or after `received` comes before the peer's switch to 2.0.
+    pub fn try_mtproto1(&self, received: u32) -> bool {
+        self.v2_from.is_none_or(|p| p > received)
+    }
+
+    /// Whether a message that decrypted with MTProto 1.0 may be accepted: its envelope `layer`
+    /// is below [`MTPROTO2_LAYER`] and its raw `position` comes before the peer's first 2.0
+    /// message (`None` for an envelope-less message: only while no 2.0 message arrived).
+    ///
+    /// # Errors
+    /// [`Mtproto1Refused`] saying which rule it breaks.
+    pub fn mtproto1_allowed(
+        &self,
+        layer: Option<i32>,
+        position: Option<u32>,
+    ) -> Result<(), Mtproto1Refused> {
+        if let Some(layer) = layer.filter(|l| *l >= MTPROTO2_LAYER) {
+            return Err(Mtproto1Refused::LayerTooHigh { layer });
+        }
+        match (self.v2_from, position) {
+            (Some(switch), Some(at)) if at >= switch => Err(Mtproto1Refused::AfterSwitch {
+                position: at,
+                switch,
+            }),
+            (Some(switch), None) => Err(Mtproto1Refused::AfterSwitch {
+                position: switch,
+                switch,
+            }),
+            _ => Ok(()),
         }
     }
+}
 
-    /// Whether a received message may still be tried with MTProto 1.0 (first, then 2.0).
-    /// `gap_open`: messages from before the switch may still arrive to fill a hole.
-    pub fn try_mtproto1(&self, gap_open: bool) -> bool {
-        !self.mtproto2 || gap_open
-    }
+/// Why a message that decrypted with MTProto 1.0 was refused (the chat is left unchanged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Mtproto1Refused {
+    /// Its envelope announces a layer from which 2.0 is mandatory (TDLib refuses it too).
+    #[error("MTProto 1.0 is forbidden for layer {layer}")]
+    LayerTooHigh {
+        /// The envelope's layer.
+        layer: i32,
+    },
+    /// It sits at or after the position where the peer's 2.0 messages began.
+    #[error("MTProto 1.0 message at position {position}, after the switch to 2.0 at {switch}")]
+    AfterSwitch {
+        /// The message's raw position (the peer's out_seq_no).
+        position: u32,
+        /// The earliest raw position of a 2.0 message.
+        switch: u32,
+    },
 }
 
 /// Keeps only the entities `layer` has.
@@ -278,25 +334,37 @@ mod tests {
     #[test]
     fn mtproto_version_rules() {
         let mut s = LayerState::default();
-        assert_eq!(s.outgoing_version(), Version::V1);
-        assert!(s.try_mtproto1(false));
-        s.saw_mtproto2();
+        // 2.0 out from the first message, whatever the peer's layer.
         assert_eq!(s.outgoing_version(), Version::V2);
-        assert!(!s.try_mtproto1(false));
-        assert!(
-            s.try_mtproto1(true),
-            "old messages filling a gap may still be 1.0"
+        assert!(s.try_mtproto1(0));
+        // An old peer (layer < 73) before any 2.0 message: 1.0 is accepted.
+        assert_eq!(s.mtproto1_allowed(Some(46), Some(0)), Ok(()));
+        assert_eq!(s.mtproto1_allowed(None, None), Ok(()));
+        // A 1.0 message claiming layer 73 or more is refused outright (TDLib's rule).
+        assert_eq!(
+            s.mtproto1_allowed(Some(73), Some(0)),
+            Err(Mtproto1Refused::LayerTooHigh { layer: 73 })
         );
-        let mut t = LayerState::default();
-        let _ = t.observe(73);
-        assert_eq!(t.outgoing_version(), Version::V2);
-        assert!(
-            t.try_mtproto1(false),
-            "the peer's in-flight 1.0 messages are still accepted"
+        // The peer's message at position 5 was 2.0: from 5 on, no 1.0.
+        s.saw_mtproto2(5);
+        assert_eq!(s.mtproto1_allowed(Some(46), Some(4)), Ok(()));
+        assert_eq!(
+            s.mtproto1_allowed(Some(46), Some(5)),
+            Err(Mtproto1Refused::AfterSwitch {
+                position: 5,
+                switch: 5
+            })
         );
-        // Never back: a lower layer later changes nothing.
-        let _ = t.observe(46);
-        assert_eq!(t.outgoing_version(), Version::V2);
+        assert!(s.mtproto1_allowed(None, None).is_err());
+        // An earlier 2.0 message (filling a hole) moves the switch back, never forward.
+        s.saw_mtproto2(3);
+        s.saw_mtproto2(9);
+        assert_eq!(s.parts().1, Some(3));
+        assert!(s.mtproto1_allowed(Some(46), Some(3)).is_err());
+        // Once everything before the switch is in, 1.0 is not even tried.
+        assert!(s.try_mtproto1(2));
+        assert!(!s.try_mtproto1(3));
+        assert_eq!(s.outgoing_version(), Version::V2);
     }
 
     #[test]

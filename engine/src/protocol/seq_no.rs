@@ -148,6 +148,14 @@ impl SeqNo {
         wire(raw, Self::x(self.side.peer()).1)
     }
 
+    /// The raw position of a peer message with wire `out_seq_no`.
+    ///
+    /// # Errors
+    /// [`SeqError::Parity`] for a negative value or the wrong parity.
+    pub fn peer_out_raw(&self, out_seq_no: i32) -> Result<u32, SeqError> {
+        unwire(out_seq_no, Self::x(self.side.peer()).1)
+    }
+
     /// Assigns `(in_seq_no, out_seq_no)` (wire values) to a new outgoing message and counts it.
     /// Assign at creation and never change them (resends reuse the stored bytes).
     ///

@@ -8,7 +8,7 @@ use rand_core::RngCore;
 use secretchat_schema::e2e::{enums, types};
 use secretchat_schema::{DecodeError, EncodeError, Serialize};
 
-use super::layer::{LayerState, Observed, Payload};
+use super::layer::{LayerState, Mtproto1Refused, Observed, Payload};
 use super::seq_no::{Received, SeqError, SeqNo};
 use crate::crypto::message::{self, Version};
 use crate::crypto::{AuthKey, CryptoError, Side};
@@ -33,6 +33,18 @@ pub enum SessionError {
     /// layer-8 style NotifyLayer service messages are accepted that way.
     #[error("message without a layer envelope")]
     NoEnvelope,
+    /// An MTProto 1.0 message where only 2.0 is allowed (see [`LayerState::mtproto1_allowed`]).
+    #[error(transparent)]
+    Mtproto1(#[from] Mtproto1Refused),
+    /// A message under a superseded key at or after the position where the peer's messages
+    /// under the current key begin: the peer had switched by then.
+    #[error("message at position {position} under an old key; the peer switched at {switch}")]
+    OldKeyAfterSwitch {
+        /// The message's raw position (the peer's out_seq_no).
+        position: u32,
+        /// The earliest raw position seen under the current key.
+        switch: u32,
+    },
 }
 
 /// Most superseded keys kept while holes from before a switch are open.
@@ -91,8 +103,8 @@ impl Session {
     /// The same session speaking layer `ours` (below [`OUR_LAYER`](super::layer::OUR_LAYER): as an older
     /// client, for interoperability tests and mixed-layer simulations).
     pub fn with_our_layer(mut self, ours: i32) -> Self {
-        let (peer, mtproto2) = self.layer.parts();
-        self.layer = LayerState::from_parts(peer, mtproto2, ours);
+        let (peer, v2_from) = self.layer.parts();
+        self.layer = LayerState::from_parts(peer, v2_from, ours);
         self
     }
 
@@ -168,19 +180,37 @@ impl Session {
     ) -> Result<Sealed, SessionError> {
         let mut seq = self.seq;
         let (in_seq_no, out_seq_no) = seq.next_outgoing()?;
-        let sealed = self.seal_at(message, in_seq_no, out_seq_no, rng)?;
+        let sealed = self.seal_with(&self.key, message, in_seq_no, out_seq_no, rng)?;
         self.seq = seq;
         Ok(sealed)
     }
 
     /// Seals `message` with given (already assigned) wire sequence numbers, without counting a
     /// new message: for replacing the stored copy of a message deleted before it was
-    /// acknowledged (seq_no.md, "Deleting unacknowledged messages").
+    /// acknowledged (seq_no.md, "Deleting unacknowledged messages"). The replacement goes out
+    /// under the key that sealed the original (`original_fingerprint`) while we still hold it:
+    /// the peer refuses an old-key message after its switch, and would take a new-key message
+    /// before it as the switch. Without it, the current key.
     ///
     /// # Errors
     /// [`SessionError::Encode`], [`SessionError::Crypto`].
     pub fn seal_at(
         &self,
+        message: enums::DecryptedMessage,
+        in_seq_no: i32,
+        out_seq_no: i32,
+        original_fingerprint: Option<i64>,
+        rng: &mut impl RngCore,
+    ) -> Result<Sealed, SessionError> {
+        let key = original_fingerprint
+            .and_then(|fp| self.previous.iter().find(|k| k.has_fingerprint(fp)))
+            .unwrap_or(&self.key);
+        self.seal_with(key, message, in_seq_no, out_seq_no, rng)
+    }
+
+    fn seal_with(
+        &self,
+        key: &AuthKey,
         message: enums::DecryptedMessage,
         in_seq_no: i32,
         out_seq_no: i32,
@@ -199,8 +229,8 @@ impl Session {
         let version = self.layer.outgoing_version();
         let pad = message::random_padding(payload.len(), version, rng);
         let wire = match version {
-            Version::V2 => message::encrypt_v2(&self.key, self.side, &payload, &pad)?,
-            Version::V1 => message::encrypt_v1(&self.key, &payload, &pad)?,
+            Version::V2 => message::encrypt_v2(key, self.side, &payload, &pad)?,
+            Version::V1 => message::encrypt_v1(key, &payload, &pad)?,
         };
         Ok(Sealed {
             wire,
@@ -210,35 +240,59 @@ impl Session {
         })
     }
 
-    /// Decrypts (1.0 first while the rules allow, then 2.0), decodes and classifies a received
-    /// message. Layer news is applied; the sequence position is not — call [`Session::accept`]
-    /// after processing an in-order message.
+    /// Decrypts (2.0, then 1.0 while an old peer may still send it), decodes and classifies a
+    /// received message. Layer news is applied; the sequence position is not — call
+    /// [`Session::accept`] after processing an in-order message. `old_keys_before` is the
+    /// earliest raw position seen under the current key: a message under a superseded key at
+    /// or after it is refused (the peer had switched by then).
     ///
     /// # Errors
     /// [`SessionError::Crypto`] (forged, wrong key, tampered), [`SessionError::Decode`],
-    /// [`SessionError::Seq`] (must close the chat), [`SessionError::NoEnvelope`]. No state
-    /// changes on error.
-    pub fn open(&mut self, wire: &[u8], gap_open: bool) -> Result<Opened, SessionError> {
+    /// [`SessionError::Seq`] (must close the chat), [`SessionError::NoEnvelope`],
+    /// [`SessionError::Mtproto1`], [`SessionError::OldKeyAfterSwitch`]. No state changes on
+    /// error.
+    pub fn open(
+        &mut self,
+        wire: &[u8],
+        old_keys_before: Option<u32>,
+    ) -> Result<Opened, SessionError> {
         let peer = self.side.peer();
         let fp = wire_fingerprint(wire);
-        let key = self
+        let old = self
             .previous
             .iter()
-            .find(|k| fp.is_some_and(|fp| k.has_fingerprint(fp) && !self.key.has_fingerprint(fp)))
-            .unwrap_or(&self.key);
-        let decrypted = if self.layer.try_mtproto1(gap_open) {
-            message::decrypt_v1(key, wire).or_else(|_| message::decrypt_v2(key, peer, wire))?
-        } else {
-            message::decrypt_v2(key, peer, wire)?
+            .find(|k| fp.is_some_and(|fp| k.has_fingerprint(fp) && !self.key.has_fingerprint(fp)));
+        let key = old.unwrap_or(&self.key);
+        let decrypted = match message::decrypt_v2(key, peer, wire) {
+            Ok(d) => d,
+            Err(e) if self.layer.try_mtproto1(self.seq.parts().1) => {
+                message::decrypt_v1(key, wire).map_err(|_| e)?
+            }
+            Err(e) => return Err(e.into()),
         };
         let payload = Payload::decode(&decrypted.payload)?;
-        let received = match &payload {
-            Payload::Layered(l) => Some(self.seq.classify(l.in_seq_no, l.out_seq_no)?),
-            Payload::Bare(_) if payload.announced_layers().next().is_some() => None,
+        let (envelope_layer, out_seq_no) = match &payload {
+            Payload::Layered(l) => (Some(l.layer), Some(l.out_seq_no)),
+            Payload::Bare(_) if payload.announced_layers().next().is_some() => (None, None),
             Payload::Bare(_) => return Err(SessionError::NoEnvelope),
         };
-        if decrypted.version == Version::V2 {
-            self.layer.saw_mtproto2();
+        // The version and key rules come before the sequence checks: a message they refuse
+        // is rejected, and must not close the chat through a sequence error.
+        let position = out_seq_no.and_then(|o| self.seq.peer_out_raw(o).ok());
+        if decrypted.version == Version::V1 {
+            self.layer.mtproto1_allowed(envelope_layer, position)?;
+        }
+        if let (Some(_), Some(position), Some(switch)) = (old, position, old_keys_before) {
+            if position >= switch {
+                return Err(SessionError::OldKeyAfterSwitch { position, switch });
+            }
+        }
+        let received = match &payload {
+            Payload::Layered(l) => Some(self.seq.classify(l.in_seq_no, l.out_seq_no)?),
+            Payload::Bare(_) => None,
+        };
+        if let (Version::V2, Some(at)) = (decrypted.version, position) {
+            self.layer.saw_mtproto2(at);
         }
         let layer_news = payload
             .announced_layers()
@@ -304,7 +358,7 @@ mod tests {
     }
 
     fn open_in_order(s: &mut Session, wire: &[u8]) -> Opened {
-        let o = s.open(wire, false).unwrap();
+        let o = s.open(wire, None).unwrap();
         let Some(Received::InOrder { peer_in }) = o.received else {
             panic!("{:?}", o.received)
         };
@@ -312,58 +366,113 @@ mod tests {
         o
     }
 
+    /// What an old (layer < 73) client sends: MTProto 1.0 under its own layer's envelope.
+    fn old_client(layer: i32, in_seq_no: i32, out_seq_no: i32, text: &str) -> Vec<u8> {
+        let envelope = types::DecryptedMessageLayer {
+            random_bytes: vec![7; 15],
+            layer,
+            in_seq_no,
+            out_seq_no,
+            message: text_message(46, 1, 0, text.into(), vec![]),
+        };
+        let payload = envelope.to_bytes().unwrap();
+        let pad = vec![0u8; (16 - (payload.len() + 4) % 16) % 16];
+        message::encrypt_v1(&AuthKey::new([0x42; 256]), &payload, &pad).unwrap()
+    }
+
     #[test]
-    fn upgrade_from_mtproto1_to_2_never_back() {
+    fn sends_2_0_always_and_accepts_1_0_only_from_old_peers_before_their_switch() {
         let (mut a, mut b) = pair();
         let mut rng = Counter(1);
-        // New chat: peer layer 46, so the first message goes out with MTProto 1.0.
+        // A new chat (peer layer assumed 46): still 2.0 out.
         let first = a
             .seal(text_message(46, 1, 0, "hi".into(), vec![]), &mut rng)
             .unwrap();
         assert_eq!(
             (first.version, first.in_seq_no, first.out_seq_no),
-            (Version::V1, 0, 1)
+            (Version::V2, 0, 1)
         );
         let o = open_in_order(&mut b, &first.wire);
-        assert_eq!(o.version, Version::V1);
-        assert_eq!(
-            o.layer_news,
-            vec![Observed::Raised(crate::protocol::layer::OUR_LAYER)]
-        );
-        // B now knows A speaks 144: its reply is 2.0 and A, still at 46, falls back to 2.0.
-        let reply = b
-            .seal(text_message(144, 2, 0, "yo".into(), vec![]), &mut rng)
-            .unwrap();
-        assert_eq!(
-            (reply.version, reply.in_seq_no, reply.out_seq_no),
-            (Version::V2, 3, 0)
-        );
-        let o = open_in_order(&mut a, &reply.wire);
         assert_eq!(o.version, Version::V2);
-        // A's next message is 2.0; once B has seen it, B stops trying 1.0.
-        let next = a
-            .seal(text_message(144, 5, 0, "ok".into(), vec![]), &mut rng)
+        // B (the participant) receiving from an old originator: 1.0 under layer 46 at
+        // positions before the originator's first 2.0 message (position 0) — none left.
+        let late_v1 = old_client(46, 0, 3, "old");
+        assert_eq!(
+            b.open(&late_v1, None),
+            Err(SessionError::Crypto(CryptoError::MsgKeyMismatch)),
+            "1.0 is not even tried once everything before the switch is in"
+        );
+        // A fresh receiver and an old peer: 1.0 under layer 46 is accepted...
+        let (_, mut c) = pair();
+        let o = open_in_order(&mut c, &old_client(46, 0, 1, "old 0"));
+        assert_eq!(o.version, Version::V1);
+        // ...but never under a layer ≥ 73 envelope (TDLib's rule), and the state stays.
+        let before = *c.seq();
+        assert_eq!(
+            c.open(&old_client(73, 0, 3, "lying"), None),
+            Err(SessionError::Mtproto1(Mtproto1Refused::LayerTooHigh {
+                layer: 73
+            }))
+        );
+        assert_eq!(*c.seq(), before);
+        // The peer's 2.0 message at position 3 (position 2 is a hole): 1.0 stays possible for
+        // position 2 only.
+        let mut peer = Session::from_parts(
+            AuthKey::new([0x42; 256]),
+            Vec::new(),
+            Side::Originator,
+            SeqNo::from_parts(Side::Originator, 3, 0, 0),
+            LayerState::from_parts(144, Some(0), 144),
+        );
+        let v2 = peer
+            .seal(text_message(144, 9, 0, "new".into(), vec![]), &mut rng)
             .unwrap();
-        assert_eq!(next.version, Version::V2);
-        assert!(b.layer().try_mtproto1(false));
-        open_in_order(&mut b, &next.wire);
-        for s in [&a, &b] {
-            assert_eq!(s.layer().outgoing_version(), Version::V2);
-            assert!(!s.layer().try_mtproto1(false));
-        }
-        // A 1.0 message is no longer accepted once 2.0 is reached.
-        let mut old = Session::new(AuthKey::new([0x42; 256]), Side::Originator);
-        let _ = old
-            .seal(text_message(46, 3, 0, "x".into(), vec![]), &mut rng)
-            .unwrap();
-        let v1 = old
-            .seal(text_message(46, 4, 0, "x".into(), vec![]), &mut rng)
-            .unwrap();
-        assert_eq!(v1.version, Version::V1);
         assert!(matches!(
-            b.open(&v1.wire, false),
-            Err(SessionError::Crypto(CryptoError::MsgKeyMismatch))
+            c.open(&v2.wire, None).unwrap().received,
+            Some(Received::Gap { raw_out: 3, .. })
         ));
+        assert_eq!(c.layer().parts().1, Some(3));
+        assert!(c.open(&old_client(46, 0, 5, "in the hole"), None).is_ok());
+        assert_eq!(
+            c.open(&old_client(46, 0, 7, "after the switch"), None),
+            Err(SessionError::Mtproto1(Mtproto1Refused::AfterSwitch {
+                position: 3,
+                switch: 3
+            }))
+        );
+    }
+
+    #[test]
+    fn old_key_only_before_the_switch() {
+        let (mut a, mut b) = pair();
+        let mut rng = Counter(5);
+        let m0 = a
+            .seal(text_message(144, 1, 0, "old key".into(), vec![]), &mut rng)
+            .unwrap();
+        let m1 = a
+            .seal(
+                text_message(144, 2, 0, "old key too".into(), vec![]),
+                &mut rng,
+            )
+            .unwrap();
+        let new = AuthKey::new([0x43; 256]);
+        a.install(new.clone());
+        b.install(new);
+        let m2 = a
+            .seal(text_message(144, 3, 0, "new key".into(), vec![]), &mut rng)
+            .unwrap();
+        // The peer's first message under the new key was at position 1: position 0 may still
+        // come under the old key, position 1 may not.
+        assert!(b.open(&m0.wire, Some(1)).is_ok());
+        assert_eq!(
+            b.open(&m1.wire, Some(1)),
+            Err(SessionError::OldKeyAfterSwitch {
+                position: 1,
+                switch: 1
+            })
+        );
+        assert!(b.open(&m1.wire, Some(2)).is_ok());
+        assert!(b.open(&m2.wire, Some(1)).is_ok());
     }
 
     #[test]
@@ -378,10 +487,10 @@ mod tests {
             .collect();
         open_in_order(&mut b, &m[0].wire);
         assert_eq!(
-            b.open(&m[0].wire, false).unwrap().received,
+            b.open(&m[0].wire, None).unwrap().received,
             Some(Received::Duplicate)
         );
-        let gap = b.open(&m[3].wire, false).unwrap().received;
+        let gap = b.open(&m[3].wire, None).unwrap().received;
         assert_eq!(
             gap,
             Some(Received::Gap {
@@ -393,7 +502,7 @@ mod tests {
         let before = *b.seq();
         let mut tampered = m[1].wire.clone();
         tampered[50] ^= 0x80;
-        assert!(b.open(&tampered, false).is_err());
+        assert!(b.open(&tampered, None).is_err());
         assert_eq!(*b.seq(), before);
         open_in_order(&mut b, &m[1].wire);
         open_in_order(&mut b, &m[2].wire);
@@ -402,20 +511,22 @@ mod tests {
     }
 
     #[test]
-    fn mirrored_message_is_a_seq_error() {
-        let (mut a, _) = pair();
+    fn mirrored_message_is_refused() {
+        // Distinct key bytes: with a constant key x = 0 and x = 8 would read the same bytes.
+        let mut k = [0u8; 256];
+        k.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+        let mut a = Session::new(AuthKey::new(k), Side::Originator);
         let mut rng = Counter(3);
         let m = a
             .seal(text_message(144, 1, 0, "me".into(), vec![]), &mut rng)
             .unwrap();
-        // A message of ours fed back to us. A new chat sends MTProto 1.0, which has no direction
-        // (x = 0), so it decrypts: the seq_no parity is what catches the mirror (seq_no.md).
-        assert_eq!(m.version, Version::V1);
-        let mut mirror = Session::new(AuthKey::new([0x42; 256]), Side::Originator);
-        assert_eq!(
-            mirror.open(&m.wire, false),
-            Err(SessionError::Seq(SeqError::Parity { value: 0 }))
-        );
+        // A message of ours fed back to us: MTProto 2.0 binds the direction (x), so it does not
+        // decrypt for the same side.
+        let mut mirror = Session::new(AuthKey::new(k), Side::Originator);
+        assert!(matches!(
+            mirror.open(&m.wire, None),
+            Err(SessionError::Crypto(_))
+        ));
         assert_eq!(mirror.seq().parts(), (0, 0, 0));
     }
 }

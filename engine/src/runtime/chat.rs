@@ -450,6 +450,13 @@ async fn execute(
             }
         }
         Ok(_) => {}
+        // A repeated accept (its first answer lost, or a restart): success, not a lost chat.
+        Err(e)
+            if matches!(c, Call::AcceptEncryption(_))
+                && e.message == "ENCRYPTION_ALREADY_ACCEPTED" =>
+        {
+            me.do_send(ChatInput::event(Event::AlreadyAccepted));
+        }
         Err(e) if e.class() == ErrorClass::ChatGone && !matches!(c, Call::DiscardEncryption(_)) => {
             me.do_send(ChatInput::event(Event::ChatUpdate(
                 api::EncryptedChat::Discarded(api_types::EncryptedChatDiscarded {

@@ -18,6 +18,7 @@ impl std::fmt::Debug for EventLine<'_> {
             Event::DhConfigFailed(e) => write!(f, "DhConfigFailed({e:?})"),
             Event::DhDone(out) => write!(f, "DhDone({out:?})"),
             Event::ChatUpdate(c) => write!(f, "ChatUpdate({})", chat_kind(c)),
+            Event::AlreadyAccepted => f.write_str("AlreadyAccepted"),
             Event::Incoming { wire, file } => write!(
                 f,
                 "Incoming({} bytes{})",

@@ -53,6 +53,11 @@ impl SimServer {
             .read_u32()
             .map_err(|_| bad("INPUT_METHOD_INVALID"))?;
         let answer = self.dispatch(&mut s, user, device, id, req)?;
+        if let Some(n) = s.lose_replies.get_mut(&id).filter(|n| **n > 0) {
+            *n -= 1;
+            s.stats.injected_errors += 1;
+            return Err(RpcError::new(-503, "TIMEOUT"));
+        }
         if s.chance(f.lost_reply) {
             s.stats.injected_errors += 1;
             return Err(RpcError::new(-503, "TIMEOUT"));
@@ -164,19 +169,8 @@ impl SimServer {
                     return Err(bad("CHAT_ID_INVALID"));
                 }
                 match chat.state {
-                    ChatState::Accepted(dev) if dev == device => {
-                        // A repeat from the device that accepted (its answer was lost).
-                        let c = api::EncryptedChat::EncryptedChat(t::EncryptedChat {
-                            id: peer.chat_id,
-                            access_hash: chat.access_hash,
-                            date,
-                            admin_id: chat.admin.0,
-                            participant_id: chat.participant,
-                            g_a_or_b: chat.g_a.clone(),
-                            key_fingerprint: r.key_fingerprint,
-                        });
-                        return ser(&c);
-                    }
+                    // Also for a repeat from the device that accepted (its answer was lost):
+                    // the real server may answer a repeat this way.
                     ChatState::Accepted(_) => return Err(bad("ENCRYPTION_ALREADY_ACCEPTED")),
                     ChatState::Discarded => return Err(bad("ENCRYPTION_ALREADY_DECLINED")),
                     ChatState::Requested => {}

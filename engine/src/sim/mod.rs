@@ -109,6 +109,8 @@ struct State {
     clock_offset_ms: u64,
     started: std::time::Instant,
     stats: SimStats,
+    /// Replies still to lose, by method constructor id (see [`SimServer::lose_replies`]).
+    lose_replies: HashMap<u32, u32>,
 }
 
 /// Counters for reports and tests.
@@ -165,6 +167,7 @@ impl SimServer {
                 clock_offset_ms: 0,
                 started: std::time::Instant::now(),
                 stats: SimStats::default(),
+                lose_replies: HashMap::new(),
             }),
             delivery: Delivery::start(),
         })
@@ -215,6 +218,13 @@ impl SimServer {
     /// Changes the fault model (e.g. faults off for a final check).
     pub fn set_faults(&self, faults: SimFaults) {
         self.lock().faults = faults;
+    }
+
+    /// The next `n` calls of the method with constructor id `method` run but lose their reply
+    /// (`-503 TIMEOUT`): a targeted lost answer for tests (e.g. `acceptEncryption`, whose
+    /// repeat the server refuses).
+    pub fn lose_replies(&self, method: u32, n: u32) {
+        self.lock().lose_replies.insert(method, n);
     }
 
     /// Moves the server's clock forward (queue expiry).

@@ -580,6 +580,17 @@ impl Store {
         Ok(())
     }
 
+    /// Whether chat `handle` of `account` has a state record.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn has_chat(&self, account: u64, handle: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf("chats"), chat_key(account, handle))?
+            .is_some())
+    }
+
     /// The handle of server chat `chat_id` of `account`.
     ///
     /// # Errors

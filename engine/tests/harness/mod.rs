@@ -7,6 +7,7 @@
 
 pub mod model;
 pub mod seal;
+pub mod strict;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -14,6 +15,7 @@ use std::sync::{Arc, OnceLock};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use secretchat_engine::crypto::Side;
 use secretchat_engine::crypto::dh::DhParams;
 use secretchat_engine::crypto::prime::TELEGRAM_DH_PRIME;
 use secretchat_engine::protocol::chat::{
@@ -113,6 +115,7 @@ enum Job {
 enum EventKind {
     Timer(Timer),
     Update(api::EncryptedChat),
+    AlreadyAccepted,
 }
 
 /// One party: its core, what its application saw, and every wire it sent.
@@ -201,6 +204,14 @@ pub struct World {
     pub tamper: Option<Tamper>,
     pub config: ChatConfig,
     pub chat_id: i32,
+    /// TDLib's receiver rules applied to every message either party sends (`strict.rs`); it
+    /// learns every key from the DH jobs the harness runs.
+    pub strict: strict::StrictReceiver,
+    /// The server has accepted the chat (a repeated acceptEncryption is refused).
+    accepted: bool,
+    /// Lose the server's answer to the participant's acceptEncryption (the update to the
+    /// originator still goes).
+    pub lose_accept_answer: bool,
 }
 
 pub fn test_config() -> ChatConfig {
@@ -230,6 +241,9 @@ impl World {
             tamper: None,
             config: test_config(),
             chat_id: 4242,
+            strict: strict::StrictReceiver::new(),
+            accepted: false,
+            lose_accept_answer: false,
         }
     }
 
@@ -406,6 +420,11 @@ impl World {
                 self.party(who).persisted.contains(data),
                 "{who:?} sent a message it had not persisted"
             );
+            let side = match who {
+                Who::A => Side::Originator,
+                Who::B => Side::Participant,
+            };
+            self.strict.observe(side, data);
             self.party(who).sent.push(data.to_vec());
             self.transmit(who.other(), data.to_vec());
             return;
@@ -437,7 +456,16 @@ impl World {
                 self.b.core = Some(core);
                 self.execute(Who::B, actions);
             }
+            Call::AcceptEncryption(_) if self.accepted => {
+                // A repeat (after a restart): the real server may refuse it.
+                self.schedule(
+                    now + 5,
+                    Who::B,
+                    Job::Event(Who::B, EventKind::AlreadyAccepted),
+                );
+            }
             Call::AcceptEncryption(acc) => {
+                self.accepted = true;
                 let chat = api::EncryptedChat::EncryptedChat(api_types::EncryptedChat {
                     id: self.chat_id,
                     access_hash: 99,
@@ -453,7 +481,9 @@ impl World {
                     Job::Event(Who::A, EventKind::Update(chat.clone())),
                 );
                 // The method's answer to the accepting side.
-                self.schedule(now + 5, Who::B, Job::Event(Who::B, EventKind::Update(chat)));
+                if !self.lose_accept_answer {
+                    self.schedule(now + 5, Who::B, Job::Event(Who::B, EventKind::Update(chat)));
+                }
             }
             Call::DiscardEncryption(_) => {
                 let gone = api::EncryptedChat::Discarded(api_types::EncryptedChatDiscarded {
@@ -505,7 +535,14 @@ impl World {
             }
             Job::Event(who, EventKind::Timer(t)) => self.feed(who, Event::Timer(t)),
             Job::Event(who, EventKind::Update(c)) => self.feed(who, Event::ChatUpdate(c)),
-            Job::Dh(who, job) => self.feed(who, Event::DhDone(Box::new(job.run()))),
+            Job::Event(who, EventKind::AlreadyAccepted) => self.feed(who, Event::AlreadyAccepted),
+            Job::Dh(who, job) => {
+                let out = job.run();
+                if let Some(Ok(key)) = &out.shared {
+                    self.strict.learn(key);
+                }
+                self.feed(who, Event::DhDone(Box::new(out)))
+            }
         }
         true
     }

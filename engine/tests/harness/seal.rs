@@ -40,3 +40,18 @@ pub fn seal_raw(key: &AuthKey, x: usize, plaintext: &[u8]) -> Vec<u8> {
     wire.extend_from_slice(&body);
     wire
 }
+
+/// What an old (layer < 73) client sends: `envelope` under MTProto 1.0 (end-to-end-v1.md), with
+/// the padding 1.0 uses (to a 16-byte block, at most 15 bytes).
+// The fuzz checks include this file for `seal_raw` alone.
+#[allow(dead_code)]
+pub fn seal_v1(
+    key: &AuthKey,
+    envelope: &secretchat_schema::e2e::types::DecryptedMessageLayer,
+) -> Vec<u8> {
+    use secretchat_schema::Serialize;
+    let payload = envelope.to_bytes().expect("an envelope serializes");
+    let pad = vec![0u8; (16 - (payload.len() + 4) % 16) % 16];
+    secretchat_engine::crypto::message::encrypt_v1(key, &payload, &pad)
+        .expect("a whole number of blocks")
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Independent reference for engine/tests/vectors/*.json: MTProto 2.0/1.0 secret-message
 encryption and DH, written from ../shared/spec/end-to-end.md, end-to-end-v1.md and
-security-guidelines.md with Python's hashlib and pycryptodome's AES (ECB, IGE chained here).
+security-guidelines.md with Python's hashlib and pycryptodome's AES (ECB, IGE chained here);
+the key visualization as Telegram Android draws and prints it (IdenticonDrawable.getBits: cell
+k = (bytes[2k/8] >> (2k%8)) & 3; IdenticonActivity: the first 32 bytes, 8 a line).
 Run: pip install pycryptodome && python3 gen.py > vectors.json"""
 import hashlib, json
 from Crypto.Cipher import AES
@@ -49,6 +51,13 @@ a = int.from_bytes(hashlib.sha256(b"a").digest() * 8, "big")
 b = int.from_bytes(hashlib.sha256(b"b").digest() * 8, "big")
 ga, gb = pow(3, a, P), pow(3, b, P)
 shared = pow(gb, a, P).to_bytes(256, "big")
+def visualization(initial, layer46):
+    v = hashlib.sha1(initial).digest()[:16] + hashlib.sha256(layer46).digest()[:20]
+    pixels = [(v[(2 * k) // 8] >> ((2 * k) % 8)) & 3 for k in range(144)]
+    lines = [" ".join("%02X" % x for x in v[i:i+4]) + "  " + " ".join("%02X" % x for x in v[i+4:i+8])
+             for i in range(0, 32, 8)]
+    return {"hex": v.hex(), "pixels": pixels, "hex_lines": lines}
+
 print(json.dumps({
     "key_hex": key.hex(),
     "payload_hex": payload.hex(),
@@ -58,6 +67,8 @@ print(json.dumps({
     "dh": {"g": 3, "a_hex": a.to_bytes(256, "big").hex(), "b_hex": b.to_bytes(256, "big").hex(),
            "g_a_hex": ga.to_bytes(256, "big").hex(), "g_b_hex": gb.to_bytes(256, "big").hex(),
            "key_hex": shared.hex(), "key_fingerprint": str(fp(shared))},
+    "visualization": {"initial_is_layer46": visualization(key, key),
+                      "layer46_is_dh_key": visualization(key, shared)},
     "file": {"key_hex": "11" * 32, "iv_hex": "22" * 32,
              "fingerprint": int.from_bytes(bytes(x ^ y for x, y in zip(hashlib.md5(b"\x11"*32 + b"\x22"*32).digest()[:4], hashlib.md5(b"\x11"*32 + b"\x22"*32).digest()[4:8])), "little", signed=True)},
 }, indent=1))

@@ -186,8 +186,27 @@ impl ChatCore {
         }
     }
 
-    /// The key is agreed: announce our layer, flush what the application queued, and process
-    /// messages that arrived early.
+    /// Our `acceptEncryption` was repeated (its answer was lost, or we restarted while
+    /// waiting) and the server says the chat is already accepted. We hold the key for this
+    /// chat id, so the first call went through: the chat is ready. Had another device of the
+    /// account accepted instead, the server sends this one `encryptedChatDiscarded`
+    /// (end-to-end.md, "Accepting a Request"), which closes the chat.
+    pub(super) fn on_already_accepted(
+        &mut self,
+        now: Millis,
+        rng: &mut impl RngCore,
+        out: &mut Out,
+    ) {
+        if let Phase::ParticipantAccepting { key, .. } = &self.phase {
+            let key = key.clone();
+            out.dirty = true;
+            self.ready(key, now, rng, out);
+        }
+    }
+
+    /// The key is agreed: process the messages that arrived early (they may raise the peer's
+    /// layer, which picks the constructors of everything we send), then announce our layer and
+    /// flush what the application queued.
     fn ready(&mut self, key: AuthKey, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
         // Chats are created at layer ≥ 46, so the layer-46 key is the initial key.
         self.visualization = visualize::visualization(&key, Some(&key));
@@ -198,6 +217,14 @@ impl ChatCore {
             visualization: self.visualization.clone(),
         });
         self.arm(Timer::KeyAge, now.saturating_add(REKEY_AFTER_MS + 1), out);
+        for (wire, file) in std::mem::take(&mut self.early) {
+            if self.is_ready() {
+                self.on_incoming(wire, file, now, rng, out);
+            }
+        }
+        if !self.is_ready() {
+            return;
+        }
         let notify =
             enums::DecryptedMessageAction::NotifyLayer(types::DecryptedMessageActionNotifyLayer {
                 layer: self.config.layer.clamp(INITIAL_PEER_LAYER, OUR_LAYER),
@@ -207,9 +234,6 @@ impl ChatCore {
             if self.is_ready() {
                 self.send_pending(p, now, rng, out);
             }
-        }
-        for (wire, file) in std::mem::take(&mut self.early) {
-            self.on_incoming(wire, file, now, rng, out);
         }
     }
 }

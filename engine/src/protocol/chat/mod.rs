@@ -24,6 +24,7 @@ use rand_core::RngCore;
 use secretchat_schema::api::{enums as api, types as api_types};
 use zeroize::Zeroizing;
 
+pub use send::MAX_RESEND_SPAN;
 pub use types::*;
 
 use super::gaps::WaitingQueue;
@@ -153,6 +154,9 @@ pub struct ChatStatus {
     pub seq: (u32, u32, u32),
     /// Current key fingerprint.
     pub key_fingerprint: Option<i64>,
+    /// Superseded keys still kept for the peer's messages from before its switch (pfs.md: only
+    /// while a hole before the switch is open).
+    pub retained_keys: usize,
     /// Messages encrypted and decrypted with the current key.
     pub key_uses: u32,
     /// Age of the current key.
@@ -167,6 +171,9 @@ pub struct ChatStatus {
     pub rekeying: bool,
     /// Recovery work since the chat was loaded.
     pub counters: ChatCounters,
+    /// The key visualization (36 bytes, empty until the key is agreed): what the users compare
+    /// with the peer's screen ([`crate::crypto::visualize`] renders it as the apps do).
+    pub visualization: Vec<u8>,
 }
 
 /// Recovery work a chat did since it was loaded into memory (not stored: for metrics).
@@ -404,6 +411,7 @@ impl ChatCore {
                 Event::DhConfigFailed(e) => self.abort(CloseReason::Dh(e), &mut out),
                 Event::DhDone(o) => self.on_dh_done(*o, now, rng, &mut out),
                 Event::ChatUpdate(c) => self.on_chat_update(c, now, rng, &mut out),
+                Event::AlreadyAccepted => self.on_already_accepted(now, rng, &mut out),
                 Event::Incoming { wire, file } => self.on_incoming(wire, file, now, rng, &mut out),
                 Event::Command(c) => self.on_command(c, now, rng, &mut out),
                 Event::Timer(t) => self.on_timer(t, now, rng, &mut out),
@@ -487,6 +495,7 @@ impl ChatCore {
             negotiated_layer,
             seq,
             key_fingerprint: fp,
+            retained_keys: self.session.as_ref().map_or(0, |s| s.previous_keys().len()),
             key_uses: self.key_uses,
             key_age_ms: now.saturating_sub(self.key_since),
             holes: self.waiting.holes(seq.1),
@@ -494,6 +503,7 @@ impl ChatCore {
             rekeys: self.rekeys,
             rekeying: self.rekey.in_progress(),
             counters: self.counters,
+            visualization: self.visualization.clone(),
         }
     }
 

@@ -49,11 +49,10 @@ impl ChatCore {
                 }
             }
         }
-        let hole_open = self.waiting.hole_open();
         let Some(session) = self.session.as_mut() else {
             return;
         };
-        let opened = match session.open(&wire, hole_open) {
+        let opened = match session.open(&wire, self.switch_seen) {
             Ok(o) => o,
             Err(SessionError::Seq(e)) => return self.abort(CloseReason::Seq(e), out),
             Err(e) => return out.push(Action::Rejected(e)),

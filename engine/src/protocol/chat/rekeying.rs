@@ -123,7 +123,14 @@ impl ChatCore {
         out: &mut Out,
     ) {
         match self.rekey.on_commit(c.exchange_id, c.key_fingerprint) {
-            Ok(step) => self.apply_rekey_step(step, now, rng, out),
+            Ok(step) => {
+                self.apply_rekey_step(step, now, rng, out);
+                // The CommitKey is processed in order, so every message the initiator sent
+                // before it (under the old key) is in: its switch is the next position, and
+                // the old key can go at the end of this step (pfs.md: "no gaps in received
+                // messages up to the switch").
+                self.switch_seen = self.session.as_ref().map(|s| s.seq().parts().1);
+            }
             Err(RekeyError::Unexpected { .. })
                 if self.switched_early.is_some_and(|(x, fp)| {
                     x == c.exchange_id

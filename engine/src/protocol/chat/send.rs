@@ -13,6 +13,10 @@ use super::{
 };
 use crate::protocol::layer::message_for_layer;
 
+/// How far a Resend we send may reach past its first message: TDLib's
+/// `SecretChatActor::MAX_RESEND_COUNT` (a receiver refuses `start + 1000 < end`, raw).
+pub const MAX_RESEND_SPAN: u32 = 1000;
+
 /// The message in its richest form (layer 73+ constructor) and the file to attach.
 pub(super) fn full_message(
     m: Outgoing,
@@ -204,7 +208,10 @@ impl ChatCore {
                     },
                 ),
             });
-            if let Ok(sealed) = session.seal_at(message, entry.in_seq_no, entry.out_seq_no, rng) {
+            let original = crate::protocol::session::wire_fingerprint(&entry.wire);
+            if let Ok(sealed) =
+                session.seal_at(message, entry.in_seq_no, entry.out_seq_no, original, rng)
+            {
                 *entry = OutboxEntry {
                     random_id,
                     wire: sealed.wire,
@@ -248,7 +255,9 @@ impl ChatCore {
         }
     }
 
-    /// Asks the peer for raw out_seq_no `lo..=hi` of its messages.
+    /// Asks the peer for raw out_seq_no `lo..=hi` of its messages — at most the first
+    /// [`MAX_RESEND_SPAN`] + 1 of them: TDLib refuses a longer range ("Can't resend too many
+    /// messages"); the rest of a longer hole is asked for by the retries once this part is in.
     pub(super) fn request_resend(
         &mut self,
         lo: u32,
@@ -260,6 +269,7 @@ impl ChatCore {
         let Some(session) = self.session.as_ref() else {
             return;
         };
+        let hi = hi.min(lo.saturating_add(MAX_RESEND_SPAN));
         let (Ok(start_seq_no), Ok(end_seq_no)) = (
             session.seq().peer_out_wire(lo),
             session.seq().peer_out_wire(hi),

@@ -28,8 +28,15 @@ use crate::protocol::rekey::{Rekey, abort_action};
 use crate::protocol::seq_no::SeqNo;
 use crate::protocol::session::Session;
 
-/// The record format this build writes and reads.
-pub const FORMAT: i32 = 1;
+/// The record format this build writes (it reads this one and every earlier one). Format 2
+/// added four counters: the position of the peer's first MTProto 2.0 message, and the re-key
+/// exchange (a flag, its id, the new key's fingerprint) we switched to before its CommitKey
+/// arrived, whose Noop we still owe.
+pub const FORMAT: i32 = 2;
+
+/// `counters` entries in each format.
+const COUNTERS_V1: usize = 8;
+const COUNTERS_V2: usize = 12;
 
 /// Why stored state could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,9 +132,9 @@ impl ChatCore {
                 .collect();
             let (a, b, c) = session.seq().parts();
             s.seq = vec![a as i32, b as i32, c as i32];
-            let (peer, v2) = session.layer().parts();
+            let (peer, v2_from) = session.layer().parts();
             s.peer_layer = peer;
-            s.mtproto2 = v2;
+            s.mtproto2 = v2_from.is_some();
         }
         match &self.rekey {
             Rekey::Idle | Rekey::Starting { .. } => s.rekey = 0,
@@ -167,6 +174,13 @@ impl ChatCore {
             self.next_job as i64,
             i64::from(self.resend_attempts),
             self.retransmit_backoff as i64,
+            self.session
+                .as_ref()
+                .and_then(|s| s.layer().parts().1)
+                .map_or(-1, i64::from),
+            i64::from(self.switched_early.is_some()),
+            self.switched_early.map_or(0, |(x, _)| x),
+            self.switched_early.map_or(0, |(_, fp)| fp),
         ];
         s.timers = TIMERS
             .iter()
@@ -278,7 +292,13 @@ impl ChatCore {
             };
             let raw = |v: i32| u32::try_from(v).map_err(|_| RestoreError::Field("seq"));
             let seq = SeqNo::from_parts(side, raw(sent)?, raw(received)?, raw(peer_in)?);
-            let layer = LayerState::from_parts(s.peer_layer, s.mtproto2, config.layer);
+            // Format 1 kept only whether a 2.0 message had arrived: take the switch as at the
+            // next expected position (1.0 is then refused in holes, never accepted after it).
+            let v2_from = match s.counters.get(8) {
+                Some(&at) => u32::try_from(at).ok(),
+                None => s.mtproto2.then(|| raw(received)).transpose()?,
+            };
+            let layer = LayerState::from_parts(s.peer_layer, v2_from, config.layer);
             core.session = Some(Session::from_parts(key, previous, side, seq, layer));
         }
         core.rekey = match s.rekey {
@@ -299,6 +319,14 @@ impl ChatCore {
             _ => return Err(RestoreError::Field("rekey")),
         };
         core.visualization = std::mem::take(&mut s.visualization);
+        let expected_counters = if s.format >= 2 {
+            COUNTERS_V2
+        } else {
+            COUNTERS_V1
+        };
+        if s.counters.len() != expected_counters {
+            return Err(RestoreError::Field("counters"));
+        }
         let [
             uses,
             sent,
@@ -308,10 +336,13 @@ impl ChatCore {
             next_job,
             attempts,
             backoff,
-        ] = s.counters[..]
+        ] = s.counters[..COUNTERS_V1]
         else {
             return Err(RestoreError::Field("counters"));
         };
+        if let [_, 1, exchange, fingerprint] = s.counters[COUNTERS_V1..] {
+            core.switched_early = Some((exchange, fingerprint));
+        }
         let u32_of = |v: i64| u32::try_from(v).map_err(|_| RestoreError::Field("counters"));
         let u64_of = |v: i64| u64::try_from(v).map_err(|_| RestoreError::Field("counters"));
         core.key_uses = u32_of(uses)?;

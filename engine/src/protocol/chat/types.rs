@@ -43,6 +43,9 @@ pub enum Event {
         /// The attached file (`encryptedMessage.file`).
         file: Option<api::EncryptedFile>,
     },
+    /// The server answered our `messages.acceptEncryption` with `ENCRYPTION_ALREADY_ACCEPTED`:
+    /// a repeat (after a lost answer or a restart) of an accept that went through.
+    AlreadyAccepted,
     /// The application's command.
     Command(Command),
     /// A timer armed with [`Action::ArmTimer`] fired (early or repeated firings are ignored).

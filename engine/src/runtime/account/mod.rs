@@ -21,6 +21,7 @@ use crate::protocol::chat::{Action, ChatCore, ChatStatus, Command, Event};
 use crate::transport::ServerApi;
 
 mod difference;
+mod lookup;
 mod memory;
 
 /// One account (one authorization on the server).
@@ -47,6 +48,9 @@ pub struct AccountActor {
     alarms: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64)>>,
     /// Inputs for sleeping chats waiting for room in memory (see `runtime/admission.rs`).
     admission: Admission,
+    /// Requested chats started in this run whose first record (with its index entry) may not
+    /// be written yet, by server chat id (see `lookup.rs`).
+    new_chats: HashMap<i32, u64>,
 }
 
 /// Most updates held for unknown chats.
@@ -69,6 +73,7 @@ impl AccountActor {
             queue: QtsQueue::default(),
             updates: Some(updates),
             orphans: Vec::new(),
+            new_chats: HashMap::new(),
             last_seen: HashMap::new(),
             resume: std::collections::VecDeque::new(),
             alarms: std::collections::BinaryHeap::new(),
@@ -234,9 +239,9 @@ impl AccountActor {
         ack: Option<AckToken>,
         ctx: &mut Context<Self>,
     ) {
-        let handle = match self.shared.store.handle_of(self.account, chat_id) {
-            Ok(Some(h)) => h,
-            _ => {
+        let handle = match self.known_chat(chat_id) {
+            Some(h) => h,
+            None => {
                 // Unknown for now: hold it (and its acknowledgement) until the chat is known.
                 if self.orphans.len() >= MAX_ORPHANS {
                     let (_, _, _, old) = self.orphans.remove(0);
@@ -328,23 +333,15 @@ impl AccountActor {
 
     fn on_chat(&mut self, chat: api::EncryptedChat, ctx: &mut Context<Self>) {
         if let api::EncryptedChat::Requested(req) = &chat {
-            if matches!(
-                self.shared.store.handle_of(self.account, req.id),
-                Ok(Some(_))
-            ) {
+            if self.known_chat(req.id).is_some() {
                 return; // a repeated request
             }
             let Ok(handle) = self.shared.store.new_handle() else {
                 return;
             };
-            if self
-                .shared
-                .store
-                .index_chat(self.account, req.id, handle)
-                .is_err()
-            {
-                return;
-            }
+            // The chat's first write stores its record, its index entry and the request event
+            // in one batch (lookup.rs); until then the id is known in memory.
+            self.new_chats.insert(req.id, handle);
             let (core, actions) = ChatCore::requested(self.shared.config.chat, req);
             self.start_chat(handle, core, actions, None, ctx);
             return;
@@ -409,11 +406,7 @@ impl AccountActor {
     /// Routes held updates whose chat is now known; gives up on old ones (not our chat).
     fn retry_orphans(&mut self, ctx: &mut Context<Self>) {
         for (since, chat_id, event, ack) in std::mem::take(&mut self.orphans) {
-            let known = matches!(
-                self.shared.store.handle_of(self.account, chat_id),
-                Ok(Some(_))
-            );
-            if known {
+            if self.known_chat(chat_id).is_some() {
                 self.route(chat_id, event, ack, ctx);
             } else if since.elapsed() > ORPHAN_TTL {
                 if let Some(a) = ack {
