@@ -63,7 +63,8 @@ fn a_record_round_trips_and_newer_formats_are_refused() {
     let rec = record();
     assert!(restore(&rec));
     let mut newer = rec.clone();
-    newer[4] = 2; // the format field follows the constructor id
+    let format = secretchat_engine::protocol::chat::snapshot::FORMAT;
+    newer[4] = (format + 1) as u8; // the format field follows the constructor id
     let mut rng = StdRng::seed_from_u64(1);
     let err = ChatCore::restore(
         harness::test_config(),
@@ -77,7 +78,7 @@ fn a_record_round_trips_and_newer_formats_are_refused() {
     .unwrap_err();
     assert_eq!(
         err,
-        secretchat_engine::protocol::chat::snapshot::RestoreError::NewerFormat(2)
+        secretchat_engine::protocol::chat::snapshot::RestoreError::NewerFormat(format + 1)
     );
     for cut in [0, 4, 100, rec.len() - 1] {
         assert!(!restore(&rec[..cut]), "truncated at {cut}");

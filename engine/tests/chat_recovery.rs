@@ -101,6 +101,51 @@ fn the_acceptor_drops_the_old_key_on_commit() {
     assert_eq!(b.retained_keys, 0, "{b:?}");
     assert!(!b.rekeying);
     // A keeps its old key until B's Noop (under the new key) arrives.
+    assert_eq!(w.a.core().status(w.now).retained_keys, 1);
     w.run_until(World::settled);
     assert_eq!(w.a.core().status(w.now).retained_keys, 0);
+}
+
+/// A deleted unacknowledged message is replaced by a self-delete under the key that sealed it
+/// (seq_no.md). When that key is already gone the stored bytes stay: A sent a message after
+/// its AcceptKey (still under the old key), the message was lost, and A dropped the old key on
+/// B's CommitKey. A replacement under the new key would sit before A's switch, where a
+/// receiver takes it as the switch; instead B gets the original from the resend (B keeps the
+/// old key for that hole), then the delete.
+#[test]
+fn deleting_a_message_whose_key_is_gone_keeps_its_bytes() {
+    use secretchat_engine::protocol::chat::{AppEvent, Outgoing, ServiceAction};
+    let mut w = World::new(204, Faults::NONE);
+    w.open();
+    w.run_until(World::settled);
+    let old = fingerprint(&w, Who::A);
+    w.feed(Who::B, Event::Command(Command::Rekey));
+    w.run_until(|w| w.strict.count_since(0, Side::Originator, "accept_key") == 1);
+    w.feed(
+        Who::A,
+        Event::Command(Command::Send(Box::new(Outgoing::text(4242, "doomed")))),
+    );
+    let doomed = w.a.sent.last().unwrap().clone();
+    assert_eq!(i64::from_le_bytes(doomed[..8].try_into().unwrap()), old);
+    // Every copy of it is lost until A has switched and deleted it.
+    let lost = doomed.clone();
+    w.tamper = Some(Box::new(move |_, wire| (wire != lost).then_some(wire)));
+    w.run_until(|w| fingerprint(w, Who::A) != old);
+    let a = w.a.core().status(w.now);
+    assert_eq!(a.retained_keys, 0, "A dropped the old key on the CommitKey");
+    assert!(a.unacknowledged >= 1);
+    w.feed(
+        Who::A,
+        Event::Command(Command::Service(ServiceAction::Delete(vec![4242]))),
+    );
+    w.tamper = None;
+    w.run_until(|w| {
+        w.b.events
+            .iter()
+            .any(|e| matches!(e, AppEvent::MessagesDeleted { random_ids } if random_ids == &[4242]))
+    });
+    w.run_until(World::settled);
+    assert_eq!(w.b.texts(), ["doomed"]);
+    // B received the original bytes (a resend), not a replacement.
+    assert!(w.a.sent.iter().filter(|s| **s == doomed).count() >= 2);
 }

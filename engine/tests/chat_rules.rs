@@ -15,10 +15,12 @@ use secretchat_engine::crypto::{AuthKey, Side};
 use secretchat_engine::protocol::chat::{
     Action, AppEvent, Call, ChatCore, CloseReason, Command, Event, Outgoing, ServiceAction, Timer,
 };
-use secretchat_engine::protocol::layer::{LayerState, OUR_LAYER, Payload, text_message};
+use secretchat_engine::protocol::layer::{
+    LayerState, Mtproto1Refused, OUR_LAYER, Payload, text_message,
+};
 use secretchat_engine::protocol::rekey::RekeyError;
 use secretchat_engine::protocol::seq_no::{Received, SeqError, SeqNo};
-use secretchat_engine::protocol::session::Session;
+use secretchat_engine::protocol::session::{Session, SessionError};
 use secretchat_schema::Serialize;
 use secretchat_schema::api::{enums as api, types as api_types};
 use secretchat_schema::e2e::{enums as e2e, types as e2e_t};
@@ -444,36 +446,71 @@ fn mtproto1_message_after_the_switch_to_2_is_rejected() {
     assert!(message::decrypt_v1(&key(), &w).is_err());
     // Mallory, an old client, sends its first message with 1.0: accepted.
     let _ = p.feed(Event::Incoming {
-        wire: old_client_message(1, 0, "v1"),
+        wire: old_client_message(1, 0, "v1 at 0"),
         file: None,
     });
     assert_eq!(p.core.status(p.now).seq.1, 1);
-    // Now a 2.0 message (the peer learned our layer).
+    // Its message at position 1 is lost; at position 2 it has switched to 2.0.
     let mut new = Session::from_parts(
         key(),
         Vec::new(),
         Side::Participant,
-        SeqNo::from_parts(Side::Participant, 1, 1, 0),
+        SeqNo::from_parts(Side::Participant, 2, 1, 0),
         LayerState::from_parts(144, Some(0), OUR_LAYER),
     );
-    let m1 = new.seal(text("v2"), &mut p.rng).unwrap();
-    assert_eq!(m1.version, Version::V2);
+    let m2 = new.seal(text("v2 at 2"), &mut p.rng).unwrap();
+    assert_eq!(m2.version, Version::V2);
     let _ = p.feed(Event::Incoming {
-        wire: m1.wire,
+        wire: m2.wire,
         file: None,
     });
     let before = p.core.status(p.now);
-    assert_eq!(before.seq.1, 2);
-    // A 1.0 message after that is refused, and changes nothing; so is one in a hole after
-    // the switch.
-    for out_seq_no in [4, 6] {
+    assert_eq!(before.holes, [(1, 1)]);
+    // 1.0 at or after the switch is refused by the rule, and changes nothing.
+    for (position, out_seq_no) in [(2, 4), (3, 6)] {
         let a = p.feed(Event::Incoming {
-            wire: old_client_message(3, out_seq_no, "v1 again"),
+            wire: old_client_message(3, out_seq_no, "v1 after the switch"),
             file: None,
         });
-        assert!(matches!(a.as_slice(), [Action::Rejected(_)]), "{a:?}");
+        let refused = SessionError::Mtproto1(Mtproto1Refused::AfterSwitch {
+            position,
+            switch: 2,
+        });
+        assert!(
+            matches!(a.as_slice(), [Action::Rejected(e)] if *e == refused),
+            "{a:?}"
+        );
         assert_eq!(p.core.status(p.now), before);
     }
+    // 1.0 in the hole before the switch fills it.
+    let a = p.feed(Event::Incoming {
+        wire: old_client_message(3, 2, "v1 at 1"),
+        file: None,
+    });
+    assert_eq!(delivered_any(&a), ["v1 at 1", "v2 at 2"]);
+    // Everything before the switch is in: 1.0 is not even tried any more.
+    let a = p.feed(Event::Incoming {
+        wire: old_client_message(3, 6, "v1 after the switch"),
+        file: None,
+    });
+    assert!(
+        matches!(a.as_slice(), [Action::Rejected(SessionError::Crypto(_))]),
+        "{a:?}"
+    );
+}
+
+/// The texts of the messages delivered among `a`, whatever their layer's constructor.
+fn delivered_any(a: &[Action]) -> Vec<String> {
+    a.iter()
+        .filter_map(|a| match a {
+            Action::Deliver(AppEvent::Message { message, .. }) => match message.as_ref() {
+                e2e::DecryptedMessage::DecryptedMessage73(m) => Some(m.message.clone()),
+                e2e::DecryptedMessage::DecryptedMessage46(m) => Some(m.message.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// What a layer-46 client (MTProto 1.0 only) sends: envelope layer 46, `decryptedMessage46`.
@@ -837,22 +874,32 @@ fn an_old_key_is_accepted_only_before_the_switch() {
     });
     let before = p.core.status(p.now);
     assert_eq!((before.holes.len(), before.retained_keys), (1, 1));
-    // Someone holding the old key writes at the position after the switch.
-    let forged = old_key_peer
-        .seal_at(
-            text("old, after the switch"),
-            switched.in_seq_no,
-            switched.out_seq_no + 2,
-            None,
-            &mut p.rng,
-        )
-        .unwrap();
-    let a = p.feed(Event::Incoming {
-        wire: forged.wire,
-        file: None,
-    });
-    assert!(matches!(a.as_slice(), [Action::Rejected(_)]), "{a:?}");
-    assert_eq!(p.core.status(p.now), before);
+    // Someone holding the old key writes at the switch and after it.
+    let switch = (switched.out_seq_no / 2) as u32;
+    for (out_seq_no, position) in [
+        (switched.out_seq_no, switch),
+        (switched.out_seq_no + 2, switch + 1),
+    ] {
+        let forged = old_key_peer
+            .seal_at(
+                text("old, after the switch"),
+                switched.in_seq_no,
+                out_seq_no,
+                None,
+                &mut p.rng,
+            )
+            .unwrap();
+        let a = p.feed(Event::Incoming {
+            wire: forged.wire,
+            file: None,
+        });
+        let refused = SessionError::OldKeyAfterSwitch { position, switch };
+        assert!(
+            matches!(a.as_slice(), [Action::Rejected(e)] if *e == refused),
+            "{a:?}"
+        );
+        assert_eq!(p.core.status(p.now), before);
+    }
     let a = p.feed(Event::Incoming {
         wire: in_hole.wire,
         file: None,

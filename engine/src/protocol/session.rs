@@ -42,9 +42,12 @@ pub enum SessionError {
     OldKeyAfterSwitch {
         /// The message's raw position (the peer's out_seq_no).
         position: u32,
-        /// The earliest raw position seen under the current key.
+        /// Where the peer's messages under the current key begin.
         switch: u32,
     },
+    /// A message was to be sealed under a key this session no longer holds.
+    #[error("the key is no longer held")]
+    KeyNotHeld,
 }
 
 /// Most superseded keys kept while holes from before a switch are open.
@@ -187,13 +190,14 @@ impl Session {
 
     /// Seals `message` with given (already assigned) wire sequence numbers, without counting a
     /// new message: for replacing the stored copy of a message deleted before it was
-    /// acknowledged (seq_no.md, "Deleting unacknowledged messages"). The replacement goes out
-    /// under the key that sealed the original (`original_fingerprint`) while we still hold it:
-    /// the peer refuses an old-key message after its switch, and would take a new-key message
-    /// before it as the switch. Without it, the current key.
+    /// acknowledged (seq_no.md, "Deleting unacknowledged messages"). With
+    /// `original_fingerprint` the replacement goes out under the key that sealed the original:
+    /// a peer refuses an old-key message after our switch, and would take a new-key message
+    /// before it as the switch. `None` seals under the current key.
     ///
     /// # Errors
-    /// [`SessionError::Encode`], [`SessionError::Crypto`].
+    /// [`SessionError::KeyNotHeld`] when that key is gone, [`SessionError::Encode`],
+    /// [`SessionError::Crypto`].
     pub fn seal_at(
         &self,
         message: enums::DecryptedMessage,
@@ -202,9 +206,13 @@ impl Session {
         original_fingerprint: Option<i64>,
         rng: &mut impl RngCore,
     ) -> Result<Sealed, SessionError> {
-        let key = original_fingerprint
-            .and_then(|fp| self.previous.iter().find(|k| k.has_fingerprint(fp)))
-            .unwrap_or(&self.key);
+        let key = match original_fingerprint {
+            None => &self.key,
+            Some(fp) => std::iter::once(&self.key)
+                .chain(&self.previous)
+                .find(|k| k.has_fingerprint(fp))
+                .ok_or(SessionError::KeyNotHeld)?,
+        };
         self.seal_with(key, message, in_seq_no, out_seq_no, rng)
     }
 
@@ -242,9 +250,10 @@ impl Session {
 
     /// Decrypts (2.0, then 1.0 while an old peer may still send it), decodes and classifies a
     /// received message. Layer news is applied; the sequence position is not — call
-    /// [`Session::accept`] after processing an in-order message. `old_keys_before` is the
-    /// earliest raw position seen under the current key: a message under a superseded key at
-    /// or after it is refused (the peer had switched by then).
+    /// [`Session::accept`] after processing an in-order message. `old_keys_before` is where the
+    /// peer's messages under the current key begin, as far as known (the earliest position
+    /// seen under it, or the position after a processed CommitKey): a message under a
+    /// superseded key at or after it is refused (the peer had switched by then).
     ///
     /// # Errors
     /// [`SessionError::Crypto`] (forged, wrong key, tampered), [`SessionError::Decode`],

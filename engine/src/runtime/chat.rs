@@ -450,7 +450,8 @@ async fn execute(
             }
         }
         Ok(_) => {}
-        // A repeated accept (its first answer lost, or a restart): success, not a lost chat.
+        // Our earlier accept or another device's won: not a lost chat. The core waits for the
+        // proof (a peer message under our key) or the server's discard.
         Err(e)
             if matches!(c, Call::AcceptEncryption(_))
                 && e.message == "ENCRYPTION_ALREADY_ACCEPTED" =>

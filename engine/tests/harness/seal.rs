@@ -17,6 +17,19 @@ pub fn seal_raw(key: &AuthKey, x: usize, plaintext: &[u8]) -> Vec<u8> {
         .chain_update(plaintext)
         .finalize();
     let msg_key = &large[8..24];
+    let (aes_key, aes_iv) = kdf_v2(key, x, msg_key);
+    let mut body = plaintext.to_vec();
+    ige::encrypt(&aes_key, &aes_iv, &mut body).expect("the plaintext is whole blocks");
+    let mut wire = key.fingerprint().to_le_bytes().to_vec();
+    wire.extend_from_slice(msg_key);
+    wire.extend_from_slice(&body);
+    wire
+}
+
+/// MTProto 2.0's AES key and IV for `msg_key` (end-to-end.md, "MTProto 2.0"); `x` = 8 for the
+/// participant's messages.
+pub fn kdf_v2(key: &AuthKey, x: usize, msg_key: &[u8]) -> ([u8; 32], [u8; 32]) {
+    let k = key.bytes();
     let a = Sha256::new()
         .chain_update(msg_key)
         .chain_update(&k[x..x + 36])
@@ -33,12 +46,7 @@ pub fn seal_raw(key: &AuthKey, x: usize, plaintext: &[u8]) -> Vec<u8> {
     aes_iv[..8].copy_from_slice(&b[..8]);
     aes_iv[8..24].copy_from_slice(&a[8..24]);
     aes_iv[24..].copy_from_slice(&b[24..]);
-    let mut body = plaintext.to_vec();
-    ige::encrypt(&aes_key, &aes_iv, &mut body).expect("the plaintext is whole blocks");
-    let mut wire = key.fingerprint().to_le_bytes().to_vec();
-    wire.extend_from_slice(msg_key);
-    wire.extend_from_slice(&body);
-    wire
+    (aes_key, aes_iv)
 }
 
 /// What an old (layer < 73) client sends: `envelope` under MTProto 1.0 (end-to-end-v1.md), with

@@ -14,8 +14,10 @@
 //! - `in_seq_no` going down ("in_seq_no is not monotonic"), or acknowledging more than the
 //!   receiver sent ("in_seq_no is bigger than seq_no_state_.my_out_seq_no");
 //! - the envelope layer going down ("his_layer is not monotonic");
-//! - a skipped out_seq_no, or a resent one whose sequence numbers or layer differ from the
+//! - a skipped out_seq_no, or a resent one whose sequence numbers, layer or key differ from the
 //!   original (only a self-delete may replace the contents, seq_no.md);
+//! - a new message under a key its sender had already switched away from (the receiver has
+//!   dropped it: TDLib keeps only the current key and the one before);
 //! - a Resend for more than 1000 messages (`MAX_RESEND_COUNT`), a reversed range, or one for
 //!   messages the receiver never sent ("Can't resend query").
 
@@ -48,6 +50,21 @@ struct Stream {
     /// Raw in_seq_no and layer of the newest message.
     last_in: u32,
     last_layer: i32,
+    /// The key of its newest message, and the keys it switched away from: a receiver drops an
+    /// old key once a message under the next one is in, so a later message may not use it.
+    key: Option<i64>,
+    retired: Vec<i64>,
+}
+
+/// One first send, as the log keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Who sent it.
+    pub sender: Side,
+    /// What it was ([`kind`]).
+    pub kind: &'static str,
+    /// Its raw in_seq_no: how many of the other side's messages it acknowledges.
+    pub raw_in: u32,
 }
 
 impl Stream {
@@ -69,8 +86,8 @@ pub struct StrictReceiver {
     pub checked: usize,
     /// Of which resends.
     pub resends: usize,
-    /// What each first send was, in order: `(sender, kind)` (see [`kind`]).
-    pub log: Vec<(Side, &'static str)>,
+    /// Every first send, in order.
+    pub log: Vec<Sent>,
 }
 
 fn index(sender: Side) -> usize {
@@ -168,6 +185,9 @@ impl StrictReceiver {
                 fail("a resend of a message never sent")
             };
             if first.wire != wire {
+                if first.wire.get(..8) != wire.get(..8) {
+                    fail("a resend under another key than the original");
+                }
                 if first.in_seq_no != l.in_seq_no || first.layer != l.layer {
                     fail("a resend with other sequence numbers or layer than the original");
                 }
@@ -195,6 +215,15 @@ impl StrictReceiver {
         if l.layer < stream.last_layer {
             fail("his_layer is not monotonic");
         }
+        if let Some(fp) = fp {
+            if stream.retired.contains(&fp) {
+                fail("a new message under a key the sender had switched away from");
+            }
+            if let Some(old) = stream.key.filter(|k| *k != fp) {
+                stream.retired.push(old);
+            }
+            stream.key = Some(fp);
+        }
         if let Some(r) = resend_range(&l.message) {
             let (start, end) = (r.start_seq_no, r.end_seq_no);
             let peer_out_x = parity(sender.peer()).1;
@@ -208,7 +237,11 @@ impl StrictReceiver {
                 fail("a Resend for messages the receiver never sent");
             }
         }
-        self.log.push((sender, kind(&l.message)));
+        self.log.push(Sent {
+            sender,
+            kind: kind(&l.message),
+            raw_in,
+        });
         stream.last_in = raw_in;
         stream.last_layer = l.layer;
         stream.sent.insert(
@@ -228,7 +261,7 @@ impl StrictReceiver {
         self.log
             .iter()
             .skip(from)
-            .filter(|(s, k)| *s == sender && *k == kind)
+            .filter(|s| s.sender == sender && s.kind == kind)
             .count()
     }
 }
@@ -281,22 +314,7 @@ pub fn open_v2(key: &AuthKey, x: usize, wire: &[u8]) -> Option<Vec<u8>> {
     if body.is_empty() || !body.len().is_multiple_of(16) {
         return None;
     }
-    let a = Sha256::new()
-        .chain_update(msg_key)
-        .chain_update(&k[x..x + 36])
-        .finalize();
-    let b = Sha256::new()
-        .chain_update(&k[40 + x..76 + x])
-        .chain_update(msg_key)
-        .finalize();
-    let mut aes_key = [0u8; 32];
-    aes_key[..8].copy_from_slice(&a[..8]);
-    aes_key[8..24].copy_from_slice(&b[8..24]);
-    aes_key[24..].copy_from_slice(&a[24..]);
-    let mut aes_iv = [0u8; 32];
-    aes_iv[..8].copy_from_slice(&b[..8]);
-    aes_iv[8..24].copy_from_slice(&a[8..24]);
-    aes_iv[24..].copy_from_slice(&b[24..]);
+    let (aes_key, aes_iv) = super::seal::kdf_v2(key, x, msg_key);
     ige::decrypt(&aes_key, &aes_iv, &mut body).ok()?;
     let large = Sha256::new()
         .chain_update(&k[88 + x..120 + x])

@@ -186,17 +186,43 @@ impl ChatCore {
         }
     }
 
-    /// Our `acceptEncryption` was repeated (its answer was lost, or we restarted while
-    /// waiting) and the server says the chat is already accepted. We hold the key for this
-    /// chat id, so the first call went through: the chat is ready. Had another device of the
-    /// account accepted instead, the server sends this one `encryptedChatDiscarded`
-    /// (end-to-end.md, "Accepting a Request"), which closes the chat.
+    /// Our `acceptEncryption` was refused with `ENCRYPTION_ALREADY_ACCEPTED`. Either an earlier
+    /// call of ours went through (its answer was lost, or we restarted while waiting) or
+    /// another device of the account accepted first; the error does not say which, so it
+    /// neither closes the chat nor makes it ready. The chat stays accepting until the proof
+    /// comes: a message from the peer that decrypts under our key (the originator sends
+    /// NotifyLayer as soon as it has the key; [`ChatCore::accepted_by_proof`]) — or the
+    /// server's `encryptedChatDiscarded`, which every other device gets (end-to-end.md,
+    /// "Accepting a Request"), closes it. Messages already held are checked now.
     pub(super) fn on_already_accepted(
         &mut self,
         now: Millis,
         rng: &mut impl RngCore,
         out: &mut Out,
     ) {
+        if matches!(self.phase, Phase::ParticipantAccepting { .. }) {
+            let proof = self
+                .early
+                .iter()
+                .any(|(wire, _)| self.decrypts_under_pending(wire));
+            if proof {
+                self.accepted_by_proof(now, rng, out);
+            }
+        }
+    }
+
+    /// Whether `wire` decrypts under the key we sent `acceptEncryption` for.
+    pub(super) fn decrypts_under_pending(&self, wire: &[u8]) -> bool {
+        let Phase::ParticipantAccepting { key, .. } = &self.phase else {
+            return false;
+        };
+        crate::crypto::message::decrypt_v2(key, self.side.peer(), wire).is_ok()
+            || crate::crypto::message::decrypt_v1(key, wire).is_ok()
+    }
+
+    /// A peer message decrypted under the key of our `acceptEncryption`: the peer holds our
+    /// `g_b`, so our accept is the one the server took, whatever became of its answer.
+    pub(super) fn accepted_by_proof(&mut self, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
         if let Phase::ParticipantAccepting { key, .. } = &self.phase {
             let key = key.clone();
             out.dirty = true;

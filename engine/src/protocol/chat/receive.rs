@@ -24,6 +24,15 @@ impl ChatCore {
         match self.phase {
             Phase::Ready => {}
             Phase::Closed(_) => return,
+            _ if self.decrypts_under_pending(&wire) => {
+                // The peer holds our key: our accept went through. Ready (the messages held
+                // so far are processed), then this one.
+                self.accepted_by_proof(now, rng, out);
+                if self.is_ready() {
+                    self.on_incoming(wire, file, now, rng, out);
+                }
+                return;
+            }
             _ => {
                 // The peer may write before our key is computed (updates are not ordered).
                 if self.early.len() < MAX_EARLY {

@@ -189,8 +189,11 @@ impl ChatCore {
     }
 
     /// seq_no.md "Deleting unacknowledged messages": a deleted message the peer has not
-    /// acknowledged is replaced, under the same sequence numbers, by a self-delete (so a Resend
-    /// never brings its content back).
+    /// acknowledged is replaced, under the same sequence numbers and the same key, by a
+    /// self-delete (so a Resend never brings its content back). A message whose key is already
+    /// gone keeps its stored bytes: sealed under the new key it would move the peer's view of
+    /// our switch back and strand our other old-key messages in its holes; the peer then gets
+    /// the original, and the delete that follows it.
     fn delete_unacknowledged(&mut self, random_ids: &[i64], rng: &mut impl RngCore, out: &mut Out) {
         let Some(session) = self.session.as_ref() else {
             return;

@@ -292,11 +292,16 @@ impl ChatCore {
             };
             let raw = |v: i32| u32::try_from(v).map_err(|_| RestoreError::Field("seq"));
             let seq = SeqNo::from_parts(side, raw(sent)?, raw(received)?, raw(peer_in)?);
-            // Format 1 kept only whether a 2.0 message had arrived: take the switch as at the
-            // next expected position (1.0 is then refused in holes, never accepted after it).
+            // Format 1 kept only whether a 2.0 message had arrived, and accepted 1.0 in holes:
+            // take the switch as after the last message waiting behind a hole (or at the next
+            // expected position when none waits), so those holes can still fill.
             let v2_from = match s.counters.get(8) {
                 Some(&at) => u32::try_from(at).ok(),
-                None => s.mtproto2.then(|| raw(received)).transpose()?,
+                None if s.mtproto2 => {
+                    let after_waiting = waiting.iter().map(|(r, _)| r.saturating_add(1)).max();
+                    Some(raw(received)?.max(after_waiting.unwrap_or(0)))
+                }
+                None => None,
             };
             let layer = LayerState::from_parts(s.peer_layer, v2_from, config.layer);
             core.session = Some(Session::from_parts(key, previous, side, seq, layer));
@@ -437,5 +442,94 @@ impl CloseReason {
             "fingerprint_mismatch" => Self::FingerprintMismatch,
             _ => Self::Protocol("closed before the restart"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::prime::TELEGRAM_DH_PRIME;
+    use secretchat_schema::e2e::types as e2e_t;
+
+    /// A format-1 record as an earlier build wrote it: 8 counters, `mtproto2` set.
+    fn format_1_record() -> Vec<u8> {
+        let dh = Arc::new(DhParams::new(&TELEGRAM_DH_PRIME, 3).unwrap());
+        let key = AuthKey::new([7; 256]);
+        let (core, _) = ChatCore::provisioned(
+            ChatConfig::default(),
+            Side::Originator,
+            5,
+            55,
+            key,
+            dh,
+            144,
+            0,
+        );
+        let mut s = StoredChat::from_bytes(&core.snapshot()).unwrap();
+        s.format = 1;
+        s.counters.truncate(COUNTERS_V1);
+        s.mtproto2 = true;
+        s.to_bytes().unwrap()
+    }
+
+    /// Randomness for the restore (none is needed for a ready chat).
+    struct Zeros;
+    impl rand_core::RngCore for Zeros {
+        fn next_u32(&mut self) -> u32 {
+            0
+        }
+        fn next_u64(&mut self) -> u64 {
+            0
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            dest.fill(0);
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+            dest.fill(0);
+            Ok(())
+        }
+    }
+
+    fn restore_with(waiting: Vec<(u32, WaitingEntry)>) -> ChatCore {
+        let dh = Arc::new(DhParams::new(&TELEGRAM_DH_PRIME, 3).unwrap());
+        let mut rng = Zeros;
+        ChatCore::restore(
+            ChatConfig::default(),
+            &format_1_record(),
+            Vec::new(),
+            waiting,
+            |_, _| Some(dh),
+            0,
+            &mut rng,
+        )
+        .unwrap()
+        .0
+    }
+
+    #[test]
+    fn format_1_records_restore_and_keep_their_holes_open_to_1_0() {
+        // Nothing waits: the switch is the next expected position.
+        let core = restore_with(Vec::new());
+        let session = core.session.as_ref().unwrap();
+        assert_eq!(session.layer().parts().1, Some(0));
+        assert!(core.switched_early.is_none());
+        // A message waits at position 3 (a hole at 0..=2, which format 1 let 1.0 fill): the
+        // switch is taken after it.
+        let waiting = WaitingEntry {
+            layer: e2e_t::DecryptedMessageLayer {
+                random_bytes: vec![0; 15],
+                layer: 144,
+                in_seq_no: 0,
+                out_seq_no: 6,
+                message: crate::protocol::layer::text_message(144, 1, 0, "w".into(), vec![]),
+            },
+            file: None,
+            resend_done: false,
+        };
+        let core = restore_with(vec![(3, waiting)]);
+        let layer = *core.session.as_ref().unwrap().layer();
+        assert_eq!(layer.parts().1, Some(4));
+        assert_eq!(layer.mtproto1_allowed(Some(46), Some(2)), Ok(()));
+        assert!(layer.mtproto1_allowed(Some(46), Some(4)).is_err());
     }
 }

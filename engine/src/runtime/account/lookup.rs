@@ -20,7 +20,11 @@ impl AccountActor {
                 return Some(h);
             }
         }
-        self.new_chats.get(&chat_id).copied()
+        // Trusted while its actor runs: one whose first write failed has stopped.
+        self.new_chats
+            .get(&chat_id)
+            .copied()
+            .filter(|h| self.chats.get(h).is_some_and(|a| a.connected()))
     }
 
     /// Forgets the in-memory entries of chats whose first write has landed (run with the idle
@@ -28,6 +32,6 @@ impl AccountActor {
     pub(super) fn forget_indexed_new_chats(&mut self) {
         let (store, account) = (&self.shared.store, self.account);
         self.new_chats
-            .retain(|id, _| !matches!(store.handle_of(account, *id), Ok(Some(_))));
+            .retain(|id, h| !matches!(store.handle_of(account, *id), Ok(Some(x)) if x == *h));
     }
 }
