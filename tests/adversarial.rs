@@ -918,6 +918,66 @@ fn resend_asking_for_100k_messages() {
     );
 }
 
+/// The same Resend, 10,000 times (mallory never acknowledges anything): each of our five
+/// messages goes out again once per pace interval, not once per request; the chat stays
+/// ready, and the next interval answers again.
+#[test]
+fn the_same_resend_ten_thousand_times() {
+    let mut c = chat();
+    for i in 0..5 {
+        c.core_sends(&format!("m{i}"));
+    }
+    let mut resent = 0;
+    for _ in 0..10_000 {
+        let a = c.mallory_sends(resend(1, 9));
+        assert!(closed(&a).is_none(), "{a:?}");
+        resent += sent(&a).len();
+    }
+    assert_eq!(resent, 5, "one re-send per message within the pace");
+    let st = c.status();
+    assert_eq!((st.phase, st.unacknowledged), ("ready", 5));
+    assert_eq!(st.counters.resends_paced, 5 * 9_999);
+    let wire = c.mallory.seal(resend(1, 9), &mut c.rng).unwrap().wire;
+    let later = T0 + harness::test_config().resend_retry_ms;
+    let a = c
+        .core
+        .handle(Event::Incoming { wire, file: None }, later, &mut c.rng);
+    assert_eq!(sent(&a).len(), 5, "a retry after the pace is answered");
+}
+
+/// A Resend for more messages than TDLib would ever ask for (it refuses more than 1001 at
+/// once): the first 1001 go out again; the chat stays ready.
+#[test]
+fn a_resend_longer_than_a_real_client_asks_is_capped() {
+    let mut c = chat();
+    for i in 0..1_500 {
+        c.core_sends(&format!("m{i}"));
+    }
+    let a = c.mallory_sends(resend(1, 2 * 1_499 + 1));
+    assert!(closed(&a).is_none());
+    assert_eq!(sent(&a).len(), 1_001);
+    assert_eq!(c.status().phase, "ready");
+}
+
+/// A Resend that arrives past a hole while the waiting queue is full is still answered
+/// (seq_no.md: a Resend is interpreted on receipt); the message itself is not kept.
+#[test]
+fn a_resend_behind_a_full_waiting_queue_is_answered() {
+    let mut c = chat();
+    for i in 0..3 {
+        c.core_sends(&format!("m{i}"));
+    }
+    let _lost = c.mallory.seal(text("lost"), &mut c.rng).unwrap();
+    let first = c.mallory_sends(text("past the hole"));
+    assert_eq!(sent(&first).len(), 1, "one Resend for the hole");
+    for i in 1..secretchat_engine::protocol::gaps::MAX_WAITING {
+        c.mallory_sends(text(&format!("q{i}")));
+    }
+    let a = c.mallory_sends(resend(1, 5));
+    assert_eq!(sent(&a).len(), 3, "{a:?}");
+    assert!(closed(&a).is_none());
+}
+
 // ---------------------------------------------------------------- re-keying
 
 fn assert_ignored_rekey(c: &mut Chat, action: e2e::DecryptedMessageAction) {

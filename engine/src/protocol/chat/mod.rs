@@ -48,6 +48,10 @@ pub struct ChatConfig {
     pub retransmit_ms: Millis,
     /// Cap for both backoffs.
     pub max_backoff_ms: Millis,
+    /// A message we sent again for the peer's Resend is not sent again for another Resend
+    /// within this time (at most half of `resend_retry_ms` is used): repeated or overlapping
+    /// requests cost one re-send per message and interval, not one per request.
+    pub resend_pace_ms: Millis,
     /// The end-to-end layer we speak: [`OUR_LAYER`](crate::protocol::layer::OUR_LAYER) by
     /// default; lower values (down to 46) make the engine behave as an older client, for
     /// interoperability tests and mixed-layer simulations.
@@ -65,6 +69,7 @@ impl Default for ChatConfig {
             // sends a second).
             retransmit_ms: 3_600_000,
             max_backoff_ms: 3_600_000,
+            resend_pace_ms: 1_000,
             layer: super::layer::OUR_LAYER,
         }
     }
@@ -185,6 +190,9 @@ pub struct ChatCounters {
     pub resend_requests: u64,
     /// Stored messages sent again: answers to the peer's Resend and tail retransmits.
     pub resent: u64,
+    /// Messages a Resend asked for that were not sent again: they had gone out again less
+    /// than the pace ago.
+    pub resends_paced: u64,
 }
 
 impl ChatCounters {
@@ -194,6 +202,7 @@ impl ChatCounters {
             holes_opened: self.holes_opened.saturating_sub(earlier.holes_opened),
             resend_requests: self.resend_requests.saturating_sub(earlier.resend_requests),
             resent: self.resent.saturating_sub(earlier.resent),
+            resends_paced: self.resends_paced.saturating_sub(earlier.resends_paced),
         }
     }
 }

@@ -4,16 +4,17 @@
 //! prefix), so a sorted deque is enough — and small: a chat usually holds one or two entries,
 //! which a `BTreeMap` stored in a 450-byte node (heaptrack, 100,000 chats: 91 MB of outbox
 //! nodes, plus a new node for every acknowledgement's `split_off`). An empty outbox holds no
-//! buffer.
+//! buffer. Each entry remembers (in memory only) when it was last sent again, so that repeated
+//! Resend requests cost one re-send per pace interval, not one per request.
 
 use std::collections::VecDeque;
 
-use super::types::OutboxEntry;
+use super::types::{Millis, OutboxEntry};
 
-/// Unacknowledged outgoing messages, oldest first.
+/// Unacknowledged outgoing messages, oldest first: `(raw out_seq_no, entry, last re-sent at)`.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Outbox {
-    entries: VecDeque<(u32, OutboxEntry)>,
+    entries: VecDeque<(u32, OutboxEntry, Option<Millis>)>,
 }
 
 impl Outbox {
@@ -37,46 +38,81 @@ impl Outbox {
                     slot.1 = entry;
                 }
             }
-            Err(i) if i == self.entries.len() => self.entries.push_back((raw, entry)),
-            Err(i) => self.entries.insert(i, (raw, entry)),
+            Err(i) if i == self.entries.len() => self.entries.push_back((raw, entry, None)),
+            Err(i) => self.entries.insert(i, (raw, entry, None)),
         }
     }
 
     fn position(&self, raw: u32) -> Result<usize, usize> {
         // Appends are the common case: check the end first.
         match self.entries.back() {
-            Some(&(last, _)) if last < raw => Err(self.entries.len()),
+            Some(&(last, _, _)) if last < raw => Err(self.entries.len()),
             None => Err(0),
-            _ => self.entries.binary_search_by_key(&raw, |(r, _)| *r),
+            _ => self.entries.binary_search_by_key(&raw, |(r, _, _)| *r),
         }
     }
 
     /// Message `raw`, if unacknowledged.
     pub(super) fn get(&self, raw: u32) -> Option<&OutboxEntry> {
         let i = self.position(raw).ok()?;
-        self.entries.get(i).map(|(_, e)| e)
+        self.entries.get(i).map(|(_, e, _)| e)
     }
 
     /// Whether message `raw` is unacknowledged.
+    #[cfg(test)]
     pub(super) fn contains(&self, raw: u32) -> bool {
         self.position(raw).is_ok()
     }
 
+    /// Whether every message `lo..=hi` is unacknowledged (two lookups: the entries are
+    /// numbered without gaps, as they are sent).
+    pub(super) fn covers(&self, lo: u32, hi: u32) -> bool {
+        match (self.position(lo), self.position(hi)) {
+            (Ok(a), Ok(b)) => b >= a && (b - a) as u64 == u64::from(hi - lo),
+            _ => false,
+        }
+    }
+
+    /// Message `raw` to send again at `now`, unless it went out again less than `pace` ago
+    /// (then `None`); marks it sent.
+    pub(super) fn resend_due(
+        &mut self,
+        raw: u32,
+        now: Millis,
+        pace: Millis,
+    ) -> Option<&OutboxEntry> {
+        let i = self.position(raw).ok()?;
+        let (_, entry, at) = self.entries.get_mut(i)?;
+        if at.is_some_and(|t| now < t.saturating_add(pace)) {
+            return None;
+        }
+        *at = Some(now);
+        Some(entry)
+    }
+
+    /// The newest entry, marked as sent again at `now`.
+    pub(super) fn resend_last(&mut self, now: Millis) -> Option<&OutboxEntry> {
+        let (_, entry, at) = self.entries.back_mut()?;
+        *at = Some(now);
+        Some(entry)
+    }
+
     /// The newest entry.
+    #[cfg(test)]
     pub(super) fn last(&self) -> Option<&OutboxEntry> {
-        self.entries.back().map(|(_, e)| e)
+        self.entries.back().map(|(_, e, _)| e)
     }
 
     /// Every entry, oldest first, mutably.
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (u32, &mut OutboxEntry)> {
-        self.entries.iter_mut().map(|(r, e)| (*r, e))
+        self.entries.iter_mut().map(|(r, e, _)| (*r, e))
     }
 
     /// Removes the entries below `raw` (the peer has them), appending their numbers to `done`.
     /// Answers whether any went.
     pub(super) fn acknowledge_below(&mut self, raw: u32, done: &mut Vec<u32>) -> bool {
         let before = done.len();
-        while let Some(&(r, _)) = self.entries.front() {
+        while let Some(&(r, _, _)) = self.entries.front() {
             if r >= raw {
                 break;
             }
@@ -140,5 +176,29 @@ mod tests {
         assert!(o.acknowledge_below(u32::MAX, &mut done));
         assert!(o.is_empty() && o.last().is_none());
         assert_eq!(done, vec![3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn covers_only_whole_ranges_and_paces_resends() {
+        let mut o = Outbox::from_entries((3..=7).map(|r| (r, entry(r.into()))).collect());
+        assert!(o.covers(3, 7) && o.covers(4, 4) && o.covers(5, 6));
+        assert!(!o.covers(2, 4) && !o.covers(6, 8) && !o.covers(7, 5));
+        let mut done = Vec::new();
+        o.acknowledge_below(5, &mut done);
+        assert!(!o.covers(4, 6) && o.covers(5, 7));
+        // Sent again at 1,000: not again before 1,500 with a 500 ms pace.
+        assert!(o.resend_due(6, 1_000, 500).is_some());
+        assert!(o.resend_due(6, 1_499, 500).is_none());
+        assert!(
+            o.resend_due(5, 1_499, 500).is_some(),
+            "each entry has its own pace"
+        );
+        assert!(o.resend_due(6, 1_500, 500).is_some());
+        assert!(o.resend_due(9, 9_999, 500).is_none(), "not held");
+        assert_eq!(o.resend_last(2_000).map(|e| e.random_id), Some(7));
+        assert!(
+            o.resend_due(7, 2_100, 500).is_none(),
+            "the tail re-send counts too"
+        );
     }
 }

@@ -132,7 +132,7 @@ impl ChatCore {
                 out.persist.waiting_put.push((raw_out, waiting));
                 // seq_no.md "Avoiding concurrent gaps": a Resend is interpreted on receipt.
                 if let Some((start, end)) = resend {
-                    self.answer_resend(start, end, rng, out);
+                    self.answer_resend(start, end, now, rng, out);
                 }
                 if let Queued::RequestResend { lo, hi } = q {
                     self.counters.holes_opened += 1;
@@ -142,8 +142,14 @@ impl ChatCore {
             // A full waiting queue is back-pressure, not a broken chat (the crash test's long
             // run closed a chat here after a minute of kills): the message is not kept and the
             // chat is unchanged; the peer holds it until we acknowledge it, and the hole's
-            // next Resend (which runs from the queue's frontier) brings it again.
-            Err(GapError::QueueFull) => {}
+            // next Resend (which runs from the queue's frontier) brings it again. A Resend in
+            // it is still answered (it is authenticated, and the peer may be waiting on it);
+            // coming again later, it is answered again, within the pace.
+            Err(GapError::QueueFull) => {
+                if let Some((start, end)) = resend {
+                    self.answer_resend(start, end, now, rng, out);
+                }
+            }
         }
     }
 
@@ -186,7 +192,7 @@ impl ChatCore {
         use enums::DecryptedMessageAction as A;
         match action {
             A::Resend(r) if !resend_done => {
-                self.answer_resend(r.start_seq_no, r.end_seq_no, rng, out)
+                self.answer_resend(r.start_seq_no, r.end_seq_no, now, rng, out)
             }
             A::Resend(_) | A::NotifyLayer(_) | A::Noop(_) => {}
             A::RequestKey(r) => self.on_request_key(r, now, rng, out),

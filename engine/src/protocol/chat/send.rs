@@ -230,11 +230,18 @@ impl ChatCore {
     }
 
     /// The peer asks for our messages `start..=end` (wire): re-send the stored bytes, or abort
-    /// if we cannot.
+    /// if we cannot (seq_no.md: a Resend we are unable to satisfy aborts the chat).
+    ///
+    /// The work is bounded whatever the peer asks: at most the first [`MAX_RESEND_SPAN`] + 1
+    /// messages of the range are sent (no real client asks for more; the peer asks again for
+    /// the rest), and a message that went out again less than the pace ago
+    /// ([`ChatConfig::resend_pace_ms`](super::ChatConfig::resend_pace_ms)) is not sent again —
+    /// the same Resend repeated, or overlapping ones, cost one re-send per message and pace.
     pub(super) fn answer_resend(
         &mut self,
         start: i32,
         end: i32,
+        now: Millis,
         rng: &mut impl RngCore,
         out: &mut Out,
     ) {
@@ -246,16 +253,28 @@ impl ChatCore {
             Err(e) => return self.abort(CloseReason::Seq(e), out),
         };
         let (lo, hi) = (*range.start(), *range.end());
-        if range.clone().any(|raw| !self.outbox.contains(raw)) {
+        if !self.outbox.covers(lo, hi) {
             return self.abort(CloseReason::ResendUnsatisfiable { lo, hi }, out);
         }
         let input = self.input_chat();
-        for raw in range {
-            if let Some(entry) = self.outbox.get(raw) {
-                self.counters.resent += 1;
-                out.call(send_call(input.clone(), entry, rng.next_u64() as i64));
+        let pace = self.resend_pace();
+        for raw in lo..=hi.min(lo.saturating_add(MAX_RESEND_SPAN)) {
+            match self.outbox.resend_due(raw, now, pace) {
+                Some(entry) => {
+                    self.counters.resent += 1;
+                    out.call(send_call(input.clone(), entry, rng.next_u64() as i64));
+                }
+                None => self.counters.resends_paced += 1,
             }
         }
+    }
+
+    /// How long a re-sent message is not sent again: the configured pace, kept below half the
+    /// peer's retry interval (which we assume is like ours) so that a retry is always answered.
+    fn resend_pace(&self) -> Millis {
+        self.config
+            .resend_pace_ms
+            .min(self.config.resend_retry_ms / 2)
     }
 
     /// Asks the peer for raw out_seq_no `lo..=hi` of its messages — at most the first
@@ -344,12 +363,13 @@ impl ChatCore {
     /// The retransmit timer fired: re-send our newest unacknowledged message (harmless if the
     /// peer has it; reveals the hole if not) and back off.
     pub(super) fn retransmit(&mut self, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
-        let Some(entry) = self.outbox.last() else {
+        let input = self.input_chat();
+        let Some(entry) = self.outbox.resend_last(now) else {
             self.retransmit_backoff = self.config.retransmit_ms;
             return;
         };
+        out.call(send_call(input, entry, rng.next_u64() as i64));
         self.counters.resent += 1;
-        out.call(send_call(self.input_chat(), entry, rng.next_u64() as i64));
         if self.retransmit_backoff >= self.config.max_backoff_ms {
             // The backoff reached its cap and the tail went out once more: a quiet peer never
             // acknowledges the end of a conversation, so stop here (the message is in the
