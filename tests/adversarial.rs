@@ -978,6 +978,48 @@ fn a_resend_behind_a_full_waiting_queue_is_answered() {
     assert!(closed(&a).is_none());
 }
 
+/// A peer that never acknowledges (its in_seq_no held at 0) for 100,000 messages while an
+/// application keeps sending whenever the chat accepts: our outbox stops at the limit, the
+/// chat reports it once and stays ready, and every one of the peer's messages is delivered.
+#[test]
+fn a_peer_that_never_acknowledges_for_100k_messages() {
+    let mut c = chat();
+    let limit = harness::test_config().max_unacknowledged;
+    let (mut delivered, mut unhealthy, mut held) = (0, Vec::new(), 0);
+    for i in 0..100_000 {
+        let mut a = c.mallory_sends(text("never acknowledging"));
+        if c.core.accepts_sends() {
+            a.extend(c.feed(Event::Command(Command::Send(Box::new(Outgoing::text(
+                i,
+                format!("ours {i}"),
+            ))))));
+        } else {
+            held += 1;
+        }
+        for x in &a {
+            match x {
+                Action::Deliver(AppEvent::Message { .. }) => delivered += 1,
+                Action::Deliver(AppEvent::ChatUnhealthy { unacknowledged, .. }) => {
+                    unhealthy.push(*unacknowledged)
+                }
+                _ => {}
+            }
+        }
+    }
+    let st = c.status();
+    assert_eq!(delivered, 100_000);
+    assert_eq!(st.phase, "ready");
+    assert_eq!(st.unacknowledged, limit, "the outbox stops at the limit");
+    assert_eq!(unhealthy, [limit], "reported once");
+    assert_eq!(held, 100_000 - limit);
+    // One acknowledgement makes room again.
+    let mut seq = *c.mallory.seq();
+    let (_, out) = seq.next_outgoing().unwrap();
+    c.mallory_sends_at(text("got them all"), 2 * limit as i32 + 1, out);
+    assert_eq!(c.status().unacknowledged, 0);
+    assert!(c.core.accepts_sends());
+}
+
 // ---------------------------------------------------------------- re-keying
 
 fn assert_ignored_rekey(c: &mut Chat, action: e2e::DecryptedMessageAction) {

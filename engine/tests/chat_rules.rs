@@ -580,7 +580,7 @@ fn a_hole_that_stays_open_is_retried_then_reported() {
         let a = p.feed(Event::Timer(Timer::ResendRetry));
         resends += sent(&a).len();
         if let Some(h) = a.iter().find_map(|a| match a {
-            Action::Deliver(AppEvent::ChatUnhealthy { holes }) => Some(holes.clone()),
+            Action::Deliver(AppEvent::ChatUnhealthy { holes, .. }) => Some(holes.clone()),
             _ => None,
         }) {
             unhealthy.get_or_insert((resends, h));

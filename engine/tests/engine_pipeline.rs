@@ -160,3 +160,70 @@ async fn chats_beyond_the_memory_limit_wait_for_admission() {
     let peak = a.engine().metrics().chats_loaded_peak;
     assert!(peak <= LIMIT as u64, "{peak} chats were in memory at once");
 }
+
+/// Backpressure: with room for 8 unacknowledged messages, a peer that only listens (and so
+/// acknowledges nothing) gets only the submitted texts that fit; the other submissions stay
+/// unanswered until the peer's replies acknowledge what came before, and all 20 arrive, in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_wait_while_the_peer_acknowledges_nothing() {
+    const N: usize = 20;
+    let root = tempfile::tempdir().unwrap();
+    let sim = SimServer::new(SimFaults::NONE, 23);
+    let mut a = node(&sim, root.path(), 1, 0).await;
+    let mut cfg = config();
+    cfg.chat.max_unacknowledged = 8;
+    a.start_with(&sim, cfg).await;
+    let mut b = node(&sim, root.path(), 2, 0).await;
+    let (ha, hb) = open_chat(&mut a, &mut b, 2).await;
+    // A's own NotifyLayer may still be unacknowledged (B has sent nothing since).
+    let already = a
+        .engine()
+        .status(a.account, ha)
+        .await
+        .unwrap()
+        .unacknowledged;
+    let room = 8 - already;
+    let stored: Vec<_> = (0..N)
+        .map(|i| {
+            let m = Outgoing::text(2000 + i as i64, format!("m{i}"));
+            tokio::spawn(a.engine().submit(a.account, ha, Command::Send(Box::new(m))))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.seen.texts(b.account, hb).len() < room {
+        assert!(Instant::now() < deadline, "the first {room} did not arrive");
+        a.pump(Duration::from_millis(20)).await;
+        b.pump(Duration::from_millis(20)).await;
+    }
+    // A settles: still 8 unacknowledged, the rest held (their submissions unanswered).
+    a.pump(Duration::from_millis(300)).await;
+    b.pump(Duration::from_millis(300)).await;
+    assert_eq!(b.seen.texts(b.account, hb).len(), room);
+    let st = a.engine().status(a.account, ha).await.unwrap();
+    assert_eq!(st.unacknowledged, 8);
+    let answered = stored.iter().filter(|s| s.is_finished()).count();
+    assert_eq!(answered, room, "only the sends that fit were stored");
+    // B replies to each batch: its message acknowledges A's, the next held ones go out.
+    let want: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut replied = 0;
+    while b.seen.texts(b.account, hb) != want {
+        assert!(
+            Instant::now() < deadline,
+            "got {:?}",
+            b.seen.texts(b.account, hb)
+        );
+        let got = b.seen.texts(b.account, hb).len();
+        if got > replied {
+            replied = got;
+            let m = Outgoing::text(3000 + got as i64, format!("ack {got}"));
+            b.engine().send(b.account, hb, m).await.unwrap();
+        }
+        a.pump(Duration::from_millis(20)).await;
+        b.pump(Duration::from_millis(20)).await;
+    }
+    for s in stored {
+        s.await.unwrap().unwrap();
+    }
+}

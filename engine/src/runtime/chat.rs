@@ -149,14 +149,32 @@ pub(super) struct StepState {
     calls: VecDeque<Call>,
     /// One of them is being executed.
     calling: bool,
+    /// The application's commands held back, in order, while the core does not accept sends
+    /// (the peer has not acknowledged enough of ours: [`ChatCore::accepts_sends`]). Their
+    /// `done` answers wait with them: that is the application's backpressure. Network input
+    /// keeps flowing, and each acknowledgement may release them.
+    held: VecDeque<ChatInput>,
 }
 
 impl StepState {
-    /// Nothing queued, being stored, or waiting to be sent (a chat with calls pending does
-    /// not stop: its next activation's calls could overtake them).
+    /// Nothing queued, held, being stored, or waiting to be sent (a chat with calls pending
+    /// does not stop: its next activation's calls could overtake them).
     pub(super) fn idle(&self) -> bool {
-        !self.busy && self.queued.is_empty() && self.calls.is_empty() && !self.calling
+        !self.busy
+            && self.queued.is_empty()
+            && self.held.is_empty()
+            && self.calls.is_empty()
+            && !self.calling
     }
+}
+
+/// Whether `event` is an application command that sends a message.
+fn sends(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Command(crate::protocol::chat::Command::Send(_))
+            | Event::Command(crate::protocol::chat::Command::Service(_))
+    )
 }
 
 /// What the inputs of one step asked for, executed together.
@@ -182,28 +200,54 @@ impl ChatActor {
         let mut batch = Batch::default();
         let started = PhaseClock::sample(Phase::Protocol);
         for msg in inputs {
-            if matches!(
-                msg.event,
-                Event::DhDone(_) | Event::DhConfig { .. } | Event::DhConfigFailed(_)
-            ) {
-                // The answer to a job or config request counted in `in_flight`.
-                self.in_flight = self.in_flight.saturating_sub(1);
+            // Commands keep their order: once one is held, the later ones wait behind it.
+            let hold = matches!(msg.event, Event::Command(_))
+                && (!self.step.held.is_empty()
+                    || (sends(&msg.event) && !self.core.accepts_sends()));
+            if hold {
+                self.step.held.push_back(msg);
+                continue;
             }
-            tracing::trace!(
-                account = self.account,
-                chat = self.handle,
-                event = ?EventLine(&msg.event),
-                "chat event"
-            );
-            let actions = self
-                .core
-                .handle(msg.event, now_ms(), &mut rand::rngs::OsRng);
-            self.collect(actions, msg.ack, msg.done, &mut batch, ctx);
+            self.run_input(msg, &mut batch, ctx);
+            // An acknowledgement may have made room for held commands (a command that sends
+            // nothing only waits for the sends before it).
+            while let Some(head) = self.step.held.front() {
+                if sends(&head.event) && !self.core.accepts_sends() {
+                    break;
+                }
+                if let Some(held) = self.step.held.pop_front() {
+                    self.run_input(held, &mut batch, ctx);
+                }
+            }
+        }
+        if self.step.held.is_empty() {
+            self.step.held = VecDeque::new();
         }
         self.shared
             .metrics
             .spent(Phase::Protocol, started.elapsed());
         self.execute(batch, ctx);
+    }
+
+    /// One input through the core; its actions join the step.
+    fn run_input(&mut self, msg: ChatInput, batch: &mut Batch, ctx: &mut Context<Self>) {
+        if matches!(
+            msg.event,
+            Event::DhDone(_) | Event::DhConfig { .. } | Event::DhConfigFailed(_)
+        ) {
+            // The answer to a job or config request counted in `in_flight`.
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        tracing::trace!(
+            account = self.account,
+            chat = self.handle,
+            event = ?EventLine(&msg.event),
+            "chat event"
+        );
+        let actions = self
+            .core
+            .handle(msg.event, now_ms(), &mut rand::rngs::OsRng);
+        self.collect(actions, msg.ack, msg.done, batch, ctx);
     }
 
     /// Sorts one input's actions into the step; timers and DH work start at once.

@@ -52,6 +52,15 @@ pub struct ChatConfig {
     /// within this time (at most half of `resend_retry_ms` is used): repeated or overlapping
     /// requests cost one re-send per message and interval, not one per request.
     pub resend_pace_ms: Millis,
+    /// Backpressure: while this many of our messages (or [`max_unacknowledged_bytes`] of
+    /// them) wait for the peer's acknowledgement, [`ChatCore::accepts_sends`] is false and
+    /// the application's new sends wait; [`AppEvent::ChatUnhealthy`] reports it once. A peer
+    /// that never acknowledges (in_seq_no held at 0) cannot make the outbox grow further.
+    ///
+    /// [`max_unacknowledged_bytes`]: ChatConfig::max_unacknowledged_bytes
+    pub max_unacknowledged: usize,
+    /// See [`ChatConfig::max_unacknowledged`].
+    pub max_unacknowledged_bytes: usize,
     /// The end-to-end layer we speak: [`OUR_LAYER`](crate::protocol::layer::OUR_LAYER) by
     /// default; lower values (down to 46) make the engine behave as an older client, for
     /// interoperability tests and mixed-layer simulations.
@@ -70,6 +79,10 @@ impl Default for ChatConfig {
             retransmit_ms: 3_600_000,
             max_backoff_ms: 3_600_000,
             resend_pace_ms: 1_000,
+            // A peer offline for days acknowledges nothing; 10,000 messages is far beyond a
+            // conversation's backlog and bounds a hostile peer to 64 MiB of stored wires.
+            max_unacknowledged: 10_000,
+            max_unacknowledged_bytes: 64 << 20,
             layer: super::layer::OUR_LAYER,
         }
     }
@@ -239,6 +252,8 @@ pub struct ChatCore {
     /// Messages processed when the holes were last asked for again (progress resets backoff).
     retry_mark: u32,
     unhealthy_reported: bool,
+    /// [`AppEvent::ChatUnhealthy`] was reported for the full outbox (again once it drains).
+    backpressure_reported: bool,
     retransmit_backoff: Millis,
     counters: ChatCounters,
 }
@@ -323,6 +338,7 @@ impl ChatCore {
             resend_attempts: 0,
             retry_mark: 0,
             unhealthy_reported: false,
+            backpressure_reported: false,
             retransmit_backoff: config.retransmit_ms,
             counters: ChatCounters::default(),
         }
@@ -464,6 +480,15 @@ impl ChatCore {
     /// When the earliest armed timer is due: a sleeping chat must be loaded again by then.
     pub fn next_wake(&self) -> Option<Millis> {
         self.timers.earliest()
+    }
+
+    /// Whether the application may send now: fewer than
+    /// [`ChatConfig::max_unacknowledged`] messages (and bytes) wait for the peer's
+    /// acknowledgement, counting the sends queued before the key. An executor holds the
+    /// application's sends while this is false; each acknowledgement can make room.
+    pub fn accepts_sends(&self) -> bool {
+        self.outbox.len() + self.pending_sends.len() < self.config.max_unacknowledged
+            && self.outbox.bytes() < self.config.max_unacknowledged_bytes
     }
 
     /// The key visualization (empty until the key is agreed).

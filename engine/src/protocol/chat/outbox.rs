@@ -15,6 +15,8 @@ use super::types::{Millis, OutboxEntry};
 #[derive(Debug, Default, Clone)]
 pub(super) struct Outbox {
     entries: VecDeque<(u32, OutboxEntry, Option<Millis>)>,
+    /// The wire bytes held.
+    bytes: usize,
 }
 
 impl Outbox {
@@ -32,9 +34,11 @@ impl Outbox {
         if self.entries.is_empty() {
             self.entries.reserve_exact(1);
         }
+        self.bytes += entry.wire.len();
         match self.position(raw) {
             Ok(i) => {
                 if let Some(slot) = self.entries.get_mut(i) {
+                    self.bytes -= slot.1.wire.len();
                     slot.1 = entry;
                 }
             }
@@ -117,7 +121,9 @@ impl Outbox {
                 break;
             }
             done.push(r);
-            self.entries.pop_front();
+            if let Some((_, e, _)) = self.entries.pop_front() {
+                self.bytes -= e.wire.len();
+            }
         }
         if self.entries.is_empty() {
             self.entries = VecDeque::new();
@@ -130,6 +136,11 @@ impl Outbox {
         self.entries.len()
     }
 
+    /// The wire bytes of the unacknowledged messages.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Nothing unacknowledged.
     pub(super) fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -138,6 +149,7 @@ impl Outbox {
     /// Forgets everything (the chat closed).
     pub(super) fn clear(&mut self) {
         self.entries = VecDeque::new();
+        self.bytes = 0;
     }
 }
 
@@ -163,7 +175,7 @@ mod tests {
         o.insert(7, entry(7));
         o.insert(6, entry(6));
         o.insert(4, entry(40));
-        assert_eq!(o.len(), 5);
+        assert_eq!((o.len(), o.bytes()), (5, 5));
         assert_eq!(o.get(4).map(|e| e.random_id), Some(40), "replaced in place");
         assert!(o.contains(6) && !o.contains(8) && !o.contains(2));
         assert_eq!(o.last().map(|e| e.random_id), Some(7));
@@ -175,6 +187,7 @@ mod tests {
         assert_eq!(order, vec![5, 6, 7]);
         assert!(o.acknowledge_below(u32::MAX, &mut done));
         assert!(o.is_empty() && o.last().is_none());
+        assert_eq!(o.bytes(), 0);
         assert_eq!(done, vec![3, 4, 5, 6, 7]);
     }
 

@@ -231,8 +231,12 @@ impl super::AppEvent {
                 s.kind = 7;
                 s.num = *fp;
             }
-            E::ChatUnhealthy { holes } => {
+            E::ChatUnhealthy {
+                holes,
+                unacknowledged,
+            } => {
                 s.kind = 8;
+                s.num = *unacknowledged as i64;
                 s.data = holes
                     .iter()
                     .flat_map(|(a, b)| [a.to_le_bytes(), b.to_le_bytes()].concat())
@@ -284,6 +288,7 @@ impl super::AppEvent {
             6 => E::PeerNewerThanUs(layer()?),
             7 => E::Rekeyed(s.num),
             8 => E::ChatUnhealthy {
+                unacknowledged: usize::try_from(s.num).map_err(|_| bad())?,
                 holes: s
                     .data
                     .chunks_exact(8)

@@ -180,6 +180,15 @@ impl ChatCore {
         out.persist.outbox_put.push((raw_out, entry.clone()));
         self.outbox.insert(raw_out, entry);
         out.dirty = true;
+        if !self.accepts_sends() && !self.backpressure_reported {
+            // The peer acknowledges nothing: say so once; the application's sends wait.
+            self.backpressure_reported = true;
+            let holes = self.waiting.holes(session_received(self));
+            out.deliver(AppEvent::ChatUnhealthy {
+                holes,
+                unacknowledged: self.outbox.len(),
+            });
+        }
         self.arm(
             Timer::Retransmit,
             now.saturating_add(self.retransmit_backoff),
@@ -335,6 +344,7 @@ impl ChatCore {
             self.unhealthy_reported = true;
             out.deliver(AppEvent::ChatUnhealthy {
                 holes: holes.clone(),
+                unacknowledged: self.outbox.len(),
             });
         }
         for (lo, hi) in holes {
@@ -348,6 +358,9 @@ impl ChatCore {
             .outbox
             .acknowledge_below(peer_in, &mut out.persist.outbox_done)
         {
+            if self.accepts_sends() {
+                self.backpressure_reported = false;
+            }
             self.retransmit_backoff = self.config.retransmit_ms;
             self.timers.remove(Timer::Retransmit);
             if !self.outbox.is_empty() {
@@ -412,4 +425,9 @@ fn send_call(peer: api::InputEncryptedChat, e: &OutboxEntry, random_id: i64) -> 
             data: e.wire.clone(),
         }),
     }
+}
+
+/// The next raw position expected from the peer (0 before the key).
+fn session_received(chat: &ChatCore) -> u32 {
+    chat.session.as_ref().map_or(0, |s| s.seq().parts().1)
 }

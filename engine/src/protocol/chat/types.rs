@@ -333,10 +333,17 @@ pub enum AppEvent {
     PeerNewerThanUs(i32),
     /// A re-key finished; the new key's fingerprint.
     Rekeyed(i64),
-    /// Holes stayed open through several Resend attempts.
+    /// The chat is not making progress: holes stayed open through several Resend attempts,
+    /// or the peer has not acknowledged [`ChatConfig::max_unacknowledged`] of our messages
+    /// (the application's new sends then wait: [`ChatCore::accepts_sends`]).
+    ///
+    /// [`ChatConfig::max_unacknowledged`]: super::ChatConfig::max_unacknowledged
+    /// [`ChatCore::accepts_sends`]: super::ChatCore::accepts_sends
     ChatUnhealthy {
         /// The missing raw out_seq_no ranges.
         holes: Vec<(u32, u32)>,
+        /// Our messages the peer has not acknowledged.
+        unacknowledged: usize,
     },
     /// The chat is closed for good.
     ChatClosed(CloseReason),
