@@ -227,3 +227,62 @@ async fn sends_wait_while_the_peer_acknowledges_nothing() {
         s.await.unwrap().unwrap();
     }
 }
+
+/// While sends are held, the commands that manage the chat get through: a delete drops the
+/// held message it names, and a close completes (it does not wait behind the sends); every held
+/// submission is then answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_and_a_close_get_through_held_sends() {
+    let root = tempfile::tempdir().unwrap();
+    let sim = SimServer::new(SimFaults::NONE, 24);
+    let mut a = node(&sim, root.path(), 1, 0).await;
+    let mut cfg = config();
+    cfg.chat.max_unacknowledged = 2;
+    a.start_with(&sim, cfg).await;
+    let mut b = node(&sim, root.path(), 2, 0).await;
+    let (ha, hb) = open_chat(&mut a, &mut b, 2).await;
+    let stored: Vec<_> = (0..5)
+        .map(|i| {
+            let m = Outgoing::text(4000 + i, format!("h{i}"));
+            tokio::spawn(a.engine().submit(a.account, ha, Command::Send(Box::new(m))))
+        })
+        .collect();
+    a.pump(Duration::from_millis(300)).await;
+    b.pump(Duration::from_millis(300)).await;
+    assert!(
+        stored.iter().any(|s| !s.is_finished()),
+        "some sends are held"
+    );
+    let wait = Duration::from_secs(10);
+    let delete = a.engine().submit(
+        a.account,
+        ha,
+        Command::Service(secretchat_engine::protocol::chat::ServiceAction::Delete(
+            vec![4004],
+        )),
+    );
+    tokio::time::timeout(wait, delete)
+        .await
+        .expect("the delete is not held")
+        .unwrap();
+    let close = a.engine().submit(
+        a.account,
+        ha,
+        Command::Close {
+            delete_history: false,
+        },
+    );
+    tokio::time::timeout(wait, close)
+        .await
+        .expect("the close is not held")
+        .unwrap();
+    for s in stored {
+        tokio::time::timeout(wait, s)
+            .await
+            .expect("every held send is answered")
+            .unwrap()
+            .unwrap();
+    }
+    b.pump(Duration::from_millis(300)).await;
+    assert!(!b.seen.texts(b.account, hb).contains(&"h4".to_owned()));
+}

@@ -18,7 +18,7 @@ use super::trace::{ActionLine, EventLine, call_name};
 use super::workers::{ConfigError, GetConfig, RunJob};
 use super::{AckToken, EngineEvent, EventKind, Reply, Shared, now_ms};
 use crate::protocol::chat::{
-    Action, AppEvent, Call, ChatCore, ChatCounters, Event, Persist, Timer,
+    Action, AppEvent, Call, ChatCore, ChatCounters, Command, Event, Persist, ServiceAction, Timer,
 };
 use crate::store::ChatWrite;
 use crate::transport::{ErrorClass, RpcError, ServerApi};
@@ -149,10 +149,10 @@ pub(super) struct StepState {
     calls: VecDeque<Call>,
     /// One of them is being executed.
     calling: bool,
-    /// The application's commands held back, in order, while the core does not accept sends
-    /// (the peer has not acknowledged enough of ours: [`ChatCore::accepts_sends`]). Their
-    /// `done` answers wait with them: that is the application's backpressure. Network input
-    /// keeps flowing, and each acknowledgement may release them.
+    /// The application's sends held back, in order, while the core does not accept sends (the
+    /// peer has not acknowledged enough of ours: [`ChatCore::accepts_sends`]). Their `done`
+    /// answers wait with them: that is the application's backpressure. Network input and the
+    /// commands that manage the chat keep flowing; each acknowledgement may release them.
     held: VecDeque<ChatInput>,
 }
 
@@ -168,13 +168,17 @@ impl StepState {
     }
 }
 
-/// Whether `event` is an application command that sends a message.
-fn sends(event: &Event) -> bool {
-    matches!(
-        event,
-        Event::Command(crate::protocol::chat::Command::Send(_))
-            | Event::Command(crate::protocol::chat::Command::Service(_))
-    )
+/// Whether `event` is an application command that waits while the peer acknowledges
+/// nothing: a message or a service action. Not a delete (seq_no.md: the unacknowledged copies
+/// are rewritten at once), nor the commands that manage the chat (accept, decline, re-key,
+/// close: they must get through a full outbox).
+fn held_back(event: &Event) -> bool {
+    use crate::protocol::chat::{Command, ServiceAction};
+    match event {
+        Event::Command(Command::Send(_)) => true,
+        Event::Command(Command::Service(s)) => !matches!(s, ServiceAction::Delete(_)),
+        _ => false,
+    }
 }
 
 /// What the inputs of one step asked for, executed together.
@@ -200,21 +204,24 @@ impl ChatActor {
         let mut batch = Batch::default();
         let started = PhaseClock::sample(Phase::Protocol);
         for msg in inputs {
-            // Commands keep their order: once one is held, the later ones wait behind it.
-            let hold = matches!(msg.event, Event::Command(_))
-                && (!self.step.held.is_empty()
-                    || (sends(&msg.event) && !self.core.accepts_sends()));
-            if hold {
+            // Sends keep their order: once one is held, the later ones wait behind it.
+            if held_back(&msg.event) && (!self.step.held.is_empty() || !self.core.accepts_sends()) {
                 self.step.held.push_back(msg);
                 continue;
             }
+            if let Event::Command(Command::Service(ServiceAction::Delete(ids))) = &msg.event {
+                // A held message the application deletes is never sent.
+                let (gone, kept) = std::mem::take(&mut self.step.held)
+                    .into_iter()
+                    .partition(|h| matches!(&h.event, Event::Command(Command::Send(m)) if ids.contains(&m.random_id)));
+                self.step.held = kept;
+                batch
+                    .done
+                    .extend(gone.into_iter().filter_map(|h: ChatInput| h.done));
+            }
             self.run_input(msg, &mut batch, ctx);
-            // An acknowledgement may have made room for held commands (a command that sends
-            // nothing only waits for the sends before it).
-            while let Some(head) = self.step.held.front() {
-                if sends(&head.event) && !self.core.accepts_sends() {
-                    break;
-                }
+            // An acknowledgement (or a close) may have made room for held sends.
+            while !self.step.held.is_empty() && self.core.accepts_sends() {
                 if let Some(held) = self.step.held.pop_front() {
                     self.run_input(held, &mut batch, ctx);
                 }

@@ -40,6 +40,8 @@ impl Outbox {
                 if let Some(slot) = self.entries.get_mut(i) {
                     self.bytes -= slot.1.wire.len();
                     slot.1 = entry;
+                    // Other bytes: not sent again yet.
+                    slot.2 = None;
                 }
             }
             Err(i) if i == self.entries.len() => self.entries.push_back((raw, entry, None)),
@@ -87,7 +89,8 @@ impl Outbox {
     ) -> Option<&OutboxEntry> {
         let i = self.position(raw).ok()?;
         let (_, entry, at) = self.entries.get_mut(i)?;
-        if at.is_some_and(|t| now < t.saturating_add(pace)) {
+        // Within the pace (a clock that stepped back counts as due).
+        if at.is_some_and(|t| now >= t && now < t.saturating_add(pace)) {
             return None;
         }
         *at = Some(now);
@@ -107,9 +110,10 @@ impl Outbox {
         self.entries.back().map(|(_, e, _)| e)
     }
 
-    /// Every entry, oldest first, mutably.
-    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (u32, &mut OutboxEntry)> {
-        self.entries.iter_mut().map(|(r, e, _)| (*r, e))
+    /// Every entry, oldest first (replace one with [`Outbox::insert`], which keeps the byte
+    /// count).
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u32, &OutboxEntry)> {
+        self.entries.iter().map(|(r, e, _)| (*r, e))
     }
 
     /// Removes the entries below `raw` (the peer has them), appending their numbers to `done`.
@@ -183,7 +187,7 @@ mod tests {
         assert!(o.acknowledge_below(5, &mut done));
         assert_eq!(done, vec![3, 4]);
         assert!(!o.acknowledge_below(5, &mut done), "nothing more below 5");
-        let order: Vec<u32> = o.iter_mut().map(|(r, _)| r).collect();
+        let order: Vec<u32> = o.iter().map(|(r, _)| r).collect();
         assert_eq!(order, vec![5, 6, 7]);
         assert!(o.acknowledge_below(u32::MAX, &mut done));
         assert!(o.is_empty() && o.last().is_none());
@@ -213,5 +217,33 @@ mod tests {
             o.resend_due(7, 2_100, 500).is_none(),
             "the tail re-send counts too"
         );
+        assert!(
+            o.resend_due(7, 1_000, 500).is_some(),
+            "a clock that went back: due"
+        );
+    }
+
+    #[test]
+    fn bytes_follow_replacements_of_other_sizes() {
+        let sized = |n: usize| OutboxEntry {
+            wire: vec![0; n],
+            ..entry(1)
+        };
+        let mut o = Outbox::default();
+        o.insert(0, sized(100));
+        o.insert(1, sized(200));
+        assert_eq!(o.bytes(), 300);
+        assert!(o.resend_due(1, 10, 1_000).is_some());
+        o.insert(1, sized(260));
+        assert_eq!(o.bytes(), 360);
+        assert!(
+            o.resend_due(1, 20, 1_000).is_some(),
+            "new bytes: not paced away"
+        );
+        o.insert(0, sized(40));
+        assert_eq!(o.bytes(), 300);
+        let mut done = Vec::new();
+        o.acknowledge_below(2, &mut done);
+        assert_eq!((o.bytes(), o.len()), (0, 0));
     }
 }

@@ -144,7 +144,9 @@ impl ChatCore {
             // chat is unchanged; the peer holds it until we acknowledge it, and the hole's
             // next Resend (which runs from the queue's frontier) brings it again. A Resend in
             // it is still answered (it is authenticated, and the peer may be waiting on it);
-            // coming again later, it is answered again, within the pace.
+            // coming again later, it is answered again — seq_no.md wants a Resend handled
+            // once, but a message we did not keep cannot remember it, and the pace bounds
+            // what a repeat costs.
             Err(GapError::QueueFull) => {
                 if let Some((start, end)) = resend {
                     self.answer_resend(start, end, now, rng, out);

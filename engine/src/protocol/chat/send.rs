@@ -207,7 +207,8 @@ impl ChatCore {
         let Some(session) = self.session.as_ref() else {
             return;
         };
-        for (raw, entry) in self.outbox.iter_mut() {
+        let mut replaced = Vec::new();
+        for (raw, entry) in self.outbox.iter() {
             if entry.service || !random_ids.contains(&entry.random_id) {
                 continue;
             }
@@ -224,7 +225,7 @@ impl ChatCore {
             if let Ok(sealed) =
                 session.seal_at(message, entry.in_seq_no, entry.out_seq_no, original, rng)
             {
-                *entry = OutboxEntry {
+                let entry = OutboxEntry {
                     random_id,
                     wire: sealed.wire,
                     in_seq_no: entry.in_seq_no,
@@ -233,8 +234,12 @@ impl ChatCore {
                     file: None,
                     silent: false,
                 };
-                out.persist.outbox_put.push((raw, entry.clone()));
+                replaced.push((raw, entry));
             }
+        }
+        for (raw, entry) in replaced {
+            out.persist.outbox_put.push((raw, entry.clone()));
+            self.outbox.insert(raw, entry);
         }
     }
 
