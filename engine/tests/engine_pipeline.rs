@@ -161,6 +161,29 @@ async fn chats_beyond_the_memory_limit_wait_for_admission() {
     assert!(peak <= LIMIT as u64, "{peak} chats were in memory at once");
 }
 
+/// A chat from A (room for `room` unacknowledged messages) to B on a fault-free server.
+async fn limited_pair(
+    seed: u64,
+    room: usize,
+) -> (
+    tempfile::TempDir,
+    std::sync::Arc<SimServer>,
+    engine_common::node::Node,
+    engine_common::node::Node,
+    u64,
+    u64,
+) {
+    let root = tempfile::tempdir().unwrap();
+    let sim = SimServer::new(SimFaults::NONE, seed);
+    let mut a = node(&sim, root.path(), 1, 0).await;
+    let mut cfg = config();
+    cfg.chat.max_unacknowledged = room;
+    a.start_with(&sim, cfg).await;
+    let mut b = node(&sim, root.path(), 2, 0).await;
+    let (ha, hb) = open_chat(&mut a, &mut b, 2).await;
+    (root, sim, a, b, ha, hb)
+}
+
 /// Backpressure: with room for 8 unacknowledged messages, a peer that only listens (and so
 /// acknowledges nothing) gets only the submitted texts that fit; the other submissions stay
 /// unanswered until the peer's replies acknowledge what came before, and all 20 arrive, in
@@ -168,14 +191,7 @@ async fn chats_beyond_the_memory_limit_wait_for_admission() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_wait_while_the_peer_acknowledges_nothing() {
     const N: usize = 20;
-    let root = tempfile::tempdir().unwrap();
-    let sim = SimServer::new(SimFaults::NONE, 23);
-    let mut a = node(&sim, root.path(), 1, 0).await;
-    let mut cfg = config();
-    cfg.chat.max_unacknowledged = 8;
-    a.start_with(&sim, cfg).await;
-    let mut b = node(&sim, root.path(), 2, 0).await;
-    let (ha, hb) = open_chat(&mut a, &mut b, 2).await;
+    let (_root, _sim, mut a, mut b, ha, hb) = limited_pair(23, 8).await;
     // A's own NotifyLayer may still be unacknowledged (B has sent nothing since).
     let already = a
         .engine()
@@ -233,14 +249,7 @@ async fn sends_wait_while_the_peer_acknowledges_nothing() {
 /// submission is then answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_and_a_close_get_through_held_sends() {
-    let root = tempfile::tempdir().unwrap();
-    let sim = SimServer::new(SimFaults::NONE, 24);
-    let mut a = node(&sim, root.path(), 1, 0).await;
-    let mut cfg = config();
-    cfg.chat.max_unacknowledged = 2;
-    a.start_with(&sim, cfg).await;
-    let mut b = node(&sim, root.path(), 2, 0).await;
-    let (ha, hb) = open_chat(&mut a, &mut b, 2).await;
+    let (_root, _sim, mut a, mut b, ha, hb) = limited_pair(24, 2).await;
     let stored: Vec<_> = (0..5)
         .map(|i| {
             let m = Outgoing::text(4000 + i, format!("h{i}"));
