@@ -226,7 +226,7 @@ fn p_not_prime() {
 }
 
 /// A 2048-bit prime ≡ 1 (mod 4), so (p−1)/2 is even: prime but not safe. Found with a
-/// Miller–Rabin search (40 rounds, Python `pow`) from a seeded random start, this session.
+/// Miller–Rabin search (40 rounds, Python `pow`) from a seeded random start.
 const PRIME_1_MOD_4: &str = "c4df4e0e8eb5140f16f4488157241955b91dddd91389b372a341738c837a7935bef7e268ffe976ab60581ccace1d62e05b4c8012ede7bd0cffb88309fadb890859001ac9406329bc65b00a2d35d148805071950eadec6f117d836e77af67d461e4163207d094499602f0ee99731c94521919e93ad11745ad498893101c593af514aa4e719d3c7dec00a61f933d6c51e370eb9a0a96263ae6c5e818fac0433cbd7dabe929c4a334bfc6cd75e9bb049a79d7a7a3cc8c3d5f169293de8fc88b28756bad6be28e7aa6e99f19950499dd251de512148239292d22e255accb1a466884f3f49249dc28ff90a5aec7978306d03bf38b2ffc80a4df5a51c9bc701e7eb2fd";
 
 #[test]

@@ -54,20 +54,27 @@ fn a_peer_speaking_layer_46() {
     assert!(w.strict.checked >= 4);
 }
 
+/// `n` texts each way through the harsh channel, `gap` ms apart, with `between(w, i)` after
+/// each pair; then everything delivered and the chat settled.
+fn harsh_traffic(w: &mut World, n: usize, gap: u64, mut between: impl FnMut(&mut World, usize)) {
+    w.open();
+    w.faults = Faults::HARSH;
+    for i in 0..n {
+        w.send_text(Who::A, &format!("a{i}"));
+        w.send_text(Who::B, &format!("b{i}"));
+        let t = w.now + gap;
+        w.run_to(t);
+        between(w, i);
+    }
+    w.run_until(|w| w.a.texts().len() == n && w.b.texts().len() == n);
+    w.faults = Faults::NONE;
+    w.run_until(World::settled);
+}
+
 #[test]
 fn resends_after_holes() {
     let mut w = World::new(103, Faults::NONE);
-    w.open();
-    w.faults = Faults::HARSH;
-    for i in 0..400 {
-        w.send_text(Who::A, &format!("a{i}"));
-        w.send_text(Who::B, &format!("b{i}"));
-        let t = w.now + 5;
-        w.run_to(t);
-    }
-    w.run_until(|w| w.a.texts().len() == 400 && w.b.texts().len() == 400);
-    w.faults = Faults::NONE;
-    w.run_until(World::settled);
+    harsh_traffic(&mut w, 400, 5, |_, _| {});
     for side in [Side::Originator, Side::Participant] {
         assert!(count(&w, side, "resend") > 0, "{side:?} asked for no hole");
     }
@@ -130,23 +137,14 @@ fn files() {
 #[test]
 fn restarts() {
     let mut w = World::new(106, Faults::NONE);
-    w.open();
-    w.faults = Faults::HARSH;
-    for i in 0..300 {
-        w.send_text(Who::A, &format!("a{i}"));
-        w.send_text(Who::B, &format!("b{i}"));
-        let t = w.now + 7;
-        w.run_to(t);
+    harsh_traffic(&mut w, 300, 7, |w, i| {
         if i % 37 == 0 {
             w.restart(Who::A);
         }
         if i % 53 == 0 {
             w.restart(Who::B);
         }
-    }
-    w.run_until(|w| w.a.texts().len() == 300 && w.b.texts().len() == 300);
-    w.faults = Faults::NONE;
-    w.run_until(World::settled);
+    });
     assert!(w.a.restarts >= 8 && w.b.restarts >= 5);
     assert!(w.strict.resends > 0);
 }

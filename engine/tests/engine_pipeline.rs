@@ -173,13 +173,10 @@ async fn limited_pair(
     u64,
     u64,
 ) {
-    let root = tempfile::tempdir().unwrap();
-    let sim = SimServer::new(SimFaults::NONE, seed);
-    let mut a = node(&sim, root.path(), 1, 0).await;
+    let (root, sim, mut a, mut b) = engine_common::node::two_users(seed).await;
     let mut cfg = config();
     cfg.chat.max_unacknowledged = room;
     a.start_with(&sim, cfg).await;
-    let mut b = node(&sim, root.path(), 2, 0).await;
     let (ha, hb) = open_chat(&mut a, &mut b, 2).await;
     (root, sim, a, b, ha, hb)
 }

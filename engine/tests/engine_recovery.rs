@@ -7,10 +7,9 @@ mod engine_common;
 
 use std::time::{Duration, Instant};
 
-use engine_common::node::{Node, node, open_chat};
+use engine_common::node::{Node, open_chat, two_users};
 use secretchat_engine::protocol::chat::{AppEvent, Outgoing};
 use secretchat_engine::runtime::EventKind;
-use secretchat_engine::sim::{SimFaults, SimServer};
 use secretchat_schema::Identifiable;
 use secretchat_schema::api::functions::messages as m;
 
@@ -45,10 +44,7 @@ fn closed(n: &Node, handle: u64) -> bool {
 /// unknown: the request is taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_indexed_without_its_record_is_taken_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = SimServer::new(SimFaults::NONE, 1);
-    let mut a = node(&sim, dir.path(), 1, 0).await;
-    let mut b = node(&sim, dir.path(), 2, 0).await;
+    let (_dir, sim, mut a, mut b) = two_users(1).await;
     // What the crash left: the index entry of the chat the server will create next (the
     // simulator numbers chats from 1001), no record.
     let store = b.engine().store().clone();
@@ -71,10 +67,7 @@ async fn a_request_indexed_without_its_record_is_taken_again() {
 /// success, not a closed chat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_accept_refused_by_the_server_is_success() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = SimServer::new(SimFaults::NONE, 2);
-    let mut a = node(&sim, dir.path(), 1, 0).await;
-    let mut b = node(&sim, dir.path(), 2, 0).await;
+    let (_dir, sim, mut a, mut b) = two_users(2).await;
     sim.lose_replies(m::AcceptEncryption::CONSTRUCTOR_ID, 1);
     let (ha, hb) = open_chat(&mut a, &mut b, 2).await;
     assert_eq!(

@@ -1,4 +1,4 @@
-//! The sans-IO secret-chat protocol core (issue 4). Pure code: no actix, RocksDB, tokio, clock
+//! The sans-IO secret-chat protocol core. Pure code: no actix, RocksDB, tokio, clock
 //! or OS RNG here.
 //!
 //! - [`chat`]: one chat's state machine (events in, actions out) built on the modules below.

@@ -161,7 +161,7 @@ pub struct Shared {
     pub(crate) config: EngineConfig,
     pub(crate) events: mpsc::UnboundedSender<EngineEvent>,
     pub(crate) rekey: Addr<RekeyActor>,
-    /// The file pool; the encrypted-file path (issue 6) sends it parts.
+    /// The file pool; the encrypted-file path sends it parts.
     #[allow(dead_code)]
     pub(crate) files: Addr<FileCryptor>,
     pub(crate) dh_config: Addr<DhConfigActor>,

@@ -136,6 +136,16 @@ pub async fn node(sim: &Arc<SimServer>, root: &std::path::Path, user: i64, devic
     n
 }
 
+/// A fault-free simulated server (seeded) and the engines of users 1 and 2 (device 0) in a
+/// fresh directory (kept alive by the returned guard).
+pub async fn two_users(seed: u64) -> (tempfile::TempDir, Arc<SimServer>, Node, Node) {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimServer::new(secretchat_engine::sim::SimFaults::NONE, seed);
+    let a = node(&sim, dir.path(), 1, 0).await;
+    let b = node(&sim, dir.path(), 2, 0).await;
+    (dir, sim, a, b)
+}
+
 pub fn event_chat(seen: &Seen, f: impl Fn(&AppEvent) -> bool) -> Option<u64> {
     seen.find(|e| matches!(&e.kind, EventKind::App(a) if f(a)))
         .map(|e| e.chat)

@@ -551,8 +551,13 @@ impl ChatCore {
         if self.waiting.is_empty() {
             return 0;
         }
-        let received = self.session.as_ref().map_or(0, |s| s.seq().parts().1);
+        let received = self.received().unwrap_or(0);
         self.waiting.holes(received).len()
+    }
+
+    /// The next raw position expected from the peer (`None` before the key).
+    pub(super) fn received(&self) -> Option<u32> {
+        self.session.as_ref().map(|s| s.seq().parts().1)
     }
 
     pub(super) fn input_chat(&self) -> api::InputEncryptedChat {

@@ -118,7 +118,7 @@ impl ChatCore {
         if self.waiting.contains(raw_out) {
             return;
         }
-        let Some(expected) = self.session.as_ref().map(|s| s.seq().parts().1) else {
+        let Some(expected) = self.received() else {
             return;
         };
         let resend = resend_of(&layer.message);
@@ -215,7 +215,7 @@ impl ChatCore {
     /// Interprets queued messages that are now in order.
     fn drain(&mut self, now: Millis, rng: &mut impl RngCore, out: &mut Out) {
         loop {
-            let Some(expected) = self.session.as_ref().map(|s| s.seq().parts().1) else {
+            let Some(expected) = self.received() else {
                 return;
             };
             let Some(w) = self.waiting.pop_ready(expected) else {

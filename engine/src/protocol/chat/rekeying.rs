@@ -129,7 +129,7 @@ impl ChatCore {
                 // before it (under the old key) is in: its switch is the next position, and
                 // the old key can go at the end of this step (pfs.md: "no gaps in received
                 // messages up to the switch").
-                self.switch_seen = self.session.as_ref().map(|s| s.seq().parts().1);
+                self.switch_seen = self.received();
             }
             Err(RekeyError::Unexpected { .. })
                 if self.switched_early.is_some_and(|(x, fp)| {

@@ -183,7 +183,7 @@ impl ChatCore {
         if !self.accepts_sends() && !self.backpressure_reported {
             // The peer acknowledges nothing: say so once; the application's sends wait.
             self.backpressure_reported = true;
-            let holes = self.waiting.holes(session_received(self));
+            let holes = self.waiting.holes(self.received().unwrap_or(0));
             out.deliver(AppEvent::ChatUnhealthy {
                 holes,
                 unacknowledged: self.outbox.len(),
@@ -430,9 +430,4 @@ fn send_call(peer: api::InputEncryptedChat, e: &OutboxEntry, random_id: i64) -> 
             data: e.wire.clone(),
         }),
     }
-}
-
-/// The next raw position expected from the peer (0 before the key).
-fn session_received(chat: &ChatCore) -> u32 {
-    chat.session.as_ref().map_or(0, |s| s.seq().parts().1)
 }
