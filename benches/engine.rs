@@ -62,6 +62,7 @@ fn engine_path(c: &mut Criterion) {
         store: StoreOptions {
             durability: Durability::Buffered,
             at_rest_key: None,
+            ..StoreOptions::default()
         },
         ..EngineConfig::default()
     };

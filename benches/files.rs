@@ -32,6 +32,7 @@ fn files(c: &mut Criterion) {
         store: StoreOptions {
             durability: Durability::Buffered,
             at_rest_key: None,
+            ..StoreOptions::default()
         },
         ..EngineConfig::default()
     };

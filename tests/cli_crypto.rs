@@ -10,23 +10,25 @@ mod harness;
 
 use serde_json::Value;
 
+/// The package directory, read when the test runs (a test binary built in another checkout
+/// sharing the target directory must not read that checkout's files).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var("CARGO_MANIFEST_DIR")
+        .expect("run by cargo")
+        .into()
+}
+
 fn vectors() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/engine/tests/vectors/vectors.json"
-    ))
-    .unwrap();
+    let text =
+        std::fs::read_to_string(manifest_dir().join("engine/tests/vectors/vectors.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 fn prime() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/engine/tests/vectors/dh_prime.hex"
-    ))
-    .unwrap()
-    .trim()
-    .to_owned()
+    std::fs::read_to_string(manifest_dir().join("engine/tests/vectors/dh_prime.hex"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 fn run(args: &[&str]) -> (i32, Value) {

@@ -17,7 +17,7 @@ mod harness;
 use std::path::Path;
 
 fn inputs(target: &str) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let dir = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
         .join("fuzz/regressions")
         .join(target);
     let mut out = Vec::new();

@@ -906,3 +906,121 @@ fn an_old_key_is_accepted_only_before_the_switch() {
     });
     assert_eq!(delivered(&a), ["old, in the hole", "new"]);
 }
+
+/// Messages that arrive before the key is agreed are held in the state record: at most
+/// `MAX_EARLY` of them and `MAX_EARLY_BYTES` together, and nothing longer than the longest
+/// message the protocol allows is held at all.
+#[test]
+fn messages_before_the_key_are_held_within_a_byte_bound() {
+    use secretchat_engine::protocol::chat::MAX_EARLY_BYTES;
+    let req = api_types::EncryptedChatRequested {
+        folder_id: None,
+        id: 8,
+        access_hash: 1,
+        date: 1,
+        admin_id: 5,
+        participant_id: 6,
+        g_a: vec![2; 256],
+    };
+    let (mut core, _) = ChatCore::requested(harness::test_config(), &req);
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut feed = |core: &mut ChatCore, len: usize| {
+        core.handle(
+            Event::Incoming {
+                wire: vec![0; len],
+                file: None,
+            },
+            T0,
+            &mut rng,
+        )
+    };
+    let a = feed(&mut core, message::MAX_WIRE + 16);
+    assert!(
+        matches!(
+            a.as_slice(),
+            [Action::Rejected(SessionError::Crypto(
+                secretchat_engine::crypto::CryptoError::BadWireLength { .. }
+            ))]
+        ),
+        "{a:?}"
+    );
+    let longest = message::MAX_WIRE - (message::MAX_WIRE - 24) % 16;
+    for _ in 0..MAX_EARLY_BYTES / longest {
+        let a = feed(&mut core, longest);
+        assert!(matches!(a.as_slice(), [Action::Persist(_)]), "{a:?}");
+    }
+    let a = feed(&mut core, longest);
+    assert!(
+        matches!(a.as_slice(), [Action::Rejected(SessionError::EarlyFull)]),
+        "{a:?}"
+    );
+    // What is held restores (the record stays within the bound it is checked against).
+    let record = core.snapshot();
+    assert!(record.len() < MAX_EARLY_BYTES + 64 * 1024);
+    ChatCore::restore(
+        harness::test_config(),
+        &record,
+        vec![],
+        vec![],
+        |_, _| Some(harness::dh()),
+        T0,
+        &mut rng,
+    )
+    .unwrap();
+}
+
+/// A state record older than the chat's outbox (a copy restored over a newer one) would make
+/// the chat reuse sequence numbers: restoring refuses it.
+#[test]
+fn a_state_record_older_than_its_outbox_is_refused() {
+    use secretchat_engine::protocol::chat::snapshot::RestoreError;
+    let mut p = pair(144);
+    p.core_sends("one");
+    let old = p.core.snapshot();
+    p.core_sends("two");
+    let new = p.core.snapshot();
+    let outbox: Vec<_> = (0..2)
+        .map(|raw| (raw, p.core.outbox_entry(raw).unwrap().clone()))
+        .collect();
+    let mut rng = StdRng::seed_from_u64(3);
+    let restore = |record: &[u8], rng: &mut StdRng| {
+        ChatCore::restore(
+            harness::test_config(),
+            record,
+            outbox.clone(),
+            vec![],
+            |_, _| Some(harness::dh()),
+            p.now,
+            rng,
+        )
+    };
+    assert!(restore(&new, &mut rng).is_ok());
+    assert!(matches!(
+        restore(&old, &mut rng),
+        Err(RestoreError::RolledBack { outbox: 1, sent: 1 })
+    ));
+}
+
+/// A step that destroys a secret says so in its Persist (the store then erases the earlier
+/// copies of the record); an ordinary step does not.
+#[test]
+fn steps_that_destroy_a_secret_say_so() {
+    let dropped = |a: &[Action]| {
+        a.iter().find_map(|a| match a {
+            Action::Persist(p) => Some(p.secrets_dropped),
+            _ => None,
+        })
+    };
+    let mut p = pair(144);
+    let a = p.feed(Event::Command(Command::Send(Box::new(Outgoing::text(
+        1, "hi",
+    )))));
+    assert_eq!(dropped(&a), Some(false));
+    // A re-key started holds a new exponent: nothing destroyed yet.
+    let a = p.feed(Event::Command(Command::Rekey));
+    assert_ne!(dropped(&a), Some(true));
+    let a = p.feed(Event::Command(Command::Close {
+        delete_history: false,
+    }));
+    assert_eq!(dropped(&a), Some(true), "{a:?}");
+}

@@ -139,6 +139,7 @@ fn at_rest_sealing_hides_state_and_refuses_the_wrong_key() {
     let opts = |k: u8| StoreOptions {
         durability: Durability::Sync,
         at_rest_key: Some([k; 32]),
+        ..StoreOptions::default()
     };
     {
         let s = Store::open(dir.path(), opts(1)).unwrap();
@@ -161,9 +162,14 @@ fn at_rest_sealing_hides_state_and_refuses_the_wrong_key() {
         found |= bytes.windows(12).any(|w| w == b"super secret");
     }
     assert!(!found, "plaintext state on disk");
-    let s = Store::open(dir.path(), opts(2)).unwrap();
-    assert!(matches!(s.load_chat(1, 3), Err(StoreError::Corrupt(_))));
-    assert!(s.inbox().is_err());
+    assert!(matches!(
+        Store::open(dir.path(), opts(2)),
+        Err(StoreError::WrongAtRestKey)
+    ));
+    assert!(matches!(
+        Store::open(dir.path(), StoreOptions::default()),
+        Err(StoreError::WrongAtRestKey)
+    ));
 }
 
 #[tokio::test]
@@ -176,6 +182,7 @@ async fn group_commit_makes_writes_durable_within_the_interval() {
                 interval: Duration::from_millis(5),
             },
             at_rest_key: None,
+            ..StoreOptions::default()
         },
     )
     .unwrap();
@@ -234,4 +241,193 @@ fn several_steps_in_one_write_apply_in_order() {
     assert_eq!(c.state, b"after three steps");
     assert_eq!(c.outbox.iter().map(|(r, _)| *r).collect::<Vec<_>>(), [2]);
     assert_eq!(s.handle_of(1, 503).unwrap(), Some(3));
+}
+
+fn sealed_opts(k: u8) -> StoreOptions {
+    StoreOptions {
+        durability: Durability::Sync,
+        at_rest_key: Some([k; 32]),
+        ..StoreOptions::default()
+    }
+}
+
+/// Every file of the data directory, whole.
+fn files_of(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+fn appears(dir: &std::path::Path, needle: &[u8]) -> bool {
+    files_of(dir)
+        .iter()
+        .any(|(_, b)| b.windows(needle.len()).any(|w| w == needle))
+}
+
+/// The database's column families, opened without the store (an attacker's view).
+fn raw_db(dir: &std::path::Path) -> rocksdb::DB {
+    let cfs = ["meta", "chats", "chat_index", "outbox", "waiting", "inbox"];
+    rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, cfs).unwrap()
+}
+
+#[test]
+fn a_sealed_record_does_not_open_in_another_place() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), sealed_opts(1)).unwrap();
+        write(&s, 3, b"state of chat three", &Persist::default(), &[]);
+        write(&s, 4, b"state of chat four", &Persist::default(), &[]);
+    }
+    {
+        // Chat 3's sealed state record copied over chat 4's.
+        let db = raw_db(dir.path());
+        let chats = db.cf_handle("chats").unwrap();
+        let key = |h: u64| [1u64.to_be_bytes(), h.to_be_bytes()].concat();
+        let three = db.get_cf(chats, key(3)).unwrap().unwrap();
+        db.put_cf(chats, key(4), three).unwrap();
+    }
+    let s = Store::open(dir.path(), sealed_opts(1)).unwrap();
+    assert_eq!(
+        s.load_chat(1, 3).unwrap().unwrap().state,
+        b"state of chat three"
+    );
+    assert!(
+        matches!(s.load_chat(1, 4), Err(StoreError::Corrupt("chats"))),
+        "a record moved to another chat opened"
+    );
+}
+
+#[test]
+fn metadata_is_sealed_and_authenticated() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), sealed_opts(1)).unwrap();
+        // What a file transfer's progress record holds: the file key and the caption.
+        s.put_meta_lazy(b"upload/1/7", b"file key and caption bytes")
+            .unwrap();
+        s.set_dh_config(1, 3, 7, b"the prime bytes").unwrap();
+        s.flush().unwrap();
+    }
+    assert!(!appears(dir.path(), b"file key and caption"));
+    assert!(!appears(dir.path(), b"the prime bytes"));
+    {
+        let db = raw_db(dir.path());
+        let meta = db.cf_handle("meta").unwrap();
+        let mut v = db.get_cf(meta, b"upload/1/7").unwrap().unwrap();
+        let last = v.len() - 1;
+        v[last] ^= 1;
+        db.put_cf(meta, b"upload/1/7", v).unwrap();
+    }
+    let s = Store::open(dir.path(), sealed_opts(1)).unwrap();
+    assert!(matches!(
+        s.get_meta(b"upload/1/7"),
+        Err(StoreError::Corrupt("meta"))
+    ));
+    assert_eq!(s.dh_config(1).unwrap().unwrap().2, b"the prime bytes");
+}
+
+/// The largest message the protocol accepts (1 MiB of payload) can be stored sealed, waiting
+/// behind a hole and as an inbox event; so can a state record holding early messages.
+#[test]
+fn the_largest_accepted_message_can_be_stored_sealed() {
+    use secretchat_engine::crypto::message::MAX_PAYLOAD;
+    use secretchat_engine::protocol::chat::WaitingEntry;
+    use secretchat_engine::protocol::layer::text_message;
+    use secretchat_schema::e2e::types::DecryptedMessageLayer;
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), sealed_opts(1)).unwrap();
+    let text = "x".repeat(MAX_PAYLOAD - 64);
+    let message = text_message(144, 9, 0, text.clone(), vec![]);
+    let waiting = WaitingEntry {
+        layer: DecryptedMessageLayer {
+            random_bytes: vec![0; 15],
+            layer: 144,
+            in_seq_no: 0,
+            out_seq_no: 5,
+            message: message.clone(),
+        },
+        file: None,
+        resend_done: false,
+    };
+    let state = vec![7u8; 2 * MAX_PAYLOAD];
+    let p = Persist {
+        waiting_put: vec![(2, waiting)],
+        ..Persist::default()
+    };
+    let event = AppEvent::Message {
+        message: Box::new(message),
+        file: None,
+    };
+    write(&s, 3, &state, &p, &[event]);
+    let chat = s.load_chat(1, 3).unwrap().unwrap();
+    assert_eq!(chat.state.len(), state.len());
+    assert_eq!(chat.waiting.len(), 1);
+    assert_eq!(s.inbox().unwrap().len(), 1);
+}
+
+/// Erasure: after a step that destroyed a key, every earlier version of the chat's record
+/// leaves the write-ahead log and the table files. The control: before the pass the old key is
+/// on disk (in both, here).
+#[test]
+fn a_destroyed_key_is_gone_from_every_file_after_erasure() {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let mut old_key = [0u8; 256];
+    let mut new_key = [0u8; 256];
+    rng.fill_bytes(&mut old_key);
+    rng.fill_bytes(&mut new_key);
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        dir.path(),
+        StoreOptions {
+            durability: Durability::Sync,
+            // Only the explicit pass below runs in this test.
+            erase_keys_within: Duration::from_secs(3600),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let state = |key: &[u8], n: u8| [&b"state"[..], key, &[n]].concat();
+    write(&s, 3, &state(&old_key, 1), &Persist::default(), &[]);
+    s.flush().unwrap();
+    write(&s, 3, &state(&old_key, 2), &Persist::default(), &[]);
+    write(&s, 4, b"another chat", &Persist::default(), &[]);
+    let rekeyed = Persist {
+        secrets_dropped: true,
+        ..Persist::default()
+    };
+    write(&s, 3, &state(&new_key, 3), &rekeyed, &[]);
+    assert!(
+        appears(dir.path(), &old_key),
+        "control: the old key is on disk"
+    );
+    assert_eq!(s.secrets_to_erase(), 1);
+    assert_eq!(s.erase_dropped_secrets().unwrap(), 1);
+    assert_eq!(s.secrets_to_erase(), 0);
+    assert!(
+        !appears(dir.path(), &old_key),
+        "the old key is still on disk"
+    );
+    assert!(appears(dir.path(), &new_key));
+    assert_eq!(
+        s.load_chat(1, 3).unwrap().unwrap().state,
+        state(&new_key, 3)
+    );
+    assert_eq!(s.load_chat(1, 4).unwrap().unwrap().state, b"another chat");
+    // A closed chat's keys go the same way.
+    write(&s, 4, &state(&new_key, 4), &Persist::default(), &[]);
+    let closed = Persist {
+        closed: true,
+        ..Persist::default()
+    };
+    write(&s, 4, b"closed", &closed, &[]);
+    assert_eq!(s.erase_dropped_secrets().unwrap(), 1);
+    assert!(!appears(dir.path(), &state(&new_key, 4)));
 }

@@ -45,6 +45,11 @@ pub enum SessionError {
         /// Where the peer's messages under the current key begin.
         switch: u32,
     },
+    /// A message arrived before the key was agreed and the queue for such messages is full
+    /// ([`MAX_EARLY`](crate::protocol::chat::MAX_EARLY) messages or
+    /// [`MAX_EARLY_BYTES`](crate::protocol::chat::MAX_EARLY_BYTES)).
+    #[error("too many messages before the key is agreed")]
+    EarlyFull,
     /// A message was to be sealed under a key this session no longer holds.
     #[error("the key is no longer held")]
     KeyNotHeld,

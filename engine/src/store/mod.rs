@@ -15,6 +15,8 @@
 //! waiting messages, inbox events) are sealed with [`cipher::RecordCipher`].
 
 pub mod cipher;
+mod erase;
+mod migrate;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,8 +31,14 @@ use sha2::{Digest, Sha256};
 use crate::protocol::chat::{AppEvent, OutboxEntry, Persist, WaitingEntry};
 use cipher::RecordCipher;
 
-/// The on-disk schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The on-disk schema version this build writes. Version 1 sealed only chat state, waiting
+/// messages and inbox events, with a cipher not bound to the record's place; version 2 seals
+/// every value but the schema version (`migrate.rs` converts on open).
+pub const SCHEMA_VERSION: u32 = 2;
+/// The `meta` key of the schema version (stored unsealed).
+const SCHEMA_KEY: &[u8] = b"schema_version";
+/// The `meta` key of the record that proves the at-rest key (present only in sealed databases).
+const AT_REST_CHECK: &[u8] = b"at_rest_check";
 
 const CFS: [&str; 6] = ["meta", "chats", "chat_index", "outbox", "waiting", "inbox"];
 /// All memtables together (RocksDB's default is 64 MiB × 2 per column family: up to 768 MiB).
@@ -59,19 +67,38 @@ pub enum Durability {
 }
 
 /// How to open a store.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// Durability mode.
     pub durability: Durability,
-    /// Seal key material and plaintext at rest with this application key.
+    /// Seal every record at rest with this application key (XChaCha20-Poly1305, bound to the
+    /// record's place; see [`cipher`]).
     pub at_rest_key: Option<[u8; 32]>,
+    /// A destroyed key (an old key after a re-key, the keys of a closed chat) is gone from
+    /// every file of the database within this time (the default: 60 s). See
+    /// [`Store::erase_dropped_secrets`].
+    pub erase_keys_within: Duration,
 }
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::default(),
+            at_rest_key: None,
+            erase_keys_within: DEFAULT_ERASE_WITHIN,
+        }
+    }
+}
+
+/// [`StoreOptions::erase_keys_within`] by default.
+pub const DEFAULT_ERASE_WITHIN: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for StoreOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreOptions")
             .field("durability", &self.durability)
             .field("at_rest_key", &self.at_rest_key.map(|_| "<redacted>"))
+            .field("erase_keys_within", &self.erase_keys_within)
             .finish()
     }
 }
@@ -91,7 +118,11 @@ pub enum StoreError {
         /// The version found.
         found: u32,
     },
-    /// A record is corrupt (or sealed with another at-rest key).
+    /// The database was sealed with another at-rest key, or with one while none was given, or
+    /// without one while one was given.
+    #[error("the at-rest key does not match the database's")]
+    WrongAtRestKey,
+    /// A record is corrupt, was altered, or was moved from where it was written.
     #[error("corrupt record in {0}")]
     Corrupt(&'static str),
 }
@@ -172,6 +203,12 @@ pub struct Store {
     /// waits for are flushed to the file at once ([`Store::write_now`]), so they survive a
     /// process crash as before.
     manual_wal: bool,
+    /// Chats (account ‖ handle) that destroyed a secret since the last erasure pass.
+    erase_pending: std::sync::Mutex<std::collections::BTreeSet<Vec<u8>>>,
+    /// Held by the erasure pass in progress.
+    erasing: std::sync::Mutex<()>,
+    /// Erasure passes done.
+    erasures: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -211,6 +248,11 @@ impl Store {
         opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
         opts.set_max_total_wal_size(MAX_WAL_BYTES);
         opts.set_max_background_jobs(2);
+        // Old log files are deleted, never archived or reused (they hold old versions of
+        // records, keys among them: erase.rs).
+        opts.set_recycle_log_file_num(0);
+        opts.set_wal_ttl_seconds(0);
+        opts.set_wal_size_limit_mb(0);
         let cfs = CFS.iter().map(|n| {
             let mut o = Options::default();
             o.set_write_buffer_size(MEMTABLE_BYTES);
@@ -231,20 +273,32 @@ impl Store {
             written: AtomicU64::new(0),
             synced,
             manual_wal,
+            erase_pending: std::sync::Mutex::default(),
+            erasing: std::sync::Mutex::default(),
+            erasures: AtomicU64::new(0),
         };
-        match store.meta(b"schema_version")? {
-            Some(v) => {
-                let found = v
-                    .get(..4)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_be_bytes)
-                    .ok_or(StoreError::Corrupt("meta"))?;
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::NewerSchema { found });
-                }
-            }
-            None => store.put_meta(b"schema_version", &SCHEMA_VERSION.to_be_bytes())?,
+        // The schema version is the one value never sealed: it says how to read the rest.
+        let stored = store.db.get_cf(store.cf("meta"), SCHEMA_KEY)?;
+        let fresh = stored.is_none();
+        let found = match stored {
+            Some(v) => v
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .ok_or(StoreError::Corrupt("meta"))?,
+            None => SCHEMA_VERSION,
+        };
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema { found });
         }
+        let migrated = found < SCHEMA_VERSION;
+        if migrated {
+            store.migrate(found)?;
+        }
+        store.check_at_rest_key(fresh || migrated)?;
+        let mut b = WriteBatch::default();
+        b.put_cf(store.cf("meta"), SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes());
+        store.write_now(b, true)?;
         if let Some(v) = store.meta(b"next_handle")? {
             store.next_handle.store(
                 u64_of(&v).ok_or(StoreError::Corrupt("meta"))?,
@@ -280,7 +334,26 @@ impl Store {
                 .spawn(move || group_commit(weak, interval))
                 .map_err(|_| StoreError::Corrupt("thread"))?;
         }
+        let weak = Arc::downgrade(&store);
+        let within = options.erase_keys_within.max(Duration::from_millis(10));
+        std::thread::Builder::new()
+            .name("secretchat-key-erasure".into())
+            .spawn(move || erase::erasure_loop(weak, within))
+            .map_err(|_| StoreError::Corrupt("thread"))?;
         Ok(store)
+    }
+
+    /// Checks that the database was sealed with this store's at-rest key, or that both have
+    /// none: a sealed record under `meta/at_rest_check` says which. A new (or just migrated)
+    /// database gets the record.
+    fn check_at_rest_key(&self, new: bool) -> Result<(), StoreError> {
+        let found = self.db.get_cf(self.cf("meta"), AT_REST_CHECK)?;
+        match (&self.cipher, found) {
+            (Some(c), Some(v)) if c.open("meta", AT_REST_CHECK, &v).is_some() => Ok(()),
+            (None, None) => Ok(()),
+            (Some(_), None) if new => self.put_meta(AT_REST_CHECK, AT_REST_CHECK),
+            _ => Err(StoreError::WrongAtRestKey),
+        }
     }
 
     #[allow(clippy::expect_used)]
@@ -292,7 +365,20 @@ impl Store {
     }
 
     fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.cf("meta"), key)?)
+        self.get("meta", key)
+    }
+
+    /// The value of `key` in `cf`, opened.
+    fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.db.get_cf(self.cf(cf), key)? {
+            Some(v) => Ok(Some(self.open_sealed(cf, key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Puts `plain` as the value of `key` in `cf`, sealed when there is an at-rest key.
+    fn put(&self, b: &mut WriteBatch, cf: &'static str, key: &[u8], plain: &[u8]) {
+        b.put_cf(self.cf(cf), key, self.seal(cf, key, plain));
     }
 
     /// A write whose dependants wait for its [`Ticket`] ([`Store::synced`]).
@@ -340,7 +426,7 @@ impl Store {
     /// RocksDB errors.
     pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
-        b.put_cf(self.cf("meta"), key, value);
+        self.put(&mut b, "meta", key, value);
         self.write_now(b, true)?;
         Ok(())
     }
@@ -352,7 +438,7 @@ impl Store {
     /// RocksDB errors.
     pub fn put_meta_lazy(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
-        b.put_cf(self.cf("meta"), key, value);
+        self.put(&mut b, "meta", key, value);
         self.write_now(b, false)?;
         Ok(())
     }
@@ -391,7 +477,8 @@ impl Store {
             if !k.starts_with(prefix) {
                 break;
             }
-            out.push((k.to_vec(), v.to_vec()));
+            let v = self.open_sealed("meta", &k, &v)?;
+            out.push((k.to_vec(), v));
         }
         Ok(out)
     }
@@ -433,15 +520,12 @@ impl Store {
     pub fn write_new_chats(&self, chats: &[NewChat]) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
         for c in chats {
-            b.put_cf(
-                self.cf("chats"),
-                chat_key(c.account, c.handle),
-                self.seal(&c.state)?,
-            );
-            b.put_cf(
-                self.cf("chat_index"),
-                cat(&[&c.account.to_be_bytes(), &c.chat_id.to_be_bytes()]),
-                c.handle.to_be_bytes(),
+            self.put(&mut b, "chats", &chat_key(c.account, c.handle), &c.state);
+            self.put(
+                &mut b,
+                "chat_index",
+                &index_key(c.account, c.chat_id),
+                &c.handle.to_be_bytes(),
             );
         }
         self.write_now(b, self.durability != Durability::Buffered)?;
@@ -456,30 +540,38 @@ impl Store {
     pub fn write_chat(&self, w: &ChatWrite<'_>) -> Result<(Ticket, Vec<u64>), StoreError> {
         let key = chat_key(w.account, w.handle);
         let mut b = WriteBatch::default();
-        b.put_cf(self.cf("chats"), &key, self.seal(w.state)?);
+        self.put(&mut b, "chats", &key, w.state);
         if w.chat_id != 0 {
-            b.put_cf(
-                self.cf("chat_index"),
-                cat(&[&w.account.to_be_bytes(), &w.chat_id.to_be_bytes()]),
-                w.handle.to_be_bytes(),
+            self.put(
+                &mut b,
+                "chat_index",
+                &index_key(w.account, w.chat_id),
+                &w.handle.to_be_bytes(),
             );
         }
         for p in w.persist {
             self.put_persist(&mut b, &key, p)?;
         }
+
         let mut seqs = Vec::with_capacity(w.events.len());
         for e in w.events {
             let seq = self.next_inbox_seq()?;
             let rec = e
                 .to_record(w.account, w.handle)
                 .map_err(|_| StoreError::Corrupt("inbox"))?;
-            b.put_cf(self.cf("inbox"), seq.to_be_bytes(), self.seal(&rec)?);
+            self.put(&mut b, "inbox", &seq.to_be_bytes(), &rec);
             seqs.push(seq);
         }
         if let Some(qts) = w.qts {
-            b.put_cf(self.cf("meta"), qts_key(w.account), qts.to_be_bytes());
+            self.put(&mut b, "meta", &qts_key(w.account), &qts.to_be_bytes());
         }
-        Ok((self.write(b)?, seqs))
+        let ticket = self.write(b)?;
+        // Noted once written: an erasure pass before this write would have left the version
+        // it replaces.
+        if w.persist.iter().any(|p| p.secrets_dropped || p.closed) {
+            self.note_secrets_dropped(key);
+        }
+        Ok((ticket, seqs))
     }
 
     /// One step's outbox/waiting changes, in the order they happened.
@@ -495,15 +587,11 @@ impl Store {
         }
         for (raw, e) in &p.outbox_put {
             let v = e.to_bytes().map_err(|_| StoreError::Corrupt("outbox"))?;
-            b.put_cf(self.cf("outbox"), cat(&[key, &raw.to_be_bytes()]), v);
+            self.put(b, "outbox", &cat(&[key, &raw.to_be_bytes()]), &v);
         }
         for (raw, e) in &p.waiting_put {
             let v = e.to_bytes().map_err(|_| StoreError::Corrupt("waiting"))?;
-            b.put_cf(
-                self.cf("waiting"),
-                cat(&[key, &raw.to_be_bytes()]),
-                self.seal(&v)?,
-            );
+            self.put(b, "waiting", &cat(&[key, &raw.to_be_bytes()]), &v);
         }
         for raw in &p.waiting_done {
             b.delete_cf(self.cf("waiting"), cat(&[key, &raw.to_be_bytes()]));
@@ -517,16 +605,16 @@ impl Store {
     /// RocksDB errors, [`StoreError::Corrupt`].
     pub fn load_chat(&self, account: u64, handle: u64) -> Result<Option<StoredChat>, StoreError> {
         let key = chat_key(account, handle);
-        let Some(state) = self.db.get_cf(self.cf("chats"), &key)? else {
+        let Some(state) = self.get("chats", &key)? else {
             return Ok(None);
         };
-        let state = self.open_sealed(&state, "chats")?;
         let mut out = StoredChat {
             state,
             ..StoredChat::default()
         };
         for item in self.scan("outbox", &key) {
             let (raw, v) = item?;
+            let v = self.open_sealed("outbox", &cat(&[&key, &raw.to_be_bytes()]), &v)?;
             out.outbox.push((
                 raw,
                 OutboxEntry::from_bytes(&v).map_err(|_| StoreError::Corrupt("outbox"))?,
@@ -534,7 +622,7 @@ impl Store {
         }
         for item in self.scan("waiting", &key) {
             let (raw, v) = item?;
-            let v = self.open_sealed(&v, "waiting")?;
+            let v = self.open_sealed("waiting", &cat(&[&key, &raw.to_be_bytes()]), &v)?;
             out.waiting.push((
                 raw,
                 WaitingEntry::from_bytes(&v).map_err(|_| StoreError::Corrupt("waiting"))?,
@@ -571,10 +659,11 @@ impl Store {
     /// RocksDB errors.
     pub fn index_chat(&self, account: u64, chat_id: i32, handle: u64) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
-        b.put_cf(
-            self.cf("chat_index"),
-            cat(&[&account.to_be_bytes(), &chat_id.to_be_bytes()]),
-            handle.to_be_bytes(),
+        self.put(
+            &mut b,
+            "chat_index",
+            &index_key(account, chat_id),
+            &handle.to_be_bytes(),
         );
         self.write_now(b, self.durability == Durability::Sync)?;
         Ok(())
@@ -596,11 +685,10 @@ impl Store {
     /// # Errors
     /// RocksDB errors.
     pub fn handle_of(&self, account: u64, chat_id: i32) -> Result<Option<u64>, StoreError> {
-        let k = cat(&[&account.to_be_bytes(), &chat_id.to_be_bytes()]);
-        Ok(self
-            .db
-            .get_cf(self.cf("chat_index"), k)?
-            .and_then(|v| u64_of(&v)))
+        match self.get("chat_index", &index_key(account, chat_id))? {
+            Some(v) => Ok(Some(u64_of(&v).ok_or(StoreError::Corrupt("chat_index"))?)),
+            None => Ok(None),
+        }
     }
 
     /// Handles of every chat of `account` (for listing; not used on open).
@@ -689,7 +777,7 @@ impl Store {
     /// RocksDB errors.
     pub fn set_qts(&self, account: u64, qts: i32) -> Result<Ticket, StoreError> {
         let mut b = WriteBatch::default();
-        b.put_cf(self.cf("meta"), qts_key(account), qts.to_be_bytes());
+        self.put(&mut b, "meta", &qts_key(account), &qts.to_be_bytes());
         self.write_now(b, self.durability == Durability::Sync)
     }
 
@@ -702,7 +790,7 @@ impl Store {
         for item in self.db.iterator_cf(self.cf("inbox"), IteratorMode::Start) {
             let (k, v) = item?;
             let seq = u64_of(&k).ok_or(StoreError::Corrupt("inbox"))?;
-            let v = self.open_sealed(&v, "inbox")?;
+            let v = self.open_sealed("inbox", &k, &v)?;
             let (account, handle, e) =
                 AppEvent::from_record(&v).map_err(|_| StoreError::Corrupt("inbox"))?;
             out.push((seq, account, handle, e));
@@ -797,18 +885,21 @@ impl Store {
             .unwrap_or(0)
     }
 
-    fn seal(&self, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+    /// `plain` as stored under `key` in `cf`: sealed when there is an at-rest key.
+    fn seal(&self, cf: &'static str, key: &[u8], plain: &[u8]) -> Vec<u8> {
         match &self.cipher {
-            Some(c) => c
-                .seal(plain)
-                .ok_or(StoreError::Corrupt("record too large to seal")),
-            None => Ok(plain.to_vec()),
+            Some(c) => c.seal(cf, key, plain),
+            None => plain.to_vec(),
         }
     }
 
-    fn open_sealed(&self, v: &[u8], what: &'static str) -> Result<Vec<u8>, StoreError> {
+    /// A stored value of `key` in `cf`, opened and authenticated.
+    fn open_sealed(&self, cf: &'static str, key: &[u8], v: &[u8]) -> Result<Vec<u8>, StoreError> {
         match &self.cipher {
-            Some(c) => c.open(v).ok_or(StoreError::Corrupt(what)),
+            Some(c) => c
+                .open(cf, key, v)
+                .map(|mut z| std::mem::take(&mut *z))
+                .ok_or(StoreError::Corrupt(cf)),
             None => Ok(v.to_vec()),
         }
     }
@@ -819,6 +910,10 @@ impl Store {
         self.synced.send_replace(upto);
         Ok(())
     }
+}
+
+fn index_key(account: u64, chat_id: i32) -> Vec<u8> {
+    cat(&[&account.to_be_bytes(), &chat_id.to_be_bytes()])
 }
 
 fn qts_key(account: u64) -> Vec<u8> {

@@ -24,6 +24,7 @@ pub fn config() -> EngineConfig {
         store: StoreOptions {
             durability: Durability::Buffered,
             at_rest_key: None,
+            ..StoreOptions::default()
         },
         dh_threads: 2,
         file_threads: 2,

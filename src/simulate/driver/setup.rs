@@ -71,6 +71,7 @@ pub(super) fn engine_config(opts: &SimulateOptions) -> EngineConfig {
         store: StoreOptions {
             durability: opts.durability,
             at_rest_key: None,
+            ..StoreOptions::default()
         },
         ack_interval: Duration::from_millis(50),
         difference_interval: Duration::from_millis(500),

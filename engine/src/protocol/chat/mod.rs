@@ -36,6 +36,9 @@ use secretchat_schema::e2e::types as e2e;
 
 /// Most incoming messages held while the key is not agreed yet.
 pub const MAX_EARLY: usize = 64;
+/// Most bytes of incoming messages held while the key is not agreed yet: room for two of the
+/// longest messages (they are part of the state record, written at every step until then).
+pub const MAX_EARLY_BYTES: usize = 2 * crate::crypto::message::MAX_WIRE;
 
 /// Tunables; the defaults suit a real network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,6 +272,32 @@ impl std::fmt::Debug for ChatCore {
     }
 }
 
+/// Names of the secrets a chat holds (at most the current key, the retained old keys, a
+/// pending key and a DH exponent), to tell whether a step destroyed one.
+#[derive(Default)]
+struct HeldSecrets {
+    ids: [i64; 8],
+    len: usize,
+}
+
+impl HeldSecrets {
+    fn add(&mut self, id: i64) {
+        if let Some(slot) = self.ids.get_mut(self.len) {
+            *slot = id;
+            self.len += 1;
+        }
+    }
+
+    fn ids(&self) -> &[i64] {
+        &self.ids[..self.len]
+    }
+
+    /// Whether something held `before` is gone now.
+    fn lost_any_of(&self, before: &HeldSecrets) -> bool {
+        before.ids().iter().any(|id| !self.ids().contains(id))
+    }
+}
+
 /// The actions of one step, with the changes to persist first.
 struct Out {
     actions: Vec<Action>,
@@ -428,6 +457,7 @@ impl ChatCore {
     /// Handles one event at time `now`, drawing randomness from `rng`.
     pub fn handle(&mut self, event: Event, now: Millis, rng: &mut impl RngCore) -> Vec<Action> {
         let mut out = Out::new();
+        let held = self.held_secrets();
         if !matches!(self.phase, Phase::Closed(_)) {
             match event {
                 Event::DhConfig { params, random } => {
@@ -445,7 +475,34 @@ impl ChatCore {
             // is classified (a hole it revealed keeps them).
             self.discard_previous_if_wanted();
         }
+        out.persist.secrets_dropped = self.held_secrets().lost_any_of(&held);
         out.finish()
+    }
+
+    /// The secrets the chat holds: keys by fingerprint, DH exponents by their exchange.
+    fn held_secrets(&self) -> HeldSecrets {
+        let mut held = HeldSecrets::default();
+        if let Some(s) = &self.session {
+            held.add(s.key().fingerprint());
+            for k in s.previous_keys() {
+                held.add(k.fingerprint());
+            }
+        }
+        match &self.rekey {
+            Rekey::Starting { exchange_id, .. } | Rekey::Requested { exchange_id, .. } => {
+                held.add(!*exchange_id);
+            }
+            Rekey::Accepted { new_key, .. } => held.add(new_key.fingerprint()),
+            _ => {}
+        }
+        match &self.phase {
+            Phase::OriginatorPublic { .. }
+            | Phase::OriginatorWaiting { .. }
+            | Phase::OriginatorKey { .. } => held.add(i64::MIN),
+            Phase::ParticipantAccepting { key, .. } => held.add(key.fingerprint()),
+            _ => {}
+        }
+        held
     }
 
     /// The chat's server id (0 until the server assigned one).

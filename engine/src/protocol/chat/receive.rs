@@ -5,7 +5,10 @@ use rand_core::RngCore;
 use secretchat_schema::api::enums as api;
 use secretchat_schema::e2e::enums;
 
-use super::{Action, AppEvent, ChatCore, CloseReason, MAX_EARLY, Millis, Out, Phase, WaitingEntry};
+use super::{
+    Action, AppEvent, ChatCore, CloseReason, MAX_EARLY, MAX_EARLY_BYTES, Millis, Out, Phase,
+    WaitingEntry,
+};
 use crate::crypto::message;
 use crate::protocol::gaps::{GapError, Queued};
 use crate::protocol::layer::{Observed, Payload};
@@ -21,6 +24,13 @@ impl ChatCore {
         rng: &mut impl RngCore,
         out: &mut Out,
     ) {
+        if wire.len() > message::MAX_WIRE {
+            // Refused before it is held anywhere (the early queue, the state record).
+            out.push(Action::Rejected(SessionError::Crypto(
+                crate::crypto::CryptoError::BadWireLength { len: wire.len() },
+            )));
+            return;
+        }
         match self.phase {
             Phase::Ready => {}
             Phase::Closed(_) => return,
@@ -35,11 +45,12 @@ impl ChatCore {
             }
             _ => {
                 // The peer may write before our key is computed (updates are not ordered).
-                if self.early.len() < MAX_EARLY {
+                let held: usize = self.early.iter().map(|(w, _)| w.len()).sum();
+                if self.early.len() < MAX_EARLY && held + wire.len() <= MAX_EARLY_BYTES {
                     self.early.push((wire, file));
                     out.dirty = true;
                 } else {
-                    out.push(Action::Rejected(SessionError::NoEnvelope));
+                    out.push(Action::Rejected(SessionError::EarlyFull));
                 }
                 return;
             }

@@ -51,6 +51,16 @@ pub enum RestoreError {
     /// A field is out of range.
     #[error("corrupt chat record: bad {0}")]
     Field(&'static str),
+    /// The outbox holds a message the state record has not counted: the record is older than
+    /// the rest of the chat's data (restored from an old copy, or rolled back on purpose).
+    /// Going on would reuse sequence numbers.
+    #[error("chat record rolled back: outbox holds message {outbox}, the record counts {sent}")]
+    RolledBack {
+        /// The outgoing message's raw position.
+        outbox: u32,
+        /// Messages the record says were sent.
+        sent: u32,
+    },
     /// The record names DH parameters the caller does not have.
     #[error("DH parameters of the chat are not available")]
     NoDhParams,
@@ -368,7 +378,10 @@ impl ChatCore {
                 out.push(Action::ArmTimer { timer: *t, at });
             }
         }
-        if s.early.len() != s.early_files.len() || s.early.len() > super::MAX_EARLY {
+        if s.early.len() != s.early_files.len()
+            || s.early.len() > super::MAX_EARLY
+            || s.early.iter().map(Vec::len).sum::<usize>() > super::MAX_EARLY_BYTES
+        {
             return Err(RestoreError::Field("early"));
         }
         for (wire, file) in s.early.drain(..).zip(&s.early_files) {
@@ -386,6 +399,12 @@ impl ChatCore {
                     enums::DecryptedMessage::Service23(s) => PendingSend::Action(s.action),
                     _ => return Err(RestoreError::Field("pending")),
                 });
+        }
+        // Every stored outgoing message was counted by the state written with it: one the
+        // state does not know means the state record is older than the outbox (rolled back).
+        let sent = core.session.as_ref().map_or(0, |s| s.seq().parts().0);
+        if let Some((raw, _)) = outbox.iter().find(|(raw, _)| *raw >= sent) {
+            return Err(RestoreError::RolledBack { outbox: *raw, sent });
         }
         core.outbox = super::outbox::Outbox::from_entries(outbox);
         let mut queue = WaitingQueue::default();

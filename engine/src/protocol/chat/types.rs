@@ -256,6 +256,10 @@ pub struct Persist {
     pub waiting_done: Vec<u32>,
     /// The chat was closed: drop its keys, outbox and waiting queue.
     pub closed: bool,
+    /// The step destroyed a key or a DH exponent (a re-key finished, an old key went, the chat
+    /// closed): earlier copies of the state record must go from disk too (pfs.md: old keys
+    /// "cannot be reconstructed").
+    pub secrets_dropped: bool,
 }
 
 impl Persist {

@@ -1,0 +1,115 @@
+//! Converting a database written by an earlier schema version, on open.
+
+use rocksdb::{IteratorMode, WriteBatch};
+
+use super::{CFS, SCHEMA_KEY, Store, StoreError};
+
+/// Records written per batch while migrating.
+const BATCH: usize = 1024;
+
+/// Column families whose values version 1 sealed (the others it stored as they are).
+const SEALED_IN_V1: [&str; 3] = ["chats", "waiting", "inbox"];
+
+impl Store {
+    /// Brings a database at schema version `from` to the current one. Without an at-rest key
+    /// the layout is unchanged. With one, every value is sealed in the current format, bound
+    /// to its place: values version 1 sealed are opened with its cipher, the others sealed as
+    /// they are. A value that already opens in the current format is left alone, so a
+    /// migration cut short by a crash resumes where it stopped.
+    pub(super) fn migrate(&self, from: u32) -> Result<(), StoreError> {
+        if from != 1 {
+            return Err(StoreError::Corrupt("unknown schema version"));
+        }
+        let Some(cipher) = &self.cipher else {
+            return Ok(());
+        };
+        for cf in CFS {
+            let mut batch = WriteBatch::default();
+            let mut n = 0;
+            for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+                let (k, v) = item?;
+                if (cf == "meta" && &*k == SCHEMA_KEY) || cipher.open(cf, &k, &v).is_some() {
+                    continue;
+                }
+                let plain = if SEALED_IN_V1.contains(&cf) {
+                    cipher.open_legacy(&v).ok_or(StoreError::Corrupt(cf))?
+                } else {
+                    zeroize::Zeroizing::new(v.to_vec())
+                };
+                batch.put_cf(self.cf(cf), &k, cipher.seal(cf, &k, &plain));
+                n += 1;
+                if n % BATCH == 0 {
+                    self.write_now(std::mem::take(&mut batch), true)?;
+                }
+            }
+            self.write_now(batch, true)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::cipher::{RecordCipher, seal_legacy};
+    use super::super::*;
+
+    /// A version-1 database with an at-rest key: chat state sealed the old way, outbox and
+    /// metadata as they were. After opening, everything reads back and every value is sealed
+    /// in the current format.
+    #[test]
+    fn a_version_1_sealed_database_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = [5u8; 32];
+        let opts = || StoreOptions {
+            durability: Durability::Sync,
+            at_rest_key: Some(key),
+            ..StoreOptions::default()
+        };
+        let chat = chat_key(1, 9);
+        let outbox_key = cat(&[&chat, &0u32.to_be_bytes()]);
+        {
+            // Write what version 1 wrote, through a store without a key (raw values).
+            let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let legacy = RecordCipher::new(&key);
+            let mut b = WriteBatch::default();
+            b.put_cf(s.cf("chats"), &chat, seal_legacy(&legacy, b"old state"));
+            let entry = OutboxEntry {
+                random_id: 1,
+                wire: vec![1; 40],
+                in_seq_no: 0,
+                out_seq_no: 1,
+                service: false,
+                file: None,
+                silent: false,
+            };
+            b.put_cf(s.cf("outbox"), &outbox_key, entry.to_bytes().unwrap());
+            b.put_cf(s.cf("meta"), b"next_handle", 10u64.to_be_bytes());
+            b.put_cf(s.cf("meta"), SCHEMA_KEY, 1u32.to_be_bytes());
+            s.write_now(b, true).unwrap();
+        }
+        let s = Store::open(dir.path(), opts()).unwrap();
+        let c = s.cipher.as_ref().unwrap();
+        let raw = |cf: &str, k: &[u8]| s.db.get_cf(s.cf(cf), k).unwrap().unwrap();
+        assert_eq!(
+            c.open("chats", &chat, &raw("chats", &chat))
+                .as_deref()
+                .map(Vec::as_slice),
+            Some(&b"old state"[..])
+        );
+        assert!(
+            c.open("outbox", &outbox_key, &raw("outbox", &outbox_key))
+                .is_some()
+        );
+        assert_eq!(s.new_handle().unwrap(), 10);
+        drop(s);
+        // Open again: nothing left to migrate, the key is checked.
+        let s = Store::open(dir.path(), opts()).unwrap();
+        assert!(s.load_chat(1, 9).unwrap().is_some());
+        drop(s);
+        assert!(matches!(
+            Store::open(dir.path(), StoreOptions::default()),
+            Err(StoreError::WrongAtRestKey)
+        ));
+    }
+}
