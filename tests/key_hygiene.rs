@@ -7,6 +7,10 @@
 //!
 //! The secrets are read from the engine's own store during the run (the chat records hold
 //! the key, its predecessors and the exponents) and from the received file messages.
+//!
+//! The same run with an at-rest key, its database directory read while the engine runs (what
+//! a copy taken then holds): no secret and no message text appears in any file. The control
+//! is the run without a key, where the scan finds both.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
@@ -111,7 +115,7 @@ fn a_full_trace_level_run_logs_no_key_material() {
         .enable_all()
         .build()
         .unwrap();
-    let secrets = rt.block_on(run());
+    let secrets = rt.block_on(run(None)).secrets;
     assert!(
         secrets.len() >= 8,
         "too few secrets gathered: {}",
@@ -139,10 +143,56 @@ fn a_full_trace_level_run_logs_no_key_material() {
     );
 }
 
-/// The run; returns every secret it saw.
-async fn run() -> Vec<Vec<u8>> {
+/// Whether any 12-byte window of `secret` appears raw in `disk`.
+fn on_disk(disk: &[u8], secret: &[u8]) -> bool {
+    secret.chunks_exact(12).any(|w| contains(disk, w))
+}
+
+#[test]
+fn with_an_at_rest_key_no_secret_or_text_is_on_disk() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sealed = rt.block_on(run(Some([0x3c; 32])));
+    assert!(sealed.secrets.len() >= 8 && sealed.texts.len() >= 600);
+    for s in &sealed.secrets {
+        assert!(
+            !on_disk(&sealed.disk, s),
+            "a secret on disk despite the at-rest key"
+        );
+    }
+    for t in &sealed.texts {
+        assert!(!contains(&sealed.disk, t.as_bytes()), "text {t:?} on disk");
+    }
+    // Control: without the key the same scan finds them.
+    let plain = rt.block_on(run(None));
+    assert!(plain.secrets.iter().any(|s| on_disk(&plain.disk, s)));
+    assert!(
+        plain
+            .texts
+            .iter()
+            .any(|t| contains(&plain.disk, t.as_bytes()))
+    );
+}
+
+/// What a run leaves.
+struct Run {
+    /// Every secret it saw.
+    secrets: Vec<Vec<u8>>,
+    /// Every text it sent.
+    texts: Vec<String>,
+    /// Every file of the database directory, read while the engine still ran.
+    disk: Vec<u8>,
+}
+
+/// The run, with the store sealed under `at_rest_key` if given.
+async fn run(at_rest_key: Option<[u8; 32]>) -> Run {
     let dir = tempfile::tempdir().unwrap();
-    let config = engine_common::config();
+    let db = dir.path().join("db");
+    let mut config = engine_common::config();
+    config.store.at_rest_key = at_rest_key;
     let faults = SimFaults {
         drop: 0.05,
         duplicate: 0.05,
@@ -152,7 +202,7 @@ async fn run() -> Vec<Vec<u8>> {
         ..SimFaults::NONE
     };
     let sim = SimServer::new(faults, 11);
-    let (engine, mut events) = Engine::open(dir.path(), config).unwrap();
+    let (engine, mut events) = Engine::open(&db, config).unwrap();
     for a in [1u64, 2] {
         let dev = sim.device(a as i64, 0);
         let feed = engine.add_account(a, Arc::new(dev.clone())).await.unwrap();
@@ -195,12 +245,15 @@ async fn run() -> Vec<Vec<u8>> {
     std::fs::write(&files, vec![0x5au8; 700 * 1024]).unwrap();
     let mut file_keys = Vec::new();
     let mut received = 0;
+    let mut texts = Vec::new();
     let per_round = 30;
     for round in 0..10 {
         for i in 0..per_round {
             let id = (round * per_round + i + 1) as i64;
             for (a, h, base) in [(1, h1, 0), (2, h2, 1_000_000)] {
-                let m = Outgoing::text(base + id, format!("m{id}"));
+                let text = format!("hygiene run text {}", base + id);
+                texts.push(text.clone());
+                let m = Outgoing::text(base + id, text);
                 engine
                     .command(a, h, Command::Send(Box::new(m)))
                     .await
@@ -246,5 +299,13 @@ async fn run() -> Vec<Vec<u8>> {
     assert!(status.rekeys >= 2, "re-keys ran: {}", status.rekeys);
     assert_eq!(file_keys.len(), 4, "both files arrived");
     secrets.extend(file_keys);
-    secrets
+    let mut disk = Vec::new();
+    for f in std::fs::read_dir(&db).unwrap() {
+        disk.extend(std::fs::read(f.unwrap().path()).unwrap_or_default());
+    }
+    Run {
+        secrets,
+        texts,
+        disk,
+    }
 }

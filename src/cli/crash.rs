@@ -43,6 +43,10 @@ pub struct CrashArgs {
     /// Keep the data directory here (default: a fresh temporary one).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Seal the engine's database at rest with the key in this file (32 bytes, or 64 hex
+    /// digits).
+    #[arg(long)]
+    pub at_rest_key_file: Option<PathBuf>,
 }
 
 /// The flags of the hidden `secretchat crash-engine` (started by `crash-test`).
@@ -60,6 +64,9 @@ pub struct EngineArgs {
     /// The workload's file size.
     #[arg(long)]
     pub file_size: usize,
+    /// The at-rest key file.
+    #[arg(long)]
+    pub at_rest_key_file: Option<PathBuf>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
@@ -80,8 +87,14 @@ pub fn run(args: &CrashArgs) -> u8 {
         file_size: args.file_size,
         life_ms: (args.min_life_ms, args.max_life_ms),
         data_dir: args.data_dir.clone(),
+        at_rest_key_file: args.at_rest_key_file.clone(),
         ..CrashOptions::default()
     };
+    // A bad key file is reported before any engine process starts.
+    if let Err(e) = super::at_rest_key(args.at_rest_key_file.as_deref()) {
+        println!("{}", e.to_json());
+        return 2;
+    }
     opts.faults.drop = args.drop;
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -139,7 +152,14 @@ pub fn engine(args: &EngineArgs) -> u8 {
         file_share: args.file_share,
         file_size: args.file_size,
     };
-    match rt.block_on(crash::child::run(&args.data_dir, work)) {
+    let key = match super::at_rest_key(args.at_rest_key_file.as_deref()) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("{}", e.to_json());
+            return 2;
+        }
+    };
+    match rt.block_on(crash::child::run(&args.data_dir, work, key)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("crash-engine: {e}");

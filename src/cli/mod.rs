@@ -71,3 +71,14 @@ pub fn parse_hex(what: &str, s: &str) -> Result<Vec<u8>, CliError> {
     let s = s.strip_prefix("0x").unwrap_or(&s);
     hex::decode(s).map_err(|e| CliError::new("bad_hex", format!("{what}: {e}")))
 }
+
+/// The key in `--at-rest-key-file`, if given.
+///
+/// # Errors
+/// `bad_option` for a file that cannot be read or is not a key.
+pub fn at_rest_key(path: Option<&std::path::Path>) -> Result<Option<[u8; 32]>, CliError> {
+    path.map(|p| {
+        secretchat_engine::store::read_key_file(p).map_err(|e| CliError::new("bad_option", e))
+    })
+    .transpose()
+}

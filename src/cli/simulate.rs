@@ -67,6 +67,9 @@ pub struct SimulateArgs {
     /// Keep the data here (default: a fresh temporary directory, removed afterwards).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Seal the database at rest with the key in this file (32 bytes, or 64 hex digits).
+    #[arg(long)]
+    pub at_rest_key_file: Option<PathBuf>,
     /// Store durability: `sync` (fsync every step), `group` (steps share an fsync every 2 ms;
     /// `group:MS` for another interval) or `buffered` (no fsync: survives a process crash, not
     /// a power loss).
@@ -155,6 +158,7 @@ impl SimulateArgs {
             seed: self.seed,
             duration,
             data_dir: self.data_dir.clone(),
+            at_rest_key: super::at_rest_key(self.at_rest_key_file.as_deref())?,
             durability: durability(&self.durability)?,
             window: self.window,
             stall: Duration::from_secs(self.stall_s.max(1)),

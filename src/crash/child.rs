@@ -67,8 +67,9 @@ impl ServerApi for Remote {
 
 /// The engine settings of the crash test: short timers, so recovery after a restart is
 /// seconds, not the defaults' minutes.
-pub fn engine_config() -> EngineConfig {
+pub fn engine_config(at_rest_key: Option<[u8; 32]>) -> EngineConfig {
     let mut c = EngineConfig::default();
+    c.store.at_rest_key = at_rest_key;
     c.chat.resend_retry_ms = 200;
     c.chat.unhealthy_after = 50;
     c.chat.retransmit_ms = 1_000;
@@ -82,9 +83,13 @@ pub fn engine_config() -> EngineConfig {
 ///
 /// # Errors
 /// The engine failed to open.
-pub async fn run(data_dir: &Path, work: Workload) -> Result<(), String> {
-    let (engine, mut events) =
-        Engine::open(&data_dir.join("engine"), engine_config()).map_err(|e| e.to_string())?;
+pub async fn run(
+    data_dir: &Path,
+    work: Workload,
+    at_rest_key: Option<[u8; 32]>,
+) -> Result<(), String> {
+    let (engine, mut events) = Engine::open(&data_dir.join("engine"), engine_config(at_rest_key))
+        .map_err(|e| e.to_string())?;
     let files = data_dir.join("files");
     std::fs::create_dir_all(&files).map_err(|e| e.to_string())?;
     let pipe = Pipe(Arc::new(Mutex::new(std::io::stdout())));

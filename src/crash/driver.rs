@@ -165,6 +165,12 @@ impl Driver<'_> {
             .arg(self.opts.file_share.to_string())
             .arg("--file-size")
             .arg(self.opts.file_size.to_string())
+            .args(
+                self.opts
+                    .at_rest_key_file
+                    .iter()
+                    .flat_map(|p| [std::ffi::OsStr::new("--at-rest-key-file"), p.as_os_str()]),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)

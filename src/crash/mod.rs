@@ -52,6 +52,8 @@ pub struct CrashOptions {
     pub data_dir: Option<PathBuf>,
     /// The `secretchat` executable for the engine process (default: this one).
     pub engine_exe: Option<PathBuf>,
+    /// The engine process seals its store with the key in this file.
+    pub at_rest_key_file: Option<PathBuf>,
 }
 
 impl Default for CrashOptions {
@@ -78,6 +80,7 @@ impl Default for CrashOptions {
             rekey_every_ms: 250,
             settle_s: 90,
             data_dir: None,
+            at_rest_key_file: None,
             engine_exe: None,
         }
     }

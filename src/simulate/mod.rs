@@ -53,6 +53,10 @@ pub struct SimulateOptions {
     pub data_dir: Option<PathBuf>,
     /// Store durability.
     pub durability: Durability,
+    /// Seal the store's records with this key ([`StoreOptions::at_rest_key`]).
+    ///
+    /// [`StoreOptions::at_rest_key`]: secretchat_engine::store::StoreOptions::at_rest_key
+    pub at_rest_key: Option<[u8; 32]>,
     /// Messages each direction may have in flight (sent, not yet delivered).
     pub window: usize,
     /// Give up when no message was delivered for this long.
@@ -85,6 +89,7 @@ impl Default for SimulateOptions {
             seed: 1,
             duration: None,
             data_dir: None,
+            at_rest_key: None,
             durability: Durability::GroupCommit {
                 interval: Duration::from_millis(2),
             },

@@ -90,6 +90,26 @@ impl Default for StoreOptions {
     }
 }
 
+/// Reads an at-rest key file: 32 raw bytes, or 64 hex digits (surrounding whitespace
+/// ignored). The buffers read are zeroized.
+///
+/// # Errors
+/// [`StoreError::KeyFile`] when the file cannot be read or holds anything else.
+pub fn read_key_file(path: &Path) -> Result<[u8; 32], StoreError> {
+    let bad = |why: &str| StoreError::KeyFile(format!("{}: {why}", path.display()));
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| bad(&e.to_string()))?);
+    let mut key = [0u8; 32];
+    if bytes.len() == 32 {
+        key.copy_from_slice(&bytes);
+        return Ok(key);
+    }
+    let text = std::str::from_utf8(&bytes)
+        .map(str::trim)
+        .map_err(|_| bad("neither 32 bytes nor 64 hex digits"))?;
+    hex::decode_to_slice(text, &mut key).map_err(|_| bad("neither 32 bytes nor 64 hex digits"))?;
+    Ok(key)
+}
+
 /// [`StoreOptions::erase_keys_within`] by default.
 pub const DEFAULT_ERASE_WITHIN: Duration = Duration::from_secs(60);
 
@@ -122,6 +142,9 @@ pub enum StoreError {
     /// without one while one was given.
     #[error("the at-rest key does not match the database's")]
     WrongAtRestKey,
+    /// An at-rest key file could not be read or is malformed.
+    #[error("at-rest key file {0}")]
+    KeyFile(String),
     /// A record is corrupt, was altered, or was moved from where it was written.
     #[error("corrupt record in {0}")]
     Corrupt(&'static str),

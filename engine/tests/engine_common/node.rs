@@ -124,6 +124,17 @@ impl Node {
 }
 
 pub async fn node(sim: &Arc<SimServer>, root: &std::path::Path, user: i64, device: u32) -> Node {
+    node_with(sim, root, user, device, config()).await
+}
+
+/// [`node`] with its own engine configuration from the first open.
+pub async fn node_with(
+    sim: &Arc<SimServer>,
+    root: &std::path::Path,
+    user: i64,
+    device: u32,
+    cfg: secretchat_engine::runtime::EngineConfig,
+) -> Node {
     let mut n = Node {
         dir: root.join(format!("u{user}d{device}")),
         account: user as u64 * 10 + u64::from(device),
@@ -132,7 +143,7 @@ pub async fn node(sim: &Arc<SimServer>, root: &std::path::Path, user: i64, devic
         rx: None,
         seen: Seen::default(),
     };
-    n.start(sim).await;
+    n.start_with(sim, cfg).await;
     n
 }
 

@@ -70,7 +70,7 @@ pub(super) fn engine_config(opts: &SimulateOptions) -> EngineConfig {
         },
         store: StoreOptions {
             durability: opts.durability,
-            at_rest_key: None,
+            at_rest_key: opts.at_rest_key,
             ..StoreOptions::default()
         },
         ack_interval: Duration::from_millis(50),

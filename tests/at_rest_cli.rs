@@ -1,0 +1,150 @@
+//! `--at-rest-key-file` on `simulate` and `crash-test`: the data directory they keep is
+//! sealed (it opens only with the key, and none of the workload's texts appears in any of the
+//! database's files); a bad key file is refused before anything runs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use secretchat::engine::store::{Store, StoreError, StoreOptions};
+use secretchat::simulate::workload::{Item, Workload};
+
+const KEY_HEX: &str = "8f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff";
+
+fn key() -> [u8; 32] {
+    hex::decode(KEY_HEX).unwrap().try_into().unwrap()
+}
+
+fn key_file(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("at-rest.key");
+    std::fs::write(&p, format!("{KEY_HEX}\n")).unwrap();
+    p
+}
+
+/// Every file under `dir`, concatenated.
+fn disk(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in std::fs::read_dir(dir).unwrap() {
+        let p = f.unwrap().path();
+        if p.is_file() {
+            out.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+/// The database at `db` opens with the key only, and holds none of the texts of `work`'s
+/// first `n` messages of each direction of `pairs` chats.
+fn sealed(db: &Path, work: &Workload, pairs: usize, n: u32) {
+    assert!(matches!(
+        Store::open(db, StoreOptions::default()),
+        Err(StoreError::WrongAtRestKey)
+    ));
+    let opts = StoreOptions {
+        at_rest_key: Some(key()),
+        ..StoreOptions::default()
+    };
+    drop(Store::open(db, opts).unwrap());
+    let bytes = disk(db);
+    let mut texts = 0;
+    for pair in 0..pairs {
+        for dir in 0..2 {
+            for idx in 0..n {
+                if let Item::Text(t) = work.item(pair, dir, idx) {
+                    texts += 1;
+                    assert!(
+                        !bytes.windows(t.len()).any(|w| w == t.as_bytes()),
+                        "{t:?} on disk"
+                    );
+                }
+            }
+        }
+    }
+    assert!(texts > 0);
+}
+
+#[test]
+fn simulate_seals_its_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_secretchat"))
+        .args([
+            "simulate",
+            "--accounts",
+            "2",
+            "--chats",
+            "1",
+            "--messages",
+            "40",
+            "--durability",
+            "buffered",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--at-rest-key-file")
+        .arg(key_file(dir.path()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let work = Workload {
+        seed: 1,
+        file_share: 0.01,
+        file_size: 64 * 1024,
+    };
+    sealed(&data.join("engine"), &work, 1, 40);
+}
+
+#[test]
+fn crash_test_seals_its_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let json = dir.path().join("crash.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_secretchat"))
+        .args(["crash-test", "--kills", "3", "--seed", "5", "--chats", "2"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--at-rest-key-file")
+        .arg(key_file(dir.path()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["chats_working"], v["chats"], "{v}");
+    let work = Workload {
+        seed: 5,
+        file_share: 0.03,
+        file_size: 600 * 1024,
+    };
+    sealed(&data.join("engine"), &work, 2, 50);
+}
+
+#[test]
+fn a_bad_key_file_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, "not a key").unwrap();
+    for cmd in [&["simulate"][..], &["crash-test", "--kills", "1"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_secretchat"))
+            .args(cmd)
+            .arg("--at-rest-key-file")
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["error"], "bad_option", "{cmd:?}");
+    }
+}
