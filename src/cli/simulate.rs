@@ -70,6 +70,10 @@ pub struct SimulateArgs {
     /// Seal the database at rest with the key in this file (32 bytes, or 64 hex digits).
     #[arg(long)]
     pub at_rest_key_file: Option<PathBuf>,
+    /// A destroyed key (after a re-key, of a closed chat) is gone from every file of the
+    /// database within this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub erase_keys_within: f64,
     /// Store durability: `sync` (fsync every step), `group` (steps share an fsync every 2 ms;
     /// `group:MS` for another interval) or `buffered` (no fsync: survives a process crash, not
     /// a power loss).
@@ -159,6 +163,15 @@ impl SimulateArgs {
             duration,
             data_dir: self.data_dir.clone(),
             at_rest_key: super::at_rest_key(self.at_rest_key_file.as_deref())?,
+            erase_keys_within: match self.erase_keys_within {
+                s if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+                _ => {
+                    return Err(CliError::new(
+                        "bad_option",
+                        "--erase-keys-within must be positive",
+                    ));
+                }
+            },
             durability: durability(&self.durability)?,
             window: self.window,
             stall: Duration::from_secs(self.stall_s.max(1)),

@@ -57,6 +57,11 @@ pub struct SimulateOptions {
     ///
     /// [`StoreOptions::at_rest_key`]: secretchat_engine::store::StoreOptions::at_rest_key
     pub at_rest_key: Option<[u8; 32]>,
+    /// Destroyed keys leave the database's files within this time
+    /// ([`StoreOptions::erase_keys_within`]).
+    ///
+    /// [`StoreOptions::erase_keys_within`]: secretchat_engine::store::StoreOptions::erase_keys_within
+    pub erase_keys_within: Duration,
     /// Messages each direction may have in flight (sent, not yet delivered).
     pub window: usize,
     /// Give up when no message was delivered for this long.
@@ -90,6 +95,7 @@ impl Default for SimulateOptions {
             duration: None,
             data_dir: None,
             at_rest_key: None,
+            erase_keys_within: secretchat_engine::store::DEFAULT_ERASE_WITHIN,
             durability: Durability::GroupCommit {
                 interval: Duration::from_millis(2),
             },

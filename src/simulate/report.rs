@@ -43,6 +43,8 @@ pub struct Figures {
     pub peak_rss_bytes: u64,
     /// RocksDB's size on disk.
     pub db_bytes: u64,
+    /// Passes that erased destroyed keys from the database's files.
+    pub key_erasures: u64,
     /// Chats whose both sides became ready.
     pub chats_ready: usize,
     /// The simulated server's counters.
@@ -213,6 +215,7 @@ impl Report {
             "bytes": self.bytes(),
             "peak_rss_bytes": f.peak_rss_bytes,
             "db_bytes": f.db_bytes,
+            "key_erasures": f.key_erasures,
             "wall_s": round(f.wall_s),
             "cpu_s": round(f.cpu_s),
             "cpu_us_per_msg": round(f.cpu_s * 1e6 / (self.messages_delivered.max(1) as f64)),

@@ -33,6 +33,11 @@ impl Store {
         }
     }
 
+    /// Erasure passes done since the store opened.
+    pub fn erasures(&self) -> u64 {
+        self.erasures.load(Ordering::Relaxed)
+    }
+
     /// Chats whose destroyed secrets may still be on disk.
     pub fn secrets_to_erase(&self) -> usize {
         self.erase_pending.lock().map_or(0, |p| p.len())

@@ -209,6 +209,7 @@ pub async fn run(
     tick(&live);
     let metrics = engine.metrics();
     let db_bytes = dir_size(&engine_dir);
+    let key_erasures = engine.store().erasures();
     let rekeys = statuses
         .iter()
         .map(|(_, a, b)| match (a, b) {
@@ -241,6 +242,7 @@ pub async fn run(
             cpu_s,
             peak_rss_bytes: super::peak_rss(),
             db_bytes,
+            key_erasures,
             chats_ready: ready,
             server: sim.stats(),
             restart_s,

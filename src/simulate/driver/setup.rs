@@ -71,7 +71,7 @@ pub(super) fn engine_config(opts: &SimulateOptions) -> EngineConfig {
         store: StoreOptions {
             durability: opts.durability,
             at_rest_key: opts.at_rest_key,
-            ..StoreOptions::default()
+            erase_keys_within: opts.erase_keys_within,
         },
         ack_interval: Duration::from_millis(50),
         difference_interval: Duration::from_millis(500),
