@@ -34,21 +34,52 @@ fn disk(dir: &Path) -> Vec<u8> {
 }
 
 /// How many of the texts of `work`'s first `n` messages of each direction of `pairs` chats
-/// appear in the files of `db`, and how many there are.
+/// appear in the files of `db`, and how many there are. One pass over the bytes: every run of
+/// `pair:dir:idx:` followed by letters is looked up among the texts.
 fn texts_on_disk(db: &Path, work: &Workload, pairs: usize, n: u32) -> (usize, usize) {
-    let bytes = disk(db);
-    let (mut found, mut texts) = (0, 0);
+    let mut texts = std::collections::HashSet::new();
     for pair in 0..pairs {
         for dir in 0..2 {
             for idx in 0..n {
                 if let Item::Text(t) = work.item(pair, dir, idx) {
-                    texts += 1;
-                    found += usize::from(bytes.windows(t.len()).any(|w| w == t.as_bytes()));
+                    texts.insert(t.into_bytes());
                 }
             }
         }
     }
-    (found, texts)
+    let bytes = disk(db);
+    let mut found = std::collections::HashSet::new();
+    for start in 0..bytes.len() {
+        if start > 0 && bytes[start - 1].is_ascii_digit() {
+            continue;
+        }
+        // Three colon-terminated numbers, then lowercase letters.
+        let mut at = start;
+        let mut ok = true;
+        for _ in 0..3 {
+            let digits = bytes[at..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if digits == 0 || bytes.get(at + digits) != Some(&b':') {
+                ok = false;
+                break;
+            }
+            at += digits + 1;
+        }
+        if !ok {
+            continue;
+        }
+        let letters = bytes[at..]
+            .iter()
+            .take_while(|b| b.is_ascii_lowercase())
+            .count();
+        let candidate = &bytes[start..at + letters];
+        if texts.contains(candidate) {
+            found.insert(candidate.to_vec());
+        }
+    }
+    (found.len(), texts.len())
 }
 
 /// The database at `db` opens with the key only, and holds none of the texts of `work`'s

@@ -431,3 +431,25 @@ fn a_destroyed_key_is_gone_from_every_file_after_erasure() {
     assert_eq!(s.erase_dropped_secrets().unwrap(), 1);
     assert!(!appears(dir.path(), &state(&new_key, 4)));
 }
+
+/// A step that closes the chat drops its outbox and waiting queue, including what that same
+/// step put (a closed chat left with outbox entries would be loaded for re-sending forever).
+#[test]
+fn closing_drops_what_the_closing_step_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let p = Persist {
+        outbox_put: vec![(0, entry(0))],
+        ..Persist::default()
+    };
+    write(&s, 3, b"ready", &p, &[]);
+    let closing = Persist {
+        outbox_put: vec![(1, entry(1))],
+        closed: true,
+        ..Persist::default()
+    };
+    write(&s, 3, b"closed", &closing, &[]);
+    let chat = s.load_chat(1, 3).unwrap().unwrap();
+    assert!(chat.outbox.is_empty(), "{:?}", chat.outbox);
+    assert!(s.chats_with_pending_work().unwrap().is_empty());
+}

@@ -600,10 +600,12 @@ impl Store {
     /// One step's outbox/waiting changes, in the order they happened.
     fn put_persist(&self, b: &mut WriteBatch, key: &[u8], p: &Persist) -> Result<(), StoreError> {
         if p.closed {
+            // Last: nothing the closing step put survives it.
             let lo = cat(&[key, &0u32.to_be_bytes()]);
             let hi = cat(&[key, &u32::MAX.to_be_bytes(), &[0xff]]);
             b.delete_range_cf(self.cf("outbox"), &lo, &hi);
             b.delete_range_cf(self.cf("waiting"), &lo, &hi);
+            return Ok(());
         }
         for raw in &p.outbox_done {
             b.delete_cf(self.cf("outbox"), cat(&[key, &raw.to_be_bytes()]));

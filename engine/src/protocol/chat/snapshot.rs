@@ -403,10 +403,13 @@ impl ChatCore {
         // Every stored outgoing message was counted by the state written with it: one the
         // state does not know means the state record is older than the outbox (rolled back).
         let sent = core.session.as_ref().map_or(0, |s| s.seq().parts().0);
-        if let Some((raw, _)) = outbox.iter().find(|(raw, _)| *raw >= sent) {
+        let closed = matches!(core.phase, Phase::Closed(_));
+        if let Some((raw, _)) = outbox.iter().find(|(raw, _)| *raw >= sent && !closed) {
             return Err(RestoreError::RolledBack { outbox: *raw, sent });
         }
-        core.outbox = super::outbox::Outbox::from_entries(outbox);
+        if !closed {
+            core.outbox = super::outbox::Outbox::from_entries(outbox);
+        }
         let mut queue = WaitingQueue::default();
         let expected = core.session.as_ref().map_or(0, |s| s.seq().parts().1);
         for (raw, w) in waiting {
