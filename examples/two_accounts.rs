@@ -1,5 +1,5 @@
 //! Two accounts on the simulated server open a secret chat, exchange messages and a file, and
-//! print the key visualization both sides see. Run with `cargo run --example two_accounts`.
+//! print the key visualization both sides see. Run with `cargo run --example two_accounts --features sim`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -22,16 +22,13 @@
 //!
 //! - [`schema`]: the TL types of the end-to-end schema (layers 8–144) and the server-API subset.
 //! - [`engine`]: crypto, the protocol core, actors and storage.
-//! - [`cli`]: the `secretchat` command-line tool's commands.
-//! - [`simulate`]: the load benchmark with built-in verification (`secretchat simulate`).
+//!
+//! Features: `openssl` (default) computes the DH exponentiation with OpenSSL's constant-time
+//! code; without it a pure-Rust constant-time path is used. `sim` adds the in-process simulated
+//! Telegram server (`SimServer`) for tests and benchmarks. The `secretchat` command-line
+//! tool is its own crate, `secretchat-cli`.
 
 #![forbid(unsafe_code)]
-// The simulate report builds one large `json!` object.
-#![recursion_limit = "256"]
-
-pub mod cli;
-pub mod crash;
-pub mod simulate;
 
 pub use secretchat_engine as engine;
 pub use secretchat_schema as schema;
@@ -42,6 +39,7 @@ pub use secretchat_engine::protocol::chat::{
 pub use secretchat_engine::runtime::{
     Engine, EngineConfig, EngineError, EngineEvent, EventKind, Events,
 };
+#[cfg(feature = "sim")]
 pub use secretchat_engine::sim::{SimDevice, SimFaults, SimServer};
 pub use secretchat_engine::store::{Durability, StoreOptions};
 pub use secretchat_engine::transport::{RpcError, ServerApi, UpdateFeed};

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use secretchat::engine::store::{Store, StoreError, StoreOptions};
-use secretchat::simulate::workload::{Item, Workload};
+use secretchat_cli::simulate::workload::{Item, Workload};
 
 const KEY_HEX: &str = "8f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff";
 

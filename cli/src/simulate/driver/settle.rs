@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use secretchat_engine::protocol::chat::{AppEvent, ChatStatus};
-use secretchat_engine::runtime::{Engine, EventKind, Events};
-use secretchat_engine::sim::SimServer;
+use secretchat::engine::protocol::chat::{AppEvent, ChatStatus};
+use secretchat::engine::runtime::{Engine, EventKind, Events};
+use secretchat::engine::sim::SimServer;
 use tokio::sync::mpsc;
 
 use super::sender::Note;

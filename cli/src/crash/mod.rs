@@ -16,7 +16,7 @@ pub mod wire;
 
 use std::path::PathBuf;
 
-use secretchat_engine::sim::SimFaults;
+use secretchat::engine::sim::SimFaults;
 use serde_json::{Value, json};
 
 pub use driver::run;

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use secretchat_engine::protocol::chat::AppEvent;
-use secretchat_engine::runtime::files::FileRef;
-use secretchat_engine::runtime::{Engine, EngineEvent, EventKind, Events};
-use secretchat_engine::sim::{FileKeeping, SimServer};
-use secretchat_schema::api::enums as api;
-use secretchat_schema::e2e::enums as e2e;
+use secretchat::engine::protocol::chat::AppEvent;
+use secretchat::engine::runtime::files::FileRef;
+use secretchat::engine::runtime::{Engine, EngineEvent, EventKind, Events};
+use secretchat::engine::sim::{FileKeeping, SimServer};
+use secretchat::schema::api::enums as api;
+use secretchat::schema::e2e::enums as e2e;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::ledger::{Ledger, Violation};
@@ -158,7 +158,7 @@ pub async fn run(
         for (p, (a, request)) in requests.into_iter().enumerate() {
             let handle = request
                 .await
-                .map_err(|_| secretchat_engine::runtime::EngineError::Stopped)??;
+                .map_err(|_| secretchat::engine::runtime::EngineError::Stopped)??;
             d.pairs[p].sides[0] = Some((a, handle));
             d.side_of.insert((a, handle), (p, 0));
         }

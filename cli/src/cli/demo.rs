@@ -5,11 +5,11 @@ use std::io::Write;
 use std::time::Instant;
 
 use rand::RngCore;
-use secretchat_engine::crypto::dh::{DhParams, secret_exponent};
-use secretchat_engine::crypto::prime::{TELEGRAM_DH_PRIME, check_safe_prime};
-use secretchat_engine::crypto::{Side, message, visualize};
-use secretchat_schema::e2e::{enums, types};
-use secretchat_schema::{Deserialize, Serialize};
+use secretchat::engine::crypto::dh::{DhParams, secret_exponent};
+use secretchat::engine::crypto::prime::{TELEGRAM_DH_PRIME, check_safe_prime};
+use secretchat::engine::crypto::{Side, message, visualize};
+use secretchat::schema::e2e::{enums, types};
+use secretchat::schema::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::CliError;
@@ -97,7 +97,7 @@ pub fn run(out: &mut impl Write) -> Result<Value, CliError> {
     let decoded = types::DecryptedMessageLayer::from_bytes(&got.payload)
         .map_err(|e| CliError::new(e.kind(), e))?;
     let json =
-        secretchat_schema::decode_json(&got.payload).map_err(|e| CliError::new(e.kind(), e))?;
+        secretchat::schema::decode_json(&got.payload).map_err(|e| CliError::new(e.kind(), e))?;
     say(format!("5. Bob checks msg_key and decrypts: {json}"));
     let tampered = {
         let mut w = wire.clone();

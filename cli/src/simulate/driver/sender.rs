@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use secretchat_engine::runtime::Engine;
+use secretchat::engine::runtime::Engine;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::lock;

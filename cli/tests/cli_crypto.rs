@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-#[path = "../engine/tests/harness/mod.rs"]
+#[path = "../../engine/tests/harness/mod.rs"]
 mod harness;
 
 use serde_json::Value;
@@ -19,13 +19,13 @@ fn manifest_dir() -> std::path::PathBuf {
 }
 
 fn vectors() -> Value {
-    let text =
-        std::fs::read_to_string(manifest_dir().join("engine/tests/vectors/vectors.json")).unwrap();
+    let text = std::fs::read_to_string(manifest_dir().join("../engine/tests/vectors/vectors.json"))
+        .unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 fn prime() -> String {
-    std::fs::read_to_string(manifest_dir().join("engine/tests/vectors/dh_prime.hex"))
+    std::fs::read_to_string(manifest_dir().join("../engine/tests/vectors/dh_prime.hex"))
         .unwrap()
         .trim()
         .to_owned()

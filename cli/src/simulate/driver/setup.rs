@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use secretchat_engine::protocol::chat::ChatConfig;
-use secretchat_engine::runtime::EngineConfig;
-use secretchat_engine::sim::SimServer;
-use secretchat_engine::store::StoreOptions;
+use secretchat::engine::protocol::chat::ChatConfig;
+use secretchat::engine::runtime::EngineConfig;
+use secretchat::engine::sim::SimServer;
+use secretchat::engine::store::StoreOptions;
 
 use super::Driver;
 use crate::simulate::{SimulateError, SimulateOptions};
@@ -113,10 +113,10 @@ impl Driver {
     /// path): the server records the chat, both engines store it with one key.
     pub(super) fn provision(&mut self, sim: &SimServer) -> Result<(), SimulateError> {
         use rand::{RngCore, SeedableRng};
-        use secretchat_engine::crypto::prime::TELEGRAM_DH_PRIME;
-        use secretchat_engine::crypto::{AuthKey, Side};
-        use secretchat_engine::protocol::layer::OUR_LAYER;
-        use secretchat_engine::runtime::ProvisionedChat;
+        use secretchat::engine::crypto::prime::TELEGRAM_DH_PRIME;
+        use secretchat::engine::crypto::{AuthKey, Side};
+        use secretchat::engine::protocol::layer::OUR_LAYER;
+        use secretchat::engine::runtime::ProvisionedChat;
         // Benchmark keys: random, but from the run's seed so a run can be repeated.
         let mut rng = rand::rngs::StdRng::seed_from_u64(self.opts.seed ^ 0x6b65_7973);
         let total = self.pairs.len();

@@ -5,7 +5,7 @@
 #[test]
 fn demo_round_trips_a_message() {
     let mut log = Vec::new();
-    let summary = secretchat::cli::demo::run(&mut log).unwrap();
+    let summary = secretchat_cli::cli::demo::run(&mut log).unwrap();
     let log = String::from_utf8(log).unwrap();
     assert_eq!(summary["ok"], true, "{log}");
     assert!(log.contains("Hello from secretchat"), "{log}");

@@ -37,14 +37,14 @@ impl CliError {
     }
 }
 
-impl From<secretchat_schema::DecodeError> for CliError {
-    fn from(e: secretchat_schema::DecodeError) -> Self {
+impl From<secretchat::schema::DecodeError> for CliError {
+    fn from(e: secretchat::schema::DecodeError) -> Self {
         Self::new(e.kind(), e)
     }
 }
 
-impl From<secretchat_schema::JsonError> for CliError {
-    fn from(e: secretchat_schema::JsonError) -> Self {
+impl From<secretchat::schema::JsonError> for CliError {
+    fn from(e: secretchat::schema::JsonError) -> Self {
         Self::new(e.kind(), e)
     }
 }
@@ -78,7 +78,7 @@ pub fn parse_hex(what: &str, s: &str) -> Result<Vec<u8>, CliError> {
 /// `bad_option` for a file that cannot be read or is not a key.
 pub fn at_rest_key(path: Option<&std::path::Path>) -> Result<Option<[u8; 32]>, CliError> {
     path.map(|p| {
-        secretchat_engine::store::read_key_file(p).map_err(|e| CliError::new("bad_option", e))
+        secretchat::engine::store::read_key_file(p).map_err(|e| CliError::new("bad_option", e))
     })
     .transpose()
 }

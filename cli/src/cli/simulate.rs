@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CliError;
 use crate::simulate::{self, Live, SimulateOptions};
-use secretchat_engine::store::Durability;
+use secretchat::engine::store::Durability;
 
 /// The flags of `secretchat simulate` (names are stable: scripts and dashboards use them).
 #[derive(Debug, Clone, clap::Args)]
@@ -149,7 +149,7 @@ impl SimulateArgs {
             messages: self.messages,
             file_share: self.file_share,
             file_size: self.file_size,
-            faults: secretchat_engine::sim::SimFaults {
+            faults: secretchat::engine::sim::SimFaults {
                 drop: self.drop,
                 duplicate: self.duplicate,
                 reorder: self.reorder,

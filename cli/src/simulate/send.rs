@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use secretchat_engine::protocol::chat::{Command, Outgoing};
-use secretchat_engine::runtime::Engine;
-use secretchat_engine::runtime::files::FileToSend;
+use secretchat::engine::protocol::chat::{Command, Outgoing};
+use secretchat::engine::runtime::Engine;
+use secretchat::engine::runtime::files::FileToSend;
 
 use super::workload::{Item, Workload};
 

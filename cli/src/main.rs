@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use secretchat::cli::{self, CliError};
 use secretchat::engine::crypto::Side;
 use secretchat::engine::crypto::ige::Direction;
+use secretchat_cli::cli::{self, CliError};
 use serde_json::Value;
 
 /// mimalloc instead of the system allocator: the engine's threads hand memory to each other

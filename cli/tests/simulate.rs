@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use secretchat::simulate::{self, SimulateOptions};
 use secretchat::{Durability, SimFaults};
+use secretchat_cli::simulate::{self, SimulateOptions};
 
 fn faults() -> SimFaults {
     SimFaults {

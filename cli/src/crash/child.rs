@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use secretchat_engine::protocol::chat::{AppEvent, Command};
-use secretchat_engine::runtime::files::FileRef;
-use secretchat_engine::runtime::{Engine, EngineConfig, EngineEvent, EventKind};
-use secretchat_engine::transport::{BoxFuture, RpcError, ServerApi};
-use secretchat_schema::Deserialize;
-use secretchat_schema::api::enums as api;
+use secretchat::engine::protocol::chat::{AppEvent, Command};
+use secretchat::engine::runtime::files::FileRef;
+use secretchat::engine::runtime::{Engine, EngineConfig, EngineEvent, EventKind};
+use secretchat::engine::transport::{BoxFuture, RpcError, ServerApi};
+use secretchat::schema::Deserialize;
+use secretchat::schema::api::enums as api;
 use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{Down, Up, read_frame, write_frame};
@@ -301,7 +301,7 @@ impl App {
         a: u64,
         h: u64,
         (p, d, idx): (usize, usize, u32),
-        message: &secretchat_schema::e2e::enums::DecryptedMessage,
+        message: &secretchat::schema::e2e::enums::DecryptedMessage,
         file: Option<api::EncryptedFile>,
     ) -> bool {
         let Some(fref) = FileRef::from_message(message, file.as_ref()) else {
@@ -317,7 +317,7 @@ impl App {
                     let _ = std::fs::remove_file(&dest);
                     return same;
                 }
-                Err(secretchat_engine::runtime::files::FileError::Call(_)) => {
+                Err(secretchat::engine::runtime::files::FileError::Call(_)) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(_) => return false,
