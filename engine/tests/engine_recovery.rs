@@ -87,3 +87,57 @@ async fn a_repeated_accept_refused_by_the_server_is_success() {
     assert_eq!(sa.visualization.len(), 36);
     assert_eq!(sa.visualization, sb.visualization);
 }
+
+/// `shutdown` stores every accepted step and releases the database before it returns (the
+/// store opens at once, without waiting for anything); clones of the handle then get
+/// `Stopped`; what was sent before it arrives after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_releases_the_database_and_loses_nothing() {
+    use secretchat_engine::protocol::chat::Command;
+    use secretchat_engine::runtime::EngineError;
+    use secretchat_engine::store::{Store, StoreOptions};
+    let (_root, sim, mut a, mut b) = two_users(33).await;
+    let (ha, hb) = open_chat(&mut a, &mut b, 2).await;
+    let clone = a.engine().clone();
+    for i in 0..5 {
+        let m = Outgoing::text(700 + i, format!("before shutdown {i}"));
+        a.engine()
+            .submit(a.account, ha, Command::Send(Box::new(m)))
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(30), a.engine.take().unwrap().shutdown())
+        .await
+        .expect("shutdown returns")
+        .unwrap();
+    let after = tokio::time::timeout(
+        Duration::from_secs(30),
+        clone.command(a.account, ha, Command::Rekey),
+    )
+    .await
+    .expect("a command after shutdown is answered");
+    assert!(matches!(after, Err(EngineError::Stopped)), "{after:?}");
+    drop(clone);
+    // Released: a store opens on it directly.
+    drop(Store::open(&a.dir, StoreOptions::default()).unwrap());
+    a.start(&sim).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.seen.texts(b.account, hb).len() < 5 {
+        b.pump(Duration::from_millis(50)).await;
+        a.pump(Duration::from_millis(10)).await;
+        assert!(Instant::now() < deadline, "texts sent before shutdown");
+    }
+}
+
+/// Dropping the last handle inside an async runtime does not wait for the close; opening the
+/// same directory right after does (it would otherwise find the database locked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_after_a_drop_waits_for_the_close() {
+    use secretchat_engine::runtime::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..3 {
+        let (engine, events) = Engine::open(dir.path(), engine_common::config()).unwrap();
+        drop(events);
+        drop(engine);
+    }
+}

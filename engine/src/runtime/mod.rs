@@ -249,6 +249,8 @@ enum Request {
     Active(u64, oneshot::Sender<usize>),
     /// Chats with work pending after a restart (found by the background scan).
     Pending(Vec<(u64, u64)>),
+    /// Stop once the requests before it are handled (the engine is closing).
+    Stop,
 }
 
 /// The engine: cheap to clone, usable from any thread or runtime.
@@ -271,27 +273,94 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// Stops the engine once: by [`Engine::shutdown`], or when the last handle is dropped.
 struct SystemGuard {
+    closer: std::sync::Mutex<Option<Closer>>,
+}
+
+/// What stopping the engine joins and flushes.
+struct Closer {
     system: System,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: std::thread::JoinHandle<()>,
     /// The pending-work scan after a restart: told to stop and joined (it holds the store).
-    scan: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    scan: (Arc<AtomicBool>, std::thread::JoinHandle<()>),
     /// Flushed once everything stopped: the next open has no log to replay.
     store: Arc<Store>,
+    /// The database directory (an open of it waits for a close in progress).
+    path: std::path::PathBuf,
+    /// Tells the request loop to stop (other handles may still hold senders).
+    requests: mpsc::UnboundedSender<Request>,
+}
+
+/// Closes running on a thread of their own (a drop inside an async runtime), by database
+/// directory: [`Engine::open`] of the same directory waits for them.
+static CLOSING: std::sync::Mutex<Vec<(std::path::PathBuf, std::thread::JoinHandle<()>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Waits for a close of `path` in progress (started by a drop), if any.
+fn wait_for_close(path: &std::path::Path) {
+    let waiting: Vec<_> = match CLOSING.lock() {
+        Ok(mut closing) => {
+            type Closing = Vec<(std::path::PathBuf, std::thread::JoinHandle<()>)>;
+            let (mine, rest): (Closing, Closing) = std::mem::take(&mut *closing)
+                .into_iter()
+                .partition(|(p, _)| p == path);
+            *closing = rest.into_iter().filter(|(_, t)| !t.is_finished()).collect();
+            mine
+        }
+        Err(_) => Vec::new(),
+    };
+    for (_, t) in waiting {
+        let _ = t.join();
+    }
+}
+
+impl Closer {
+    /// Stops the actors (each finishes the step it is storing), joins their threads and
+    /// flushes the store. Blocks.
+    fn close(self) -> Result<(), EngineError> {
+        let (cancel, scan) = self.scan;
+        cancel.store(true, Ordering::Relaxed);
+        let _ = scan.join();
+        let _ = self.requests.send(Request::Stop);
+        self.system.stop();
+        let _ = self.thread.join();
+        self.store.flush()?;
+        Ok(())
+    }
+}
+
+impl SystemGuard {
+    fn take(&self) -> Option<Closer> {
+        self.closer.lock().ok().and_then(|mut c| c.take())
+    }
 }
 
 impl Drop for SystemGuard {
     fn drop(&mut self) {
-        if let Some((cancel, t)) = self.scan.take() {
-            cancel.store(true, Ordering::Relaxed);
-            let _ = t.join();
-        }
-        self.system.stop();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        if let Err(e) = self.store.flush() {
-            tracing::warn!(error = %e, "store flush at close failed");
+        let Some(closer) = self.take() else {
+            return;
+        };
+        let path = closer.path.clone();
+        let close = move || {
+            if let Err(e) = closer.close() {
+                tracing::warn!(error = %e, "store flush at close failed");
+            }
+        };
+        // Never block an async runtime's thread: close on a thread of its own there (the
+        // database is released when it finishes; `Engine::shutdown` waits for that, and so
+        // does an `Engine::open` of the same directory).
+        if tokio::runtime::Handle::try_current().is_ok() {
+            if let Ok(t) = std::thread::Builder::new()
+                .name("secretchat-close".into())
+                .spawn(close)
+            {
+                if let Ok(mut closing) = CLOSING.lock() {
+                    closing.push((path, t));
+                }
+            }
+        } else {
+            close();
         }
     }
 }
@@ -300,12 +369,37 @@ impl Drop for SystemGuard {
 pub type Events = mpsc::UnboundedReceiver<EngineEvent>;
 
 impl Engine {
+    /// Stops the engine gracefully: every actor finishes the step it is storing, the store is
+    /// flushed (the next open replays no log) and, when this was the last handle, the database
+    /// is released by the time this returns: it can be opened again at once. Other clones of
+    /// the handle get [`EngineError::Stopped`] from then on. The blocking part runs on tokio's
+    /// blocking pool, never on the caller's async thread.
+    ///
+    /// Dropping the last handle without calling this closes the engine too, on a thread of
+    /// its own when dropped inside an async runtime (the drop itself does not wait).
+    ///
+    /// # Errors
+    /// [`EngineError::Store`] when the final flush fails (everything was stored before it);
+    /// [`EngineError::Stopped`] when the closing task could not run.
+    pub async fn shutdown(self) -> Result<(), EngineError> {
+        let closer = self._system.take();
+        drop(self);
+        match closer {
+            Some(c) => tokio::task::spawn_blocking(move || c.close())
+                .await
+                .map_err(|_| EngineError::Stopped)?,
+            None => Ok(()),
+        }
+    }
+
     /// Opens the engine on the database at `path` (created if missing). Returns the engine and
     /// its event stream; events not acknowledged before the last shutdown or crash come first.
     ///
     /// # Errors
     /// [`EngineError::Store`] (including a database from a newer version).
     pub fn open(path: &Path, config: EngineConfig) -> Result<(Engine, Events), EngineError> {
+        let db_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        wait_for_close(&db_path);
         let store = Store::open(path, config.store.clone())?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         for (seq, account, chat, event) in store.inbox()? {
@@ -364,10 +458,14 @@ impl Engine {
             .map_err(|_| EngineError::Stopped)?;
         let (system, files) = sys_rx.recv().map_err(|_| EngineError::Stopped)?;
         let guard = SystemGuard {
-            system,
-            thread: Some(thread),
-            scan: Some((cancel, scan)),
-            store: store.clone(),
+            closer: std::sync::Mutex::new(Some(Closer {
+                system,
+                thread,
+                scan: (cancel, scan),
+                store: store.clone(),
+                path: db_path,
+                requests: tx.clone(),
+            })),
         };
         Ok((
             Engine {
@@ -573,6 +671,7 @@ async fn run(
     let mut pending: HashMap<u64, Vec<u64>> = HashMap::new();
     while let Some(req) = rx.recv().await {
         match req {
+            Request::Stop => break,
             Request::AddAccount(account, api, reply) => {
                 let (feed, updates) = UpdateFeed::channel();
                 let actor = AccountActor::new(account, api, shared.clone(), updates);

@@ -94,7 +94,9 @@ impl Node {
         sim: &Arc<SimServer>,
         cfg: secretchat_engine::runtime::EngineConfig,
     ) {
-        self.engine = None;
+        if let Some(e) = self.engine.take() {
+            e.shutdown().await.unwrap();
+        }
         self.rx = None;
         let (engine, rx) = Engine::open(&self.dir, cfg).unwrap();
         let feed = engine

@@ -223,7 +223,7 @@ pub async fn run(
     let (ledger, work) = (d.ledger.clone(), d.work);
     drop(d);
     drop(events);
-    drop(engine);
+    engine.shutdown().await?;
     let restart_s = restart_probe(opts, &engine_dir, &sim, &probe, &ledger, work).await?;
     let mut ledger = lock(&ledger);
     let lost = ledger.settle_losses();
