@@ -128,16 +128,3 @@ async fn shutdown_releases_the_database_and_loses_nothing() {
         assert!(Instant::now() < deadline, "texts sent before shutdown");
     }
 }
-
-/// Dropping the last handle inside an async runtime does not wait for the close; opening the
-/// same directory right after does (it would otherwise find the database locked).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_open_after_a_drop_waits_for_the_close() {
-    use secretchat_engine::runtime::Engine;
-    let dir = tempfile::tempdir().unwrap();
-    for _ in 0..3 {
-        let (engine, events) = Engine::open(dir.path(), engine_common::config()).unwrap();
-        drop(events);
-        drop(engine);
-    }
-}

@@ -286,33 +286,8 @@ struct Closer {
     scan: (Arc<AtomicBool>, std::thread::JoinHandle<()>),
     /// Flushed once everything stopped: the next open has no log to replay.
     store: Arc<Store>,
-    /// The database directory (an open of it waits for a close in progress).
-    path: std::path::PathBuf,
     /// Tells the request loop to stop (other handles may still hold senders).
     requests: mpsc::UnboundedSender<Request>,
-}
-
-/// Closes running on a thread of their own (a drop inside an async runtime), by database
-/// directory: [`Engine::open`] of the same directory waits for them.
-static CLOSING: std::sync::Mutex<Vec<(std::path::PathBuf, std::thread::JoinHandle<()>)>> =
-    std::sync::Mutex::new(Vec::new());
-
-/// Waits for a close of `path` in progress (started by a drop), if any.
-fn wait_for_close(path: &std::path::Path) {
-    let waiting: Vec<_> = match CLOSING.lock() {
-        Ok(mut closing) => {
-            type Closing = Vec<(std::path::PathBuf, std::thread::JoinHandle<()>)>;
-            let (mine, rest): (Closing, Closing) = std::mem::take(&mut *closing)
-                .into_iter()
-                .partition(|(p, _)| p == path);
-            *closing = rest.into_iter().filter(|(_, t)| !t.is_finished()).collect();
-            mine
-        }
-        Err(_) => Vec::new(),
-    };
-    for (_, t) in waiting {
-        let _ = t.join();
-    }
 }
 
 impl Closer {
@@ -341,26 +316,11 @@ impl Drop for SystemGuard {
         let Some(closer) = self.take() else {
             return;
         };
-        let path = closer.path.clone();
-        let close = move || {
-            if let Err(e) = closer.close() {
-                tracing::warn!(error = %e, "store flush at close failed");
-            }
-        };
-        // Never block an async runtime's thread: close on a thread of its own there (the
-        // database is released when it finishes; `Engine::shutdown` waits for that, and so
-        // does an `Engine::open` of the same directory).
-        if tokio::runtime::Handle::try_current().is_ok() {
-            if let Ok(t) = std::thread::Builder::new()
-                .name("secretchat-close".into())
-                .spawn(close)
-            {
-                if let Ok(mut closing) = CLOSING.lock() {
-                    closing.push((path, t));
-                }
-            }
-        } else {
-            close();
+        // Synchronous: a close left running on a thread of its own could still hold the
+        // database when the process exits (RocksDB aborts then) or when it is opened again.
+        // Async code closes with `Engine::shutdown().await`, which does not block.
+        if let Err(e) = closer.close() {
+            tracing::warn!(error = %e, "store flush at close failed");
         }
     }
 }
@@ -375,8 +335,9 @@ impl Engine {
     /// the handle get [`EngineError::Stopped`] from then on. The blocking part runs on tokio's
     /// blocking pool, never on the caller's async thread.
     ///
-    /// Dropping the last handle without calling this closes the engine too, on a thread of
-    /// its own when dropped inside an async runtime (the drop itself does not wait).
+    /// Dropping the last handle without calling this closes the engine too, but
+    /// synchronously: the dropping thread waits for the actors and the flush. In async code,
+    /// call this instead.
     ///
     /// # Errors
     /// [`EngineError::Store`] when the final flush fails (everything was stored before it);
@@ -398,8 +359,6 @@ impl Engine {
     /// # Errors
     /// [`EngineError::Store`] (including a database from a newer version).
     pub fn open(path: &Path, config: EngineConfig) -> Result<(Engine, Events), EngineError> {
-        let db_path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        wait_for_close(&db_path);
         let store = Store::open(path, config.store.clone())?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         for (seq, account, chat, event) in store.inbox()? {
@@ -463,7 +422,6 @@ impl Engine {
                 thread,
                 scan: (cancel, scan),
                 store: store.clone(),
-                path: db_path,
                 requests: tx.clone(),
             })),
         };
