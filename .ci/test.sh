@@ -17,7 +17,7 @@ cargo test --workspace
 # packages; the others are packaged and their manifests and dependency versions checked (their
 # code is what the build above compiled; verifying would build RocksDB's C++ once more).
 cargo package --allow-dirty -p secretchat-codegen -p secretchat-macros -p secretchat-schema
-cargo package --allow-dirty --no-verify -p secretchat-engine -p secretchat -p secretchat-cli
+cargo package --allow-dirty --no-verify --workspace
 # The stated minimum Rust version builds the whole workspace. `check` never links, so RocksDB's
 # C++ library is not needed: an empty library directory stands in for it.
 msrv=$(grep -m1 '^rust-version' Cargo.toml | cut -d'"' -f2)
