@@ -7,29 +7,15 @@
 
 mod engine_common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine_common::config;
 use engine_common::node::{Node, node_with, open_chat};
+use engine_common::{appears, config};
 use secretchat_engine::crypto::AuthKey;
 use secretchat_engine::protocol::chat::{Command, Outgoing};
 use secretchat_engine::runtime::EngineConfig;
 use secretchat_engine::sim::{SimFaults, SimServer};
-
-/// Whether `needle` appears in any file under `dir`.
-fn appears(dir: &Path, needle: &[u8]) -> bool {
-    std::fs::read_dir(dir).unwrap().any(|f| {
-        let p = f.unwrap().path();
-        if p.is_dir() {
-            return appears(&p, needle);
-        }
-        std::fs::read(&p)
-            .map(|b| b.windows(needle.len()).any(|w| w == needle))
-            .unwrap_or(false)
-    })
-}
 
 /// The chat's current key, found in its stored state record by its fingerprint.
 async fn current_key(n: &Node, chat: u64) -> [u8; 256] {

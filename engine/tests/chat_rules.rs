@@ -408,6 +408,20 @@ fn handshake_bad_g_b_discards() {
     assert!(core.is_closed());
 }
 
+/// A chat user 5 asks user 6 to join (server chat 8): the core waits for the decision.
+fn requested_by_5() -> (ChatCore, Vec<Action>) {
+    let req = api_types::EncryptedChatRequested {
+        folder_id: None,
+        id: 8,
+        access_hash: 1,
+        date: 1,
+        admin_id: 5,
+        participant_id: 6,
+        g_a: vec![2; 256],
+    };
+    ChatCore::requested(harness::test_config(), &req)
+}
+
 #[test]
 fn discarded_by_server_and_declined() {
     let mut p = pair(144);
@@ -419,16 +433,7 @@ fn discarded_by_server_and_declined() {
     )));
     assert_eq!(closed(&a), Some(CloseReason::Discarded));
     assert!(!a.iter().any(|a| matches!(a, Action::Call(_))));
-    let req = api_types::EncryptedChatRequested {
-        folder_id: None,
-        id: 8,
-        access_hash: 1,
-        date: 1,
-        admin_id: 5,
-        participant_id: 6,
-        g_a: vec![2; 256],
-    };
-    let (mut core, a) = ChatCore::requested(harness::test_config(), &req);
+    let (mut core, a) = requested_by_5();
     assert!(matches!(
         &a[1],
         Action::Deliver(AppEvent::ChatRequested { admin_id: 5, .. })
@@ -913,16 +918,7 @@ fn an_old_key_is_accepted_only_before_the_switch() {
 #[test]
 fn messages_before_the_key_are_held_within_a_byte_bound() {
     use secretchat_engine::protocol::chat::MAX_EARLY_BYTES;
-    let req = api_types::EncryptedChatRequested {
-        folder_id: None,
-        id: 8,
-        access_hash: 1,
-        date: 1,
-        admin_id: 5,
-        participant_id: 6,
-        g_a: vec![2; 256],
-    };
-    let (mut core, _) = ChatCore::requested(harness::test_config(), &req);
+    let (mut core, _) = requested_by_5();
     let mut rng = StdRng::seed_from_u64(9);
     let mut feed = |core: &mut ChatCore, len: usize| {
         core.handle(

@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+mod engine_common;
+
+use engine_common::appears;
+
 use secretchat_engine::protocol::chat::{AppEvent, CloseReason, OutboxEntry, Persist};
 use secretchat_engine::store::{ChatWrite, Durability, Store, StoreError, StoreOptions};
 
@@ -156,12 +160,10 @@ fn at_rest_sealing_hides_state_and_refuses_the_wrong_key() {
         );
     }
     // The plaintext appears nowhere in the database files.
-    let mut found = false;
-    for f in std::fs::read_dir(dir.path()).unwrap() {
-        let bytes = std::fs::read(f.unwrap().path()).unwrap_or_default();
-        found |= bytes.windows(12).any(|w| w == b"super secret");
-    }
-    assert!(!found, "plaintext state on disk");
+    assert!(
+        !appears(dir.path(), b"super secret"),
+        "plaintext state on disk"
+    );
     assert!(matches!(
         Store::open(dir.path(), opts(2)),
         Err(StoreError::WrongAtRestKey)
@@ -249,25 +251,6 @@ fn sealed_opts(k: u8) -> StoreOptions {
         at_rest_key: Some([k; 32]),
         ..StoreOptions::default()
     }
-}
-
-/// Every file of the data directory, whole.
-fn files_of(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|f| f.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let bytes = std::fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect()
-}
-
-fn appears(dir: &std::path::Path, needle: &[u8]) -> bool {
-    files_of(dir)
-        .iter()
-        .any(|(_, b)| b.windows(needle.len()).any(|w| w == needle))
 }
 
 /// The database's column families, opened without the store (an attacker's view).

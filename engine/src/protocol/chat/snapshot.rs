@@ -402,12 +402,12 @@ impl ChatCore {
         }
         // Every stored outgoing message was counted by the state written with it: one the
         // state does not know means the state record is older than the outbox (rolled back).
-        let sent = core.session.as_ref().map_or(0, |s| s.seq().parts().0);
-        let closed = matches!(core.phase, Phase::Closed(_));
-        if let Some((raw, _)) = outbox.iter().find(|(raw, _)| *raw >= sent && !closed) {
-            return Err(RestoreError::RolledBack { outbox: *raw, sent });
-        }
-        if !closed {
+        // A closed chat keeps no outbox.
+        if !matches!(core.phase, Phase::Closed(_)) {
+            let sent = core.session.as_ref().map_or(0, |s| s.seq().parts().0);
+            if let Some((raw, _)) = outbox.iter().find(|(raw, _)| *raw >= sent) {
+                return Err(RestoreError::RolledBack { outbox: *raw, sent });
+            }
             core.outbox = super::outbox::Outbox::from_entries(outbox);
         }
         let mut queue = WaitingQueue::default();
