@@ -18,7 +18,8 @@ use super::trace::{ActionLine, EventLine, call_name};
 use super::workers::{ConfigError, GetConfig, RunJob};
 use super::{AckToken, EngineEvent, EventKind, Reply, Shared, now_ms};
 use crate::protocol::chat::{
-    Action, AppEvent, Call, ChatCore, ChatCounters, Command, Event, Persist, ServiceAction, Timer,
+    Action, AppEvent, Call, ChatCore, ChatCounters, ChatSummary, Command, Event, Persist,
+    ServiceAction, Timer,
 };
 use crate::store::ChatWrite;
 use crate::transport::{ErrorClass, RpcError, ServerApi};
@@ -37,6 +38,9 @@ pub struct ChatActor {
     pub(super) initial_done: Option<Reply>,
     /// DH jobs and config requests not answered yet.
     pub(super) in_flight: usize,
+    /// What the application was last told of the chat ([`EventKind::ChatUpdated`]); `None`
+    /// for a new chat, announced after its first step.
+    pub(super) announced: Option<ChatSummary>,
     /// The core's counters as last added to the engine metrics, and its open holes then.
     pub(super) reported: (ChatCounters, usize),
     /// Queued inputs, the step in progress, armed timers.
@@ -76,6 +80,19 @@ impl Actor for ChatActor {
     fn stopped(&mut self, _: &mut Context<Self>) {
         // Counted in by the account when it created the actor.
         self.shared.metrics.loaded(-1);
+    }
+}
+
+/// Stop now, whatever is in flight (its account is being removed). A step being stored is
+/// not interrupted: writes happen inside the actor's handlers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Halt;
+
+impl Handler<Halt> for ChatActor {
+    type Result = ();
+    fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 
@@ -411,11 +428,11 @@ impl ChatActor {
                     tracing::warn!(account = self.account, chat = self.handle, error = %e, "store write failed; chat stopped");
                     // Nothing may be sent or acknowledged that was not stored: stop the chat.
                     // It restarts from its last stored state when next addressed.
-                    let _ = self.shared.events.send(EngineEvent {
+                    self.shared.events.deliver(EngineEvent {
                         seq: None,
                         account: self.account,
                         chat: self.handle,
-                        kind: EventKind::Error(format!("store: {e}")),
+                        kind: EventKind::StoreFailed(e.to_string()),
                     });
                     ctx.stop();
                     return;
@@ -424,6 +441,23 @@ impl ChatActor {
         } else {
             None
         };
+        let summary = self.core.summary();
+        let changed = match &self.announced {
+            Some(was) => super::model::shown_changed(was, &summary),
+            None => true,
+        };
+        let update = changed.then(|| {
+            self.announced = Some(summary);
+            let status = self.core.status(now_ms());
+            let chat =
+                super::model::SecretChat::from_status(super::model::ChatId(self.handle), &status);
+            EngineEvent {
+                seq: None,
+                account: self.account,
+                chat: self.handle,
+                kind: EventKind::ChatUpdated(Box::new(chat)),
+            }
+        });
         let shared = self.shared.clone();
         let owner = self.owner.clone();
         let (account, handle) = (self.account, self.handle);
@@ -433,8 +467,13 @@ impl ChatActor {
                 shared.store.synced(ticket).await;
                 seqs = s;
             }
+            // The chat's new form before the events that changed it (a ready chat is
+            // announced before its first message).
+            if let Some(u) = update {
+                shared.events.deliver(u);
+            }
             for (seq, e) in seqs.into_iter().zip(events) {
-                let _ = shared.events.send(EngineEvent {
+                shared.events.deliver(EngineEvent {
                     seq: Some(seq),
                     account,
                     chat: handle,
@@ -493,6 +532,21 @@ async fn execute(
         "call"
     );
     match super::invoke_retrying(api, bytes).await {
+        Ok(answer) if sent_message(&c).is_some() => {
+            let date = match <api::messages::SentEncryptedMessage as secretchat_schema::Deserialize>::from_bytes(&answer) {
+                Ok(api::messages::SentEncryptedMessage::SentEncryptedMessage(s)) => s.date,
+                Ok(api::messages::SentEncryptedMessage::SentEncryptedFile(s)) => s.date,
+                Err(_) => return,
+            };
+            if let Some(random_id) = sent_message(&c) {
+                shared.events.deliver(EngineEvent {
+                    seq: None,
+                    account,
+                    chat: handle,
+                    kind: EventKind::MessageSent { random_id, date },
+                });
+            }
+        }
         Ok(answer) if returns_chat => {
             if let Ok(chat) =
                 <api::EncryptedChat as secretchat_schema::Deserialize>::from_bytes(&answer)
@@ -517,7 +571,16 @@ async fn execute(
                 }),
             )));
         }
-        Err(e) => report(shared, account, handle, &e),
+        Err(e) => report(shared, account, handle, &c, e),
+    }
+}
+
+/// The random id of an ordinary message a call sends (service messages are the protocol's).
+fn sent_message(c: &Call) -> Option<i64> {
+    match c {
+        Call::SendEncrypted(r) => Some(r.random_id),
+        Call::SendEncryptedFile(r) => Some(r.random_id),
+        _ => None,
     }
 }
 
@@ -526,12 +589,20 @@ fn chat_of(p: &api::InputEncryptedChat) -> i32 {
     p.chat_id
 }
 
-fn report(shared: &Shared, account: u64, chat: u64, e: &RpcError) {
-    tracing::warn!(account, chat, error = %e, "call failed");
-    let _ = shared.events.send(EngineEvent {
+fn report(shared: &Shared, account: u64, chat: u64, c: &Call, error: RpcError) {
+    tracing::warn!(account, chat, error = %error, "call failed");
+    let random_id = match c {
+        Call::SendEncryptedService(r) => Some(r.random_id),
+        other => sent_message(other),
+    };
+    shared.events.deliver(EngineEvent {
         seq: None,
         account,
         chat,
-        kind: EventKind::Error(format!("server: {e}")),
+        kind: EventKind::CallFailed {
+            method: call_name(c),
+            random_id,
+            error,
+        },
     });
 }

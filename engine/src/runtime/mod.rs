@@ -11,11 +11,14 @@
 //! (unacknowledged messages, holes) are resumed in the background after open.
 
 pub mod account;
+mod acker;
 mod admission;
 pub mod chat;
 mod commands;
+mod events;
 pub mod files;
 pub mod metrics;
+pub mod model;
 mod provision;
 mod queue;
 mod trace;
@@ -41,6 +44,9 @@ use metrics::{EngineMetrics, MetricsSnapshot};
 pub use provision::ProvisionedChat;
 use workers::{DhConfigActor, FileCryptor, ParamsRegistry, RekeyActor};
 
+use events::EventSink;
+pub use events::Events;
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -64,6 +70,9 @@ pub struct EngineConfig {
     /// sleeping chats wait as events while the quietest loaded chats are asked to sleep
     /// (docs/engine.md, "Admission"). A loaded chat costs a few kilobytes.
     pub max_loaded_chats: usize,
+    /// Events queued for the application at most: beyond them, stored events wait in the
+    /// store and the rest are dropped and counted ([`Events`]).
+    pub event_capacity: usize,
 }
 
 impl Default for EngineConfig {
@@ -79,6 +88,7 @@ impl Default for EngineConfig {
             difference_interval: Duration::from_secs(5),
             idle_after: Duration::from_secs(60),
             max_loaded_chats: 50_000,
+            event_capacity: 1024,
         }
     }
 }
@@ -139,9 +149,43 @@ pub struct EngineEvent {
 pub enum EventKind {
     /// A protocol event (request, ready, message, service action, rekey, close…).
     App(AppEvent),
-    /// A call failed for a reason the engine cannot fix (the message stays stored and is
-    /// retried by the protocol's timers).
-    Error(String),
+    /// The chat changed what [`model::SecretChat`] shows: state, server id, the other user,
+    /// layer or self-destruct timer (not stored: read the chat with [`Engine::status`] after
+    /// a restart).
+    ChatUpdated(Box<model::SecretChat>),
+    /// The peer read our messages sent up to `max_date` (`updateEncryptedMessagesRead`; not
+    /// stored).
+    MessagesRead {
+        /// Messages sent at or before this server time (seconds) are read.
+        max_date: i32,
+        /// When the peer read them.
+        date: i32,
+    },
+    /// The peer is typing (`updateEncryptedChatTyping`; not stored).
+    Typing,
+    /// The server accepted one of our messages (`messages.sendEncrypted*` answered; not
+    /// stored). A message sent again (after a restart, for the peer's Resend) may be
+    /// confirmed again.
+    MessageSent {
+        /// The message.
+        random_id: i64,
+        /// The server's date for it.
+        date: i32,
+    },
+    /// A server call failed for a reason the engine cannot fix: a message stays stored and
+    /// is sent again by the protocol's timers; a failed `requestEncryption` leaves the chat
+    /// pending. Not stored.
+    CallFailed {
+        /// The method (`messages.sendEncrypted`…).
+        method: &'static str,
+        /// The message the call carried, if any.
+        random_id: Option<i64>,
+        /// The server's error.
+        error: RpcError,
+    },
+    /// A write to the store failed: the chat stopped and restarts from its last stored state
+    /// when next addressed (nothing unstored was sent or acknowledged). Not stored.
+    StoreFailed(String),
     /// A file transfer advanced (not stored, not acknowledged).
     FileProgress {
         /// The file id (server id of the upload or download).
@@ -159,7 +203,7 @@ pub enum EventKind {
 pub struct Shared {
     pub(crate) store: Arc<Store>,
     pub(crate) config: EngineConfig,
-    pub(crate) events: mpsc::UnboundedSender<EngineEvent>,
+    pub(crate) events: EventSink,
     pub(crate) rekey: Addr<RekeyActor>,
     /// The file pool; the encrypted-file path sends it parts.
     #[allow(dead_code)]
@@ -247,6 +291,8 @@ enum Request {
     Command(u64, u64, Command, oneshot::Sender<Result<(), EngineError>>),
     Status(u64, u64, oneshot::Sender<Result<ChatStatus, EngineError>>),
     Active(u64, oneshot::Sender<usize>),
+    /// Stop the account and delete its data.
+    RemoveAccount(u64, oneshot::Sender<Result<usize, EngineError>>),
     /// Chats with work pending after a restart (found by the background scan).
     Pending(Vec<(u64, u64)>),
     /// Stop once the requests before it are handled (the engine is closing).
@@ -259,11 +305,12 @@ pub struct Engine {
     tx: mpsc::UnboundedSender<Request>,
     store: Arc<Store>,
     apis: Arc<std::sync::Mutex<HashMap<u64, Arc<dyn ServerApi>>>>,
-    events: mpsc::UnboundedSender<EngineEvent>,
+    events: EventSink,
     files: Addr<FileCryptor>,
     metrics: Arc<EngineMetrics>,
     registry: Arc<ParamsRegistry>,
     config: EngineConfig,
+    acker: acker::Acker,
     _system: Arc<SystemGuard>,
 }
 
@@ -288,6 +335,8 @@ struct Closer {
     store: Arc<Store>,
     /// Tells the request loop to stop (other handles may still hold senders).
     requests: mpsc::UnboundedSender<Request>,
+    /// Writes the acknowledgements queued before the close.
+    acks: acker::AckerThread,
 }
 
 impl Closer {
@@ -300,6 +349,7 @@ impl Closer {
         let _ = self.requests.send(Request::Stop);
         self.system.stop();
         let _ = self.thread.join();
+        self.acks.stop();
         self.store.flush()?;
         Ok(())
     }
@@ -324,9 +374,6 @@ impl Drop for SystemGuard {
         }
     }
 }
-
-/// The stream of application events (unacknowledged ones from before a restart first).
-pub type Events = mpsc::UnboundedReceiver<EngineEvent>;
 
 impl Engine {
     /// Stops the engine gracefully: every actor finishes the step it is storing, the store is
@@ -360,15 +407,8 @@ impl Engine {
     /// [`EngineError::Store`] (including a database from a newer version).
     pub fn open(path: &Path, config: EngineConfig) -> Result<(Engine, Events), EngineError> {
         let store = Store::open(path, config.store.clone())?;
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        for (seq, account, chat, event) in store.inbox()? {
-            let _ = events_tx.send(EngineEvent {
-                seq: Some(seq),
-                account,
-                chat,
-                kind: EventKind::App(event),
-            });
-        }
+        // The unacknowledged inbox is read page by page as the application consumes it.
+        let (events_tx, events_rx) = events::queue(&store, config.event_capacity);
         let (tx, rx) = mpsc::unbounded_channel();
         // The chats with work pending (unacknowledged outbox, waiting messages) are found in
         // the background: the scan seeks once per such chat (a million quiet chats each keep
@@ -416,6 +456,7 @@ impl Engine {
             })
             .map_err(|_| EngineError::Stopped)?;
         let (system, files) = sys_rx.recv().map_err(|_| EngineError::Stopped)?;
+        let (acker, acks) = acker::start(store.clone())?;
         let guard = SystemGuard {
             closer: std::sync::Mutex::new(Some(Closer {
                 system,
@@ -423,6 +464,7 @@ impl Engine {
                 scan: (cancel, scan),
                 store: store.clone(),
                 requests: tx.clone(),
+                acks,
             })),
         };
         Ok((
@@ -435,6 +477,7 @@ impl Engine {
                 metrics,
                 registry,
                 config: engine_config,
+                acker,
                 _system: Arc::new(guard),
             },
             events_rx,
@@ -555,6 +598,60 @@ impl Engine {
         Ok(())
     }
 
+    /// Removes `seqs` from the inbox like [`Engine::ack_all`], but on the engine's own
+    /// thread: the caller's thread never waits for the store. Queued when called (while
+    /// fewer than a few thousand wait; beyond, when the future is polled); the future
+    /// resolves once the removal is stored (with the store's durability).
+    ///
+    /// # Errors
+    /// [`EngineError::Store`], [`EngineError::Stopped`].
+    pub fn acknowledge(
+        &self,
+        seqs: Vec<u64>,
+    ) -> impl std::future::Future<Output = Result<(), EngineError>> + Send + 'static {
+        let queued = (!seqs.is_empty()).then(|| self.acker.ack(seqs));
+        async move {
+            match queued {
+                Some(q) => q.await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// The chat handle of server chat `chat_id` of `account`, if the engine has it stored.
+    ///
+    /// # Errors
+    /// [`EngineError::Store`].
+    pub fn chat_by_server_id(
+        &self,
+        account: u64,
+        chat_id: i32,
+    ) -> Result<Option<u64>, EngineError> {
+        match self.store.handle_of(account, chat_id)? {
+            Some(h) if self.store.has_chat(account, h)? => Ok(Some(h)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Stops `account` (its chats stop after the step they are storing; its transport's
+    /// feed is no longer read) and deletes everything stored for it, erasing its keys from
+    /// disk: for a user who logs out. Returns how many chats were removed. The account can
+    /// be added again afterwards, as new. File transfers of the account still running are
+    /// not stopped: end them first.
+    ///
+    /// # Errors
+    /// [`EngineError::Store`], [`EngineError::Stopped`].
+    pub async fn remove_account(&self, account: u64) -> Result<usize, EngineError> {
+        if let Ok(mut m) = self.apis.lock() {
+            m.remove(&account);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::RemoveAccount(account, tx))
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
     /// Engine-wide counters: holes, Resend requests, re-sends, rejected messages, batches.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.metrics.snapshot()
@@ -598,7 +695,7 @@ struct Parts {
 async fn run(
     store: Arc<Store>,
     config: EngineConfig,
-    events: mpsc::UnboundedSender<EngineEvent>,
+    events: EventSink,
     mut rx: mpsc::UnboundedReceiver<Request>,
     parts: Parts,
 ) {
@@ -655,6 +752,25 @@ async fn run(
                     None => 0,
                 };
                 let _ = reply.send(n);
+            }
+            Request::RemoveAccount(account, reply) => {
+                pending.remove(&account);
+                if let Some(addr) = accounts.remove(&account) {
+                    let chats = addr.send(account::Halt).await.unwrap_or_default();
+                    for chat in chats {
+                        let _ = chat.send(chat::Halt).await;
+                    }
+                }
+                let store = shared.store.clone();
+                // Off the request loop: the erasure flushes and compacts.
+                let spawned = std::thread::Builder::new()
+                    .name("secretchat-remove-account".into())
+                    .spawn(move || {
+                        let _ = reply.send(store.remove_account(account).map_err(Into::into));
+                    });
+                if spawned.is_err() {
+                    tracing::warn!(account, "could not start the account removal");
+                }
             }
             Request::Status(account, chat, reply) => {
                 forward(&accounts, account, Status(chat), reply)

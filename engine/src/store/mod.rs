@@ -14,6 +14,7 @@
 //! ([`StoreOptions::at_rest_key`]), records holding key material or plaintext (chat state,
 //! waiting messages, inbox events) are sealed with [`cipher::RecordCipher`].
 
+mod account;
 pub mod cipher;
 mod erase;
 mod migrate;
@@ -811,8 +812,23 @@ impl Store {
     /// # Errors
     /// RocksDB errors, [`StoreError::Corrupt`].
     pub fn inbox(&self) -> Result<Vec<(u64, u64, u64, AppEvent)>, StoreError> {
+        self.inbox_page(0, usize::MAX)
+    }
+
+    /// At most `limit` unacknowledged application events from sequence number `from` on, in
+    /// order: `(seq, account, handle, event)`.
+    ///
+    /// # Errors
+    /// RocksDB errors, [`StoreError::Corrupt`].
+    pub fn inbox_page(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64, u64, AppEvent)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf("inbox"), IteratorMode::Start) {
+        let start = from.to_be_bytes();
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        for item in self.db.iterator_cf(self.cf("inbox"), mode).take(limit) {
             let (k, v) = item?;
             let seq = u64_of(&k).ok_or(StoreError::Corrupt("inbox"))?;
             let v = self.open_sealed("inbox", &k, &v)?;

@@ -146,6 +146,10 @@ impl ChatCore {
     ) {
         match chat {
             api::EncryptedChat::Waiting(w) => {
+                if self.peer_user_id == 0 {
+                    self.peer_user_id = w.participant_id;
+                    out.dirty = true;
+                }
                 if self.chat_id == 0 {
                     self.chat_id = w.id;
                     self.access_hash = w.access_hash;
@@ -153,6 +157,13 @@ impl ChatCore {
                 }
             }
             api::EncryptedChat::EncryptedChat(c) => {
+                if self.peer_user_id == 0 {
+                    self.peer_user_id = match self.side {
+                        crate::crypto::Side::Originator => c.participant_id,
+                        crate::crypto::Side::Participant => c.admin_id,
+                    };
+                    out.dirty = true;
+                }
                 if self.chat_id == 0 {
                     self.chat_id = c.id;
                     self.access_hash = c.access_hash;

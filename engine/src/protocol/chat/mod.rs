@@ -167,6 +167,10 @@ pub struct ChatStatus {
     pub chat_id: i32,
     /// Our side.
     pub side: Side,
+    /// The other user's id (0 until known).
+    pub peer_user_id: i64,
+    /// The self-destruct timer last set by either side (seconds; 0: off).
+    pub ttl: i32,
     /// The peer's layer.
     pub peer_layer: i32,
     /// The layer outgoing messages use.
@@ -195,6 +199,22 @@ pub struct ChatStatus {
     /// The key visualization (36 bytes, empty until the key is agreed): what the users compare
     /// with the peer's screen ([`crate::crypto::visualize`] renders it as the apps do).
     pub visualization: Vec<u8>,
+}
+
+/// The part of a chat's state an application displays; an executor compares it after each
+/// step and announces a change (cheap: no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatSummary {
+    /// The phase's name (as [`ChatStatus::phase`]).
+    pub phase: &'static str,
+    /// Server chat id (0 until known).
+    pub chat_id: i32,
+    /// The other user (0 until known).
+    pub peer_user_id: i64,
+    /// The negotiated layer.
+    pub layer: i32,
+    /// The self-destruct timer (seconds).
+    pub ttl: i32,
 }
 
 /// Recovery work a chat did since it was loaded into memory (not stored: for metrics).
@@ -229,6 +249,10 @@ pub struct ChatCore {
     side: Side,
     chat_id: i32,
     access_hash: i64,
+    /// The other user (0 until known).
+    peer_user_id: i64,
+    /// The self-destruct timer last set in the chat by either side (seconds, 0: off).
+    ttl: i32,
     phase: Phase,
     dh: Option<Arc<DhParams>>,
     session: Option<Session>,
@@ -345,6 +369,8 @@ impl ChatCore {
             side,
             chat_id: 0,
             access_hash: 0,
+            peer_user_id: 0,
+            ttl: 0,
             phase,
             dh: None,
             session: None,
@@ -380,11 +406,16 @@ impl ChatCore {
         user: api::InputUser,
         random_id: i32,
     ) -> (Self, Vec<Action>) {
-        let core = Self::blank(
+        let peer_user_id = match &user {
+            api::InputUser::InputUser(u) => u.user_id,
+            _ => 0,
+        };
+        let mut core = Self::blank(
             config,
             Side::Originator,
             Phase::OriginatorConfig { user, random_id },
         );
+        core.peer_user_id = peer_user_id;
         let mut out = Out::new();
         out.dirty = true;
         out.push(Action::NeedDhConfig);
@@ -405,6 +436,7 @@ impl ChatCore {
         );
         core.chat_id = req.id;
         core.access_hash = req.access_hash;
+        core.peer_user_id = req.admin_id;
         let mut out = Out::new();
         out.deliver(AppEvent::ChatRequested {
             admin_id: req.admin_id,
@@ -548,6 +580,35 @@ impl ChatCore {
             && self.outbox.bytes() < self.config.max_unacknowledged_bytes
     }
 
+    /// The other user's id (0 until known).
+    pub fn peer_user_id(&self) -> i64 {
+        self.peer_user_id
+    }
+
+    /// The self-destruct timer last set by either side (seconds; 0: off).
+    pub fn ttl(&self) -> i32 {
+        self.ttl
+    }
+
+    /// The negotiated layer outgoing messages use (the initial layer before the key).
+    pub fn layer(&self) -> i32 {
+        self.session
+            .as_ref()
+            .map_or(super::layer::INITIAL_PEER_LAYER, |s| s.layer().negotiated())
+    }
+
+    /// What an application shows of the chat and is told again whenever it changes: phase,
+    /// ids, layer, self-destruct timer (see [`ChatSummary`]).
+    pub fn summary(&self) -> ChatSummary {
+        ChatSummary {
+            phase: self.phase.name(),
+            chat_id: self.chat_id,
+            peer_user_id: self.peer_user_id,
+            layer: self.layer(),
+            ttl: self.ttl,
+        }
+    }
+
     /// The key visualization (empty until the key is agreed).
     pub fn visualization(&self) -> &[u8] {
         &self.visualization
@@ -582,6 +643,8 @@ impl ChatCore {
             },
             chat_id: self.chat_id,
             side: self.side,
+            peer_user_id: self.peer_user_id,
+            ttl: self.ttl,
             peer_layer,
             negotiated_layer,
             seq,
@@ -691,6 +754,9 @@ impl ChatCore {
                 self.send_or_queue(PendingSend::Message(message, file), now, rng, out);
             }
             Command::Service(s) => {
+                if let ServiceAction::SetTtl(ttl) = &s {
+                    self.ttl = *ttl;
+                }
                 let action = self.service_action(s, rng, out);
                 self.send_or_queue(PendingSend::Action(action), now, rng, out);
             }

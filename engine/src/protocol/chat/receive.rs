@@ -219,6 +219,13 @@ impl ChatCore {
             A::DeleteMessages(d) => out.deliver(AppEvent::MessagesDeleted {
                 random_ids: d.random_ids,
             }),
+            A::SetMessageTTL(t) => {
+                self.ttl = t.ttl_seconds;
+                out.deliver(AppEvent::Service {
+                    random_id,
+                    action: A::SetMessageTTL(t),
+                });
+            }
             action => out.deliver(AppEvent::Service { random_id, action }),
         }
     }

@@ -31,12 +31,14 @@ use crate::protocol::session::Session;
 /// The record format this build writes (it reads this one and every earlier one). Format 2
 /// added four counters: the position of the peer's first MTProto 2.0 message, and the re-key
 /// exchange (a flag, its id, the new key's fingerprint) we switched to before its CommitKey
-/// arrived, whose Noop we still owe.
-pub const FORMAT: i32 = 2;
+/// arrived, whose Noop we still owe. Format 3 added two: the other user's id and the
+/// self-destruct timer.
+pub const FORMAT: i32 = 3;
 
 /// `counters` entries in each format.
 const COUNTERS_V1: usize = 8;
 const COUNTERS_V2: usize = 12;
+const COUNTERS_V3: usize = 14;
 
 /// Why stored state could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,6 +193,8 @@ impl ChatCore {
             i64::from(self.switched_early.is_some()),
             self.switched_early.map_or(0, |(x, _)| x),
             self.switched_early.map_or(0, |(_, fp)| fp),
+            self.peer_user_id,
+            i64::from(self.ttl),
         ];
         s.timers = TIMERS
             .iter()
@@ -334,10 +338,10 @@ impl ChatCore {
             _ => return Err(RestoreError::Field("rekey")),
         };
         core.visualization = std::mem::take(&mut s.visualization);
-        let expected_counters = if s.format >= 2 {
-            COUNTERS_V2
-        } else {
-            COUNTERS_V1
+        let expected_counters = match s.format {
+            ..=1 => COUNTERS_V1,
+            2 => COUNTERS_V2,
+            _ => COUNTERS_V3,
         };
         if s.counters.len() != expected_counters {
             return Err(RestoreError::Field("counters"));
@@ -355,8 +359,12 @@ impl ChatCore {
         else {
             return Err(RestoreError::Field("counters"));
         };
-        if let [_, 1, exchange, fingerprint] = s.counters[COUNTERS_V1..] {
-            core.switched_early = Some((exchange, fingerprint));
+        if let Some([_, 1, exchange, fingerprint]) = s.counters.get(COUNTERS_V1..COUNTERS_V2) {
+            core.switched_early = Some((*exchange, *fingerprint));
+        }
+        if let Some([peer, ttl]) = s.counters.get(COUNTERS_V2..COUNTERS_V3) {
+            core.peer_user_id = *peer;
+            core.ttl = i32::try_from(*ttl).map_err(|_| RestoreError::Field("counters"))?;
         }
         let u32_of = |v: i64| u32::try_from(v).map_err(|_| RestoreError::Field("counters"));
         let u64_of = |v: i64| u64::try_from(v).map_err(|_| RestoreError::Field("counters"));

@@ -118,6 +118,19 @@ pub(super) struct Resume(pub Vec<u64>);
 #[rtype(result = "()")]
 struct Tick;
 
+/// Stop the account: answers its loaded chats (for the caller to halt) and stops.
+#[derive(Message)]
+#[rtype(result = "Vec<Addr<ChatActor>>")]
+pub(super) struct Halt;
+
+impl Handler<Halt> for AccountActor {
+    type Result = MessageResult<Halt>;
+    fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) -> Self::Result {
+        ctx.stop();
+        MessageResult(self.chats.drain().map(|(_, a)| a).collect())
+    }
+}
+
 impl Actor for AccountActor {
     type Context = Context<Self>;
 
@@ -192,7 +205,7 @@ impl AccountActor {
             &mut rand::rngs::OsRng,
         )?;
         self.shared.metrics.spent(Phase::Load, clock.elapsed());
-        let addr = self.start_chat(handle, core, actions, None, ctx);
+        let addr = self.start_chat(handle, core, actions, None, false, ctx);
         // Loaded outside its turn (a status request, a due timer): what waited for it goes
         // first, so that nothing overtakes it.
         for input in self.admission.take(handle) {
@@ -207,11 +220,14 @@ impl AccountActor {
         core: ChatCore,
         initial: Vec<Action>,
         done: Option<Reply>,
+        new: bool,
         ctx: &mut Context<Self>,
     ) -> Addr<ChatActor> {
         // Counted here, not when the actor starts on its thread: admission decisions made
         // before it runs must see it.
         self.shared.metrics.loaded(1);
+        // A new chat is announced after its first step; a loaded one when it changes.
+        let announced = (!new).then(|| core.summary());
         let actor = ChatActor {
             account: self.account,
             handle,
@@ -222,6 +238,7 @@ impl AccountActor {
             initial,
             initial_done: done,
             in_flight: 0,
+            announced,
             reported: Default::default(),
             step: Default::default(),
         };
@@ -308,7 +325,27 @@ impl AccountActor {
                 self.route_message(m.message, Some(AckToken::Qts(m.qts)), ctx);
             }
             api::Update::Encryption(e) => self.on_chat(e.chat, ctx),
-            api::Update::EncryptedMessagesRead(_) | api::Update::EncryptedChatTyping(_) => {}
+            api::Update::EncryptedMessagesRead(r) => self.notify(
+                r.chat_id,
+                super::EventKind::MessagesRead {
+                    max_date: r.max_date,
+                    date: r.date,
+                },
+            ),
+            api::Update::EncryptedChatTyping(t) => self.notify(t.chat_id, super::EventKind::Typing),
+        }
+    }
+
+    /// Hands the application an event about server chat `chat_id` that needs no chat step
+    /// (read receipts, typing); dropped when the chat is not ours.
+    fn notify(&mut self, chat_id: i32, kind: super::EventKind) {
+        if let Some(chat) = self.known_chat(chat_id) {
+            self.shared.events.deliver(super::EngineEvent {
+                seq: None,
+                account: self.account,
+                chat,
+                kind,
+            });
         }
     }
 
@@ -343,7 +380,7 @@ impl AccountActor {
             // in one batch (lookup.rs); until then the id is known in memory.
             self.new_chats.insert(req.id, handle);
             let (core, actions) = ChatCore::requested(self.shared.config.chat, req);
-            self.start_chat(handle, core, actions, None, ctx);
+            self.start_chat(handle, core, actions, None, true, ctx);
             return;
         }
         let id = match &chat {
@@ -469,7 +506,7 @@ impl Handler<RequestChat> for AccountActor {
         let random_id = rand::random::<i32>();
         let (core, actions) = ChatCore::request(self.shared.config.chat, msg.0, random_id);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.start_chat(handle, core, actions, Some(tx), ctx);
+        self.start_chat(handle, core, actions, Some(tx), true, ctx);
         // The handle is returned once the new chat is stored.
         Box::pin(async move {
             rx.await.map_err(|_| EngineError::Stopped)??;

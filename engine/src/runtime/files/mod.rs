@@ -80,6 +80,12 @@ pub struct FileToSend {
     pub attributes: Vec<e2e::DocumentAttribute>,
     /// The message's random id.
     pub random_id: i64,
+    /// Reply to this message.
+    pub reply_to_random_id: Option<i64>,
+    /// Self-destruct timer (seconds).
+    pub ttl: i32,
+    /// Send without notification (layer ≥ 73).
+    pub silent: bool,
 }
 
 impl FileToSend {
@@ -95,6 +101,9 @@ impl FileToSend {
             thumb_h: 0,
             attributes: Vec::new(),
             random_id: rand::random(),
+            reply_to_random_id: None,
+            ttl: 0,
+            silent: false,
         }
     }
 }
@@ -262,7 +271,7 @@ impl Engine {
         total: u64,
         upload: bool,
     ) {
-        let _ = self.events.send(EngineEvent {
+        self.events.deliver(EngineEvent {
             seq: None,
             account,
             chat,

@@ -81,14 +81,14 @@ impl Engine {
         let media = media(&file, &key, size)?;
         let message = e2e::DecryptedMessage::DecryptedMessage73(e2e_t::DecryptedMessage73 {
             no_webpage: false,
-            silent: false,
+            silent: file.silent,
             random_id: file.random_id,
-            ttl: 0,
+            ttl: file.ttl,
             message: file.caption.clone(),
             media: Some(media),
             entities: None,
             via_bot_name: None,
-            reply_to_random_id: None,
+            reply_to_random_id: file.reply_to_random_id,
             grouped_id: None,
         });
         let mut rec = Upload::default();
@@ -284,9 +284,9 @@ impl Engine {
             text: m.message,
             entities: Vec::new(),
             media: m.media.map(|media| (media, input_file)),
-            reply_to_random_id: None,
-            ttl: 0,
-            silent: false,
+            reply_to_random_id: m.reply_to_random_id,
+            ttl: m.ttl,
+            silent: m.silent,
             no_webpage: false,
             via_bot_name: None,
             grouped_id: None,

@@ -1,0 +1,223 @@
+//! The application's event queue: bounded, with the store as its overflow.
+//!
+//! Every event the application must acknowledge is in the store's inbox before it is queued
+//! (see [`super::chat`]). So the queue never has to hold them all: when it is full, a stored
+//! event is left in the inbox and the receiver reads it from there once it has drained what
+//! was queued — in pages of the queue's capacity. Opening a database with a large
+//! unacknowledged inbox works the same way: the receiver starts "behind" at sequence 0.
+//!
+//! Events that are not stored (file progress, typing, read receipts, send confirmations,
+//! chat updates, errors) are dropped while the queue is full or behind, and counted
+//! ([`Events::dropped`]); each of them is either repeated or readable on demand (a chat's
+//! state with `Engine::status`).
+//!
+//! Memory is bounded by the capacity: the channel holds at most `capacity` events, a page at
+//! most `capacity`, and the de-duplication window `4 × capacity` sequence numbers.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::mpsc;
+
+use super::EngineEvent;
+use crate::store::Store;
+
+/// Where stored events stand between the engine and the receiver.
+#[derive(Debug, Default)]
+struct Lag {
+    /// The lowest sequence number the channel could not take: from it on, stored events are
+    /// read from the inbox until the receiver catches up.
+    behind_from: Option<u64>,
+    /// The next inbox sequence number the receiver reads while behind.
+    cursor: u64,
+    /// Stored events below the cursor that reached the queue only after the receiver had read
+    /// past their position (sequence numbers are taken before the write that stores them, so
+    /// two chats' writes can land out of order): handed out before the next page.
+    late: VecDeque<EngineEvent>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    lag: Mutex<Lag>,
+    dropped: AtomicU64,
+}
+
+/// The engine's side of the queue (cloned into every actor that delivers).
+#[derive(Debug, Clone)]
+pub(crate) struct EventSink {
+    tx: mpsc::Sender<EngineEvent>,
+    shared: Arc<Shared>,
+}
+
+impl EventSink {
+    /// Queues `event`. A stored event (with a `seq`) that does not fit stays in the inbox for
+    /// the receiver to read; any other event that does not fit is dropped and counted.
+    pub(crate) fn deliver(&self, event: EngineEvent) {
+        let Ok(mut lag) = self.shared.lag.lock() else {
+            return;
+        };
+        if lag.behind_from.is_some() {
+            match event.seq {
+                Some(s) if s < lag.cursor => lag.late.push_back(event),
+                Some(_) => {}
+                None => {
+                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
+        let seq = event.seq;
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => match seq {
+                Some(s) => {
+                    lag.behind_from = Some(s);
+                    lag.cursor = s;
+                }
+                None => {
+                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            // The receiver is gone: stored events come again at the next open.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// The stream of application events: unacknowledged ones from before a restart first, then
+/// new ones as the engine stores them. Bounded: see the [module docs](self).
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::Receiver<EngineEvent>,
+    shared: Arc<Shared>,
+    store: Weak<Store>,
+    capacity: usize,
+    /// A page read from the inbox, not handed out yet.
+    page: VecDeque<EngineEvent>,
+    /// Sequence numbers handed out from the channel lately: a page skips them (an event
+    /// stored before the one that overflowed may have been queued after it).
+    recent: VecDeque<u64>,
+}
+
+/// Creates a queue of `capacity` events that starts behind at sequence 0 (it reads the
+/// unacknowledged inbox first).
+pub(crate) fn queue(store: &Arc<Store>, capacity: usize) -> (EventSink, Events) {
+    let capacity = capacity.max(1);
+    let (tx, rx) = mpsc::channel(capacity);
+    let shared = Arc::new(Shared {
+        lag: Mutex::new(Lag {
+            behind_from: Some(0),
+            cursor: 0,
+            late: VecDeque::new(),
+        }),
+        dropped: AtomicU64::new(0),
+    });
+    (
+        EventSink {
+            tx,
+            shared: shared.clone(),
+        },
+        Events {
+            rx,
+            shared,
+            store: Arc::downgrade(store),
+            capacity,
+            page: VecDeque::new(),
+            recent: VecDeque::new(),
+        },
+    )
+}
+
+impl Events {
+    /// The next event; `None` once the engine has stopped and everything queued was read.
+    pub async fn recv(&mut self) -> Option<EngineEvent> {
+        if let Some(e) = self.ready() {
+            return Some(e);
+        }
+        let e = self.rx.recv().await?;
+        self.note(&e);
+        Some(e)
+    }
+
+    /// The next event if one is ready now.
+    ///
+    /// # Errors
+    /// [`mpsc::error::TryRecvError::Empty`] when none is ready,
+    /// [`mpsc::error::TryRecvError::Disconnected`] once the engine has stopped.
+    pub fn try_recv(&mut self) -> Result<EngineEvent, mpsc::error::TryRecvError> {
+        if let Some(e) = self.ready() {
+            return Ok(e);
+        }
+        let e = self.rx.try_recv()?;
+        self.note(&e);
+        Ok(e)
+    }
+
+    /// Events that were not stored and were dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// An event available without waiting: from the current page, the channel, or the next
+    /// inbox page when the queue is behind.
+    fn ready(&mut self) -> Option<EngineEvent> {
+        loop {
+            if let Some(e) = self.page.pop_front() {
+                return Some(e);
+            }
+            match self.rx.try_recv() {
+                Ok(e) => {
+                    self.note(&e);
+                    return Some(e);
+                }
+                Err(mpsc::error::TryRecvError::Empty | mpsc::error::TryRecvError::Disconnected) => {
+                }
+            }
+            // Drained: catch up from the inbox if behind. The lock keeps the engine from
+            // queueing while the page is read, so an empty page means caught up.
+            let store = self.store.upgrade()?;
+            let Ok(mut lag) = self.shared.lag.lock() else {
+                return None;
+            };
+            lag.behind_from?;
+            if !lag.late.is_empty() {
+                self.page = std::mem::take(&mut lag.late);
+                continue;
+            }
+            let from = lag.cursor;
+            let page = match store.inbox_page(from, self.capacity) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the inbox failed");
+                    return None;
+                }
+            };
+            if page.is_empty() {
+                lag.behind_from = None;
+                return None;
+            }
+            for (seq, account, chat, event) in page {
+                lag.cursor = seq + 1;
+                if self.recent.contains(&seq) {
+                    continue;
+                }
+                self.page.push_back(EngineEvent {
+                    seq: Some(seq),
+                    account,
+                    chat,
+                    kind: super::EventKind::App(event),
+                });
+            }
+        }
+    }
+
+    fn note(&mut self, e: &EngineEvent) {
+        if let Some(seq) = e.seq {
+            if self.recent.len() >= 4 * self.capacity {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(seq);
+        }
+    }
+}

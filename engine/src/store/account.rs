@@ -1,0 +1,67 @@
+//! Removing an account: every record of it, and its keys gone from disk.
+
+use rocksdb::WriteBatch;
+
+use super::{CFS, Store, StoreError, cat, chat_key, dh_key, qts_key, u64_of};
+use crate::protocol::chat::AppEvent;
+
+impl Store {
+    /// Deletes everything stored for `account` — its chats (state records with their keys,
+    /// outboxes, waiting queues, the chat-id index), its unacknowledged events, its qts, DH
+    /// config and file-transfer records — in one write, then erases the deleted keys from the
+    /// log and the table files at once (as [`Store::erase_dropped_secrets`] does). Returns how
+    /// many chats it removed.
+    ///
+    /// The caller stops the account first: a chat writing meanwhile could survive.
+    ///
+    /// # Errors
+    /// RocksDB errors, [`StoreError::Corrupt`] for an inbox record that cannot be read
+    /// (nothing is deleted then).
+    pub fn remove_account(&self, account: u64) -> Result<usize, StoreError> {
+        let chats = self.chats_of(account)?;
+        let lo = account.to_be_bytes().to_vec();
+        let hi = cat(&[&account.to_be_bytes(), &[0xff; 17]]);
+        let mut b = WriteBatch::default();
+        for cf in CFS {
+            if cf != "meta" && cf != "inbox" {
+                b.delete_range_cf(self.cf(cf), &lo, &hi);
+            }
+        }
+        b.delete_cf(self.cf("meta"), qts_key(account));
+        b.delete_cf(self.cf("meta"), dh_key(account));
+        for prefix in [b"upload/".as_slice(), b"download/".as_slice()] {
+            let from = cat(&[prefix, &account.to_be_bytes()]);
+            let to = cat(&[&from, &[0xff; 9]]);
+            b.delete_range_cf(self.cf("meta"), &from, &to);
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf("inbox"), rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            u64_of(&k).ok_or(StoreError::Corrupt("inbox"))?;
+            let v = self.open_sealed("inbox", &k, &v)?;
+            let (owner, _, _) =
+                AppEvent::from_record(&v).map_err(|_| StoreError::Corrupt("inbox"))?;
+            if owner == account {
+                b.delete_cf(self.cf("inbox"), &k);
+            }
+        }
+        self.write_now(b, true)?;
+        for handle in &chats {
+            self.note_secrets_dropped(chat_key(account, *handle));
+        }
+        // The keys (flush, then the chats' records), then the plaintexts waiting behind holes
+        // and in the inbox: compacted to the bottom level, no older version survives.
+        self.erase_dropped_secrets()?;
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        for cf in ["outbox", "waiting", "chat_index"] {
+            self.db
+                .compact_range_cf_opt(self.cf(cf), Some(&lo), Some(&hi), &opts);
+        }
+        self.db
+            .compact_range_cf_opt(self.cf("inbox"), None::<&[u8]>, None::<&[u8]>, &opts);
+        Ok(chats.len())
+    }
+}
