@@ -13,11 +13,11 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::symm::{Cipher, Crypter, Mode};
-use secretchat::engine::crypto::dh::DhParams;
-use secretchat::engine::crypto::ige::{self, Direction};
-use secretchat::engine::crypto::ige_batch::{self, Lane};
-use secretchat::engine::crypto::prime::{TELEGRAM_DH_PRIME, check_safe_prime};
-use secretchat::engine::crypto::{AuthKey, Side, message};
+use secretchat::crypto::dh::DhParams;
+use secretchat::crypto::ige::{self, Direction};
+use secretchat::crypto::ige_batch::{self, Lane};
+use secretchat::crypto::prime::{TELEGRAM_DH_PRIME, check_safe_prime};
+use secretchat::crypto::{AuthKey, Side, message};
 use std::hint::black_box;
 
 const KEY: [u8; 32] = [0x42; 32];

@@ -10,39 +10,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use secretchat::engine::crypto::message::{self, Version};
-use secretchat::engine::crypto::{AuthKey, Side};
-use secretchat::schema::api::{enums as api, types as api_types};
+use secretchat::crypto::message::{self, Version};
+use secretchat::crypto::{AuthKey, Side};
+use secretchat::sim::{SimFaults, SimServer};
 use secretchat::{
-    AppEvent, Durability, Engine, EngineConfig, EventKind, Events, SimFaults, SimServer,
-    StoreOptions,
+    AccountId, ChatId, Durability, Engine, EngineConfig, Event, EventStream, InputMessage, Update,
 };
 
 const FAN_OUT: usize = 64;
 
-fn user(id: u64) -> api::InputUser {
-    api::InputUser::InputUser(api_types::InputUser {
-        user_id: id as i64,
-        access_hash: 0,
-    })
-}
-
 /// Waits for the next event matching `f` (acknowledging everything on the way).
-async fn until(
-    engine: &Engine,
-    events: &mut Events,
-    mut f: impl FnMut(&secretchat::EngineEvent) -> bool,
-) {
+async fn until(engine: &Engine, events: &mut EventStream, mut f: impl FnMut(&Event) -> bool) {
     loop {
-        let e = tokio::time::timeout(Duration::from_secs(30), events.recv())
+        let e = tokio::time::timeout(Duration::from_secs(30), events.next())
             .await
             .expect("event in time")
             .expect("engine running");
         if let Some(s) = e.seq {
-            engine.ack(s).expect("ack");
+            engine.ack(s).await.expect("ack");
         }
-        if let EventKind::App(AppEvent::ChatRequested { .. }) = e.kind {
-            engine.accept(e.account, e.chat).await.expect("accept");
+        if let Update::ChatRequested { .. } = e.update {
+            engine.accept_chat(e.account, e.chat).await.expect("accept");
         }
         if f(&e) {
             return;
@@ -58,39 +46,39 @@ fn engine_path(c: &mut Criterion) {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = SimServer::new(SimFaults::NONE, 1);
-    let config = EngineConfig {
-        store: StoreOptions {
-            durability: Durability::Buffered,
-            at_rest_key: None,
-            ..StoreOptions::default()
-        },
-        ..EngineConfig::default()
-    };
-    let (engine, mut events) = Engine::open(&dir.path().join("db"), config).expect("engine");
+    let config = EngineConfig::builder()
+        .durability(Durability::Buffered)
+        .build();
+    let (engine, mut events) = Engine::open(dir.path().join("db"), config).expect("engine");
     // Account 1 opens one chat with each of accounts 2..=65 (chat to account 2 is the
     // ping-pong chat).
-    let chats: Vec<(u64, u64)> = rt.block_on(async {
+    let chats: Vec<(ChatId, ChatId)> = rt.block_on(async {
         for u in 1..=FAN_OUT as u64 + 1 {
             let d = sim.device(u as i64, 0);
             let feed = engine
-                .add_account(u, Arc::new(d.clone()))
+                .add_account(AccountId(u), Arc::new(d.clone()))
                 .await
                 .expect("account");
             sim.connect(&d, feed);
         }
         let mut mine = Vec::new();
         for peer in 2..=FAN_OUT as u64 + 1 {
-            mine.push(engine.request_chat(1, user(peer)).await.expect("request"));
+            mine.push(
+                engine
+                    .request_chat(AccountId(1), peer as i64, 0)
+                    .await
+                    .expect("request"),
+            );
         }
         // Both sides of every chat ready; remember the peer's handle by peer account.
-        let mut ready: HashMap<u64, u64> = HashMap::new();
+        let mut ready: HashMap<u64, ChatId> = HashMap::new();
         let mut own = 0;
         until(&engine, &mut events, |e| {
-            if let EventKind::App(AppEvent::ChatReady { .. }) = e.kind {
-                if e.account == 1 {
+            if let Update::ChatReady { .. } = e.update {
+                if e.account == AccountId(1) {
                     own += 1;
                 } else {
-                    ready.insert(e.account, e.chat);
+                    ready.insert(e.account.0, e.chat);
                 }
             }
             own == FAN_OUT && ready.len() == FAN_OUT
@@ -98,9 +86,9 @@ fn engine_path(c: &mut Criterion) {
         .await;
         // Let the layer notifications settle.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        while let Ok(e) = events.try_recv() {
+        while let Some(e) = events.try_next() {
             if let Some(s) = e.seq {
-                engine.ack(s).expect("ack");
+                engine.ack(s).await.expect("ack");
             }
         }
         (2..=FAN_OUT as u64 + 1)
@@ -132,23 +120,23 @@ fn engine_path(c: &mut Criterion) {
             rt.block_on(async {
                 n += 1;
                 engine
-                    .send_text(1, a, &format!("ping {n}"))
+                    .send_message(AccountId(1), a, InputMessage::text(format!("ping {n}")))
                     .await
                     .expect("send");
                 until(&engine, &mut events, |e| {
-                    e.account == 2
+                    e.account == AccountId(2)
                         && e.chat == b
-                        && matches!(e.kind, EventKind::App(AppEvent::Message { .. }))
+                        && matches!(e.update, Update::NewMessage(_))
                 })
                 .await;
                 engine
-                    .send_text(2, b, &format!("pong {n}"))
+                    .send_message(AccountId(2), b, InputMessage::text(format!("pong {n}")))
                     .await
                     .expect("send");
                 until(&engine, &mut events, |e| {
-                    e.account == 1
+                    e.account == AccountId(1)
                         && e.chat == a
-                        && matches!(e.kind, EventKind::App(AppEvent::Message { .. }))
+                        && matches!(e.update, Update::NewMessage(_))
                 })
                 .await;
             })
@@ -160,15 +148,17 @@ fn engine_path(c: &mut Criterion) {
             rt.block_on(async {
                 let sends = chats.iter().map(|&(h, _)| {
                     let e = engine.clone();
-                    async move { e.send_text(1, h, "fan-out").await }
+                    async move {
+                        e.send_message(AccountId(1), h, InputMessage::text("fan-out"))
+                            .await
+                    }
                 });
                 for r in futures_join(sends).await {
                     r.expect("send");
                 }
                 let mut got = 0;
                 until(&engine, &mut events, |e| {
-                    if e.account != 1 && matches!(e.kind, EventKind::App(AppEvent::Message { .. }))
-                    {
+                    if e.account != AccountId(1) && matches!(e.update, Update::NewMessage(_)) {
                         got += 1;
                     }
                     got == FAN_OUT

@@ -8,12 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use secretchat::engine::crypto::ige;
-use secretchat::engine::runtime::files::FileToSend;
-use secretchat::schema::api::{enums as api, types as api_types};
-use secretchat::{
-    AppEvent, Durability, Engine, EngineConfig, EventKind, SimFaults, SimServer, StoreOptions,
-};
+use secretchat::crypto::ige;
+use secretchat::sim::{SimFaults, SimServer};
+use secretchat::{AccountId, Durability, Engine, EngineConfig, InputFile, Update};
 
 const SIZE: usize = 16 * 1024 * 1024;
 
@@ -28,50 +25,44 @@ fn files(c: &mut Criterion) {
     // The server side only counts bytes: the bench measures our pipeline, not the simulator's
     // memory.
     sim.keep_file_data(false);
-    let config = EngineConfig {
-        store: StoreOptions {
-            durability: Durability::Buffered,
-            at_rest_key: None,
-            ..StoreOptions::default()
-        },
-        ..EngineConfig::default()
-    };
-    let (engine, mut events) = Engine::open(&dir.path().join("db"), config).expect("engine");
+    let config = EngineConfig::builder()
+        .durability(Durability::Buffered)
+        .build();
+    let (engine, mut events) = Engine::open(dir.path().join("db"), config).expect("engine");
     let chat = rt.block_on(async {
-        for u in [1i64, 2] {
-            let d = sim.device(u, 0);
+        for u in [1u64, 2] {
+            let d = sim.device(u as i64, 0);
             let feed = engine
-                .add_account(u as u64, Arc::new(d.clone()))
+                .add_account(AccountId(u), Arc::new(d.clone()))
                 .await
                 .expect("account");
             sim.connect(&d, feed);
         }
-        let bob = api::InputUser::InputUser(api_types::InputUser {
-            user_id: 2,
-            access_hash: 0,
-        });
-        let chat = engine.request_chat(1, bob).await.expect("request");
+        let chat = engine
+            .request_chat(AccountId(1), 2, 0)
+            .await
+            .expect("request");
         let mut ready = 0;
         while ready < 2 {
-            let e = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            let e = tokio::time::timeout(Duration::from_secs(30), events.next())
                 .await
                 .expect("event")
                 .expect("open");
             if let Some(s) = e.seq {
-                engine.ack(s).expect("ack");
+                engine.ack(s).await.expect("ack");
             }
-            match e.kind {
-                EventKind::App(AppEvent::ChatRequested { .. }) => {
-                    engine.accept(2, e.chat).await.expect("accept")
+            match e.update {
+                Update::ChatRequested { .. } => {
+                    engine.accept_chat(e.account, e.chat).await.expect("accept")
                 }
-                EventKind::App(AppEvent::ChatReady { .. }) => ready += 1,
+                Update::ChatReady { .. } => ready += 1,
                 _ => {}
             }
         }
         chat
     });
     // Keep draining events in the background.
-    rt.spawn(async move { while events.recv().await.is_some() {} });
+    rt.spawn(async move { while events.next().await.is_some() {} });
     let path = dir.path().join("payload");
     std::fs::write(&path, vec![0x5au8; SIZE]).expect("write");
     let mut g = c.benchmark_group("files");
@@ -86,9 +77,9 @@ fn files(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("send_file", SIZE), |b| {
         b.iter(|| {
             rt.block_on(engine.send_file(
-                1,
+                AccountId(1),
                 chat,
-                FileToSend::document(&path, "application/octet-stream"),
+                InputFile::document(&path, "application/octet-stream"),
             ))
             .expect("send")
         })

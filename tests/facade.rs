@@ -1,75 +1,211 @@
-//! The facade API end to end: the same flow as `examples/two_accounts.rs`, checked.
+//! The public API end to end against the simulated server: the chat model and its
+//! announcements, typed messages, send confirmations, lookups, typed errors and removing an
+//! account.
+#![cfg(feature = "sim")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use secretchat::schema::api::{enums as api, types as api_types};
-use secretchat::schema::e2e::enums as e2e;
-use secretchat::{AppEvent, Engine, EngineConfig, EventKind, SimFaults, SimServer};
+use secretchat::sim::{SimFaults, SimServer};
+use secretchat::{
+    AccountId, ChatId, ChatState, Engine, EngineConfig, Error, Event, EventStream, InputMessage,
+    Update,
+};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_accounts_chat_through_the_facade() {
-    let dir = tempfile::tempdir().unwrap();
+const ALICE: AccountId = AccountId(1);
+const BOB: AccountId = AccountId(2);
+
+async fn next(events: &mut EventStream) -> Event {
+    tokio::time::timeout(Duration::from_secs(20), events.next())
+        .await
+        .expect("an event within 20 s")
+        .expect("the engine runs")
+}
+
+/// Two accounts on one engine and one simulated server.
+async fn pair(
+    dir: &std::path::Path,
+    config: EngineConfig,
+) -> (Engine, EventStream, Arc<SimServer>) {
     let sim = SimServer::new(SimFaults::NONE, 1);
-    let (engine, mut events) = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-    for user in [1i64, 2] {
+    let (engine, events) = Engine::open(dir, config).unwrap();
+    for (account, user) in [(ALICE, 1), (BOB, 2)] {
         let device = sim.device(user, 0);
         let feed = engine
-            .add_account(user as u64, Arc::new(device.clone()))
+            .add_account(account, Arc::new(device.clone()))
             .await
             .unwrap();
         sim.connect(&device, feed);
     }
-    let bob = api::InputUser::InputUser(api_types::InputUser {
-        user_id: 2,
-        access_hash: 0,
-    });
-    let alice_chat = engine.request_chat(1, bob).await.unwrap();
-    let mut visualizations = Vec::new();
-    let mut texts = Vec::new();
+    (engine, events, sim)
+}
+
+/// Requests a chat from Alice to Bob and handles events until both sides are ready;
+/// returns (Alice's chat, Bob's chat, the updates seen, by account).
+async fn open_chat(
+    engine: &Engine,
+    events: &mut EventStream,
+) -> (ChatId, ChatId, Vec<(AccountId, Update)>) {
+    let alice_chat = engine.request_chat(ALICE, 2, 0).await.unwrap();
     let mut bob_chat = None;
-    while texts.len() < 2 {
-        let e = tokio::time::timeout(Duration::from_secs(20), events.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        engine.ack(e.seq.unwrap()).unwrap();
-        let EventKind::App(app) = e.kind else {
-            continue;
-        };
-        match app {
-            AppEvent::ChatRequested { admin_id: 1, .. } => {
-                bob_chat = Some(e.chat);
-                engine.accept(2, e.chat).await.unwrap();
+    let mut seen = Vec::new();
+    let mut ready = 0;
+    while ready < 2 {
+        let e = next(events).await;
+        if let Update::ChatRequested { user_id, .. } = &e.update {
+            assert_eq!((e.account, *user_id), (BOB, 1));
+            bob_chat = Some(e.chat);
+            engine.accept_chat(BOB, e.chat).await.unwrap();
+        }
+        if matches!(e.update, Update::ChatReady { .. }) {
+            ready += 1;
+        }
+        if let Some(seq) = e.seq {
+            engine.ack(seq).await.unwrap();
+        }
+        seen.push((e.account, e.update));
+    }
+    (alice_chat, bob_chat.unwrap(), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_is_announced_and_carries_typed_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, mut events, _sim) = pair(dir.path(), EngineConfig::default()).await;
+    let (alice_chat, bob_chat, seen) = open_chat(&engine, &mut events).await;
+
+    // Every change of the chat was announced, ending ready, with the peer and direction.
+    let last_update = |account| {
+        seen.iter()
+            .rev()
+            .find_map(|(a, u)| match u {
+                Update::ChatUpdated(c) if *a == account => Some(c.clone()),
+                _ => None,
+            })
+            .expect("a ChatUpdated")
+    };
+    let (a, b) = (last_update(ALICE), last_update(BOB));
+    assert_eq!(
+        (a.id, a.user_id, a.is_outbound, &a.state),
+        (alice_chat, 2, true, &ChatState::Ready)
+    );
+    assert_eq!(
+        (b.id, b.user_id, b.is_outbound, &b.state),
+        (bob_chat, 1, false, &ChatState::Ready)
+    );
+    assert_eq!(a.server_chat_id, b.server_chat_id);
+    assert_eq!(a.key_hash.len(), 36);
+    assert_eq!(a.key_hash, b.key_hash);
+    let keys: Vec<_> = seen
+        .iter()
+        .filter_map(|(_, u)| match u {
+            Update::ChatReady { key_hash } => Some(key_hash.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys, [a.key_hash.clone(), a.key_hash.clone()]);
+
+    // The chat is found by the server's id, on each account.
+    assert_eq!(
+        engine.chat_by_server_id(ALICE, a.server_chat_id).unwrap(),
+        Some(alice_chat)
+    );
+    assert_eq!(
+        engine.chat_by_server_id(BOB, a.server_chat_id).unwrap(),
+        Some(bob_chat)
+    );
+    assert_eq!(
+        engine.chat_by_server_id(BOB, a.server_chat_id + 1).unwrap(),
+        None
+    );
+
+    // A message with every field the builder sets arrives as one normalized type.
+    let sent = InputMessage::text("hello")
+        .ttl(30)
+        .silent(true)
+        .reply_to(77)
+        .with_random_id(4242);
+    assert_eq!(
+        engine.send_message(ALICE, alice_chat, sent).await.unwrap(),
+        4242
+    );
+    let (mut got, mut confirmed) = (None, None);
+    while got.is_none() || confirmed.is_none() {
+        let e = next(&mut events).await;
+        match e.update {
+            Update::NewMessage(m) => {
+                assert_eq!((e.account, e.chat), (BOB, bob_chat));
+                got = Some(m);
             }
-            AppEvent::ChatReady { visualization } => {
-                visualizations.push(visualization);
-                let (acc, chat) = if e.account == 1 {
-                    (1, alice_chat)
-                } else {
-                    (2, bob_chat.unwrap())
-                };
-                engine
-                    .send_text(acc, chat, &format!("from {acc}"))
-                    .await
-                    .unwrap();
+            Update::MessageSent { random_id, date } => {
+                assert_eq!((e.account, random_id), (ALICE, 4242));
+                assert!(date > 0);
+                confirmed = Some(date);
             }
-            AppEvent::Message { message, .. } => texts.push((
-                e.account,
-                match *message {
-                    e2e::DecryptedMessage::DecryptedMessage73(m) => m.message,
-                    e2e::DecryptedMessage::DecryptedMessage46(m) => m.message,
-                    other => format!("{other:?}"),
-                },
-            )),
             _ => {}
         }
+        if let Some(seq) = e.seq {
+            engine.ack(seq).await.unwrap();
+        }
     }
-    assert_eq!(visualizations.len(), 2);
-    assert_eq!(visualizations[0], visualizations[1]);
-    texts.sort();
-    assert_eq!(texts, [(1, "from 2".to_owned()), (2, "from 1".to_owned())]);
-    let st = engine.status(1, alice_chat).await.unwrap();
-    assert_eq!((st.phase, st.seq.0, st.seq.1), ("ready", 2, 2));
+    let m = got.unwrap();
+    assert_eq!(
+        (
+            m.random_id,
+            m.text.as_str(),
+            m.ttl,
+            m.silent,
+            m.reply_to_random_id,
+            m.layer
+        ),
+        (4242, "hello", 30, true, Some(77), 73)
+    );
+    assert!(m.media.is_none() && m.file.is_none());
+
+    // Bad input is refused with a typed error and changes nothing.
+    let zero = InputMessage::text("x").with_random_id(0);
+    assert!(matches!(
+        engine.send_message(ALICE, alice_chat, zero).await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        engine.chat(ALICE, ChatId(9_999)).await,
+        Err(Error::NoSuchChat(ChatId(9_999)))
+    ));
+    assert!(matches!(
+        engine.chat(AccountId(7), alice_chat).await,
+        Err(Error::NoSuchAccount(_))
+    ));
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_an_account_deletes_its_chats() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, mut events, _sim) = pair(dir.path(), EngineConfig::default()).await;
+    let (alice_chat, bob_chat, _) = open_chat(&engine, &mut events).await;
+    let server_id = engine.chat(ALICE, alice_chat).await.unwrap().server_chat_id;
+
+    assert_eq!(engine.remove_account(ALICE).await.unwrap(), 1);
+    assert!(matches!(
+        engine.chat(ALICE, alice_chat).await,
+        Err(Error::NoSuchAccount(_))
+    ));
+    assert_eq!(engine.chat_by_server_id(ALICE, server_id).unwrap(), None);
+    // Bob's side is untouched.
+    assert_eq!(
+        engine.chat(BOB, bob_chat).await.unwrap().state,
+        ChatState::Ready
+    );
+    engine.shutdown().await.unwrap();
+
+    // After a restart the account is still gone, and can be added again as new.
+    let (engine, _events) = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    assert_eq!(engine.chat_by_server_id(ALICE, server_id).unwrap(), None);
+    assert_eq!(
+        engine.chat_by_server_id(BOB, server_id).unwrap(),
+        Some(bob_chat)
+    );
+    engine.shutdown().await.unwrap();
 }

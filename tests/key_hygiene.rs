@@ -17,12 +17,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use secretchat::engine::protocol::chat::{AppEvent, Command, Outgoing};
-use secretchat::engine::runtime::files::FileToSend;
-use secretchat::engine::runtime::{Engine, EventKind};
-use secretchat::engine::sim::{SimFaults, SimServer};
-use secretchat::schema::e2e::enums as e2e;
-use secretchat::schema::{Reader, read_bytes};
+use secretchat_engine::protocol::chat::{AppEvent, Command, Outgoing};
+use secretchat_engine::runtime::files::FileToSend;
+use secretchat_engine::runtime::{Engine, EventKind};
+use secretchat_engine::sim::{SimFaults, SimServer};
+use secretchat_schema::e2e::enums as e2e;
+use secretchat_schema::{Reader, read_bytes};
 
 #[path = "../engine/tests/engine_common/mod.rs"]
 mod engine_common;
