@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use secretchat::engine::crypto::Side;
-use secretchat::engine::crypto::ige::Direction;
+use secretchat::crypto::Side;
+use secretchat::crypto::ige::Direction;
 use secretchat_cli::cli::{self, CliError};
 use serde_json::Value;
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use secretchat::engine::store::{Store, StoreError, StoreOptions};
+use secretchat::{Engine, EngineConfig, Error, StoreError};
 use secretchat_cli::simulate::workload::{Item, Workload};
 
 const KEY_HEX: &str = "8f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff";
@@ -86,14 +86,11 @@ fn texts_on_disk(db: &Path, work: &Workload, pairs: usize, n: u32) -> (usize, us
 /// first `n` messages of each direction of `pairs` chats.
 fn sealed(db: &Path, work: &Workload, pairs: usize, n: u32) {
     assert!(matches!(
-        Store::open(db, StoreOptions::default()),
-        Err(StoreError::WrongAtRestKey)
+        Engine::open(db, EngineConfig::default()),
+        Err(Error::Store(StoreError::WrongAtRestKey))
     ));
-    let opts = StoreOptions {
-        at_rest_key: Some(key()),
-        ..StoreOptions::default()
-    };
-    drop(Store::open(db, opts).unwrap());
+    let sealed = EngineConfig::builder().at_rest_key(key()).build();
+    drop(Engine::open(db, sealed).unwrap());
     let (found, texts) = texts_on_disk(db, work, pairs, n);
     assert!(texts > 0);
     assert_eq!(found, 0, "texts on disk despite the at-rest key");

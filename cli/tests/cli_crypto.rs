@@ -266,7 +266,7 @@ fn file_round_trip_across_parts() {
     // one continuous chain: equals one-shot IGE over the zero-padded file
     let mut whole = data.clone();
     whole.resize(ciphertext.len(), 0);
-    secretchat::engine::crypto::ige::encrypt(&[0x33; 32], &[0x44; 32], &mut whole).unwrap();
+    secretchat::crypto::ige::encrypt(&[0x33; 32], &[0x44; 32], &mut whole).unwrap();
     assert_eq!(whole, ciphertext);
     let size = data.len().to_string();
     let (code, _) = run(&[

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use secretchat::{Durability, SimFaults};
+use secretchat::Durability;
+use secretchat::sim::SimFaults;
 use secretchat_cli::simulate::{self, SimulateOptions};
 
 fn faults() -> SimFaults {

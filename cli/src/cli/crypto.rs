@@ -7,11 +7,11 @@ use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
 use rand::RngCore;
-use secretchat::engine::crypto::dh::{DhError, DhParams};
-use secretchat::engine::crypto::file::{FileKey, PART_SIZE};
-use secretchat::engine::crypto::ige::Direction;
-use secretchat::engine::crypto::message::{self, Version};
-use secretchat::engine::crypto::{AuthKey, CryptoError, Side, prime, visualize};
+use secretchat::crypto::dh::{DhError, DhParams};
+use secretchat::crypto::file::{FileKey, PART_SIZE};
+use secretchat::crypto::ige::Direction;
+use secretchat::crypto::message::{self, Version};
+use secretchat::crypto::{AuthKey, CryptoError, Side, prime, visualize};
 use serde_json::{Value, json};
 
 use super::{CliError, parse_hex};
@@ -103,10 +103,8 @@ pub fn decrypt(key_hex: &str, from: Side, v: Version, wire_hex: &str) -> Result<
         "key_fingerprint": k.fingerprint().to_string(),
         "mtproto": if d.version == Version::V2 { 2 } else { 1 },
     });
-    if let (Ok(decoded), Some(obj)) = (
-        secretchat::schema::decode_json(&d.payload),
-        out.as_object_mut(),
-    ) {
+    if let (Ok(decoded), Some(obj)) = (secretchat::tl::decode_json(&d.payload), out.as_object_mut())
+    {
         obj.insert("decoded".into(), decoded);
     }
     Ok(out)

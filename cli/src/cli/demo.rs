@@ -5,11 +5,11 @@ use std::io::Write;
 use std::time::Instant;
 
 use rand::RngCore;
-use secretchat::engine::crypto::dh::{DhParams, secret_exponent};
-use secretchat::engine::crypto::prime::{TELEGRAM_DH_PRIME, check_safe_prime};
-use secretchat::engine::crypto::{Side, message, visualize};
-use secretchat::schema::e2e::{enums, types};
-use secretchat::schema::{Deserialize, Serialize};
+use secretchat::crypto::dh::{DhParams, secret_exponent};
+use secretchat::crypto::prime::{TELEGRAM_DH_PRIME, check_safe_prime};
+use secretchat::crypto::{Side, message, visualize};
+use secretchat::tl::e2e::{enums, types};
+use secretchat::tl::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::CliError;
@@ -96,8 +96,7 @@ pub fn run(out: &mut impl Write) -> Result<Value, CliError> {
     let got = message::decrypt_v2(&bob, Side::Originator, &wire).map_err(crypto_err)?;
     let decoded = types::DecryptedMessageLayer::from_bytes(&got.payload)
         .map_err(|e| CliError::new(e.kind(), e))?;
-    let json =
-        secretchat::schema::decode_json(&got.payload).map_err(|e| CliError::new(e.kind(), e))?;
+    let json = secretchat::tl::decode_json(&got.payload).map_err(|e| CliError::new(e.kind(), e))?;
     say(format!("5. Bob checks msg_key and decrypts: {json}"));
     let tampered = {
         let mut w = wire.clone();

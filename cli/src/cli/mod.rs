@@ -37,14 +37,14 @@ impl CliError {
     }
 }
 
-impl From<secretchat::schema::DecodeError> for CliError {
-    fn from(e: secretchat::schema::DecodeError) -> Self {
+impl From<secretchat::tl::DecodeError> for CliError {
+    fn from(e: secretchat::tl::DecodeError) -> Self {
         Self::new(e.kind(), e)
     }
 }
 
-impl From<secretchat::schema::JsonError> for CliError {
-    fn from(e: secretchat::schema::JsonError) -> Self {
+impl From<secretchat::tl::JsonError> for CliError {
+    fn from(e: secretchat::tl::JsonError) -> Self {
         Self::new(e.kind(), e)
     }
 }
@@ -77,8 +77,6 @@ pub fn parse_hex(what: &str, s: &str) -> Result<Vec<u8>, CliError> {
 /// # Errors
 /// `bad_option` for a file that cannot be read or is not a key.
 pub fn at_rest_key(path: Option<&std::path::Path>) -> Result<Option<[u8; 32]>, CliError> {
-    path.map(|p| {
-        secretchat::engine::store::read_key_file(p).map_err(|e| CliError::new("bad_option", e))
-    })
-    .transpose()
+    path.map(|p| secretchat::read_key_file(p).map_err(|e| CliError::new("bad_option", e)))
+        .transpose()
 }

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CliError;
 use crate::simulate::{self, Live, SimulateOptions};
-use secretchat::engine::store::Durability;
+use secretchat::Durability;
 
 /// The flags of `secretchat simulate` (names are stable: scripts and dashboards use them).
 #[derive(Debug, Clone, clap::Args)]
@@ -149,7 +149,7 @@ impl SimulateArgs {
             messages: self.messages,
             file_share: self.file_share,
             file_size: self.file_size,
-            faults: secretchat::engine::sim::SimFaults {
+            faults: secretchat::sim::SimFaults {
                 drop: self.drop,
                 duplicate: self.duplicate,
                 reorder: self.reorder,

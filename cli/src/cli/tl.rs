@@ -10,7 +10,7 @@ use super::{CliError, parse_hex};
 /// `bad_hex`, or the decoder's kind (`unexpected_eof`, `unknown_constructor`, ...).
 pub fn decode(hex_arg: &str) -> Result<Value, CliError> {
     let bytes = parse_hex("HEX", hex_arg)?;
-    Ok(secretchat::schema::decode_json(&bytes)?)
+    Ok(secretchat::tl::decode_json(&bytes)?)
 }
 
 /// `tl encode JSON`: the object's bytes as lowercase hex.
@@ -19,5 +19,5 @@ pub fn decode(hex_arg: &str) -> Result<Value, CliError> {
 /// `invalid_json`, or the converter's kind (`unknown_constructor`, `missing_field`, ...).
 pub fn encode(json_arg: &str) -> Result<String, CliError> {
     let v: Value = serde_json::from_str(json_arg).map_err(|e| CliError::new("invalid_json", e))?;
-    Ok(hex::encode(secretchat::schema::encode_json(&v)?))
+    Ok(hex::encode(secretchat::tl::encode_json(&v)?))
 }

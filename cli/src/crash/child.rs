@@ -10,17 +10,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use secretchat::engine::protocol::chat::{AppEvent, Command};
-use secretchat::engine::runtime::files::FileRef;
-use secretchat::engine::runtime::{Engine, EngineConfig, EngineEvent, EventKind};
-use secretchat::engine::transport::{BoxFuture, RpcError, ServerApi};
-use secretchat::schema::Deserialize;
-use secretchat::schema::api::enums as api;
+use secretchat::tl::Deserialize;
+use secretchat::tl::api::enums as api;
+use secretchat::{
+    AccountId, BoxFuture, ChatConfig, ChatId, Engine, EngineConfig, Error, Event, Message,
+    RpcError, ServerApi, Update,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{Down, Up, read_frame, write_frame};
 use crate::simulate::send::send_item;
-use crate::simulate::workload::{Item, Workload, parse_prefix, text_of, user};
+use crate::simulate::workload::{Item, Workload, parse_prefix};
 
 /// One stream's queue of sends: (account, handle, index).
 type StreamQueue = mpsc::UnboundedSender<(u64, u64, u32)>;
@@ -68,15 +68,21 @@ impl ServerApi for Remote {
 /// The engine settings of the crash test: short timers, so recovery after a restart is
 /// seconds, not the defaults' minutes.
 pub fn engine_config(at_rest_key: Option<[u8; 32]>) -> EngineConfig {
-    let mut c = EngineConfig::default();
-    c.store.at_rest_key = at_rest_key;
-    c.chat.resend_retry_ms = 200;
-    c.chat.unhealthy_after = 50;
-    c.chat.retransmit_ms = 1_000;
-    c.chat.max_backoff_ms = 2_000;
-    c.ack_interval = Duration::from_millis(50);
-    c.difference_interval = Duration::from_millis(300);
-    c
+    let chat = ChatConfig {
+        resend_retry_ms: 200,
+        unhealthy_after: 50,
+        retransmit_ms: 1_000,
+        max_backoff_ms: 2_000,
+        ..ChatConfig::default()
+    };
+    let mut b = EngineConfig::builder()
+        .chat(chat)
+        .ack_interval(Duration::from_millis(50))
+        .difference_interval(Duration::from_millis(300));
+    if let Some(key) = at_rest_key {
+        b = b.at_rest_key(key);
+    }
+    b.build()
 }
 
 /// Runs the engine process until stdin closes (or the process is killed).
@@ -88,7 +94,7 @@ pub async fn run(
     work: Workload,
     at_rest_key: Option<[u8; 32]>,
 ) -> Result<(), String> {
-    let (engine, mut events) = Engine::open(&data_dir.join("engine"), engine_config(at_rest_key))
+    let (engine, mut events) = Engine::open(data_dir.join("engine"), engine_config(at_rest_key))
         .map_err(|e| e.to_string())?;
     let files = data_dir.join("files");
     std::fs::create_dir_all(&files).map_err(|e| e.to_string())?;
@@ -137,7 +143,7 @@ pub async fn run(
             next: next.clone(),
         };
         let feed = engine
-            .add_account(account, Arc::new(api))
+            .add_account(AccountId(account), Arc::new(api))
             .await
             .map_err(|e| e.to_string())?;
         feeds.insert(account, feed);
@@ -146,7 +152,7 @@ pub async fn run(
     for account in [1u64, 2] {
         let e = engine.clone();
         tokio::spawn(async move {
-            let _ = e.resume_uploads(account).await;
+            let _ = e.resume_uploads(AccountId(account)).await;
         });
     }
     let app = App {
@@ -156,7 +162,7 @@ pub async fn run(
         files: files.clone(),
     };
     tokio::spawn(async move {
-        while let Some(e) = events.recv().await {
+        while let Some(e) = events.next().await {
             app.event(e).await;
         }
     });
@@ -172,7 +178,7 @@ pub async fn run(
                 Down::Setup(n) => {
                     for _ in 0..n {
                         let e = engine.clone();
-                        tokio::spawn(async move { e.request_chat(1, user(2)).await });
+                        tokio::spawn(async move { e.request_chat(AccountId(1), 2, 0).await });
                     }
                 }
                 Down::Send { account, handle, pair, dir, idx } => {
@@ -186,12 +192,12 @@ pub async fn run(
                 }
                 Down::Rekey(a, h) => {
                     let e = engine.clone();
-                    tokio::spawn(async move { e.command(a, h, Command::Rekey).await });
+                    tokio::spawn(async move { e.rekey(AccountId(a), ChatId(h)).await });
                 }
                 Down::Status(a, h) => {
                     let (e, p) = (engine.clone(), pipe.clone());
                     tokio::spawn(async move {
-                        if let Ok(s) = e.status(a, h).await {
+                        if let Ok(s) = e.diagnostics(AccountId(a), ChatId(h)).await {
                             p.up(&Up::Status(a, h, s.key_fingerprint.unwrap_or(0), s.rekeys, s.rekeying, s.seq));
                         }
                     });
@@ -246,20 +252,21 @@ struct App {
 }
 
 impl App {
-    async fn event(&self, e: EngineEvent) {
-        let (a, h) = (e.account, e.chat);
-        match e.kind {
-            EventKind::App(AppEvent::ChatRequested { .. }) => {
+    async fn event(&self, e: Event) {
+        let (account, chat) = (e.account, e.chat);
+        let (a, h) = (account.0, chat.0);
+        match e.update {
+            Update::ChatRequested { .. } => {
                 let engine = self.engine.clone();
-                tokio::spawn(async move { engine.accept(a, h).await });
+                tokio::spawn(async move { engine.accept_chat(account, chat).await });
             }
-            EventKind::App(AppEvent::ChatReady { .. }) => {
+            Update::ChatReady { .. } => {
                 let (engine, pipe) = (self.engine.clone(), self.pipe.clone());
                 tokio::spawn(async move {
                     for _ in 0..400 {
-                        if let Ok(s) = engine.status(a, h).await {
-                            if s.chat_id != 0 {
-                                pipe.up(&Up::ChatReady(a, h, s.chat_id));
+                        if let Ok(c) = engine.chat(account, chat).await {
+                            if c.server_chat_id != 0 {
+                                pipe.up(&Up::ChatReady(a, h, c.server_chat_id));
                                 return;
                             }
                         }
@@ -267,14 +274,15 @@ impl App {
                     }
                 });
             }
-            EventKind::App(AppEvent::Message { message, file }) => {
+            Update::NewMessage(message) => {
                 let Some(seq) = e.seq else { return };
-                let text = text_of(&message).unwrap_or("").to_owned();
+                let text = message.text.clone();
                 let intact = match parse_prefix(&text) {
                     Some((p, d, idx)) => match self.work.item(p, d, idx) {
-                        Item::Text(t) => t == text && file.is_none(),
+                        Item::Text(t) => t == text && message.file.is_none(),
                         Item::File(caption) => {
-                            caption == text && self.file_ok(a, h, (p, d, idx), &message, file).await
+                            caption == text
+                                && self.file_ok(account, chat, (p, d, idx), &message).await
                         }
                     },
                     None => false,
@@ -282,14 +290,14 @@ impl App {
                 // Told before the acknowledgement: a kill in between redelivers it.
                 self.pipe.up(&Up::Delivered(a, h, seq, text, intact));
             }
-            EventKind::App(AppEvent::Rekeyed(_)) => self.pipe.up(&Up::Rekeyed(a, h)),
-            EventKind::App(AppEvent::ChatClosed(r)) => {
+            Update::Rekeyed { .. } => self.pipe.up(&Up::Rekeyed(a, h)),
+            Update::ChatClosed(r) => {
                 self.pipe.up(&Up::Closed(a, h, format!("{r:?}")));
             }
             _ => {}
         }
         if let Some(seq) = e.seq {
-            if self.engine.ack(seq).is_ok() {
+            if self.engine.ack(seq).await.is_ok() {
                 self.pipe.up(&Up::Acked(seq));
             }
         }
@@ -298,26 +306,25 @@ impl App {
     /// Downloads the attached file and compares it with the workload's bytes.
     async fn file_ok(
         &self,
-        a: u64,
-        h: u64,
+        account: AccountId,
+        chat: ChatId,
         (p, d, idx): (usize, usize, u32),
-        message: &secretchat::schema::e2e::enums::DecryptedMessage,
-        file: Option<api::EncryptedFile>,
+        message: &Message,
     ) -> bool {
-        let Some(fref) = FileRef::from_message(message, file.as_ref()) else {
+        let Some(fref) = &message.file else {
             return false;
         };
         let dest = self.files.join(format!("in-{p}-{d}-{idx}"));
         // A transport error leaves the download resumable: try again (faults are on).
         for _ in 0..50 {
-            match self.engine.download(a, h, &fref, &dest).await {
+            match self.engine.download(account, chat, fref, &dest).await {
                 Ok(()) => {
                     let same =
                         std::fs::read(&dest).is_ok_and(|b| b == self.work.file_bytes(p, d, idx));
                     let _ = std::fs::remove_file(&dest);
                     return same;
                 }
-                Err(secretchat::engine::runtime::files::FileError::Call(_)) => {
+                Err(Error::Rpc(_) | Error::Decode(_)) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(_) => return false,

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use secretchat::engine::sim::{SimDevice, SimServer};
-use secretchat::engine::transport::{ServerApi, UpdateFeed};
-use secretchat::schema::Serialize;
+use secretchat::sim::{SimDevice, SimServer};
+use secretchat::tl::Serialize;
+use secretchat::{ServerApi, UpdateFeed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdout};
 use tokio::sync::mpsc;

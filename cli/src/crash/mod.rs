@@ -16,7 +16,7 @@ pub mod wire;
 
 use std::path::PathBuf;
 
-use secretchat::engine::sim::SimFaults;
+use secretchat::sim::SimFaults;
 use serde_json::{Value, json};
 
 pub use driver::run;

@@ -11,11 +11,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
-use secretchat::engine::crypto::dh::DhParams;
-use secretchat::engine::crypto::message::{self, Version};
-use secretchat::engine::crypto::prime::TELEGRAM_DH_PRIME;
-use secretchat::engine::crypto::{AuthKey, Side};
-use secretchat::engine::store::Durability;
+use secretchat::Durability;
+use secretchat::crypto::dh::DhParams;
+use secretchat::crypto::message::{self, Version};
+use secretchat::crypto::prime::TELEGRAM_DH_PRIME;
+use secretchat::crypto::{AuthKey, Side};
 use serde_json::{Value, json};
 
 use super::SimulateError;

@@ -23,8 +23,8 @@ pub mod workload;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secretchat::engine::sim::SimFaults;
-use secretchat::engine::store::Durability;
+use secretchat::Durability;
+use secretchat::sim::SimFaults;
 
 pub use driver::run;
 pub use report::Report;
@@ -53,14 +53,11 @@ pub struct SimulateOptions {
     pub data_dir: Option<PathBuf>,
     /// Store durability.
     pub durability: Durability,
-    /// Seal the store's records with this key ([`StoreOptions::at_rest_key`]).
-    ///
-    /// [`StoreOptions::at_rest_key`]: secretchat::engine::store::StoreOptions::at_rest_key
+    /// Seal the store's records with this key
+    /// ([`EngineConfigBuilder::at_rest_key`](secretchat::EngineConfigBuilder::at_rest_key)).
     pub at_rest_key: Option<[u8; 32]>,
     /// Destroyed keys leave the database's files within this time
-    /// ([`StoreOptions::erase_keys_within`]).
-    ///
-    /// [`StoreOptions::erase_keys_within`]: secretchat::engine::store::StoreOptions::erase_keys_within
+    /// ([`EngineConfigBuilder::erase_keys_within`](secretchat::EngineConfigBuilder::erase_keys_within)).
     pub erase_keys_within: Duration,
     /// Messages each direction may have in flight (sent, not yet delivered).
     pub window: usize,
@@ -95,7 +92,7 @@ impl Default for SimulateOptions {
             duration: None,
             data_dir: None,
             at_rest_key: None,
-            erase_keys_within: secretchat::engine::store::DEFAULT_ERASE_WITHIN,
+            erase_keys_within: secretchat::DEFAULT_ERASE_WITHIN,
             durability: Durability::GroupCommit {
                 interval: Duration::from_millis(2),
             },
@@ -199,7 +196,7 @@ pub enum SimulateError {
     Io(#[from] std::io::Error),
     /// The engine could not start.
     #[error(transparent)]
-    Engine(#[from] secretchat::engine::runtime::EngineError),
+    Engine(#[from] secretchat::Error),
     /// The floor measurement failed.
     #[error("floor: {0}")]
     Floor(String),

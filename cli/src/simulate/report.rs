@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use super::SimulateOptions;
 use super::floor::Floor;
 use super::ledger::{Ledger, Violation};
-use secretchat::engine::runtime::metrics::PhaseTimes;
-use secretchat::engine::sim::SimStats;
+use secretchat::PhaseTimes;
+use secretchat::sim::SimStats;
 
 /// Chats that ended consistent or not.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -358,8 +358,8 @@ impl Report {
 }
 
 /// The `--durability` name of a mode.
-pub fn durability_name(d: &secretchat::engine::store::Durability) -> String {
-    use secretchat::engine::store::Durability as D;
+pub fn durability_name(d: &secretchat::Durability) -> String {
+    use secretchat::Durability as D;
     match d {
         D::Sync => "sync".into(),
         D::GroupCommit { interval } => format!("group:{}ms", interval.as_millis()),

@@ -5,8 +5,8 @@
 //! `"{pair}:{dir}:{idx}:{payload}"` or, for the configured share, a file whose caption has the
 //! same prefix and whose bytes are a function of (seed, stream, idx).
 
-use secretchat::schema::api::{enums as api, types as api_types};
-use secretchat::schema::e2e::enums as e2e;
+use secretchat::tl::api::{enums as api, types as api_types};
+use secretchat::tl::e2e::enums as e2e;
 
 /// SplitMix64: a tiny, well-mixed hash for deterministic choices.
 pub fn mix(mut x: u64) -> u64 {

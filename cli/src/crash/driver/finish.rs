@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use secretchat::engine::sim::SimFaults;
+use secretchat::sim::SimFaults;
 
 use super::{Driver, Life};
 use crate::crash::wire::Down;

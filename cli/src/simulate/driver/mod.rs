@@ -6,17 +6,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use secretchat::engine::protocol::chat::AppEvent;
-use secretchat::engine::runtime::files::FileRef;
-use secretchat::engine::runtime::{Engine, EngineEvent, EventKind, Events};
-use secretchat::engine::sim::{FileKeeping, SimServer};
-use secretchat::schema::api::enums as api;
-use secretchat::schema::e2e::enums as e2e;
+use secretchat::sim::{FileKeeping, SimServer};
+use secretchat::{AccountId, ChatId, Engine, Event, EventStream, FileRef, Message, Update};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::ledger::{Ledger, Violation};
 use super::report::Report;
-use super::workload::{Item, Workload, parse_prefix, text_of, user};
+use super::workload::{Item, Workload, parse_prefix};
 use super::{Live, SimulateError, SimulateOptions};
 
 mod sender;
@@ -107,7 +103,9 @@ pub async fn run(
     let (engine, mut events) = Engine::open(&engine_dir, engine_config(opts))?;
     for a in 1..=opts.accounts as u64 {
         let device = sim.device(a as i64, 0);
-        let feed = engine.add_account(a, Arc::new(device.clone())).await?;
+        let feed = engine
+            .add_account(AccountId(a), Arc::new(device.clone()))
+            .await?;
         sim.connect(&device, feed);
     }
     let (notes, mut inbox) = mpsc::unbounded_channel();
@@ -151,14 +149,14 @@ pub async fn run(
                 let engine = engine.clone();
                 (
                     a,
-                    tokio::spawn(async move { engine.request_chat(a, user(b)).await }),
+                    tokio::spawn(
+                        async move { engine.request_chat(AccountId(a), b as i64, 0).await },
+                    ),
                 )
             })
             .collect();
         for (p, (a, request)) in requests.into_iter().enumerate() {
-            let handle = request
-                .await
-                .map_err(|_| secretchat::engine::runtime::EngineError::Stopped)??;
+            let handle = request.await.map_err(|_| secretchat::Error::Stopped)??.0;
             d.pairs[p].sides[0] = Some((a, handle));
             d.side_of.insert((a, handle), (p, 0));
         }
@@ -171,7 +169,7 @@ pub async fn run(
     let mut last_progress = (Instant::now(), 0u64);
     loop {
         tokio::select! {
-            e = events.recv() => match e {
+            e = events.next() => match e {
                 Some(e) => {
                     d.events(e, &mut events);
                     // Checked here too, not only on the tick: the run's wall time ends with
@@ -209,7 +207,7 @@ pub async fn run(
     tick(&live);
     let metrics = engine.metrics();
     let db_bytes = dir_size(&engine_dir);
-    let key_erasures = engine.store().erasures();
+    let key_erasures = engine.key_erasures();
     let rekeys = statuses
         .iter()
         .map(|(_, a, b)| match (a, b) {
@@ -298,35 +296,37 @@ impl Driver {
 
     /// The application side: checks `first` and whatever else is waiting (up to a few
     /// hundred), then acknowledges them together (one store write).
-    fn events(&mut self, first: EngineEvent, events: &mut Events) {
+    fn events(&mut self, first: Event, events: &mut EventStream) {
         let mut acks = Vec::new();
         acks.extend(self.event(first));
         while acks.len() < 512 {
-            match events.try_recv() {
-                Ok(e) => acks.extend(self.event(e)),
-                Err(_) => break,
+            match events.try_next() {
+                Some(e) => acks.extend(self.event(e)),
+                None => break,
             }
         }
-        let _ = self.engine.ack_all(&acks);
+        // Queued at once (the future need not be awaited): one store write, on the engine's
+        // thread.
+        drop(self.engine.ack_all(acks));
     }
 
     /// Checks one event; answers its inbox sequence number, to acknowledge.
-    fn event(&mut self, e: EngineEvent) -> Option<u64> {
-        let key = (e.account, e.chat);
-        match &e.kind {
-            EventKind::App(AppEvent::ChatRequested { .. }) => {
+    fn event(&mut self, e: Event) -> Option<u64> {
+        let key = (e.account.0, e.chat.0);
+        match &e.update {
+            Update::ChatRequested { .. } => {
                 let engine = self.engine.clone();
                 tokio::spawn(async move {
-                    let _ = engine.accept(key.0, key.1).await;
+                    let _ = engine.accept_chat(e.account, e.chat).await;
                 });
             }
-            EventKind::App(AppEvent::ChatReady { .. }) => {
+            Update::ChatReady { .. } => {
                 let (engine, notes) = (self.engine.clone(), self.notes.clone());
                 tokio::spawn(async move {
                     for _ in 0..200 {
-                        if let Ok(s) = engine.status(key.0, key.1).await {
-                            if s.chat_id != 0 {
-                                let _ = notes.send(Note::ChatId(key.0, key.1, s.chat_id));
+                        if let Ok(c) = engine.chat(e.account, e.chat).await {
+                            if c.server_chat_id != 0 {
+                                let _ = notes.send(Note::ChatId(key.0, key.1, c.server_chat_id));
                                 return;
                             }
                         }
@@ -334,14 +334,12 @@ impl Driver {
                     }
                 });
             }
-            EventKind::App(AppEvent::Message { message, file }) => {
-                self.message(key, message, file.as_ref());
-            }
-            EventKind::App(AppEvent::Rekeyed(_)) => {
+            Update::NewMessage(m) => self.message(key, m),
+            Update::Rekeyed { .. } => {
                 self.rekey_events += 1;
                 lock(&self.ledger).rekeyed(Instant::now());
             }
-            EventKind::App(AppEvent::ChatClosed(reason)) => {
+            Update::ChatClosed(reason) => {
                 let (pair, side) = self.side_of.get(&key).copied().unwrap_or((usize::MAX, 0));
                 self.violation(pair, side, None, "closed", format!("chat closed: {reason}"));
             }
@@ -350,12 +348,7 @@ impl Driver {
         e.seq
     }
 
-    fn message(
-        &mut self,
-        key: (u64, u64),
-        message: &e2e::DecryptedMessage,
-        file: Option<&api::EncryptedFile>,
-    ) {
+    fn message(&mut self, key: (u64, u64), message: &Message) {
         let now = Instant::now();
         let Some(&(pair, side)) = self.side_of.get(&key) else {
             self.violation(
@@ -369,7 +362,7 @@ impl Driver {
         };
         // The stream into the participant (side 1) is direction 0.
         let dir = 1 - side;
-        let text = text_of(message).unwrap_or("");
+        let text = message.text.as_str();
         let Some((p, d, idx)) = parse_prefix(text) else {
             lock(&self.ledger).corrupted += 1;
             self.violation(
@@ -393,11 +386,11 @@ impl Driver {
             return;
         }
         let intact = match self.work.item(pair, dir, idx) {
-            Item::Text(t) => t == text && file.is_none(),
+            Item::Text(t) => t == text && message.media.is_none(),
             Item::File(caption) => {
                 let ok = caption == text;
                 if ok {
-                    self.download(key, pair, dir, idx, message, file);
+                    self.download(key, pair, dir, idx, message.file.clone());
                 }
                 ok
             }
@@ -494,11 +487,10 @@ impl Driver {
         pair: usize,
         dir: usize,
         idx: u32,
-        message: &e2e::DecryptedMessage,
-        file: Option<&api::EncryptedFile>,
+        file: Option<FileRef>,
     ) {
         let notes = self.notes.clone();
-        let Some(fref) = FileRef::from_message(message, file) else {
+        let Some(fref) = file else {
             let _ = notes.send(Note::FileChecked(
                 pair,
                 dir,
@@ -513,7 +505,10 @@ impl Driver {
         let work = self.work;
         let dest = self.files_dir.join(format!("in-{pair}-{dir}-{idx}"));
         tokio::spawn(async move {
-            let r = match engine.download(key.0, key.1, &fref, &dest).await {
+            let r = match engine
+                .download(AccountId(key.0), ChatId(key.1), &fref, &dest)
+                .await
+            {
                 Ok(()) => match std::fs::read(&dest) {
                     Ok(b) if b == work.file_bytes(pair, dir, idx) => Ok(()),
                     Ok(b) => Err(format!("{} bytes differ from what was sent", b.len())),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use secretchat::engine::runtime::Engine;
+use secretchat::{AccountId, ChatId, Engine};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::lock;
@@ -60,10 +60,12 @@ impl Sender {
                 Err(_) => return,
             }
             lock(&self.ledger).sending(s, idx, Instant::now());
-            if let Some(command) =
-                crate::simulate::send::text_command(&self.work, self.pair, self.dir, idx)
+            if let Some(message) =
+                crate::simulate::send::text_message(&self.work, self.pair, self.dir, idx)
             {
-                let stored = self.engine.submit(self.from.0, self.from.1, command);
+                let stored =
+                    self.engine
+                        .queue_message(AccountId(self.from.0), ChatId(self.from.1), message);
                 let ledger = self.ledger.clone();
                 ahead.push_back((
                     idx,

@@ -5,9 +5,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use secretchat::engine::protocol::chat::{AppEvent, ChatStatus};
-use secretchat::engine::runtime::{Engine, EventKind, Events};
-use secretchat::engine::sim::SimServer;
+use secretchat::sim::SimServer;
+use secretchat::{AccountId, ChatId, ChatStatus, Engine, EventStream, InputMessage, Update};
 use tokio::sync::mpsc;
 
 use super::sender::Note;
@@ -15,8 +14,7 @@ use super::setup::engine_config;
 use super::{Driver, Pair, lock};
 use crate::simulate::ledger::Ledger;
 use crate::simulate::report::Consistency;
-use crate::simulate::send::send_text;
-use crate::simulate::workload::{Item, Workload, parse_prefix, text_of};
+use crate::simulate::workload::{Item, Workload, parse_prefix};
 use crate::simulate::{SimulateError, SimulateOptions};
 
 /// Chats checked for consistency in scale mode (an even sample).
@@ -27,7 +25,7 @@ impl Driver {
     /// statuses. Events keep being handled meanwhile.
     pub(super) async fn settle(
         &mut self,
-        events: &mut Events,
+        events: &mut EventStream,
         inbox: &mut mpsc::UnboundedReceiver<Note>,
     ) -> Vec<(usize, Option<ChatStatus>, Option<ChatStatus>)> {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -39,7 +37,7 @@ impl Driver {
             1
         };
         loop {
-            while let Ok(e) = events.try_recv() {
+            while let Some(e) = events.try_next() {
                 self.events(e, events);
             }
             while let Ok(n) = inbox.try_recv() {
@@ -50,7 +48,7 @@ impl Driver {
                 let mut st = [None, None];
                 for (i, side) in p.sides.iter().enumerate() {
                     if let Some((a, h)) = side {
-                        match self.engine.status(*a, *h).await {
+                        match self.engine.diagnostics(AccountId(*a), ChatId(*h)).await {
                             Ok(s) => st[i] = Some(s),
                             Err(e) => {
                                 self.status_errors.insert(pair, e.to_string());
@@ -135,7 +133,9 @@ pub(super) async fn restart_probe(
     let (engine, mut events) = Engine::open(dir, engine_config(opts))?;
     for acc in 1..=opts.accounts as u64 {
         let device = sim.device(acc as i64, 0);
-        let feed = engine.add_account(acc, Arc::new(device.clone())).await?;
+        let feed = engine
+            .add_account(AccountId(acc), Arc::new(device.clone()))
+            .await?;
         sim.connect(&device, feed);
     }
     let idx = lock(ledger).streams[0].sent;
@@ -143,8 +143,9 @@ pub(super) async fn restart_probe(
         Item::Text(t) | Item::File(t) => t,
     };
     lock(ledger).sending(0, idx, Instant::now());
+    let message = InputMessage::text(text.clone()).with_random_id(Workload::random_id(0, 0, idx));
     let sent = engine
-        .command(a.0, a.1, send_text(0, 0, idx, text.clone()))
+        .send_message(AccountId(a.0), ChatId(a.1), message)
         .await;
     if sent.is_err() {
         return Ok(t.elapsed().as_secs_f64());
@@ -153,16 +154,16 @@ pub(super) async fn restart_probe(
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Ok(Some(e)) = tokio::time::timeout(
         deadline.saturating_duration_since(Instant::now()),
-        events.recv(),
+        events.next(),
     )
     .await
     {
         if let Some(seq) = e.seq {
-            let _ = engine.ack(seq);
+            drop(engine.ack(seq));
         }
-        if let EventKind::App(AppEvent::Message { message, .. }) = &e.kind {
-            let got = text_of(message).unwrap_or("");
-            if (e.account, e.chat) == b && parse_prefix(got) == Some((0, 0, idx)) {
+        if let Update::NewMessage(message) = &e.update {
+            let got = message.text.as_str();
+            if (e.account.0, e.chat.0) == b && parse_prefix(got) == Some((0, 0, idx)) {
                 let took = t.elapsed().as_secs_f64();
                 lock(ledger).received(0, 0, idx, got == text, Instant::now());
                 return Ok(took);

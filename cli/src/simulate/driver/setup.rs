@@ -5,10 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use secretchat::engine::protocol::chat::ChatConfig;
-use secretchat::engine::runtime::EngineConfig;
-use secretchat::engine::sim::SimServer;
-use secretchat::engine::store::StoreOptions;
+use secretchat::sim::SimServer;
+use secretchat::{AccountId, ChatConfig, EngineConfig};
 
 use super::Driver;
 use crate::simulate::{SimulateError, SimulateOptions};
@@ -60,29 +58,28 @@ pub(super) fn engine_config(opts: &SimulateOptions) -> EngineConfig {
     } else {
         (20_000, 20_000)
     };
-    EngineConfig {
-        chat: ChatConfig {
+    let mut b = EngineConfig::builder()
+        .chat(ChatConfig {
             resend_retry_ms: 300,
             unhealthy_after: 20,
             retransmit_ms: tail.0,
             max_backoff_ms: tail.1,
             ..ChatConfig::default()
-        },
-        store: StoreOptions {
-            durability: opts.durability,
-            at_rest_key: opts.at_rest_key,
-            erase_keys_within: opts.erase_keys_within,
-        },
-        ack_interval: Duration::from_millis(50),
-        difference_interval: Duration::from_millis(500),
+        })
+        .durability(opts.durability)
+        .erase_keys_within(opts.erase_keys_within)
+        .ack_interval(Duration::from_millis(50))
+        .difference_interval(Duration::from_millis(500))
         // Scale mode rotates through many chats: finished ones leave memory soon.
-        idle_after: if opts.active.is_some() {
+        .idle_after(if opts.active.is_some() {
             Duration::from_secs(2)
         } else {
             Duration::from_secs(60)
-        },
-        ..EngineConfig::default()
+        });
+    if let Some(key) = opts.at_rest_key {
+        b = b.at_rest_key(key);
     }
+    b.build()
 }
 
 /// The accounts at the two ends of chat `p`: account `i` starts its chats with the next
@@ -113,10 +110,10 @@ impl Driver {
     /// path): the server records the chat, both engines store it with one key.
     pub(super) fn provision(&mut self, sim: &SimServer) -> Result<(), SimulateError> {
         use rand::{RngCore, SeedableRng};
-        use secretchat::engine::crypto::prime::TELEGRAM_DH_PRIME;
-        use secretchat::engine::crypto::{AuthKey, Side};
-        use secretchat::engine::protocol::layer::OUR_LAYER;
-        use secretchat::engine::runtime::ProvisionedChat;
+        use secretchat::OUR_LAYER;
+        use secretchat::crypto::prime::TELEGRAM_DH_PRIME;
+        use secretchat::crypto::{AuthKey, Side};
+        use secretchat::sim::ProvisionedChat;
         // Benchmark keys: random, but from the run's seed so a run can be repeated.
         let mut rng = rand::rngs::StdRng::seed_from_u64(self.opts.seed ^ 0x6b65_7973);
         let total = self.pairs.len();
@@ -146,10 +143,13 @@ impl Driver {
                 self.pairs[p].chat_id = chat_id;
             }
             for (account, (chats, places)) in per_account {
-                let handles = self
-                    .engine
-                    .provision_chats(account, &TELEGRAM_DH_PRIME, 3, chats)?;
-                for (h, (p, which)) in handles.into_iter().zip(places) {
+                let handles = self.engine.provision_chats(
+                    AccountId(account),
+                    &TELEGRAM_DH_PRIME,
+                    3,
+                    chats,
+                )?;
+                for (h, (p, which)) in handles.into_iter().map(|c| c.0).zip(places) {
                     self.pairs[p].sides[which] = Some((account, h));
                     self.side_of.insert((account, h), (p, which));
                 }
