@@ -4,70 +4,10 @@
 #![cfg(feature = "sim")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::time::Duration;
+use secretchat::{AccountId, ChatId, ChatState, Engine, EngineConfig, Error, InputMessage, Update};
 
-use secretchat::sim::{SimFaults, SimServer};
-use secretchat::{
-    AccountId, ChatId, ChatState, Engine, EngineConfig, Error, Event, EventStream, InputMessage,
-    Update,
-};
-
-const ALICE: AccountId = AccountId(1);
-const BOB: AccountId = AccountId(2);
-
-async fn next(events: &mut EventStream) -> Event {
-    tokio::time::timeout(Duration::from_secs(20), events.next())
-        .await
-        .expect("an event within 20 s")
-        .expect("the engine runs")
-}
-
-/// Two accounts on one engine and one simulated server.
-async fn pair(
-    dir: &std::path::Path,
-    config: EngineConfig,
-) -> (Engine, EventStream, Arc<SimServer>) {
-    let sim = SimServer::new(SimFaults::NONE, 1);
-    let (engine, events) = Engine::open(dir, config).unwrap();
-    for (account, user) in [(ALICE, 1), (BOB, 2)] {
-        let device = sim.device(user, 0);
-        let feed = engine
-            .add_account(account, Arc::new(device.clone()))
-            .await
-            .unwrap();
-        sim.connect(&device, feed);
-    }
-    (engine, events, sim)
-}
-
-/// Requests a chat from Alice to Bob and handles events until both sides are ready;
-/// returns (Alice's chat, Bob's chat, the updates seen, by account).
-async fn open_chat(
-    engine: &Engine,
-    events: &mut EventStream,
-) -> (ChatId, ChatId, Vec<(AccountId, Update)>) {
-    let alice_chat = engine.request_chat(ALICE, 2, 0).await.unwrap();
-    let mut bob_chat = None;
-    let mut seen = Vec::new();
-    let mut ready = 0;
-    while ready < 2 {
-        let e = next(events).await;
-        if let Update::ChatRequested { user_id, .. } = &e.update {
-            assert_eq!((e.account, *user_id), (BOB, 1));
-            bob_chat = Some(e.chat);
-            engine.accept_chat(BOB, e.chat).await.unwrap();
-        }
-        if matches!(e.update, Update::ChatReady { .. }) {
-            ready += 1;
-        }
-        if let Some(seq) = e.seq {
-            engine.ack(seq).await.unwrap();
-        }
-        seen.push((e.account, e.update));
-    }
-    (alice_chat, bob_chat.unwrap(), seen)
-}
+mod common;
+use common::{ALICE, BOB, next, open_chat, pair};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_is_announced_and_carries_typed_messages() {
