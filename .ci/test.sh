@@ -13,6 +13,8 @@ fi
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 cargo test --workspace
+# The bridge example runs the whole flow through the public API (it fails if a step is missing).
+cargo run -q -p secretchat-example-bridge > /dev/null
 # Every crate packages for crates.io. The three without RocksDB are also built from their
 # packages; the others are packaged and their manifests and dependency versions checked (their
 # code is what the build above compiled; verifying would build RocksDB's C++ once more).

@@ -12,6 +12,7 @@ use secretchat_engine::transport::{ServerApi, UpdateFeed};
 use secretchat_schema::api::{enums as api, types as api_types};
 
 use crate::event::EventStream;
+use crate::files::Spool;
 use crate::message::{InputFile, InputMessage};
 use crate::{AccountId, ChatId, EngineConfig, Error, SecretChat};
 
@@ -25,6 +26,7 @@ use crate::{AccountId, ChatId, EngineConfig, Error, SecretChat};
 #[derive(Debug, Clone)]
 pub struct Engine {
     inner: Inner,
+    spool: Arc<Spool>,
 }
 
 fn check_id(random_id: i64) -> Result<(), Error> {
@@ -46,7 +48,8 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<(Engine, EventStream), Error> {
         let (inner, events) = Inner::open(path.as_ref(), config.0)?;
-        Ok((Engine { inner }, EventStream { inner: events }))
+        let spool = Arc::new(Spool::new(path.as_ref()));
+        Ok((Engine { inner, spool }, EventStream { inner: events }))
     }
 
     /// Stops gracefully: every chat finishes the step it is storing, queued
@@ -80,7 +83,9 @@ impl Engine {
     /// # Errors
     /// [`Error::Store`], [`Error::Stopped`].
     pub async fn remove_account(&self, account: AccountId) -> Result<usize, Error> {
-        Ok(self.inner.remove_account(account.0).await?)
+        let n = self.inner.remove_account(account.0).await?;
+        self.spool.sweep(account);
+        Ok(n)
     }
 
     /// Asks user `user_id` (with the `access_hash` the account knows for them) for a
@@ -231,7 +236,9 @@ impl Engine {
     /// # Errors
     /// As [`Engine::send_file`].
     pub async fn resume_uploads(&self, account: AccountId) -> Result<usize, Error> {
-        Ok(self.inner.resume_uploads(account.0).await?)
+        let n = self.inner.resume_uploads(account.0).await?;
+        self.spool.sweep(account);
+        Ok(n)
     }
 
     /// Downloads and decrypts a received file ([`Message::file`](crate::Message::file)) to
@@ -384,6 +391,10 @@ impl Engine {
         a: ServiceAction,
     ) -> Result<(), Error> {
         self.command(account, chat, Command::Service(a)).await
+    }
+
+    pub(crate) fn spool(&self) -> &Spool {
+        &self.spool
     }
 
     /// The engine underneath (for the simulator's bulk provisioning).

@@ -53,6 +53,7 @@ mod config;
 mod engine;
 mod error;
 mod event;
+mod files;
 mod message;
 #[cfg(feature = "sim")]
 pub mod sim;

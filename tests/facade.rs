@@ -4,7 +4,9 @@
 #![cfg(feature = "sim")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use secretchat::{AccountId, ChatId, ChatState, Engine, EngineConfig, Error, InputMessage, Update};
+use secretchat::{
+    AccountId, ChatId, ChatState, Engine, EngineConfig, Error, InputFile, InputMessage, Update,
+};
 
 mod common;
 use common::{ALICE, BOB, next, open_chat, pair};
@@ -147,5 +149,60 @@ async fn removing_an_account_deletes_its_chats() {
         engine.chat_by_server_id(BOB, server_id).unwrap(),
         Some(bob_chat)
     );
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_go_from_a_reader_and_into_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, mut events, _sim) = pair(dir.path(), EngineConfig::default()).await;
+    let (alice_chat, bob_chat, _) = open_chat(&engine, &mut events).await;
+    let body: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+
+    // A reader shorter or longer than its declared length is refused, and nothing is sent.
+    let f = || InputFile::document("data.bin", "application/octet-stream");
+    let short = engine
+        .send_file_from(ALICE, alice_chat, &body[..10], 11, f())
+        .await;
+    assert!(matches!(short, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof));
+    let long = engine
+        .send_file_from(ALICE, alice_chat, &body[..12], 11, f())
+        .await;
+    assert!(matches!(long, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData));
+
+    let id = engine
+        .send_file_from(
+            ALICE,
+            alice_chat,
+            &body[..],
+            body.len() as u64,
+            f().caption("two parts"),
+        )
+        .await
+        .unwrap();
+    let message = loop {
+        let e = next(&mut events).await;
+        if let Some(seq) = e.seq {
+            engine.ack(seq).await.unwrap();
+        }
+        if let Update::NewMessage(m) = e.update {
+            break m;
+        }
+    };
+    assert_eq!(
+        (message.random_id, message.text.as_str()),
+        (id, "two parts")
+    );
+    let file = message.file.expect("a file");
+    let mut out = Vec::new();
+    let n = engine
+        .download_to(BOB, bob_chat, &file, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(n, body.len() as u64);
+    assert!(out == body, "the bytes arrive intact");
+    // Nothing is left in the spool.
+    let spool = dir.path().join("spool");
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
     engine.shutdown().await.unwrap();
 }
