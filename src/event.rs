@@ -267,3 +267,26 @@ impl EventStream {
         self.inner.dropped()
     }
 }
+
+/// The same events as [`EventStream::next`], for stream combinators
+/// (`futures::StreamExt`, `tokio_stream`).
+impl futures_core::Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        loop {
+            match self.inner.poll_recv(cx) {
+                std::task::Poll::Ready(Some(e)) => {
+                    if let Some(ev) = Event::from_engine(e) {
+                        return std::task::Poll::Ready(Some(ev));
+                    }
+                }
+                std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
+        }
+    }
+}

@@ -140,6 +140,22 @@ impl Events {
         Some(e)
     }
 
+    /// Polls for the next event (what [`Events::recv`] awaits): `Ready(None)` once the engine
+    /// has stopped and everything queued was read.
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<EngineEvent>> {
+        if let Some(e) = self.ready() {
+            return std::task::Poll::Ready(Some(e));
+        }
+        let polled = self.rx.poll_recv(cx);
+        if let std::task::Poll::Ready(Some(e)) = &polled {
+            self.note(e);
+        }
+        polled
+    }
+
     /// The next event if one is ready now.
     ///
     /// # Errors
