@@ -436,3 +436,60 @@ fn closing_drops_what_the_closing_step_put() {
     assert!(chat.outbox.is_empty(), "{:?}", chat.outbox);
     assert!(s.chats_with_pending_work().unwrap().is_empty());
 }
+
+/// Removing an account deletes its chats, outbox, waiting messages and inbox events, and
+/// its chat state (with the key) leaves every file; another account's stays. The control:
+/// before the removal the key is on disk.
+#[test]
+fn a_removed_account_leaves_nothing_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        dir.path(),
+        StoreOptions {
+            durability: Durability::Sync,
+            erase_keys_within: Duration::from_secs(3600),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    use rand::{RngCore, SeedableRng};
+    // Random, so compression cannot hide it from the scan.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+    let (mut key_of_1, mut key_of_2) = (vec![0u8; 256], vec![0u8; 256]);
+    rng.fill_bytes(&mut key_of_1);
+    rng.fill_bytes(&mut key_of_2);
+    let persist = Persist {
+        outbox_put: vec![(1, entry(1))],
+        ..Persist::default()
+    };
+    let event = AppEvent::PeerLayer(144);
+    write(&s, 3, &key_of_1, &persist, std::slice::from_ref(&event));
+    s.write_chat(&ChatWrite {
+        account: 2,
+        handle: 3,
+        chat_id: 900,
+        state: &key_of_2,
+        persist: std::slice::from_ref(&persist),
+        events: std::slice::from_ref(&event),
+        qts: None,
+    })
+    .unwrap();
+    s.flush().unwrap();
+    assert!(
+        appears(dir.path(), &key_of_1),
+        "control: the key is on disk"
+    );
+    assert_eq!(s.inbox().unwrap().len(), 2);
+
+    assert_eq!(s.remove_account(1).unwrap(), 1);
+    assert!(s.load_chat(1, 3).unwrap().is_none());
+    assert_eq!(s.load_chat(2, 3).unwrap().unwrap().state, key_of_2);
+    let inbox = s.inbox().unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].1, 2, "only account 2's event is left");
+    assert!(
+        !appears(dir.path(), &key_of_1),
+        "account 1's key is still on disk"
+    );
+    assert!(appears(dir.path(), &key_of_2));
+}
