@@ -32,7 +32,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! `docs/guide.md` walks through everything (also compiled as this crate's [`guide`]).
+//! `docs/guide.md` walks through everything (its snippets run as this crate's doc tests).
 //!
 //! # Modules
 //! - [`tl`]: the TL types (the end-to-end schema, layers 8–144, and the server-API subset),

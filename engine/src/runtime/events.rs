@@ -86,7 +86,8 @@ impl EventSink {
 }
 
 /// The stream of application events: unacknowledged ones from before a restart first, then
-/// new ones as the engine stores them. Bounded: see the [module docs](self).
+/// new ones as the engine stores them. Bounded: at most the configured capacity waits in
+/// memory; stored events that do not fit are read back from the inbox, page by page.
 #[derive(Debug)]
 pub struct Events {
     rx: mpsc::Receiver<EngineEvent>,
