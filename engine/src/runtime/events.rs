@@ -14,7 +14,7 @@
 //! Memory is bounded by the capacity: the channel holds at most `capacity` events, a page at
 //! most `capacity`, and the de-duplication window `4 × capacity` sequence numbers.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -35,6 +35,13 @@ struct Lag {
     /// past their position (sequence numbers are taken before the write that stores them, so
     /// two chats' writes can land out of order): handed out before the next page.
     late: VecDeque<EngineEvent>,
+    /// Events of this run handed out from an inbox page before the engine delivered them
+    /// (a chat's write lands, the page reads it, then the chat delivers): their delivery is
+    /// dropped when it comes. Entries live only between those two moments.
+    paged: HashSet<u64>,
+    /// Events stored before this run have sequence numbers below this; they are never
+    /// delivered, so pages do not record them in `paged`.
+    run_floor: u64,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +64,11 @@ impl EventSink {
         let Ok(mut lag) = self.shared.lag.lock() else {
             return;
         };
+        if let Some(s) = event.seq {
+            if lag.paged.remove(&s) {
+                return; // the receiver read it from the inbox already
+            }
+        }
         if lag.behind_from.is_some() {
             match event.seq {
                 Some(s) if s < lag.cursor => lag.late.push_back(event),
@@ -111,6 +123,8 @@ pub(crate) fn queue(store: &Arc<Store>, capacity: usize) -> (EventSink, Events) 
             behind_from: Some(0),
             cursor: 0,
             late: VecDeque::new(),
+            paged: HashSet::new(),
+            run_floor: store.inbox_seq_floor(),
         }),
         dropped: AtomicU64::new(0),
     });
@@ -219,6 +233,9 @@ impl Events {
                 if self.recent.contains(&seq) {
                     continue;
                 }
+                if seq >= lag.run_floor {
+                    lag.paged.insert(seq);
+                }
                 self.page.push_back(EngineEvent {
                     seq: Some(seq),
                     account,
@@ -236,5 +253,62 @@ impl Events {
             }
             self.recent.push_back(seq);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::protocol::chat::{AppEvent, Persist};
+    use crate::runtime::EventKind;
+    use crate::store::{ChatWrite, StoreOptions};
+
+    /// Stores one event for chat 1 the way a chat does; returns its sequence number.
+    fn store_event(store: &Store, layer: i32) -> u64 {
+        let (_, seqs) = store
+            .write_chat(&ChatWrite {
+                account: 1,
+                handle: 1,
+                chat_id: 10,
+                state: b"state",
+                persist: &[Persist::default()],
+                events: &[AppEvent::PeerLayer(layer)],
+                qts: None,
+            })
+            .unwrap();
+        seqs[0]
+    }
+
+    fn event(seq: u64, layer: i32) -> EngineEvent {
+        EngineEvent {
+            seq: Some(seq),
+            account: 1,
+            chat: 1,
+            kind: EventKind::App(AppEvent::PeerLayer(layer)),
+        }
+    }
+
+    /// A chat's write lands, the receiver (catching up) reads it from the inbox, and only
+    /// then does the chat deliver it: the receiver gets it once. (A crash test saw it twice.)
+    #[test]
+    fn an_event_read_from_the_inbox_before_its_delivery_comes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let (sink, mut events) = queue(&store, 4);
+        let seq = store_event(&store, 73);
+        // Behind from the start: the receiver pages the inbox and finds it.
+        let got = events.try_recv().unwrap();
+        assert_eq!(got.seq, Some(seq));
+        // Caught up: the next read finds nothing and leaves the inbox mode.
+        assert!(events.try_recv().is_err());
+        // The chat now delivers what it stored.
+        sink.deliver(event(seq, 73));
+        assert!(events.try_recv().is_err(), "delivered twice");
+        // Later events still come through the queue.
+        let next = store_event(&store, 100);
+        sink.deliver(event(next, 100));
+        assert_eq!(events.try_recv().unwrap().seq, Some(next));
     }
 }

@@ -428,6 +428,12 @@ impl Store {
         Ok(Ticket(self.written.fetch_add(1, Ordering::SeqCst) + 1))
     }
 
+    /// The inbox sequence number the next stored event gets: every event stored from now on
+    /// has one at least this high.
+    pub fn inbox_seq_floor(&self) -> u64 {
+        self.next_inbox.load(Ordering::SeqCst)
+    }
+
     /// The next inbox sequence number, reserving a new block durably when needed.
     fn next_inbox_seq(&self) -> Result<u64, StoreError> {
         const BLOCK: u64 = 4096;
