@@ -13,6 +13,9 @@ fi
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 cargo test --workspace
+# The Python client of `secretchat host`, against two host processes and `secretchat sim-server`
+# (standard library only; the binary is the one `cargo test` built).
+SECRETCHAT_BIN="$CARGO_TARGET_DIR/debug/secretchat" python3 -m unittest discover -s clients/python -v
 # The bridge example runs the whole flow through the public API (it fails if a step is missing).
 cargo run -q -p secretchat-example-bridge > /dev/null
 # Every crate packages for crates.io. The three without RocksDB are also built from their

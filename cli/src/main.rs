@@ -53,6 +53,13 @@ enum Command {
     /// gap recovery), restarts it on the same data directory, and checks that nothing was
     /// lost, duplicated or misordered and that every chat still works. Exits 1 on a violation.
     CrashTest(Box<cli::crash::CrashArgs>),
+    /// The engine for a host in any language: newline-delimited JSON on stdin/stdout (or a
+    /// unix socket); the host carries the engine's server calls over its own MTProto client
+    /// (docs/host.md).
+    Host(Box<cli::host::HostArgs>),
+    /// The simulated Telegram server behind JSON lines (`connect`, `invoke` in;
+    /// `invokeResult`, `invokeError`, `pushUpdate` out): tests a host without Telegram.
+    SimServer(Box<cli::host::SimServerArgs>),
     /// The engine process of `crash-test` (internal; talks to its driver over stdin/stdout).
     #[command(hide = true)]
     CrashEngine(Box<cli::crash::EngineArgs>),
@@ -240,9 +247,11 @@ fn run(args: Args) -> Result<Value, CliError> {
             cli::crypto::file_fingerprint(&key, &iv)
         }
         Command::Demo => cli::demo::run(&mut std::io::stdout()),
-        Command::Simulate(_) | Command::CrashTest(_) | Command::CrashEngine(_) => {
-            Err(CliError::new("usage", "run by main"))
-        }
+        Command::Simulate(_)
+        | Command::CrashTest(_)
+        | Command::CrashEngine(_)
+        | Command::Host(_)
+        | Command::SimServer(_) => Err(CliError::new("usage", "run by main")),
     }
 }
 
@@ -264,6 +273,8 @@ fn main() -> ExitCode {
         Command::Simulate(a) => return ExitCode::from(cli::simulate::run(a)),
         Command::CrashTest(a) => return ExitCode::from(cli::crash::run(a)),
         Command::CrashEngine(a) => return ExitCode::from(cli::crash::engine(a)),
+        Command::Host(a) => return ExitCode::from(cli::host::host(a)),
+        Command::SimServer(a) => return ExitCode::from(cli::host::sim_server(a)),
         _ => {}
     }
     match run(args) {

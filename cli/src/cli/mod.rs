@@ -8,6 +8,7 @@
 pub mod crash;
 pub mod crypto;
 pub mod demo;
+pub mod host;
 pub mod simulate;
 pub mod tl;
 

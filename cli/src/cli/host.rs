@@ -1,0 +1,252 @@
+//! `secretchat host` (the engine behind JSON lines, docs/host.md) and `secretchat sim-server`
+//! (the simulated Telegram server behind JSON lines, for testing hosts without Telegram).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use secretchat::sim::{SimDevice, SimFaults, SimServer};
+use secretchat::tl::Serialize;
+use secretchat::{Engine, EngineConfig, ServerApi, UpdateFeed};
+use secretchat_host::wire::{Fields, Line, WireError, read_line};
+use secretchat_host::{HostOptions, serve};
+use serde_json::{Value, json};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use super::CliError;
+
+/// The flags of `secretchat host`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HostArgs {
+    /// The engine's database directory (created if missing).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Store durability: `sync`, `group[:MS]` or `buffered` (as `simulate`).
+    #[arg(long, default_value = "group")]
+    pub durability: String,
+    /// Seal the database at rest with the key in this file (32 bytes, or 64 hex digits).
+    #[arg(long)]
+    pub at_rest_key_file: Option<PathBuf>,
+    /// Serve one client on this unix socket (`unix:PATH`) instead of stdin/stdout.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// How long an `invoke` waits for the host's answer, ms (then it counts as a timeout
+    /// and the engine retries as over a network).
+    #[arg(long, default_value_t = 60_000)]
+    pub invoke_timeout_ms: u64,
+}
+
+/// The flags of `secretchat sim-server`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimServerArgs {
+    /// Probability that an update push is dropped (the engine's gap recovery runs).
+    #[arg(long, default_value_t = 0.0)]
+    pub drop: f64,
+    /// Seed of the faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new("runtime", e))
+}
+
+fn log_to_stderr() {
+    let level = std::env::var("SECRETCHAT_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::WARN);
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .finish(),
+    );
+}
+
+/// Runs `secretchat host` until the client closes; returns the exit status.
+pub fn host(args: &HostArgs) -> u8 {
+    log_to_stderr();
+    match host_inner(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{}", e.to_json());
+            2
+        }
+    }
+}
+
+fn host_inner(args: &HostArgs) -> Result<(), CliError> {
+    let mut config =
+        EngineConfig::builder().durability(super::simulate::durability(&args.durability)?);
+    if let Some(path) = &args.at_rest_key_file {
+        let key = secretchat::read_key_file(path).map_err(|e| CliError::new("at_rest_key", e))?;
+        config = config.at_rest_key(key);
+    }
+    let mut options = HostOptions::default();
+    options.invoke_timeout = Duration::from_millis(args.invoke_timeout_ms);
+    let rt = runtime()?;
+    rt.block_on(async {
+        let (engine, events) =
+            Engine::open(&args.data_dir, config.build()).map_err(|e| CliError::new("open", e))?;
+        let done = match &args.listen {
+            None => {
+                let input = BufReader::new(tokio::io::stdin());
+                serve(engine, events, input, tokio::io::stdout(), options).await
+            }
+            Some(spec) => {
+                let path = spec
+                    .strip_prefix("unix:")
+                    .ok_or_else(|| CliError::new("usage", "--listen unix:PATH"))?;
+                let _ = std::fs::remove_file(path);
+                let listener =
+                    tokio::net::UnixListener::bind(path).map_err(|e| CliError::new("listen", e))?;
+                let (stream, _) = listener
+                    .accept()
+                    .await
+                    .map_err(|e| CliError::new("listen", e))?;
+                let (r, w) = stream.into_split();
+                serve(engine, events, BufReader::new(r), w, options).await
+            }
+        };
+        done.map_err(|e| CliError::new("shutdown", e))
+    })
+}
+
+/// Runs `secretchat sim-server` until stdin closes; returns the exit status.
+///
+/// Lines in: `{"@type":"connect","user":U}` (a device for user U; its updates start
+/// flowing), `{"@type":"invoke","user":U,"id":I,"tl":HEX}`. Lines out: the answers
+/// `invokeResult {user, id, tl}` / `invokeError {user, id, code, message}` (a host's
+/// answer shape, plus `user`), `pushUpdate {user, tl}` for every update of a connected user,
+/// `ok` for `connect` and `error` for bad input (with `@extra` as given).
+pub fn sim_server(args: &SimServerArgs) -> u8 {
+    log_to_stderr();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{}", e.to_json());
+            return 2;
+        }
+    };
+    rt.block_on(sim_server_inner(args));
+    0
+}
+
+async fn sim_server_inner(args: &SimServerArgs) {
+    let faults = SimFaults {
+        drop: args.drop,
+        ..SimFaults::NONE
+    };
+    let sim = SimServer::new(faults, args.seed);
+    let (out, mut out_rx) = mpsc::channel::<String>(1024);
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(line) = out_rx.recv().await {
+            if stdout.write_all(line.as_bytes()).await.is_err()
+                || stdout.write_all(b"\n").await.is_err()
+            {
+                break;
+            }
+            if out_rx.is_empty() && stdout.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let devices: Arc<Mutex<HashMap<i64, SimDevice>>> = Arc::default();
+    let mut forwarders = tokio::task::JoinSet::new();
+    let mut input = BufReader::new(tokio::io::stdin());
+    while let Ok(Some(line)) = read_line(&mut input).await {
+        let m = match line {
+            Line::Object(m) => m,
+            Line::Bad(e) => {
+                let _ = out.send(error(&e, None)).await;
+                continue;
+            }
+        };
+        let extra = m.get("@extra").cloned();
+        if let Err(e) = sim_request(&sim, &devices, &out, &m, &mut forwarders).await {
+            let _ = out.send(error(&e, extra)).await;
+        }
+    }
+    // The forwarders hold the output open; the input's end is the end.
+    forwarders.shutdown().await;
+    drop(out);
+    let _ = writer.await;
+}
+
+fn error(e: &WireError, extra: Option<Value>) -> String {
+    let mut v = json!({"@type": "error", "code": e.code, "message": e.message});
+    if let Some(x) = extra {
+        v["@extra"] = x;
+    }
+    v.to_string()
+}
+
+async fn sim_request(
+    sim: &Arc<SimServer>,
+    devices: &Arc<Mutex<HashMap<i64, SimDevice>>>,
+    out: &mpsc::Sender<String>,
+    m: &serde_json::Map<String, Value>,
+    forwarders: &mut tokio::task::JoinSet<()>,
+) -> Result<(), WireError> {
+    let f = Fields(m);
+    let user = f.i64("user")?;
+    match f.str("@type")? {
+        "connect" => {
+            let device = sim.device(user, 0);
+            let (feed, mut rx) = UpdateFeed::channel();
+            sim.connect(&device, feed);
+            if let Ok(mut d) = devices.lock() {
+                d.insert(user, device);
+            }
+            let out2 = out.clone();
+            forwarders.spawn(async move {
+                while let Some(u) = rx.recv().await {
+                    let Ok(bytes) = u.to_bytes() else { continue };
+                    let line = json!({"@type": "pushUpdate", "user": user.to_string(), "tl": hex::encode(bytes)});
+                    if out2.send(line.to_string()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut v = json!({"@type": "ok"});
+            if let Some(x) = m.get("@extra") {
+                v["@extra"] = x.clone();
+            }
+            let _ = out.send(v.to_string()).await;
+        }
+        "invoke" => {
+            let id = f.value("id").cloned().unwrap_or(Value::Null);
+            let tl = f.hex("tl")?;
+            let device = devices
+                .lock()
+                .ok()
+                .and_then(|d| d.get(&user).cloned())
+                .ok_or_else(|| WireError {
+                    code: 404,
+                    message: format!("user {user} is not connected"),
+                })?;
+            let out = out.clone();
+            tokio::spawn(async move {
+                let line = match device.invoke(tl).await {
+                    Ok(bytes) => {
+                        json!({"@type": "invokeResult", "user": user.to_string(), "id": id, "tl": hex::encode(bytes)})
+                    }
+                    Err(e) => {
+                        json!({"@type": "invokeError", "user": user.to_string(), "id": id, "code": e.code, "message": e.message})
+                    }
+                };
+                let _ = out.send(line.to_string()).await;
+            });
+        }
+        other => return Err(WireError::bad(format!("unknown @type `{other}`"))),
+    }
+    Ok(())
+}
