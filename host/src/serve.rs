@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use secretchat::tl::Deserialize;
 use secretchat::tl::api::enums as api;
+use secretchat::tl::{DecodeError, Deserialize};
 use secretchat::{AccountId, Engine, EventStream, RpcError, UpdateFeed};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
@@ -240,9 +240,6 @@ fn answer_call(host: &Host, f: &Fields<'_>, ok: bool) -> Result<(), WireError> {
 
 fn push_update(host: &Host, f: &Fields<'_>) -> Result<(), WireError> {
     let account = json::account(f)?;
-    let bytes = f.hex("tl")?;
-    let update =
-        api::Update::from_bytes(&bytes).map_err(|e| WireError::bad(format!("`tl`: {e}")))?;
     let feed = host
         .feeds
         .lock()
@@ -252,6 +249,15 @@ fn push_update(host: &Host, f: &Fields<'_>) -> Result<(), WireError> {
             code: 404,
             message: format!("no account {account}"),
         })?;
+    let bytes = f.hex("tl")?;
+    let update = match api::Update::from_bytes(&bytes) {
+        Ok(u) => u,
+        // An update of another kind (the host may forward everything): not ours.
+        Err(
+            DecodeError::UnexpectedConstructor { id, .. } | DecodeError::UnknownConstructor { id },
+        ) if bytes.get(..4) == Some(&id.to_le_bytes()[..]) => return Ok(()),
+        Err(e) => return Err(WireError::bad(format!("`tl`: {e}"))),
+    };
     feed.push(update);
     Ok(())
 }
