@@ -36,6 +36,14 @@ pub struct HostArgs {
     /// and the engine retries as over a network).
     #[arg(long, default_value_t = 60_000)]
     pub invoke_timeout_ms: u64,
+    /// How often received encrypted messages are acknowledged to the server
+    /// (`messages.receivedQueue`), ms.
+    #[arg(long, default_value_t = 200)]
+    pub ack_interval_ms: u64,
+    /// How often the engine asks the server for what the update stream lost
+    /// (`updates.getDifference`), ms.
+    #[arg(long, default_value_t = 5_000)]
+    pub difference_interval_ms: u64,
 }
 
 /// The flags of `secretchat sim-server`.
