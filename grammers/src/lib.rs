@@ -6,3 +6,6 @@
 //! every container shape.
 
 pub mod route;
+pub mod transport;
+
+pub use transport::GrammersApi;
