@@ -5,7 +5,9 @@
 //! [`route`] decides which updates of a connection are the engine's; its unit tests feed it
 //! every container shape.
 
+pub mod pump;
 pub mod route;
 pub mod transport;
 
+pub use pump::{PumpStats, pump};
 pub use transport::GrammersApi;
