@@ -5,9 +5,11 @@
 //! [`route`] decides which updates of a connection are the engine's; its unit tests feed it
 //! every container shape.
 
+pub mod difference;
 pub mod pump;
 pub mod route;
 pub mod transport;
 
+pub use difference::{difference_request, pts_only};
 pub use pump::{PumpStats, pump};
 pub use transport::GrammersApi;
