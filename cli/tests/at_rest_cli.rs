@@ -96,8 +96,10 @@ fn sealed(db: &Path, work: &Workload, pairs: usize, n: u32) {
     assert_eq!(found, 0, "texts on disk despite the at-rest key");
 }
 
-/// `crash-test --kills 3 --seed 5 --chats 2` into `data`, with the key file if given.
-fn crash_test(data: &Path, key_file: Option<&Path>) {
+/// `crash-test --kills 3 --seed 5 --chats 2` into `data`, with the key file if given. On a
+/// failure the temporary directory `keep` is kept (its `engine.log` is what to read) and
+/// its path printed.
+fn crash_test(data: &Path, key_file: Option<&Path>, keep: &mut Option<tempfile::TempDir>) {
     let json = data.with_extension("json");
     let out = Command::new(env!("CARGO_BIN_EXE_secretchat"))
         .args(["crash-test", "--kills", "3", "--seed", "5", "--chats", "2"])
@@ -113,11 +115,13 @@ fn crash_test(data: &Path, key_file: Option<&Path>) {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if !out.status.success() {
+        let kept = keep.take().map(tempfile::TempDir::keep);
+        panic!(
+            "{stdout}\n{}\ndata kept in {kept:?}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(v["lost"], 0, "{v}");
     assert_eq!(v["chats_working"], v["chats"], "{v}");
@@ -163,17 +167,18 @@ fn simulate_seals_its_data_directory() {
 /// control run without a key shows the texts there.
 #[test]
 fn crash_test_seals_its_data_directory() {
-    let dir = tempfile::tempdir().unwrap();
+    let mut keep = Some(tempfile::tempdir().unwrap());
+    let dir = keep.as_ref().unwrap().path().to_owned();
     let work = Workload {
         seed: 5,
         file_share: 0.03,
         file_size: 600 * 1024,
     };
-    let data = dir.path().join("sealed");
-    crash_test(&data, Some(&key_file(dir.path())));
+    let data = dir.join("sealed");
+    crash_test(&data, Some(&key_file(&dir)), &mut keep);
     sealed(&data.join("engine"), &work, 2, 2_000);
-    let plain = dir.path().join("plain");
-    crash_test(&plain, None);
+    let plain = dir.join("plain");
+    crash_test(&plain, None, &mut keep);
     let (found, _) = texts_on_disk(&plain.join("engine"), &work, 2, 2_000);
     assert!(found > 0, "control: without a key the scan finds texts");
 }
