@@ -355,6 +355,19 @@ fn the_largest_accepted_message_can_be_stored_sealed() {
     assert_eq!(s.inbox().unwrap().len(), 1);
 }
 
+/// A synced store whose background erasure waits an hour: only a test's explicit pass runs.
+fn erasure_store(dir: &std::path::Path) -> std::sync::Arc<Store> {
+    Store::open(
+        dir,
+        StoreOptions {
+            durability: Durability::Sync,
+            erase_keys_within: Duration::from_secs(3600),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 /// Erasure: after a step that destroyed a key, every earlier version of the chat's record
 /// leaves the write-ahead log and the table files. The control: before the pass the old key is
 /// on disk (in both, here).
@@ -367,16 +380,7 @@ fn a_destroyed_key_is_gone_from_every_file_after_erasure() {
     rng.fill_bytes(&mut old_key);
     rng.fill_bytes(&mut new_key);
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(
-        dir.path(),
-        StoreOptions {
-            durability: Durability::Sync,
-            // Only the explicit pass below runs in this test.
-            erase_keys_within: Duration::from_secs(3600),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let s = erasure_store(dir.path());
     let state = |key: &[u8], n: u8| [&b"state"[..], key, &[n]].concat();
     write(&s, 3, &state(&old_key, 1), &Persist::default(), &[]);
     s.flush().unwrap();
@@ -443,15 +447,7 @@ fn closing_drops_what_the_closing_step_put() {
 #[test]
 fn a_removed_account_leaves_nothing_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(
-        dir.path(),
-        StoreOptions {
-            durability: Durability::Sync,
-            erase_keys_within: Duration::from_secs(3600),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let s = erasure_store(dir.path());
     use rand::{RngCore, SeedableRng};
     // Random, so compression cannot hide it from the scan.
     let mut rng = rand::rngs::StdRng::seed_from_u64(22);

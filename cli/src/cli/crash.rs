@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use super::CliError;
+use super::{CliError, log_to_stderr, runtime};
 use crate::crash::{self, CrashOptions};
 
 /// The flags of `secretchat crash-test`.
@@ -69,14 +69,6 @@ pub struct EngineArgs {
     pub at_rest_key_file: Option<PathBuf>,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new("runtime", e))
-}
-
 /// Runs `crash-test`; returns the exit status.
 pub fn run(args: &CrashArgs) -> u8 {
     let mut opts = CrashOptions {
@@ -129,17 +121,7 @@ pub fn run(args: &CrashArgs) -> u8 {
 /// Runs the engine process; returns the exit status (it normally ends by being killed). Its
 /// log goes to stderr (the driver's `engine.log`) at `SECRETCHAT_LOG` (default `warn`).
 pub fn engine(args: &EngineArgs) -> u8 {
-    let level = std::env::var("SECRETCHAT_LOG")
-        .ok()
-        .and_then(|l| l.parse::<tracing::Level>().ok())
-        .unwrap_or(tracing::Level::WARN);
-    let _ = tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_ansi(false)
-            .with_writer(std::io::stderr)
-            .finish(),
-    );
+    log_to_stderr();
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use super::CliError;
+use super::{CliError, log_to_stderr, runtime};
 
 /// The flags of `secretchat host`.
 #[derive(Debug, Clone, clap::Args)]
@@ -55,27 +55,6 @@ pub struct SimServerArgs {
     /// Seed of the faults.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new("runtime", e))
-}
-
-fn log_to_stderr() {
-    let level = std::env::var("SECRETCHAT_LOG")
-        .ok()
-        .and_then(|l| l.parse::<tracing::Level>().ok())
-        .unwrap_or(tracing::Level::WARN);
-    let _ = tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_writer(std::io::stderr)
-            .finish(),
-    );
 }
 
 /// Runs `secretchat host` until the client closes; returns the exit status.

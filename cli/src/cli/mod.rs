@@ -38,6 +38,32 @@ impl CliError {
     }
 }
 
+/// The runtime of the long-running commands (`crash-test`, `crash-engine`, `host`,
+/// `sim-server`): two workers, as the machines the project measures on.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new("runtime", e))
+}
+
+/// The engine's log on stderr, plain text, at `SECRETCHAT_LOG` (default `warn`): for the
+/// processes whose stdout is a protocol (`crash-engine`, `host`, `sim-server`).
+fn log_to_stderr() {
+    let level = std::env::var("SECRETCHAT_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::WARN);
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .finish(),
+    );
+}
+
 impl From<secretchat::tl::DecodeError> for CliError {
     fn from(e: secretchat::tl::DecodeError) -> Self {
         Self::new(e.kind(), e)

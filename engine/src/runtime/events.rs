@@ -111,6 +111,8 @@ pub struct Events {
     /// Sequence numbers handed out from the channel lately: a page skips them (an event
     /// stored before the one that overflowed may have been queued after it).
     recent: VecDeque<u64>,
+    /// The same numbers, for lookups while a page is read.
+    recent_set: HashSet<u64>,
 }
 
 /// Creates a queue of `capacity` events that starts behind at sequence 0 (it reads the
@@ -140,6 +142,7 @@ pub(crate) fn queue(store: &Arc<Store>, capacity: usize) -> (EventSink, Events) 
             capacity,
             page: VecDeque::new(),
             recent: VecDeque::new(),
+            recent_set: HashSet::new(),
         },
     )
 }
@@ -230,7 +233,7 @@ impl Events {
             }
             for (seq, account, chat, event) in page {
                 lag.cursor = seq + 1;
-                if self.recent.contains(&seq) {
+                if self.recent_set.contains(&seq) {
                     continue;
                 }
                 if seq >= lag.run_floor {
@@ -249,9 +252,12 @@ impl Events {
     fn note(&mut self, e: &EngineEvent) {
         if let Some(seq) = e.seq {
             if self.recent.len() >= 4 * self.capacity {
-                self.recent.pop_front();
+                if let Some(old) = self.recent.pop_front() {
+                    self.recent_set.remove(&old);
+                }
             }
             self.recent.push_back(seq);
+            self.recent_set.insert(seq);
         }
     }
 }
