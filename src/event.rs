@@ -171,9 +171,11 @@ impl Event {
                 AppEvent::ChatReady { visualization } => Update::ChatReady {
                     key_hash: visualization,
                 },
-                AppEvent::Message { message, file } => {
-                    Update::NewMessage(Box::new(Message::from_raw(*message, file.as_ref())))
-                }
+                AppEvent::Message {
+                    message,
+                    file,
+                    date,
+                } => Update::NewMessage(Box::new(Message::from_raw(*message, file.as_ref(), date))),
                 AppEvent::MessagesDeleted { random_ids } => Update::MessagesDeleted { random_ids },
                 AppEvent::Service { random_id, action } => Update::PeerAction {
                     random_id,

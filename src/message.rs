@@ -15,6 +15,9 @@ use secretchat_schema::e2e::enums as e2e;
 pub struct Message {
     /// The message's id, chosen by the sender (replies and deletions name it).
     pub random_id: i64,
+    /// When the server took it (Unix seconds, `encryptedMessage.date`); 0 for a message
+    /// stored by a version that did not keep it.
+    pub date: i32,
     /// The text (for media: the caption).
     pub text: String,
     /// Formatting of the text (bold, links, mentions…).
@@ -241,12 +244,18 @@ fn media_of(m: &e2e::DecryptedMessageMedia) -> Option<(Media, &str)> {
 
 impl Message {
     /// The normalized form of a decrypted message and the encrypted file of its update. (The
-    /// engine delivers service messages as other updates; one given here has no text.)
-    pub fn from_raw(raw: e2e::DecryptedMessage, file: Option<&api::EncryptedFile>) -> Self {
+    /// engine delivers service messages as other updates; one given here has no text.) `date`
+    /// is the server's date of the update that brought it.
+    pub fn from_raw(
+        raw: e2e::DecryptedMessage,
+        file: Option<&api::EncryptedFile>,
+        date: i32,
+    ) -> Self {
         use e2e::DecryptedMessage as D;
         let fref = FileRef::from_message(&raw, file);
         let mut m = Message {
             random_id: 0,
+            date,
             text: String::new(),
             entities: Vec::new(),
             media: None,

@@ -107,7 +107,11 @@ impl Chat {
         self.core.status(T0)
     }
     fn incoming(&mut self, wire: Vec<u8>) -> Vec<Action> {
-        self.feed(Event::Incoming { wire, file: None })
+        self.feed(Event::Incoming {
+            wire,
+            file: None,
+            date: 0,
+        })
     }
     fn core_sends(&mut self, s: &str) -> Vec<u8> {
         let a = self.feed(Event::Command(Command::Send(Box::new(Outgoing::text(
@@ -939,9 +943,15 @@ fn the_same_resend_ten_thousand_times() {
     assert_eq!(st.counters.resends_paced, 5 * 9_999);
     let wire = c.mallory.seal(resend(1, 9), &mut c.rng).unwrap().wire;
     let later = T0 + harness::test_config().resend_retry_ms;
-    let a = c
-        .core
-        .handle(Event::Incoming { wire, file: None }, later, &mut c.rng);
+    let a = c.core.handle(
+        Event::Incoming {
+            wire,
+            file: None,
+            date: 0,
+        },
+        later,
+        &mut c.rng,
+    );
     assert_eq!(sent(&a).len(), 5, "a retry after the pace is answered");
 }
 

@@ -104,6 +104,8 @@ async fn a_chat_is_announced_and_carries_typed_messages() {
         (4242, "hello", 30, true, Some(77), 73)
     );
     assert!(m.media.is_none() && m.file.is_none());
+    // The server's date of the envelope: the one Alice's send was confirmed with.
+    assert_eq!(Some(m.date), confirmed);
 
     // Bad input is refused with a typed error and changes nothing.
     let zero = InputMessage::text("x").with_random_id(0);

@@ -60,6 +60,9 @@ enum Command {
     /// The simulated Telegram server behind JSON lines (`connect`, `invoke` in;
     /// `invokeResult`, `invokeError`, `pushUpdate` out): tests a host without Telegram.
     SimServer(Box<cli::host::SimServerArgs>),
+    /// Messages/s through two `host` processes whose calls and updates this process relays to
+    /// the simulated server, against the same workload in process (`simulate`), in one run.
+    BenchHost(Box<cli::bench_host::BenchHostArgs>),
     /// The engine process of `crash-test` (internal; talks to its driver over stdin/stdout).
     #[command(hide = true)]
     CrashEngine(Box<cli::crash::EngineArgs>),
@@ -251,7 +254,8 @@ fn run(args: Args) -> Result<Value, CliError> {
         | Command::CrashTest(_)
         | Command::CrashEngine(_)
         | Command::Host(_)
-        | Command::SimServer(_) => Err(CliError::new("usage", "run by main")),
+        | Command::SimServer(_)
+        | Command::BenchHost(_) => Err(CliError::new("usage", "run by main")),
     }
 }
 
@@ -275,6 +279,7 @@ fn main() -> ExitCode {
         Command::CrashEngine(a) => return ExitCode::from(cli::crash::engine(a)),
         Command::Host(a) => return ExitCode::from(cli::host::host(a)),
         Command::SimServer(a) => return ExitCode::from(cli::host::sim_server(a)),
+        Command::BenchHost(a) => return ExitCode::from(cli::bench_host::run(a)),
         _ => {}
     }
     match run(args) {

@@ -104,6 +104,7 @@ class Message:
     """A message from the peer, whatever layer it came in."""
 
     random_id: int
+    date: int
     text: str
     entities: List[Dict[str, Any]]
     ttl: int
@@ -120,6 +121,7 @@ class Message:
         reply = v.get("reply_to_random_id")
         return Message(
             random_id=int(v["random_id"]),
+            date=int(v.get("date", 0)),
             text=v["text"],
             entities=v.get("entities", []),
             ttl=int(v.get("ttl", 0)),

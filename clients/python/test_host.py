@@ -31,6 +31,7 @@ class Party:
         self.chat: Optional[int] = None
         self.key_hash: Optional[bytes] = None
         self.texts: List[str] = []
+        self.dates: List[int] = []
         self.handled: Set[int] = set()
         self.acked: Set[int] = set()
         self.redelivered_after_ack: List[int] = []
@@ -70,6 +71,7 @@ class Party:
                     self.redelivered_after_ack.append(m.random_id)
                 if m.random_id not in self.handled:
                     self.handled.add(m.random_id)
+                    self.dates.append(m.date)
                     if m.file is not None:
                         path = os.path.join(self.data_dir, f"in-{m.random_id}")
                         await host.download_file(e.account, m.file, path)
@@ -162,6 +164,8 @@ class HostTest(unittest.IsolatedAsyncioTestCase):
         await until(lambda: len(bob.texts) == 10 and len(alice.texts) == 10, "20 texts")
         self.assertEqual(bob.texts, [f"a{i}" for i in range(10)])
         self.assertEqual(alice.texts, [f"b{i}" for i in range(10)])
+        # Each carries the server's date (the simulated clock starts at 1_700_000_000).
+        self.assertTrue(all(d >= 1_700_000_000 for d in bob.dates + alice.dates), bob.dates)
 
         # A file of two parts.
         body = bytes(i % 251 for i in range(700_000))

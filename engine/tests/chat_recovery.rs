@@ -5,7 +5,7 @@
 
 mod harness;
 
-use harness::{Faults, Who, World};
+use harness::{Faults, Who, World, server_date};
 use secretchat_engine::crypto::Side;
 use secretchat_engine::protocol::chat::{Call, Command, Event};
 
@@ -56,6 +56,37 @@ fn the_noop_owed_after_an_early_switch_survives_a_restart() {
     );
     assert_eq!(fingerprint(&w, Who::A), fingerprint(&w, Who::B));
     assert!(!w.a.core().status(w.now).rekeying);
+}
+
+/// A message that arrives past a hole waits in the queue (and in the store) until the hole is
+/// filled; it is delivered with the date of its own envelope, not the date of the message that
+/// filled the hole — also when the receiver restarts in between.
+#[test]
+fn a_message_held_behind_a_hole_keeps_its_own_date_across_a_restart() {
+    let mut w = World::new(203, Faults::NONE);
+    w.open();
+    w.run_until(World::settled);
+    let mut first = true;
+    w.tamper = Some(Box::new(move |to, wire| {
+        let lose = to == Who::B && std::mem::take(&mut first);
+        (!lose).then_some(wire)
+    }));
+    w.send_text(Who::A, "lost first");
+    w.send_text(Who::A, "held");
+    w.run_until(|w| !w.b.core().status(w.now).holes.is_empty());
+    let held_at = server_date(w.now);
+    // Every copy towards B is lost for a while; B restarts meanwhile.
+    w.tamper = Some(Box::new(|to, wire| (to == Who::A).then_some(wire)));
+    w.restart(Who::B);
+    w.run_to(w.now + 5_000);
+    w.tamper = None;
+    w.run_until(|w| w.b.texts() == ["lost first", "held"]);
+    let dated = w.b.dated();
+    assert_eq!(dated[1], ("held".to_owned(), held_at), "{dated:?}");
+    assert!(
+        dated[0].1 >= held_at + 5,
+        "the lost one came later: {dated:?}"
+    );
 }
 
 /// B's acceptEncryption went through but its answer was lost; B restarts and asks again; the

@@ -115,12 +115,20 @@ impl Pair {
             .seal_at(m, in_seq, out_seq, None, &mut self.rng)
             .unwrap()
             .wire;
-        self.feed(Event::Incoming { wire, file: None })
+        self.feed(Event::Incoming {
+            wire,
+            file: None,
+            date: 0,
+        })
     }
 
     fn mallory_sends(&mut self, m: e2e::DecryptedMessage) -> Vec<Action> {
         let wire = self.mallory.seal(m, &mut self.rng).unwrap().wire;
-        self.feed(Event::Incoming { wire, file: None })
+        self.feed(Event::Incoming {
+            wire,
+            file: None,
+            date: 0,
+        })
     }
 }
 
@@ -264,6 +272,7 @@ fn resend_is_answered_once_even_when_it_arrives_out_of_order() {
     let a = p.feed(Event::Incoming {
         wire: _lost.wire,
         file: None,
+        date: 0,
     });
     assert!(!sent(&a).contains(&w0));
     assert_eq!(p.core.status(p.now).seq.1, 2);
@@ -275,13 +284,18 @@ fn tampered_message_is_rejected_and_changes_nothing() {
     let before = p.core.status(p.now);
     let mut wire = p.mallory.seal(text("x"), &mut p.rng).unwrap().wire;
     wire[40] ^= 1;
-    let a = p.feed(Event::Incoming { wire, file: None });
+    let a = p.feed(Event::Incoming {
+        wire,
+        file: None,
+        date: 0,
+    });
     assert!(matches!(a.as_slice(), [Action::Rejected(_)]), "{a:?}");
     assert_eq!(p.core.status(p.now), before);
     for junk in [vec![], vec![0u8; 7], vec![0u8; 40], vec![0xff; 4096]] {
         let a = p.feed(Event::Incoming {
             wire: junk,
             file: None,
+            date: 0,
         });
         assert!(matches!(a.as_slice(), [Action::Rejected(_)]));
     }
@@ -453,6 +467,7 @@ fn mtproto1_message_after_the_switch_to_2_is_rejected() {
     let _ = p.feed(Event::Incoming {
         wire: old_client_message(1, 0, "v1 at 0"),
         file: None,
+        date: 0,
     });
     assert_eq!(p.core.status(p.now).seq.1, 1);
     // Its message at position 1 is lost; at position 2 it has switched to 2.0.
@@ -468,6 +483,7 @@ fn mtproto1_message_after_the_switch_to_2_is_rejected() {
     let _ = p.feed(Event::Incoming {
         wire: m2.wire,
         file: None,
+        date: 0,
     });
     let before = p.core.status(p.now);
     assert_eq!(before.holes, [(1, 1)]);
@@ -476,6 +492,7 @@ fn mtproto1_message_after_the_switch_to_2_is_rejected() {
         let a = p.feed(Event::Incoming {
             wire: old_client_message(3, out_seq_no, "v1 after the switch"),
             file: None,
+            date: 0,
         });
         let refused = SessionError::Mtproto1(Mtproto1Refused::AfterSwitch {
             position,
@@ -491,12 +508,14 @@ fn mtproto1_message_after_the_switch_to_2_is_rejected() {
     let a = p.feed(Event::Incoming {
         wire: old_client_message(3, 2, "v1 at 1"),
         file: None,
+        date: 0,
     });
     assert_eq!(delivered_any(&a), ["v1 at 1", "v2 at 2"]);
     // Everything before the switch is in: 1.0 is not even tried any more.
     let a = p.feed(Event::Incoming {
         wire: old_client_message(3, 6, "v1 after the switch"),
         file: None,
+        date: 0,
     });
     assert!(
         matches!(a.as_slice(), [Action::Rejected(SessionError::Crypto(_))]),
@@ -536,6 +555,7 @@ fn layer_46_and_144_peers_talk() {
     let a = p.feed(Event::Incoming {
         wire: old_client_message(1, 0, "from 46"),
         file: None,
+        date: 0,
     });
     let got = a.iter().find_map(|a| match a {
         Action::Deliver(AppEvent::Message { message, .. }) => Some(message.clone()),
@@ -716,7 +736,11 @@ fn a_peer_on_a_newer_layer_is_reported() {
     let pad =
         secretchat_engine::crypto::message::random_padding(payload.len(), Version::V2, &mut p.rng);
     let wire = message::encrypt_v2(&key(), Side::Participant, &payload, &pad).unwrap();
-    let a = p.feed(Event::Incoming { wire, file: None });
+    let a = p.feed(Event::Incoming {
+        wire,
+        file: None,
+        date: 0,
+    });
     assert!(
         a.iter()
             .any(|a| matches!(a, Action::Deliver(AppEvent::PeerNewerThanUs(201))))
@@ -833,6 +857,7 @@ fn a_key_switch_revealing_a_hole_keeps_the_old_key_for_it() {
     let a = p.feed(Event::Incoming {
         wire: new_msg.wire,
         file: None,
+        date: 0,
     });
     assert!(
         a.iter()
@@ -843,6 +868,7 @@ fn a_key_switch_revealing_a_hole_keeps_the_old_key_for_it() {
     let a = p.feed(Event::Incoming {
         wire: old_msg.wire,
         file: None,
+        date: 0,
     });
     assert_eq!(delivered(&a), ["under the old key", "under the new key"]);
     assert!(p.core.status(p.now).holes.is_empty());
@@ -876,6 +902,7 @@ fn an_old_key_is_accepted_only_before_the_switch() {
     let _ = p.feed(Event::Incoming {
         wire: switched.wire,
         file: None,
+        date: 0,
     });
     let before = p.core.status(p.now);
     assert_eq!((before.holes.len(), before.retained_keys), (1, 1));
@@ -897,6 +924,7 @@ fn an_old_key_is_accepted_only_before_the_switch() {
         let a = p.feed(Event::Incoming {
             wire: forged.wire,
             file: None,
+            date: 0,
         });
         let refused = SessionError::OldKeyAfterSwitch { position, switch };
         assert!(
@@ -908,6 +936,7 @@ fn an_old_key_is_accepted_only_before_the_switch() {
     let a = p.feed(Event::Incoming {
         wire: in_hole.wire,
         file: None,
+        date: 0,
     });
     assert_eq!(delivered(&a), ["old, in the hole", "new"]);
 }
@@ -925,6 +954,7 @@ fn messages_before_the_key_are_held_within_a_byte_bound() {
             Event::Incoming {
                 wire: vec![0; len],
                 file: None,
+                date: 0,
             },
             T0,
             &mut rng,

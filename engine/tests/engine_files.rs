@@ -64,7 +64,7 @@ impl Side {
         self.events
             .iter()
             .filter_map(|e| match &e.kind {
-                EventKind::App(AppEvent::Message { message, file }) => {
+                EventKind::App(AppEvent::Message { message, file, .. }) => {
                     FileRef::from_message(message, file.as_ref())
                 }
                 _ => None,

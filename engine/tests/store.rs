@@ -337,6 +337,7 @@ fn the_largest_accepted_message_can_be_stored_sealed() {
             message: message.clone(),
         },
         file: None,
+        date: 1_700_000_123,
         resend_done: false,
     };
     let state = vec![7u8; 2 * MAX_PAYLOAD];
@@ -347,11 +348,13 @@ fn the_largest_accepted_message_can_be_stored_sealed() {
     let event = AppEvent::Message {
         message: Box::new(message),
         file: None,
+        date: 1_700_000_123,
     };
     write(&s, 3, &state, &p, &[event]);
     let chat = s.load_chat(1, 3).unwrap().unwrap();
     assert_eq!(chat.state.len(), state.len());
     assert_eq!(chat.waiting.len(), 1);
+    assert_eq!(chat.waiting[0].1.date, 1_700_000_123);
     assert_eq!(s.inbox().unwrap().len(), 1);
 }
 

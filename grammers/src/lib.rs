@@ -5,6 +5,7 @@
 //! [`route`] decides which updates of a connection are the engine's; its unit tests feed it
 //! every container shape.
 
+pub mod catch_up;
 pub mod difference;
 pub mod pump;
 pub mod route;

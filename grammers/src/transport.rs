@@ -1,15 +1,21 @@
 //! The engine's server calls on a grammers connection: [`GrammersApi`] sends the engine's
 //! serialized requests with `raw_invoke_in_dc` (bytes in, bytes out: no re-encoding through
-//! grammers' types) and gives errors back in the engine's terms.
+//! grammers' types) and gives errors back in the engine's terms. The one exception is the
+//! engine's `updates.getDifference`, which [`crate::catch_up`] completes for a real server.
+
+use std::sync::Arc;
 
 use grammers_mtsender::{InvocationError, SenderPoolHandle};
 use secretchat::{BoxFuture, RpcError, ServerApi};
+
+use crate::catch_up::{CatchUpState, engine_difference, is_get_difference};
 
 /// One account's [`ServerApi`] over grammers' sender pool, on the account's home DC.
 #[derive(Clone)]
 pub struct GrammersApi {
     handle: SenderPoolHandle,
     dc_id: i32,
+    catch_up: Arc<CatchUpState>,
 }
 
 impl std::fmt::Debug for GrammersApi {
@@ -23,22 +29,36 @@ impl std::fmt::Debug for GrammersApi {
 impl GrammersApi {
     /// Calls go through `handle` to DC `dc_id` (the session's home DC).
     pub fn new(handle: SenderPoolHandle, dc_id: i32) -> Self {
-        GrammersApi { handle, dc_id }
+        GrammersApi {
+            handle,
+            dc_id,
+            catch_up: Arc::default(),
+        }
     }
 }
 
 impl ServerApi for GrammersApi {
     fn invoke(&self, request: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
-        let (handle, dc) = (self.handle.clone(), self.dc_id);
+        let (handle, dc, catch_up) = (self.handle.clone(), self.dc_id, self.catch_up.clone());
         Box::pin(async move {
             // grammers asserts a body of at least a constructor id.
             if request.len() < 4 {
                 return Err(RpcError::new(400, "REQUEST_TOO_SHORT"));
             }
-            handle
-                .raw_invoke_in_dc(dc, request)
-                .await
-                .map_err(|e| rpc_error(&e))
+            let call = |request: Vec<u8>| {
+                let handle = handle.clone();
+                async move {
+                    handle
+                        .raw_invoke_in_dc(dc, request)
+                        .await
+                        .map_err(|e| rpc_error(&e))
+                }
+            };
+            if is_get_difference(&request) {
+                engine_difference(&catch_up, &request, call).await
+            } else {
+                call(request).await
+            }
         })
     }
 }

@@ -138,6 +138,7 @@ pub fn message(chat: ChatId, m: &Message) -> Value {
     let mut v = json!({
         "@type": "message",
         "random_id": long(m.random_id),
+        "date": m.date,
         "text": m.text,
         "entities": m.entities.iter().map(TlJson::to_json).collect::<Vec<_>>(),
         "ttl": m.ttl,

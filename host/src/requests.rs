@@ -118,10 +118,18 @@ fn start(host: &Host, kind: &str, req: &Request) -> Result<Work, WireError> {
         "getSecretChatByServerId" => {
             let account = json::account(&f)?;
             let server_id = f.i32("server_chat_id")?;
-            work(async move {
-                match engine.chat_by_server_id(account, server_id)? {
-                    Some(chat) => Ok(json::secret_chat(&engine.chat(account, chat).await?)),
-                    None => Err(Error::InvalidInput("no chat with this server id")),
+            Box::pin(async move {
+                match engine.chat_by_server_id(account, server_id) {
+                    Ok(Some(chat)) => engine
+                        .chat(account, chat)
+                        .await
+                        .map(|c| json::secret_chat(&c))
+                        .map_err(|e| wire_error(&e)),
+                    Ok(None) => Err(WireError {
+                        code: 404,
+                        message: format!("no secret chat with server id {server_id}"),
+                    }),
+                    Err(e) => Err(wire_error(&e)),
                 }
             })
         }

@@ -66,6 +66,11 @@ async fn every_request_and_event_over_the_lines() {
     let got = h.event("updateNewMessage", BOB).await;
     assert!(got["seq"].is_string(), "stored events carry a seq: {got}");
     let msg = &got["message"];
+    // The server's date of the envelope (the simulated clock starts at 1_700_000_000).
+    assert!(
+        msg["date"].as_i64().is_some_and(|d| d >= 1_700_000_000),
+        "{msg}"
+    );
     assert_eq!(
         (
             &msg["random_id"],
@@ -255,6 +260,11 @@ async fn bad_input_of_every_kind_is_an_error_line_and_changes_nothing() {
             json!({"@type": "getSecretChat", "account": "5", "secret_chat_id": alice}),
             404,
             "no account 5",
+        ),
+        (
+            json!({"@type": "getSecretChatByServerId", "account": "1", "server_chat_id": 77777}),
+            404,
+            "no secret chat with server id 77777",
         ),
         (
             json!({"@type": "downloadFile", "account": "1", "file": {"secret_chat_id": alice}, "path": "/tmp/x"}),

@@ -5,6 +5,7 @@
 //! prints `{"error": "<snake_case kind>", "detail": "..."}`; other tools script against these
 //! names, so they are stable.
 
+pub mod bench_host;
 pub mod crash;
 pub mod crypto;
 pub mod demo;
@@ -39,7 +40,7 @@ impl CliError {
 }
 
 /// The runtime of the long-running commands (`crash-test`, `crash-engine`, `host`,
-/// `sim-server`): two workers, as the machines the project measures on.
+/// `sim-server`, `bench-host`): two workers, as the machines the project measures on.
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

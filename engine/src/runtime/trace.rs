@@ -19,7 +19,7 @@ impl std::fmt::Debug for EventLine<'_> {
             Event::DhDone(out) => write!(f, "DhDone({out:?})"),
             Event::ChatUpdate(c) => write!(f, "ChatUpdate({})", chat_kind(c)),
             Event::AlreadyAccepted => f.write_str("AlreadyAccepted"),
-            Event::Incoming { wire, file } => write!(
+            Event::Incoming { wire, file, .. } => write!(
                 f,
                 "Incoming({} bytes{})",
                 wire.len(),

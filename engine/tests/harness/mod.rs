@@ -171,6 +171,15 @@ impl Party {
             .collect()
     }
 
+    /// Texts of the ordinary messages delivered, in order, with their server dates.
+    pub fn dated(&self) -> Vec<(String, i32)> {
+        let dates = self.events.iter().filter_map(|e| match e {
+            AppEvent::Message { date, .. } => Some(*date),
+            _ => None,
+        });
+        self.texts().into_iter().zip(dates).collect()
+    }
+
     pub fn closed_reason(&self) -> Option<&secretchat_engine::protocol::chat::CloseReason> {
         self.events.iter().find_map(|e| match e {
             AppEvent::ChatClosed(r) => Some(r),
@@ -181,6 +190,11 @@ impl Party {
     pub fn count(&self, f: impl Fn(&AppEvent) -> bool) -> usize {
         self.events.iter().filter(|e| f(e)).count()
     }
+}
+
+/// The server's date of a message delivered at `now` (the virtual clock is Unix time in ms).
+pub fn server_date(now: Millis) -> i32 {
+    i32::try_from(now / 1000).unwrap()
 }
 
 /// Rewrites (or drops, returning `None`) a wire on its way to `Who`.
@@ -531,7 +545,15 @@ impl World {
                     },
                     None => wire,
                 };
-                self.feed(who, Event::Incoming { wire, file: None });
+                let date = server_date(self.now);
+                self.feed(
+                    who,
+                    Event::Incoming {
+                        wire,
+                        file: None,
+                        date,
+                    },
+                );
             }
             Job::Event(who, EventKind::Timer(t)) => self.feed(who, Event::Timer(t)),
             Job::Event(who, EventKind::Update(c)) => self.feed(who, Event::ChatUpdate(c)),

@@ -168,7 +168,14 @@ pub fn run(ops: Vec<Op>) {
                     }
                 }
                 if !matches!(op, Op::Drop(_)) {
-                    feeds.push((to, Event::Incoming { wire, file: None }));
+                    feeds.push((
+                        to,
+                        Event::Incoming {
+                            wire,
+                            file: None,
+                            date: 0,
+                        },
+                    ));
                 }
             }
             Op::Garbage(w, bytes) => feeds.push((
@@ -176,6 +183,7 @@ pub fn run(ops: Vec<Op>) {
                 Event::Incoming {
                     wire: bytes,
                     file: None,
+                    date: 0,
                 },
             )),
             Op::Advance(ms) => {

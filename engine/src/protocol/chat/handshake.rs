@@ -215,7 +215,7 @@ impl ChatCore {
             let proof = self
                 .early
                 .iter()
-                .any(|(wire, _)| self.decrypts_under_pending(wire));
+                .any(|(wire, ..)| self.decrypts_under_pending(wire));
             if proof {
                 self.accepted_by_proof(now, rng, out);
             }
@@ -254,9 +254,9 @@ impl ChatCore {
             visualization: self.visualization.clone(),
         });
         self.arm(Timer::KeyAge, now.saturating_add(REKEY_AFTER_MS + 1), out);
-        for (wire, file) in std::mem::take(&mut self.early) {
+        for (wire, file, date) in std::mem::take(&mut self.early) {
             if self.is_ready() {
-                self.on_incoming(wire, file, now, rng, out);
+                self.on_incoming(wire, file, date, now, rng, out);
             }
         }
         if !self.is_ready() {

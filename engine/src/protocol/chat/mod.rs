@@ -259,7 +259,7 @@ pub struct ChatCore {
     rekey: Rekey,
     waiting: WaitingQueue<WaitingEntry>,
     outbox: outbox::Outbox,
-    early: Vec<(Vec<u8>, Option<api::EncryptedFile>)>,
+    early: Vec<(Vec<u8>, Option<api::EncryptedFile>, i32)>,
     pending_sends: Vec<PendingSend>,
     visualization: Vec<u8>,
     key_uses: u32,
@@ -499,7 +499,9 @@ impl ChatCore {
                 Event::DhDone(o) => self.on_dh_done(*o, now, rng, &mut out),
                 Event::ChatUpdate(c) => self.on_chat_update(c, now, rng, &mut out),
                 Event::AlreadyAccepted => self.on_already_accepted(now, rng, &mut out),
-                Event::Incoming { wire, file } => self.on_incoming(wire, file, now, rng, &mut out),
+                Event::Incoming { wire, file, date } => {
+                    self.on_incoming(wire, file, date, now, rng, &mut out)
+                }
                 Event::Command(c) => self.on_command(c, now, rng, &mut out),
                 Event::Timer(t) => self.on_timer(t, now, rng, &mut out),
             }

@@ -20,6 +20,7 @@ impl ChatCore {
         &mut self,
         wire: Vec<u8>,
         file: Option<api::EncryptedFile>,
+        date: i32,
         now: Millis,
         rng: &mut impl RngCore,
         out: &mut Out,
@@ -39,15 +40,15 @@ impl ChatCore {
                 // so far are processed), then this one.
                 self.accepted_by_proof(now, rng, out);
                 if self.is_ready() {
-                    self.on_incoming(wire, file, now, rng, out);
+                    self.on_incoming(wire, file, date, now, rng, out);
                 }
                 return;
             }
             _ => {
                 // The peer may write before our key is computed (updates are not ordered).
-                let held: usize = self.early.iter().map(|(w, _)| w.len()).sum();
+                let held: usize = self.early.iter().map(|(w, ..)| w.len()).sum();
                 if self.early.len() < MAX_EARLY && held + wire.len() <= MAX_EARLY_BYTES {
-                    self.early.push((wire, file));
+                    self.early.push((wire, file, date));
                     out.dirty = true;
                 } else {
                     out.push(Action::Rejected(SessionError::EarlyFull));
@@ -102,9 +103,23 @@ impl ChatCore {
         };
         match opened.received {
             None | Some(Received::Duplicate) => {}
-            Some(Received::Gap { raw_out, .. }) => self.queue(raw_out, layer, file, now, rng, out),
+            Some(Received::Gap { raw_out, .. }) => {
+                let waiting = WaitingEntry {
+                    layer,
+                    file,
+                    date,
+                    resend_done: false,
+                };
+                self.queue(raw_out, waiting, now, rng, out)
+            }
             Some(Received::InOrder { peer_in }) => {
-                self.process(layer, file, peer_in, false, now, rng, out);
+                let entry = WaitingEntry {
+                    layer,
+                    file,
+                    date,
+                    resend_done: false,
+                };
+                self.process(entry, peer_in, now, rng, out);
                 self.drain(now, rng, out);
             }
         }
@@ -120,8 +135,7 @@ impl ChatCore {
     fn queue(
         &mut self,
         raw_out: u32,
-        layer: secretchat_schema::e2e::types::DecryptedMessageLayer,
-        file: Option<api::EncryptedFile>,
+        mut waiting: WaitingEntry,
         now: Millis,
         rng: &mut impl RngCore,
         out: &mut Out,
@@ -132,12 +146,8 @@ impl ChatCore {
         let Some(expected) = self.received() else {
             return;
         };
-        let resend = resend_of(&layer.message);
-        let waiting = WaitingEntry {
-            layer,
-            file,
-            resend_done: resend.is_some(),
-        };
+        let resend = resend_of(&waiting.layer.message);
+        waiting.resend_done = resend.is_some();
         match self.waiting.push(expected, raw_out, waiting.clone()) {
             Ok(q) => {
                 out.persist.waiting_put.push((raw_out, waiting));
@@ -166,14 +176,11 @@ impl ChatCore {
         }
     }
 
-    /// Interprets one in-order message.
-    #[allow(clippy::too_many_arguments)]
+    /// Interprets one in-order message (a Resend in it only if not `resend_done` already).
     fn process(
         &mut self,
-        layer: secretchat_schema::e2e::types::DecryptedMessageLayer,
-        file: Option<api::EncryptedFile>,
+        entry: WaitingEntry,
         peer_in: u32,
-        resend_done: bool,
         now: Millis,
         rng: &mut impl RngCore,
         out: &mut Out,
@@ -192,6 +199,12 @@ impl ChatCore {
         }
         self.key_uses += 1;
         self.acknowledged(peer_in, now, out);
+        let WaitingEntry {
+            layer,
+            file,
+            date,
+            resend_done,
+        } = entry;
         let (random_id, action) = match layer.message {
             enums::DecryptedMessage::Service8(s) => (s.random_id, s.action),
             enums::DecryptedMessage::Service23(s) => (s.random_id, s.action),
@@ -199,6 +212,7 @@ impl ChatCore {
                 return out.deliver(AppEvent::Message {
                     message: Box::new(m),
                     file,
+                    date,
                 });
             }
         };
@@ -247,9 +261,7 @@ impl ChatCore {
                 .seq()
                 .classify(w.layer.in_seq_no, w.layer.out_seq_no)
             {
-                Ok(Received::InOrder { peer_in }) => {
-                    self.process(w.layer, w.file, peer_in, w.resend_done, now, rng, out)
-                }
+                Ok(Received::InOrder { peer_in }) => self.process(w, peer_in, now, rng, out),
                 Ok(_) => {}
                 Err(e) => return self.abort(CloseReason::Seq(e), out),
             }

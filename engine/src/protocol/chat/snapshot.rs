@@ -32,8 +32,9 @@ use crate::protocol::session::Session;
 /// added four counters: the position of the peer's first MTProto 2.0 message, and the re-key
 /// exchange (a flag, its id, the new key's fingerprint) we switched to before its CommitKey
 /// arrived, whose Noop we still owe. Format 3 added two: the other user's id and the
-/// self-destruct timer.
-pub const FORMAT: i32 = 3;
+/// self-destruct timer. Format 4 appends the server date of each message held in the early
+/// queue (one counter per `early` entry, in order).
+pub const FORMAT: i32 = 4;
 
 /// `counters` entries in each format.
 const COUNTERS_V1: usize = 8;
@@ -196,12 +197,14 @@ impl ChatCore {
             self.peer_user_id,
             i64::from(self.ttl),
         ];
+        s.counters
+            .extend(self.early.iter().map(|(.., date)| i64::from(*date)));
         s.timers = TIMERS
             .iter()
             .map(|t| self.timers.get(*t).map_or(-1, |at| at as i64))
             .collect();
         s.unhealthy_reported = self.unhealthy_reported;
-        for (wire, file) in &self.early {
+        for (wire, file, _) in &self.early {
             s.early.push(wire.clone());
             s.early_files.push(opt_bytes(file));
         }
@@ -341,7 +344,8 @@ impl ChatCore {
         let expected_counters = match s.format {
             ..=1 => COUNTERS_V1,
             2 => COUNTERS_V2,
-            _ => COUNTERS_V3,
+            3 => COUNTERS_V3,
+            _ => COUNTERS_V3 + s.early.len(),
         };
         if s.counters.len() != expected_counters {
             return Err(RestoreError::Field("counters"));
@@ -392,8 +396,13 @@ impl ChatCore {
         {
             return Err(RestoreError::Field("early"));
         }
-        for (wire, file) in s.early.drain(..).zip(&s.early_files) {
-            core.early.push((wire, opt_from(file)?));
+        // Format 4 keeps each held message's date after the fixed counters; earlier formats
+        // did not (0: unknown).
+        let dates = s.counters.get(COUNTERS_V3..).unwrap_or_default().to_vec();
+        for (i, (wire, file)) in s.early.drain(..).zip(&s.early_files).enumerate() {
+            let date = dates.get(i).map_or(Ok(0), |d| i32::try_from(*d));
+            let date = date.map_err(|_| RestoreError::Field("counters"))?;
+            core.early.push((wire, opt_from(file)?, date));
         }
         if s.pending.len() != s.pending_files.len() {
             return Err(RestoreError::Field("pending"));
@@ -554,6 +563,7 @@ mod tests {
                 message: crate::protocol::layer::text_message(144, 1, 0, "w".into(), vec![]),
             },
             file: None,
+            date: 0,
             resend_done: false,
         };
         let core = restore_with(vec![(3, waiting)]);
@@ -561,5 +571,47 @@ mod tests {
         assert_eq!(layer.parts().1, Some(4));
         assert_eq!(layer.mtproto1_allowed(Some(46), Some(2)), Ok(()));
         assert!(layer.mtproto1_allowed(Some(46), Some(4)).is_err());
+    }
+
+    fn restore_record(record: &[u8]) -> Result<ChatCore, RestoreError> {
+        let dh = Arc::new(DhParams::new(&TELEGRAM_DH_PRIME, 3).unwrap());
+        ChatCore::restore(
+            ChatConfig::default(),
+            record,
+            Vec::new(),
+            Vec::new(),
+            |_, _| Some(dh),
+            0,
+            &mut Zeros,
+        )
+        .map(|(core, _)| core)
+    }
+
+    #[test]
+    fn messages_held_early_keep_their_dates_across_a_restart() {
+        let mut core = restore_with(Vec::new());
+        core.early = vec![
+            (vec![1; 64], None, 1_700_000_005),
+            (vec![2; 64], None, 1_700_000_006),
+        ];
+        let record = core.snapshot();
+        let dates = |c: &ChatCore| c.early.iter().map(|(.., d)| *d).collect::<Vec<_>>();
+        assert_eq!(
+            dates(&restore_record(&record).unwrap()),
+            [1_700_000_005, 1_700_000_006]
+        );
+        // A format-3 record (no dates) restores its early messages with date 0.
+        let mut s = StoredChat::from_bytes(&record).unwrap();
+        s.format = 3;
+        s.counters.truncate(COUNTERS_V3);
+        let v3 = s.to_bytes().unwrap();
+        assert_eq!(dates(&restore_record(&v3).unwrap()), [0, 0]);
+        // A date count that does not match the early queue is refused.
+        let mut s = StoredChat::from_bytes(&record).unwrap();
+        s.counters.pop();
+        assert_eq!(
+            restore_record(&s.to_bytes().unwrap()).err(),
+            Some(RestoreError::Field("counters"))
+        );
     }
 }

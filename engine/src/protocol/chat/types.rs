@@ -42,6 +42,8 @@ pub enum Event {
         wire: Vec<u8>,
         /// The attached file (`encryptedMessage.file`).
         file: Option<api::EncryptedFile>,
+        /// The server's date of the message (`encryptedMessage.date`; 0 when unknown).
+        date: i32,
     },
     /// The server answered our `messages.acceptEncryption` with `ENCRYPTION_ALREADY_ACCEPTED`:
     /// a repeat (after a lost answer or a restart) of an accept that went through.
@@ -237,6 +239,8 @@ pub struct WaitingEntry {
     pub layer: secretchat_schema::e2e::types::DecryptedMessageLayer,
     /// The file attached to it.
     pub file: Option<api::EncryptedFile>,
+    /// The server's date of its envelope (0 when unknown).
+    pub date: i32,
     /// A Resend in it was already acted on (on arrival); it is not interpreted again.
     pub resend_done: bool,
 }
@@ -317,6 +321,8 @@ pub enum AppEvent {
         message: Box<enums::DecryptedMessage>,
         /// The encrypted file attached, if any.
         file: Option<api::EncryptedFile>,
+        /// The server's date of the message's envelope (0 when unknown).
+        date: i32,
     },
     /// The peer deleted these messages (`decryptedMessageActionDeleteMessages`).
     MessagesDeleted {

@@ -355,17 +355,17 @@ impl AccountActor {
         ack: Option<AckToken>,
         ctx: &mut Context<Self>,
     ) {
-        let (chat_id, wire, file) = match message {
+        let (chat_id, wire, file, date) = match message {
             api::EncryptedMessage::EncryptedMessage(m) => {
                 let file = match m.file {
                     api::EncryptedFile::Empty(_) => None,
                     f => Some(f),
                 };
-                (m.chat_id, m.bytes, file)
+                (m.chat_id, m.bytes, file, m.date)
             }
-            api::EncryptedMessage::Service(m) => (m.chat_id, m.bytes, None),
+            api::EncryptedMessage::Service(m) => (m.chat_id, m.bytes, None, m.date),
         };
-        self.route(chat_id, Event::Incoming { wire, file }, ack, ctx);
+        self.route(chat_id, Event::Incoming { wire, file, date }, ack, ctx);
     }
 
     fn on_chat(&mut self, chat: api::EncryptedChat, ctx: &mut Context<Self>) {
