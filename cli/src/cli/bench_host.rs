@@ -129,6 +129,8 @@ struct Tally {
     next: HashMap<String, usize>,
     delivered: usize,
     violations: Vec<String>,
+    /// The hosts were told to close (they refuse what comes after, such as late acks).
+    closing: bool,
 }
 
 struct Shared {
@@ -241,6 +243,9 @@ async fn relayed(args: &BenchHostArgs) -> Result<f64, CliError> {
     })
     .await;
     let elapsed = start.elapsed().as_secs_f64();
+    if let Ok(mut t) = shared.tally.lock() {
+        t.closing = true;
+    }
     for (_, h) in hosts.iter_mut() {
         let _ = send(h, json!({"@type": "close"})).await;
     }
@@ -400,7 +405,9 @@ async fn on_line(
         }
         "error" => {
             if let Ok(mut t) = shared.tally.lock() {
-                t.violations.push(format!("the host refused a line: {v}"));
+                if !t.closing {
+                    t.violations.push(format!("the host refused a line: {v}"));
+                }
             }
             shared.changed.notify_waiters();
         }
