@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set
 
 from secretchat_host import Host, SimServer
 
@@ -78,7 +78,7 @@ async def relayed(binary: str, chats: int, messages: int, window: int) -> float:
             await sim.connect(user)
             os.makedirs(os.path.join(d, str(user)))
 
-            async def invoke(account: int, request: bytes) -> bytes:
+            async def invoke(account: int, request: bytes, dc_id: Optional[int]) -> bytes:
                 return await sim.invoke(account, request)
 
             hosts[user] = await Host.start(binary, os.path.join(d, str(user)), invoke)

@@ -3,8 +3,9 @@
 The engine runs as a child process speaking JSON lines (docs/host.md). Your program keeps its
 own MTProto connection (Telethon, Pyrogram, ...) and carries the engine's server calls over it:
 
-    async def invoke(account: int, request: bytes) -> bytes:
-        return await my_client_raw_call(request)      # raise RpcError(code, message) on errors
+    async def invoke(account: int, request: bytes, dc_id: Optional[int]) -> bytes:
+        # dc_id: the data center a file download must go to (None: the home DC)
+        return await my_client_raw_call(request, dc_id)   # raise RpcError(code, message)
 
     host = await Host.start("secretchat", data_dir="/var/lib/bridge/secret", invoke=invoke)
     await host.add_account(1)
@@ -163,7 +164,7 @@ class Event:
         )
 
 
-InvokeFn = Callable[[int, bytes], Awaitable[bytes]]
+InvokeFn = Callable[[int, bytes, Optional[int]], Awaitable[bytes]]
 
 
 class _Lines:
@@ -246,8 +247,9 @@ class Host:
         at_rest_key_file: Optional[str] = None,
         max_events: int = 0,
     ) -> "Host":
-        """Starts `binary host --data-dir DATA_DIR`; `invoke(account, request)` carries each
-        server call (raw TL bytes in, raw TL bytes out)."""
+        """Starts `binary host --data-dir DATA_DIR`; `invoke(account, request, dc_id)` carries
+        each server call (raw TL bytes in, raw TL bytes out) to data center `dc_id`, or to the
+        account's home DC when it is None."""
         args = [binary, "host", "--data-dir", data_dir, "--durability", durability]
         if at_rest_key_file:
             args += ["--at-rest-key-file", at_rest_key_file]
@@ -290,7 +292,9 @@ class Host:
     async def _carry(self, obj: Dict[str, Any]) -> None:
         call_id = obj["id"]
         try:
-            answer = await self._invoke(int(obj["account"]), bytes.fromhex(obj["tl"]))
+            dc = obj.get("dc_id")
+            answer = await self._invoke(int(obj["account"]), bytes.fromhex(obj["tl"]),
+                                        int(dc) if dc is not None else None)
             reply = {"@type": "invokeResult", "id": call_id, "tl": answer.hex()}
         except RpcError as e:
             reply = {"@type": "invokeError", "id": call_id, "code": e.code, "message": e.message}

@@ -15,6 +15,7 @@ import asyncio
 import os
 import struct
 import sys
+from typing import Optional
 
 from telethon import TelegramClient, events, errors  # type: ignore
 from telethon.tl import functions, types  # type: ignore
@@ -94,10 +95,17 @@ async def main(binary: str, data_dir: str) -> None:
     # The common state of the engine's getDifference requests only (docs/host.md, step 5).
     common: dict = {}
 
-    async def invoke(account: int, request: bytes) -> bytes:
+    async def invoke(account: int, request: bytes, dc_id: Optional[int]) -> bytes:
         try:
             if request[:4] == GET_DIFFERENCE:
                 return await engine_difference(client, common, request)
+            if dc_id is not None and dc_id != client.session.dc_id:
+                # A file on another DC: Telethon's own sender there, authorization copied.
+                sender = await client._borrow_exported_sender(dc_id)
+                try:
+                    return await client._call(sender, RawRequest(request))
+                finally:
+                    await client._return_exported_sender(sender)
             return await client(RawRequest(request))
         except errors.FloodWaitError as e:
             raise RpcError(420, f"FLOOD_WAIT_{e.seconds}")

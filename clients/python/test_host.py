@@ -17,6 +17,8 @@ from typing import Dict, List, Optional, Set
 from secretchat_host import Event, Host, HostError, SimServer
 
 BIN = os.environ.get("SECRETCHAT_BIN", "secretchat")
+# `upload.getFile`, the call a download makes for each part.
+UPLOAD_GET_FILE = (0xBE5335BE).to_bytes(4, "little")
 TIMEOUT = 30.0
 
 
@@ -32,6 +34,7 @@ class Party:
         self.key_hash: Optional[bytes] = None
         self.texts: List[str] = []
         self.dates: List[int] = []
+        self.download_dcs: List[Optional[int]] = []
         self.handled: Set[int] = set()
         self.acked: Set[int] = set()
         self.redelivered_after_ack: List[int] = []
@@ -41,8 +44,10 @@ class Party:
         self._pump: Optional[asyncio.Task] = None
 
     async def start(self) -> None:
-        async def invoke(account: int, request: bytes) -> bytes:
+        async def invoke(account: int, request: bytes, dc_id: Optional[int]) -> bytes:
             assert account == self.account
+            if request[:4] == UPLOAD_GET_FILE:
+                self.download_dcs.append(dc_id)
             return await self.sim.invoke(self.user, request)
 
         self.host = await Host.start(BIN, self.data_dir, invoke)
@@ -175,6 +180,9 @@ class HostTest(unittest.IsolatedAsyncioTestCase):
         await alice.host.send_file(1, chat.id, path, caption="two parts")
         await until(lambda: bob.files, "the file")
         self.assertEqual(bob.files[0], body)
+        # Every part was asked of the file's data center (the simulator keeps files on DC 2).
+        self.assertTrue(bob.download_dcs, "the download made calls")
+        self.assertEqual(set(bob.download_dcs), {2})
 
         # A re-key, seen on both sides.
         await alice.host.rekey(1, chat.id)

@@ -100,6 +100,34 @@ pub const MAX_TRANSIENT_RETRY: Duration = Duration::from_secs(5);
 pub trait ServerApi: Send + Sync + 'static {
     /// Sends one request.
     fn invoke(&self, request: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, RpcError>>;
+
+    /// Sends one request to data center `dc_id`: the engine downloads an encrypted file
+    /// (`upload.getFile`) from the DC its `encryptedFile.dc_id` names. A client with
+    /// connections to several DCs sends it there, with the account's authorization copied to
+    /// that DC (`auth.exportAuthorization` / `auth.importAuthorization`) the first time; the
+    /// default sends it like any other request.
+    fn invoke_in_dc(
+        &self,
+        dc_id: i32,
+        request: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        let _ = dc_id;
+        self.invoke(request)
+    }
+}
+
+/// `api`'s calls sent to one data center ([`ServerApi::invoke_in_dc`]).
+pub struct InDc {
+    /// The account's transport.
+    pub api: std::sync::Arc<dyn ServerApi>,
+    /// The data center.
+    pub dc_id: i32,
+}
+
+impl ServerApi for InDc {
+    fn invoke(&self, request: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        self.api.invoke_in_dc(self.dc_id, request)
+    }
 }
 
 /// Why a typed call failed.

@@ -289,6 +289,8 @@ struct GetFileGate {
     inner: SimDevice,
     allowed: Arc<AtomicUsize>,
     passed: Arc<AtomicUsize>,
+    /// The DC of every call sent with `invoke_in_dc`.
+    dcs: Arc<std::sync::Mutex<Vec<i32>>>,
 }
 
 impl ServerApi for GetFileGate {
@@ -304,6 +306,15 @@ impl ServerApi for GetFileGate {
         }
         self.inner.invoke(request)
     }
+
+    fn invoke_in_dc(
+        &self,
+        dc_id: i32,
+        request: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        self.dcs.lock().unwrap().push(dc_id);
+        self.invoke(request)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,10 +323,12 @@ async fn downloads_resume_and_files_forward_without_reupload() {
     let sim = SimServer::new(SimFaults::NONE, 4);
     let allowed = Arc::new(AtomicUsize::new(2));
     let passed = Arc::new(AtomicUsize::new(0));
+    let dcs = Arc::default();
     let gate = GetFileGate {
         inner: sim.device(2, 0),
         allowed: allowed.clone(),
         passed: passed.clone(),
+        dcs: Arc::clone(&dcs),
     };
     let mut a = side(&root.path().join("a"), &sim, 1, Arc::new(sim.device(1, 0))).await;
     let mut b = side(&root.path().join("b"), &sim, 2, Arc::new(gate)).await;
@@ -341,6 +354,13 @@ async fn downloads_resume_and_files_forward_without_reupload() {
         .unwrap();
     assert_eq!(passed.load(Ordering::SeqCst), 2 + 4);
     assert_eq!(std::fs::read(&out).unwrap(), content(size, 3));
+    // Every part was asked of the DC the file is on (the simulator stores files on DC 2).
+    assert_eq!(refs[0].file.dc_id, 2);
+    assert_eq!(
+        *dcs.lock().unwrap(),
+        vec![2; 2 + 1 + 4],
+        "2 parts, the refused one, 4"
+    );
     // B forwards the file back to A: same server file, same key, no upload.
     let media = b
         .events

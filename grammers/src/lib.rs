@@ -6,6 +6,7 @@
 //! every container shape.
 
 pub mod catch_up;
+pub mod dc;
 pub mod difference;
 pub mod pump;
 pub mod route;

@@ -9,6 +9,7 @@ use grammers_mtsender::{InvocationError, SenderPoolHandle};
 use secretchat::{BoxFuture, RpcError, ServerApi};
 
 use crate::catch_up::{CatchUpState, engine_difference, is_get_difference};
+use crate::dc::{CopiedAuth, invoke_in_dc};
 
 /// One account's [`ServerApi`] over grammers' sender pool, on the account's home DC.
 #[derive(Clone)]
@@ -16,6 +17,7 @@ pub struct GrammersApi {
     handle: SenderPoolHandle,
     dc_id: i32,
     catch_up: Arc<CatchUpState>,
+    copied: Arc<CopiedAuth>,
 }
 
 impl std::fmt::Debug for GrammersApi {
@@ -33,6 +35,7 @@ impl GrammersApi {
             handle,
             dc_id,
             catch_up: Arc::default(),
+            copied: Arc::default(),
         }
     }
 }
@@ -59,6 +62,30 @@ impl ServerApi for GrammersApi {
             } else {
                 call(request).await
             }
+        })
+    }
+
+    /// To another DC (a file download), with the authorization copied there first.
+    fn invoke_in_dc(
+        &self,
+        dc_id: i32,
+        request: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        let (handle, home, copied) = (self.handle.clone(), self.dc_id, self.copied.clone());
+        Box::pin(async move {
+            if request.len() < 4 {
+                return Err(RpcError::new(400, "REQUEST_TOO_SHORT"));
+            }
+            let call = |dc: i32, request: Vec<u8>| {
+                let handle = handle.clone();
+                async move {
+                    handle
+                        .raw_invoke_in_dc(dc, request)
+                        .await
+                        .map_err(|e| rpc_error(&e))
+                }
+            };
+            invoke_in_dc(&copied, home, dc_id, request, call).await
         })
     }
 }

@@ -62,6 +62,25 @@ pub struct HostApi {
 
 impl ServerApi for HostApi {
     fn invoke(&self, request: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        self.call(request, None)
+    }
+
+    fn invoke_in_dc(
+        &self,
+        dc_id: i32,
+        request: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        self.call(request, Some(dc_id))
+    }
+}
+
+impl HostApi {
+    /// One `invoke` line (with `dc_id` when the call names a data center), answered by id.
+    fn call(
+        &self,
+        request: Vec<u8>,
+        dc_id: Option<i32>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
         let calls = self.calls.clone();
         let out = self.out.clone();
         let (account, timeout) = (self.account, self.timeout);
@@ -72,13 +91,16 @@ impl ServerApi for HostApi {
             let id = calls.next.fetch_add(1, Ordering::Relaxed) + 1;
             let (tx, rx) = oneshot::channel();
             calls.pending.lock().map_err(|_| gone())?.insert(id, tx);
-            let line = json!({
+            let mut line = json!({
                 "@type": "invoke",
                 "id": long(id),
                 "account": long(account.0),
                 "tl": hex::encode(&request),
-            })
-            .to_string();
+            });
+            if let Some(dc) = dc_id {
+                line["dc_id"] = dc.into();
+            }
+            let line = line.to_string();
             if out.send(line).await.is_err() {
                 calls.answer(id, Err(gone()));
             }

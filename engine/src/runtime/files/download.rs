@@ -66,7 +66,11 @@ impl Engine {
                 stored,
             });
         }
-        let api = self.api(account)?;
+        // The file's parts are on the DC it names.
+        let api = crate::transport::InDc {
+            api: self.api(account)?,
+            dc_id: f.file.dc_id,
+        };
         let progress_key = [
             b"download/".as_slice(),
             &account.to_be_bytes(),
@@ -111,7 +115,7 @@ impl Engine {
                 offset: offset as i64,
                 limit: PART_SIZE as i32,
             };
-            let api::upload::File::File(part) = call_retrying(&*api, &req).await?;
+            let api::upload::File::File(part) = call_retrying(&api, &req).await?;
             let mut data = part.bytes;
             let expect = (stored - offset).min(PART_SIZE as u64) as usize;
             if data.len() != expect {
