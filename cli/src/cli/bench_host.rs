@@ -123,6 +123,8 @@ struct HostProc {
 /// What the relay tracks across both hosts.
 #[derive(Default)]
 struct Tally {
+    /// Accounts whose `addAccount` was answered (their updates may flow from then on).
+    added: usize,
     /// Ready chats per account (their ids, as the host names them).
     ready: HashMap<i64, Vec<String>>,
     /// The next index expected from each sending direction `"account:chat"`.
@@ -193,12 +195,13 @@ async fn relayed(args: &BenchHostArgs) -> Result<f64, CliError> {
                 on_line(v, &lines, &device, &shared, window).await;
             }
         });
-        send(
-            h,
-            json!({"@type": "addAccount", "account": account.to_string()}),
-        )
-        .await?;
+        let add = json!({"@type": "addAccount", "account": account.to_string(), "@extra": "added"});
+        send(h, add).await?;
     }
+    // A host takes an account's updates only once it has the account.
+    wait_for(&shared, Duration::from_secs(60), |t| t.added == 2)
+        .await
+        .map_err(|()| CliError::new("timeout", "addAccount was not answered"))?;
     let per_dir = args.messages / 2;
     let total = 2 * args.chats * 2 * per_dir;
     for (account, peer) in [(1i64, 2i64), (2, 1)] {
@@ -370,6 +373,12 @@ async fn on_line(
                 let _ = lines.send(line.to_string()).await;
             });
             return;
+        }
+        "ok" if v["@extra"] == "added" => {
+            if let Ok(mut t) = shared.tally.lock() {
+                t.added += 1;
+            }
+            shared.changed.notify_waiters();
         }
         "updateSecretChatRequested" => {
             let accept = json!({"@type": "acceptSecretChat", "account": str_of("account"), "secret_chat_id": str_of("secret_chat_id")});

@@ -79,7 +79,7 @@ fn host_inner(args: &HostArgs) -> Result<(), CliError> {
     let mut options = HostOptions::default();
     options.invoke_timeout = Duration::from_millis(args.invoke_timeout_ms);
     let rt = runtime()?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         let (engine, events) =
             Engine::open(&args.data_dir, config.build()).map_err(|e| CliError::new("open", e))?;
         let done = match &args.listen {
@@ -103,7 +103,11 @@ fn host_inner(args: &HostArgs) -> Result<(), CliError> {
             }
         };
         done.map_err(|e| CliError::new("shutdown", e))
-    })
+    });
+    // stdin is read on a blocking thread that only returns at the end of input; the host
+    // may keep its end open after `closed` (waiting for the exit), so do not wait for it.
+    rt.shutdown_background();
+    result
 }
 
 /// Runs `secretchat sim-server` until stdin closes; returns the exit status.
