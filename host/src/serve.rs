@@ -160,7 +160,9 @@ where
     result
 }
 
-async fn write_lines<W: AsyncWrite + Unpin>(mut output: W, mut rx: mpsc::Receiver<String>) {
+async fn write_lines<W: AsyncWrite + Unpin>(output: W, mut rx: mpsc::Receiver<String>) {
+    // Lines gather in the buffer; one write per burst (flushed when the queue is drained).
+    let mut output = tokio::io::BufWriter::with_capacity(64 * 1024, output);
     while let Some(line) = rx.recv().await {
         let mut ok = output.write_all(line.as_bytes()).await.is_ok()
             && output.write_all(b"\n").await.is_ok();

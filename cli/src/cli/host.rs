@@ -84,8 +84,8 @@ fn host_inner(args: &HostArgs) -> Result<(), CliError> {
             Engine::open(&args.data_dir, config.build()).map_err(|e| CliError::new("open", e))?;
         let done = match &args.listen {
             None => {
-                let input = BufReader::new(tokio::io::stdin());
-                serve(engine, events, input, tokio::io::stdout(), options).await
+                let (input, output) = stdio();
+                serve(engine, events, input, output, options).await
             }
             Some(spec) => {
                 let path = spec
@@ -108,6 +108,36 @@ fn host_inner(args: &HostArgs) -> Result<(), CliError> {
     // may keep its end open after `closed` (waiting for the exit), so do not wait for it.
     rt.shutdown_background();
     result
+}
+
+type Input = Box<dyn tokio::io::AsyncBufRead + Unpin + Send>;
+type Output = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+/// stdin and stdout for the JSON lines. When they are pipes (a host process's usual case),
+/// they are read and written as non-blocking pipes on the runtime's reactor; tokio's
+/// `stdin()`/`stdout()` run every read and write on the blocking thread pool, a thread
+/// hand-off per line that cost more than the engine's own work per message (measured with
+/// `secretchat bench-host`, docs/host.md). Anything else (a file, a terminal) uses those.
+fn stdio() -> (Input, Output) {
+    use std::os::fd::AsFd;
+    use tokio::net::unix::pipe;
+    let pipe_in = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(|fd| pipe::Receiver::from_file(std::fs::File::from(fd)));
+    let input: Input = match pipe_in {
+        Ok(rx) => Box::new(BufReader::with_capacity(64 * 1024, rx)),
+        Err(_) => Box::new(BufReader::new(tokio::io::stdin())),
+    };
+    let pipe_out = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(|fd| pipe::Sender::from_file(std::fs::File::from(fd)));
+    let output: Output = match pipe_out {
+        Ok(tx) => Box::new(tx),
+        Err(_) => Box::new(tokio::io::stdout()),
+    };
+    (input, output)
 }
 
 /// Runs `secretchat sim-server` until stdin closes; returns the exit status.
