@@ -224,6 +224,15 @@ async fn dispatch(host: &Host, line: Line, closing: bool) -> Flow {
     if kind == "close" {
         return Flow::Close;
     }
+    if kind == "ack" && extra.is_none() {
+        // Nothing could match an answer to it: queued now, stored on the engine's acker
+        // thread, not answered (an `ack` with `@extra` is answered `ok` once stored).
+        match f.u64("seq") {
+            Ok(seq) => drop(host.engine.ack(seq)),
+            Err(e) => host.answer(None, Err(e)).await,
+        }
+        return Flow::Go;
+    }
     requests::handle(host, &kind, m.clone(), extra);
     Flow::Go
 }

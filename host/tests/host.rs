@@ -327,11 +327,18 @@ async fn unacknowledged_events_come_again_after_a_restart() {
             e["message"]["text"].clone(),
         ));
     }
-    // Only the first three are acknowledged.
-    for (seq, _) in &seqs[..3] {
-        let ok = h.request(json!({"@type": "ack", "seq": seq})).await;
-        assert_eq!(ok["@type"], "ok");
+    // Only the first three are acknowledged: one answered (it has `@extra`), two not.
+    let ok = h.request(json!({"@type": "ack", "seq": seqs[0].0})).await;
+    assert_eq!(ok["@type"], "ok");
+    for (seq, _) in &seqs[1..3] {
+        h.raw(&json!({"@type": "ack", "seq": seq}).to_string())
+            .await;
     }
+    let after = h.drain(Duration::from_millis(300)).await;
+    assert!(
+        after.iter().all(|l| l["@type"] != "ok"),
+        "an ack without @extra is not answered: {after:?}"
+    );
     h.close().await;
 
     let mut h = start(
