@@ -167,8 +167,9 @@ async fn sim_server_inner(args: &SimServerArgs) {
     };
     let sim = SimServer::new(faults, args.seed);
     let (out, mut out_rx) = mpsc::channel::<String>(1024);
+    let (mut input, stdout) = stdio();
     let writer = tokio::spawn(async move {
-        let mut stdout = tokio::io::stdout();
+        let mut stdout = tokio::io::BufWriter::with_capacity(64 * 1024, stdout);
         while let Some(line) = out_rx.recv().await {
             if stdout.write_all(line.as_bytes()).await.is_err()
                 || stdout.write_all(b"\n").await.is_err()
@@ -182,7 +183,6 @@ async fn sim_server_inner(args: &SimServerArgs) {
     });
     let devices: Arc<Mutex<HashMap<i64, SimDevice>>> = Arc::default();
     let mut forwarders = tokio::task::JoinSet::new();
-    let mut input = BufReader::new(tokio::io::stdin());
     while let Ok(Some(line)) = read_line(&mut input).await {
         let m = match line {
             Line::Object(m) => m,
