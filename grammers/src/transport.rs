@@ -44,19 +44,7 @@ impl ServerApi for GrammersApi {
     fn invoke(&self, request: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
         let (handle, dc, catch_up) = (self.handle.clone(), self.dc_id, self.catch_up.clone());
         Box::pin(async move {
-            // grammers asserts a body of at least a constructor id.
-            if request.len() < 4 {
-                return Err(RpcError::new(400, "REQUEST_TOO_SHORT"));
-            }
-            let call = |request: Vec<u8>| {
-                let handle = handle.clone();
-                async move {
-                    handle
-                        .raw_invoke_in_dc(dc, request)
-                        .await
-                        .map_err(|e| rpc_error(&e))
-                }
-            };
+            let call = |request| raw(handle.clone(), dc, request);
             if is_get_difference(&request) {
                 engine_difference(&catch_up, &request, call).await
             } else {
@@ -73,21 +61,22 @@ impl ServerApi for GrammersApi {
     ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
         let (handle, home, copied) = (self.handle.clone(), self.dc_id, self.copied.clone());
         Box::pin(async move {
-            if request.len() < 4 {
-                return Err(RpcError::new(400, "REQUEST_TOO_SHORT"));
-            }
-            let call = |dc: i32, request: Vec<u8>| {
-                let handle = handle.clone();
-                async move {
-                    handle
-                        .raw_invoke_in_dc(dc, request)
-                        .await
-                        .map_err(|e| rpc_error(&e))
-                }
-            };
+            let call = |dc, request| raw(handle.clone(), dc, request);
             invoke_in_dc(&copied, home, dc_id, request, call).await
         })
     }
+}
+
+/// One raw call on DC `dc`, its error in the engine's terms.
+async fn raw(handle: SenderPoolHandle, dc: i32, request: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+    // grammers asserts a body of at least a constructor id.
+    if request.len() < 4 {
+        return Err(RpcError::new(400, "REQUEST_TOO_SHORT"));
+    }
+    handle
+        .raw_invoke_in_dc(dc, request)
+        .await
+        .map_err(|e| rpc_error(&e))
 }
 
 /// grammers' error as the server sent it, for the engine's classification: an RPC error
