@@ -280,6 +280,9 @@ fn spawn_host(data_dir: &Path, durability: &str) -> Result<HostProc, CliError> {
         .arg(data_dir)
         .arg("--durability")
         .arg(durability)
+        // The two hosts share the machine: each gets half of its cores for its pools.
+        .arg("--threads")
+        .arg(host_threads().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -310,6 +313,13 @@ async fn write_lines(mut stdin: ChildStdin, mut rx: mpsc::Receiver<String>) {
         }
         buf.clear();
     }
+}
+
+/// Worker threads per host pool: half the cores (the in-process run has all of them for both
+/// accounts, each host process serves one).
+fn host_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    (cores / 2).max(1)
 }
 
 async fn send(h: &HostProc, v: Value) -> Result<(), CliError> {

@@ -44,6 +44,10 @@ pub struct HostArgs {
     /// (`updates.getDifference`), ms.
     #[arg(long, default_value_t = 5_000)]
     pub difference_interval_ms: u64,
+    /// Threads of each of the engine's worker pools (chats, DH, files); default: one per
+    /// core. Several host processes on one machine share its cores: give each its share.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
 }
 
 /// The flags of `secretchat sim-server`.
@@ -72,6 +76,10 @@ pub fn host(args: &HostArgs) -> u8 {
 fn host_inner(args: &HostArgs) -> Result<(), CliError> {
     let mut config =
         EngineConfig::builder().durability(super::simulate::durability(&args.durability)?);
+    if let Some(n) = args.threads {
+        let n = usize::from(n);
+        config = config.chat_threads(n).dh_threads(n).file_threads(n);
+    }
     if let Some(path) = &args.at_rest_key_file {
         let key = secretchat::read_key_file(path).map_err(|e| CliError::new("at_rest_key", e))?;
         config = config.at_rest_key(key);
