@@ -27,6 +27,16 @@ impl EngineConfig {
     pub fn is_sealed(&self) -> bool {
         self.0.store.at_rest_key.is_some()
     }
+
+    /// The pace of the account's server calls: `(ack_interval, difference_interval,
+    /// idle_difference_interval)` (see the builder's methods of those names).
+    pub fn intervals(&self) -> (Duration, Duration, Duration) {
+        (
+            self.0.ack_interval,
+            self.0.difference_interval,
+            self.0.idle_difference_interval,
+        )
+    }
 }
 
 /// Builds an [`EngineConfig`]; every setting has a default.
@@ -87,9 +97,19 @@ impl EngineConfigBuilder {
         self
     }
 
-    /// How often missed updates are fetched with `updates.getDifference` (default 5 s).
+    /// How often a gap in the secret-chat queue is checked for; one that outlived an interval
+    /// is fetched with `updates.getDifference` (default 5 s).
     pub fn difference_interval(mut self, d: Duration) -> Self {
         self.0.difference_interval = d;
+        self
+    }
+
+    /// With no gap seen, how often `updates.getDifference` polls anyway, for a lost push that
+    /// left no gap behind it (the last message of a conversation). Default 5 s, the
+    /// simulator's pace; on Telegram a minute or more (docs/grammers.md, "Rates"). Checked
+    /// at each `difference_interval` tick.
+    pub fn idle_difference_interval(mut self, d: Duration) -> Self {
+        self.0.idle_difference_interval = d;
         self
     }
 

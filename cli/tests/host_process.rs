@@ -57,3 +57,36 @@ fn bench_host_reports_both_runs() {
     }
     assert_eq!(v["chats"], 2);
 }
+
+/// The pacing flags reach the engine (they were parsed and then ignored).
+#[test]
+fn the_pacing_flags_configure_the_engine() {
+    use clap::Parser;
+    use secretchat_cli::cli::host::{HostArgs, engine_config};
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        host: HostArgs,
+    }
+    let args = Args::parse_from([
+        "host",
+        "--data-dir",
+        "/tmp/x",
+        "--ack-interval-ms",
+        "1000",
+        "--difference-interval-ms",
+        "1500",
+        "--idle-difference-interval-ms",
+        "60000",
+    ]);
+    let config = engine_config(&args.host).unwrap();
+    assert_eq!(
+        config.intervals(),
+        (
+            Duration::from_millis(1000),
+            Duration::from_millis(1500),
+            Duration::from_secs(60)
+        )
+    );
+}

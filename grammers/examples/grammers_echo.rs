@@ -104,7 +104,8 @@ async fn main() -> Result<()> {
     }
 
     // The engine on that connection; grammers' update channel drained by the adapter.
-    let (engine, mut events) = Engine::open(dir.join("engine"), EngineConfig::default())?;
+    let config = secretchat_grammers::for_telegram(EngineConfig::builder()).build();
+    let (engine, mut events) = Engine::open(dir.join("engine"), config)?;
     let api = GrammersApi::new(handle.thin.clone(), session.home_dc_id()?);
     let feed = engine.add_account(ACCOUNT, Arc::new(api)).await?;
     tokio::spawn(pump(updates, feed, None));

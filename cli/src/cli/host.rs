@@ -40,10 +40,14 @@ pub struct HostArgs {
     /// (`messages.receivedQueue`), ms.
     #[arg(long, default_value_t = 200)]
     pub ack_interval_ms: u64,
-    /// How often the engine asks the server for what the update stream lost
-    /// (`updates.getDifference`), ms.
+    /// How often the engine checks for a gap in the secret-chat queue; one that outlived an
+    /// interval is fetched with `updates.getDifference`, ms.
     #[arg(long, default_value_t = 5_000)]
     pub difference_interval_ms: u64,
+    /// With no gap seen, how often the engine polls `updates.getDifference` anyway, ms (for a
+    /// lost push that left no gap; on Telegram a minute or more).
+    #[arg(long, default_value_t = 5_000)]
+    pub idle_difference_interval_ms: u64,
     /// Threads of each of the engine's worker pools (chats, DH, files); default: one per
     /// core. Several host processes on one machine share its cores: give each its share.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -73,9 +77,17 @@ pub fn host(args: &HostArgs) -> u8 {
     }
 }
 
-fn host_inner(args: &HostArgs) -> Result<(), CliError> {
-    let mut config =
-        EngineConfig::builder().durability(super::simulate::durability(&args.durability)?);
+/// The engine's configuration these flags describe.
+///
+/// # Errors
+/// `bad_option` for a bad durability; `at_rest_key` for an unreadable key file.
+pub fn engine_config(args: &HostArgs) -> Result<EngineConfig, CliError> {
+    let ms = Duration::from_millis;
+    let mut config = EngineConfig::builder()
+        .durability(super::simulate::durability(&args.durability)?)
+        .ack_interval(ms(args.ack_interval_ms.max(1)))
+        .difference_interval(ms(args.difference_interval_ms.max(1)))
+        .idle_difference_interval(ms(args.idle_difference_interval_ms.max(1)));
     if let Some(n) = args.threads {
         let n = usize::from(n);
         config = config.chat_threads(n).dh_threads(n).file_threads(n);
@@ -84,12 +96,17 @@ fn host_inner(args: &HostArgs) -> Result<(), CliError> {
         let key = secretchat::read_key_file(path).map_err(|e| CliError::new("at_rest_key", e))?;
         config = config.at_rest_key(key);
     }
+    Ok(config.build())
+}
+
+fn host_inner(args: &HostArgs) -> Result<(), CliError> {
+    let config = engine_config(args)?;
     let mut options = HostOptions::default();
     options.invoke_timeout = Duration::from_millis(args.invoke_timeout_ms);
     let rt = runtime()?;
     let result = rt.block_on(async {
         let (engine, events) =
-            Engine::open(&args.data_dir, config.build()).map_err(|e| CliError::new("open", e))?;
+            Engine::open(&args.data_dir, config).map_err(|e| CliError::new("open", e))?;
         let done = match &args.listen {
             None => {
                 let (input, output) = stdio();

@@ -62,8 +62,12 @@ pub struct EngineConfig {
     pub chat_threads: usize,
     /// How often processed qts are acknowledged to the server.
     pub ack_interval: Duration,
-    /// How often missed updates are fetched with getDifference.
+    /// How often a qts gap is checked for (a gap that outlived one interval is fetched with
+    /// getDifference).
     pub difference_interval: Duration,
+    /// With no gap seen, how often getDifference polls for what the stream lost silently (a
+    /// last message whose push was lost leaves no gap behind it).
+    pub idle_difference_interval: Duration,
     /// Chats not addressed for this long leave memory (their records stay in the store).
     pub idle_after: Duration,
     /// Chats kept in memory at most, over all accounts (a soft limit): beyond it, inputs for
@@ -86,6 +90,7 @@ impl Default for EngineConfig {
             chat_threads: cores,
             ack_interval: Duration::from_millis(200),
             difference_interval: Duration::from_secs(5),
+            idle_difference_interval: Duration::from_secs(5),
             idle_after: Duration::from_secs(60),
             max_loaded_chats: 50_000,
             event_capacity: 1024,

@@ -157,10 +157,15 @@ impl QtsQueue {
     /// The periodic check: the qts to fetch the difference from, if it is time. Normally only
     /// when nothing is in flight (what is in flight comes back); but a gap (stored qts beyond
     /// the watermark) that outlived a whole interval without the watermark moving is a lost
-    /// update, and only the difference closes it.
-    pub(super) fn due(&mut self) -> Option<i32> {
+    /// update, and only the difference closes it. With nothing in flight and no gap, the fetch
+    /// is only a poll for what the stream may have lost silently: made when `idle` says the
+    /// (longer) idle interval has passed.
+    pub(super) fn due(&mut self, idle: bool) -> Option<i32> {
         let mark = self.watermark?;
         if self.batch.is_some() {
+            return None;
+        }
+        if self.in_flight.is_empty() && self.done.is_empty() && !idle {
             return None;
         }
         if !self.in_flight.is_empty() {
@@ -259,14 +264,34 @@ mod tests {
         q.stored(1);
         q.stored(4);
         assert_eq!(q.watermark(), Some(1));
-        assert_eq!(q.due(), None, "first tick: the gap may close by itself");
-        assert_eq!(q.due(), Some(1), "second tick without progress: fetch");
+        assert_eq!(
+            q.due(false),
+            None,
+            "first tick: the gap may close by itself"
+        );
+        assert_eq!(q.due(false), Some(1), "second tick without progress: fetch");
         let fresh = q.batch(1, vec![2i64, 3, 4], 4, false, |&n| key(n));
         assert_eq!(fresh, vec![2], "only the message never seen live");
         q.batch_message_stored();
         assert_eq!(q.watermark(), Some(2), "3 is still in flight");
         q.stored(3);
         assert_eq!(q.watermark(), Some(4));
+    }
+
+    #[test]
+    fn an_idle_queue_is_polled_only_at_the_idle_interval_but_a_gap_at_once() {
+        let mut q = QtsQueue::default();
+        q.start(3);
+        assert_eq!(
+            q.due(false),
+            None,
+            "nothing missing: no poll before the idle interval"
+        );
+        assert_eq!(q.due(true), Some(3), "the idle poll");
+        // 5 stored, 4 never came (nothing in flight): a gap, fetched without waiting.
+        assert!(matches!(q.live(5, key(5)), Live::Route { gap: true }));
+        q.stored(5);
+        assert_eq!(q.due(false), Some(3));
     }
 
     #[test]
@@ -293,7 +318,7 @@ mod tests {
         let fresh = q.batch(5, vec![6i64, 7], 7, true, |&n| key(n));
         assert_eq!(fresh.len(), 2);
         assert_eq!(q.next_slice(), None, "not stored yet");
-        assert_eq!(q.due(), None, "one batch at a time");
+        assert_eq!(q.due(true), None, "one batch at a time");
         q.batch_message_stored();
         q.batch_message_stored();
         assert_eq!(q.watermark(), Some(7));

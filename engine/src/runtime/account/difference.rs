@@ -10,7 +10,13 @@ use crate::runtime::{AckToken, call_retrying};
 
 impl AccountActor {
     pub(super) fn get_difference(&mut self, ctx: &mut Context<Self>) {
-        if let Some(mark) = self.queue.due() {
+        // Checked at ticks `difference_interval` apart: half a tick early counts as due, so an
+        // idle interval equal to the tick polls at every tick.
+        let config = &self.shared.config;
+        let idle = self.last_difference.is_none_or(|t| {
+            t.elapsed() + config.difference_interval / 2 >= config.idle_difference_interval
+        });
+        if let Some(mark) = self.queue.due(idle) {
             self.fetch_difference(mark, ctx);
         }
     }
@@ -21,6 +27,7 @@ impl AccountActor {
     /// messages behind a dropped push waited up to 100 s (measured).
     pub(super) fn fetch_difference(&mut self, mark: i32, ctx: &mut Context<Self>) {
         tracing::trace!(account = self.account, qts = mark, "getDifference");
+        self.last_difference = Some(std::time::Instant::now());
         let api = self.api.clone();
         let req = u::GetDifference {
             pts: 0,

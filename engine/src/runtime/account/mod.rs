@@ -32,6 +32,9 @@ pub struct AccountActor {
     chats: HashMap<u64, Addr<ChatActor>>,
     /// Where the account's qts queue stands.
     queue: QtsQueue,
+    /// When the last `updates.getDifference` was asked for (the idle poll waits
+    /// `idle_difference_interval` after it).
+    last_difference: Option<std::time::Instant>,
     updates: Option<tokio::sync::mpsc::UnboundedReceiver<api::Update>>,
     /// Updates for chat ids not (yet) known: our own new chat's id is learned from the
     /// requestEncryption answer, which can arrive after the peer's first updates.
@@ -71,6 +74,7 @@ impl AccountActor {
             shared,
             chats: HashMap::new(),
             queue: QtsQueue::default(),
+            last_difference: None,
             updates: Some(updates),
             orphans: Vec::new(),
             new_chats: HashMap::new(),
