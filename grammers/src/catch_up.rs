@@ -138,18 +138,9 @@ where
 
 /// The four secret-chat updates among `updates`, in order.
 fn secret_updates(updates: Vec<tl::enums::Update>) -> Vec<tl::enums::Update> {
-    use tl::enums::Update as U;
     updates
         .into_iter()
-        .filter(|u| {
-            matches!(
-                u,
-                U::NewEncryptedMessage(_)
-                    | U::EncryptedChatTyping(_)
-                    | U::Encryption(_)
-                    | U::EncryptedMessagesRead(_)
-            )
-        })
+        .filter(crate::route::is_secret)
         .collect()
 }
 

@@ -28,7 +28,8 @@ pub struct Split {
     pub unreadable: Vec<(u32, String)>,
 }
 
-fn is_secret(u: &tl::enums::Update) -> bool {
+/// Whether `u` is one of the four secret-chat updates (the engine's).
+pub(crate) fn is_secret(u: &tl::enums::Update) -> bool {
     use tl::enums::Update as U;
     matches!(
         u,

@@ -8,13 +8,13 @@ use secretchat::tl::api::enums as api;
 use secretchat::tl::{DecodeError, Deserialize};
 use secretchat::{AccountId, Engine, EventStream, RpcError, UpdateFeed};
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use crate::json;
 use crate::requests;
 use crate::transport::Calls;
-use crate::wire::{Fields, Line, WireError, read_line};
+use crate::wire::{Fields, Line, WireError, read_line, write_lines};
 
 /// How the host process behaves.
 #[derive(Debug, Clone)]
@@ -160,24 +160,6 @@ where
     result
 }
 
-async fn write_lines<W: AsyncWrite + Unpin>(output: W, mut rx: mpsc::Receiver<String>) {
-    // Lines gather in the buffer; one write per burst (flushed when the queue is drained).
-    let mut output = tokio::io::BufWriter::with_capacity(64 * 1024, output);
-    while let Some(line) = rx.recv().await {
-        let mut ok = output.write_all(line.as_bytes()).await.is_ok()
-            && output.write_all(b"\n").await.is_ok();
-        // Flush once the queue is drained (one write call per burst).
-        if ok && rx.is_empty() {
-            ok = output.flush().await.is_ok();
-        }
-        if !ok {
-            tracing::warn!("writing to the host failed");
-            break;
-        }
-    }
-    let _ = output.flush().await;
-}
-
 #[derive(Debug, PartialEq, Eq)]
 enum Flow {
     Go,
@@ -233,7 +215,7 @@ async fn dispatch(host: &Host, line: Line, closing: bool) -> Flow {
         }
         return Flow::Go;
     }
-    requests::handle(host, &kind, m.clone(), extra);
+    requests::handle(host, &kind, m, extra);
     Flow::Go
 }
 

@@ -1,7 +1,8 @@
 //! The JSON-lines framing: bounded line reading and typed access to a request's fields.
 
 use serde_json::{Map, Value};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 /// The longest line accepted: an upload part (512 KiB) in hex with room to spare.
 pub const MAX_LINE: usize = 4 << 20;
@@ -83,6 +84,26 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<Op
         Ok(_) => Line::Bad(WireError::bad("not a JSON object")),
         Err(e) => Line::Bad(WireError::bad(format!("not JSON: {e}"))),
     }))
+}
+
+/// Writes each line of `rx` followed by `\n` until the channel closes or a write fails:
+/// buffered, with one flush per burst (when the queue is drained).
+pub async fn write_lines<W: AsyncWrite + Unpin>(output: W, mut rx: mpsc::Receiver<String>) {
+    // Lines gather in the buffer; one write per burst (flushed when the queue is drained).
+    let mut output = tokio::io::BufWriter::with_capacity(64 * 1024, output);
+    while let Some(line) = rx.recv().await {
+        let mut ok = output.write_all(line.as_bytes()).await.is_ok()
+            && output.write_all(b"\n").await.is_ok();
+        // Flush once the queue is drained (one write call per burst).
+        if ok && rx.is_empty() {
+            ok = output.flush().await.is_ok();
+        }
+        if !ok {
+            tracing::warn!("writing the JSON lines failed");
+            break;
+        }
+    }
+    let _ = output.flush().await;
 }
 
 /// Typed access to a request's fields, with errors that name the field.

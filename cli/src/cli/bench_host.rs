@@ -13,15 +13,16 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use secretchat::UpdateFeed;
 use secretchat::sim::{SimFaults, SimServer};
-use secretchat::tl::Serialize;
-use secretchat::{ServerApi, UpdateFeed};
+use secretchat_host::wire::write_lines;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Child;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::CliError;
+use super::host::{forward_updates, relay_invoke};
 use crate::simulate::{self, SimulateOptions};
 
 /// The flags of `secretchat bench-host`.
@@ -163,19 +164,15 @@ async fn relayed(args: &BenchHostArgs) -> Result<f64, CliError> {
     for account in [1i64, 2] {
         let h = spawn_host(&dir.path().join(account.to_string()), &args.durability)?;
         let device = sim.device(account, 0);
-        let (feed, mut updates) = UpdateFeed::channel();
+        let (feed, updates) = UpdateFeed::channel();
         sim.connect(&device, feed);
         // The account's updates, as its host would get them from Telegram.
-        let to_host = h.lines.clone();
-        tokio::spawn(async move {
-            while let Some(u) = updates.recv().await {
-                let Ok(bytes) = u.to_bytes() else { continue };
-                let line = json!({"@type": "pushUpdate", "account": account.to_string(), "tl": hex::encode(bytes)});
-                if to_host.send(line.to_string()).await.is_err() {
-                    break;
-                }
-            }
-        });
+        tokio::spawn(forward_updates(
+            updates,
+            h.lines.clone(),
+            "account",
+            account,
+        ));
         hosts.insert(account, h);
     }
     for (account, h) in &mut hosts {
@@ -218,7 +215,6 @@ async fn relayed(args: &BenchHostArgs) -> Result<f64, CliError> {
     .map_err(|()| CliError::new("timeout", "the chats did not become ready"))?;
 
     let start = Instant::now();
-    let mut senders = Vec::new();
     let ready = shared
         .tally
         .lock()
@@ -229,16 +225,18 @@ async fn relayed(args: &BenchHostArgs) -> Result<f64, CliError> {
             let dir = format!("{account}:{chat}");
             let room = shared.window(&dir, args.window);
             let to_host = hosts[&account].lines.clone();
-            senders.push(tokio::spawn(async move {
+            tokio::spawn(async move {
                 for i in 0..per_dir {
-                    let Ok(permit) = room.acquire().await else { return };
+                    let Ok(permit) = room.acquire().await else {
+                        return;
+                    };
                     permit.forget();
                     let line = json!({"@type": "sendMessage", "account": account.to_string(), "secret_chat_id": chat, "text": format!("{dir}:{i}")});
                     if to_host.send(line.to_string()).await.is_err() {
                         return;
                     }
                 }
-            }));
+            });
         }
     }
     let done = wait_for(&shared, Duration::from_secs(900), |t| {
@@ -298,23 +296,6 @@ fn spawn_host(data_dir: &Path, durability: &str) -> Result<HostProc, CliError> {
     Ok(HostProc { child, lines })
 }
 
-async fn write_lines(mut stdin: ChildStdin, mut rx: mpsc::Receiver<String>) {
-    let mut buf = Vec::with_capacity(64 * 1024);
-    while let Some(line) = rx.recv().await {
-        buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
-        // Everything queued goes in one write.
-        while let Ok(more) = rx.try_recv() {
-            buf.extend_from_slice(more.as_bytes());
-            buf.push(b'\n');
-        }
-        if stdin.write_all(&buf).await.is_err() {
-            return;
-        }
-        buf.clear();
-    }
-}
-
 /// Worker threads per host pool: half the cores (the in-process run has all of them for both
 /// accounts, each host process serves one).
 fn host_threads() -> usize {
@@ -367,21 +348,9 @@ async fn on_line(
     };
     match v.get("@type").and_then(Value::as_str).unwrap_or_default() {
         "invoke" => {
-            let (id, lines, device) = (v["id"].clone(), lines.clone(), device.clone());
-            let Ok(tl) = hex::decode(str_of("tl")) else {
-                return;
-            };
-            tokio::spawn(async move {
-                let line = match device.invoke(tl).await {
-                    Ok(bytes) => {
-                        json!({"@type": "invokeResult", "id": id, "tl": hex::encode(bytes)})
-                    }
-                    Err(e) => {
-                        json!({"@type": "invokeError", "id": id, "code": e.code, "message": e.message})
-                    }
-                };
-                let _ = lines.send(line.to_string()).await;
-            });
+            if let Ok(tl) = hex::decode(str_of("tl")) {
+                relay_invoke(device.clone(), tl, v["id"].clone(), None, lines.clone());
+            }
             return;
         }
         "ok" if v["@extra"] == "added" => {

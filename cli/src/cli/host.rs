@@ -9,10 +9,10 @@ use std::time::Duration;
 use secretchat::sim::{SimDevice, SimFaults, SimServer};
 use secretchat::tl::Serialize;
 use secretchat::{Engine, EngineConfig, ServerApi, UpdateFeed};
-use secretchat_host::wire::{Fields, Line, WireError, read_line};
+use secretchat_host::wire::{Fields, Line, WireError, read_line, write_lines};
 use secretchat_host::{HostOptions, serve};
 use serde_json::{Value, json};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::sync::mpsc;
 
 use super::{CliError, log_to_stderr, runtime};
@@ -191,21 +191,9 @@ async fn sim_server_inner(args: &SimServerArgs) {
         ..SimFaults::NONE
     };
     let sim = SimServer::new(faults, args.seed);
-    let (out, mut out_rx) = mpsc::channel::<String>(1024);
+    let (out, out_rx) = mpsc::channel::<String>(1024);
     let (mut input, stdout) = stdio();
-    let writer = tokio::spawn(async move {
-        let mut stdout = tokio::io::BufWriter::with_capacity(64 * 1024, stdout);
-        while let Some(line) = out_rx.recv().await {
-            if stdout.write_all(line.as_bytes()).await.is_err()
-                || stdout.write_all(b"\n").await.is_err()
-            {
-                break;
-            }
-            if out_rx.is_empty() && stdout.flush().await.is_err() {
-                break;
-            }
-        }
-    });
+    let writer = tokio::spawn(write_lines(stdout, out_rx));
     let devices: Arc<Mutex<HashMap<i64, SimDevice>>> = Arc::default();
     let mut forwarders = tokio::task::JoinSet::new();
     while let Ok(Some(line)) = read_line(&mut input).await {
@@ -247,21 +235,12 @@ async fn sim_request(
     match f.str("@type")? {
         "connect" => {
             let device = sim.device(user, 0);
-            let (feed, mut rx) = UpdateFeed::channel();
+            let (feed, rx) = UpdateFeed::channel();
             sim.connect(&device, feed);
             if let Ok(mut d) = devices.lock() {
                 d.insert(user, device);
             }
-            let out2 = out.clone();
-            forwarders.spawn(async move {
-                while let Some(u) = rx.recv().await {
-                    let Ok(bytes) = u.to_bytes() else { continue };
-                    let line = json!({"@type": "pushUpdate", "user": user.to_string(), "tl": hex::encode(bytes)});
-                    if out2.send(line.to_string()).await.is_err() {
-                        break;
-                    }
-                }
-            });
+            forwarders.spawn(forward_updates(rx, out.clone(), "user", user));
             let mut v = json!({"@type": "ok"});
             if let Some(x) = m.get("@extra") {
                 v["@extra"] = x.clone();
@@ -279,20 +258,50 @@ async fn sim_request(
                     code: 404,
                     message: format!("user {user} is not connected"),
                 })?;
-            let out = out.clone();
-            tokio::spawn(async move {
-                let line = match device.invoke(tl).await {
-                    Ok(bytes) => {
-                        json!({"@type": "invokeResult", "user": user.to_string(), "id": id, "tl": hex::encode(bytes)})
-                    }
-                    Err(e) => {
-                        json!({"@type": "invokeError", "user": user.to_string(), "id": id, "code": e.code, "message": e.message})
-                    }
-                };
-                let _ = out.send(line.to_string()).await;
-            });
+            relay_invoke(device, tl, id, Some(user), out.clone());
         }
         other => return Err(WireError::bad(format!("unknown @type `{other}`"))),
     }
     Ok(())
+}
+
+/// Forwards a simulated device's updates as `pushUpdate {KEY: id, tl}` lines until either end
+/// closes (`key` is `user` for `sim-server`, `account` for a host).
+pub(super) async fn forward_updates(
+    mut updates: tokio::sync::mpsc::UnboundedReceiver<secretchat::tl::api::enums::Update>,
+    out: mpsc::Sender<String>,
+    key: &'static str,
+    id: i64,
+) {
+    while let Some(u) = updates.recv().await {
+        let Ok(bytes) = u.to_bytes() else { continue };
+        let mut line = json!({"@type": "pushUpdate", "tl": hex::encode(bytes)});
+        line[key] = Value::String(id.to_string());
+        if out.send(line.to_string()).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Runs `tl` on the simulated `device` and writes the answer line (`invokeResult` or
+/// `invokeError` with the call's `id`, and `user` when given) to `out`, on a task of its own.
+pub(super) fn relay_invoke(
+    device: SimDevice,
+    tl: Vec<u8>,
+    id: Value,
+    user: Option<i64>,
+    out: mpsc::Sender<String>,
+) {
+    tokio::spawn(async move {
+        let mut line = match device.invoke(tl).await {
+            Ok(bytes) => json!({"@type": "invokeResult", "id": id, "tl": hex::encode(bytes)}),
+            Err(e) => {
+                json!({"@type": "invokeError", "id": id, "code": e.code, "message": e.message})
+            }
+        };
+        if let Some(user) = user {
+            line["user"] = Value::String(user.to_string());
+        }
+        let _ = out.send(line.to_string()).await;
+    });
 }
