@@ -161,18 +161,48 @@ pub async fn call<R: RemoteCall>(api: &dyn ServerApi, request: &R) -> Result<R::
 #[derive(Clone, Debug)]
 pub struct UpdateFeed {
     tx: tokio::sync::mpsc::UnboundedSender<api::Update>,
+    /// The engine's account, asked to fetch the difference (one request pending at most).
+    catch_up: Option<tokio::sync::mpsc::Sender<()>>,
 }
 
 impl UpdateFeed {
-    /// A feed and the receiving end the engine reads.
+    /// A feed and its receiving end (a transport's own plumbing, or a test's; the engine's
+    /// feeds come from `Engine::add_account`).
     pub fn channel() -> (Self, tokio::sync::mpsc::UnboundedReceiver<api::Update>) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        (Self { tx }, rx)
+        (Self { tx, catch_up: None }, rx)
+    }
+
+    /// An engine account's feed: its updates, and its requests to catch up.
+    pub(crate) fn for_account() -> (
+        Self,
+        tokio::sync::mpsc::UnboundedReceiver<api::Update>,
+        tokio::sync::mpsc::Receiver<()>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (catch_up, catch_up_rx) = tokio::sync::mpsc::channel(1);
+        let feed = Self {
+            tx,
+            catch_up: Some(catch_up),
+        };
+        (feed, rx, catch_up_rx)
     }
 
     /// Delivers one update; false once the engine is gone.
     pub fn push(&self, update: api::Update) -> bool {
         self.tx.send(update).is_ok()
+    }
+
+    /// The transport's connection closed: what the server pushed in the meantime is lost
+    /// (end-to-end.md, "updates.getDifference" recovers it). The account asks for the
+    /// difference at its next gap check instead of waiting for its idle poll — a message
+    /// pushed while the connection was down, with none behind it to show the gap, would
+    /// otherwise wait for `idle_difference_interval`. Several calls before that check are
+    /// one request. Nothing happens for a feed made by [`UpdateFeed::channel`].
+    pub fn catch_up(&self) {
+        if let Some(tx) = &self.catch_up {
+            let _ = tx.try_send(());
+        }
     }
 }
 

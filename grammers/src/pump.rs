@@ -21,6 +21,8 @@ pub struct PumpStats {
     /// Secret-chat updates this build could not read (the engine's getDifference brings
     /// their content).
     pub unreadable: u64,
+    /// Times the home connection closed (each one asks the engine to catch up).
+    pub connections_closed: u64,
 }
 
 /// Runs until grammers' channel closes or the engine is gone. Never waits on the
@@ -44,6 +46,13 @@ pub async fn pump(
                     stats.to_engine += 1;
                 }
                 rest.map(UpdatesLike::Updates)
+            }
+            UpdatesLike::ConnectionClosed => {
+                // Pushes while it was down are lost: the engine asks for the difference at
+                // its next gap check (which also reconnects the pool).
+                feed.catch_up();
+                stats.connections_closed += 1;
+                Some(UpdatesLike::ConnectionClosed)
             }
             other => Some(other),
         };

@@ -71,11 +71,8 @@ async fn start_client(
         updates,
     } = SenderPool::new(Arc::new(session(ep, keys)), 1);
     tokio::spawn(runner.run());
-    let config = EngineConfig::builder()
-        .ack_interval(Duration::from_millis(100))
-        .difference_interval(Duration::from_millis(300))
-        .idle_difference_interval(Duration::from_secs(1))
-        .build();
+    // The pace set for Telegram: an idle poll only once a minute.
+    let config = secretchat_grammers::for_telegram(EngineConfig::builder()).build();
     let (engine, mut events) = Engine::open(dir, config).unwrap();
     let api = GrammersApi::new(handle.thin.clone(), HOME_DC);
     let feed = engine.add_account(account, Arc::new(api)).await.unwrap();
@@ -119,8 +116,8 @@ const ACCOUNTS: [AccountId; 2] = [AccountId(1), AccountId(2)];
 impl World {
     /// Handles events (accepting requests, recording messages, acknowledging each once
     /// handled) until `done` holds.
-    async fn until(&mut self, what: &str, done: impl Fn(&[Seen; 2]) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    async fn until(&mut self, what: &str, within: u64, done: impl Fn(&[Seen; 2]) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(within);
         while !done(&self.seen) {
             let (i, generation, e) = tokio::time::timeout_at(deadline, self.rx.recv())
                 .await
@@ -223,7 +220,7 @@ async fn a_secret_chat_over_grammers_real_sender() {
         .await
         .unwrap();
     w.seen[0].chat = Some(chat);
-    w.until("both sides ready", |s| {
+    w.until("both sides ready", 60, |s| {
         s[0].key_hash.is_some() && s[1].key_hash.is_some()
     })
     .await;
@@ -231,7 +228,7 @@ async fn a_secret_chat_over_grammers_real_sender() {
 
     // Messages both ways.
     w.send_texts(0..PHASE).await;
-    w.until("the first messages", |s| {
+    w.until("the first messages", 60, |s| {
         s[0].texts.len() >= PHASE && s[1].texts.len() >= PHASE
     })
     .await;
@@ -239,10 +236,55 @@ async fn a_secret_chat_over_grammers_real_sender() {
     // Both connections drop; the next messages go out over new ones.
     assert!(ep.drop_connection(0) && ep.drop_connection(1));
     w.send_texts(PHASE..2 * PHASE).await;
-    w.until("the messages after the drop", |s| {
+    w.until("the messages after the drop", 60, |s| {
         s[0].texts.len() >= 2 * PHASE && s[1].texts.len() >= 2 * PHASE
     })
     .await;
+
+    // Bob's network goes down and only Alice writes: her push is lost, and nothing later
+    // shows Bob a gap. grammers reports the closed connection, the pump asks the engine to
+    // catch up, and its next gap check (1 s) asks for the difference — retried while the
+    // network is down — instead of waiting for its idle poll a minute later.
+    // (After Bob's first poll, which comes at his engine's first tick: the next is a minute
+    // away.)
+    let get_difference = tl::functions::updates::GetDifference::CONSTRUCTOR_ID;
+    let polled = || {
+        ep.stats()
+            .methods
+            .get(&(1, get_difference))
+            .copied()
+            .unwrap_or(0)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while polled() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "Bob's first poll");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let polls_before = polled();
+    ep.hold(1, true);
+    assert!(ep.drop_connection(1));
+    let lost_before = ep.stats().lost_pushes;
+    let alone = w.seen[0].chat.unwrap();
+    w.clients[0]
+        .engine
+        .send_message(ACCOUNTS[0], alone, InputMessage::text("alone"))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ep.stats().lost_pushes == lost_before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the push was not lost"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ep.hold(1, false);
+    w.until("the message pushed while Bob was away", 20, |s| {
+        s[1].texts.len() > 2 * PHASE
+    })
+    .await;
+    assert_eq!(w.seen[1].texts.pop().as_deref(), Some("alone"));
+    assert!(polled() > polls_before, "it came by the difference");
 
     // A file from Alice: uploaded on DC 1, downloaded by Bob from DC 2.
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -257,7 +299,7 @@ async fn a_secret_chat_over_grammers_real_sender() {
         )
         .await
         .unwrap();
-    w.until("the file", |s| !s[1].files.is_empty()).await;
+    w.until("the file", 60, |s| !s[1].files.is_empty()).await;
     let got = w.seen[1].files[0].clone();
     let dest = tmp.path().join("downloaded.bin");
     w.clients[1]
@@ -275,7 +317,7 @@ async fn a_secret_chat_over_grammers_real_sender() {
 
     // A re-key, then Bob's engine restarts (new process: new pool, new connection).
     w.clients[0].engine.rekey(ACCOUNTS[0], chat).await.unwrap();
-    w.until("the re-key", |s| s[0].rekeys >= 1 && s[1].rekeys >= 1)
+    w.until("the re-key", 60, |s| s[0].rekeys >= 1 && s[1].rekeys >= 1)
         .await;
     // Alice's connection closes after a send ran but before its reply went out: grammers
     // reports the call dropped, the engine sends again, the server's random_id check keeps
@@ -284,7 +326,7 @@ async fn a_secret_chat_over_grammers_real_sender() {
     w.send_texts(2 * PHASE..3 * PHASE).await;
     w.restart(1).await;
     w.send_texts(3 * PHASE..4 * PHASE).await;
-    w.until("every message", |s| {
+    w.until("every message", 60, |s| {
         s[0].texts.len() >= 4 * PHASE && s[1].texts.len() >= 4 * PHASE
     })
     .await;
@@ -307,7 +349,7 @@ async fn a_secret_chat_over_grammers_real_sender() {
     assert!(stats.layers.contains(&tl::LAYER), "{stats:?}");
     assert!(stats.init_connections >= 5, "{stats:?}");
     assert!(stats.acks_in > 0 && stats.updates_out > 0, "{stats:?}");
-    assert_eq!((stats.dropped, stats.lost_replies), (2, 1));
+    assert_eq!((stats.dropped, stats.lost_replies), (3, 1));
     assert!(
         sim.stats().deduplicated >= 1,
         "the lost send was sent again"

@@ -733,8 +733,8 @@ async fn run(
         match req {
             Request::Stop => break,
             Request::AddAccount(account, api, reply) => {
-                let (feed, updates) = UpdateFeed::channel();
-                let actor = AccountActor::new(account, api, shared.clone(), updates);
+                let (feed, updates, catch_up) = UpdateFeed::for_account();
+                let actor = AccountActor::new(account, api, shared.clone(), updates, catch_up);
                 let addr = actor.start();
                 if let Some(handles) = pending.remove(&account) {
                     addr.do_send(Resume(handles));

@@ -105,6 +105,7 @@ impl Conn {
                 let answer = device.invoke(body.to_vec()).await;
                 let mut s = shared.lock().ok()?;
                 *s.stats.calls.entry(self.dc).or_default() += 1;
+                *s.stats.methods.entry((self.account, id)).or_default() += 1;
                 if s.accounts[self.account].lose_reply_of == Some(id) {
                     s.accounts[self.account].lose_reply_of = None;
                     s.stats.lost_replies += 1;

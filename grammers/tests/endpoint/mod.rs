@@ -10,8 +10,8 @@
 //! `auth.exportAuthorization`/`auth.importAuthorization` (DC 2 refuses everything else with
 //! `401 AUTH_KEY_UNREGISTERED` until the account's authorization was imported there). Every
 //! other call goes to the simulated server as the account's device; the simulator's updates
-//! go out as `updateShort`/`updates` on the account's home connection, and wait for the next
-//! one while it has none.
+//! go out as `updateShort`/`updates` on the account's home connection; while it has none, a
+//! new encrypted message pushed is lost, as on Telegram (see [`Push`]).
 #![allow(dead_code)] // each test binary uses part of it
 
 mod api;
@@ -71,25 +71,33 @@ pub struct Stats {
     pub unauthorized: u64,
     /// Calls the simulated server answered, by DC.
     pub calls: HashMap<i32, u64>,
+    /// Calls the simulated server answered, by account and method.
+    pub methods: HashMap<(usize, u32), u64>,
     /// Updates written to a home connection.
     pub updates_out: u64,
     /// Connections the endpoint closed on purpose.
     pub dropped: u64,
     /// Calls that ran with their reply lost (the connection closed instead).
     pub lost_replies: u64,
+    /// Encrypted-message pushes lost for want of a connection.
+    pub lost_pushes: u64,
+    /// Home connections closed at once while the account was held.
+    pub refused: u64,
 }
 
 struct Account {
     device: SimDevice,
     user: i64,
     /// The current home connection: its id and where its updates go.
-    live: Option<(u64, mpsc::UnboundedSender<Vec<u8>>, Arc<Notify>)>,
-    /// Updates no connection could take yet.
-    pending: VecDeque<Vec<u8>>,
+    live: Option<(u64, mpsc::UnboundedSender<Push>, Arc<Notify>)>,
+    /// Updates no connection could take yet (never an encrypted message: see [`Push`]).
+    pending: VecDeque<Push>,
     imported: HashSet<i32>,
     exported: Vec<Vec<u8>>,
     /// The next call of this method runs, and its connection closes before the reply.
     lose_reply_of: Option<u32>,
+    /// New home connections are closed at once (the network is down).
+    held: bool,
 }
 
 struct Shared {
@@ -97,6 +105,15 @@ struct Shared {
     accounts: Vec<Account>,
     stats: Stats,
     next_conn: u64,
+}
+
+/// An update on its way to a home connection. As on Telegram, a new encrypted message pushed
+/// while the account has no connection is lost (`lossy`: the qts queue keeps it for
+/// `updates.getDifference`); the chat-state updates wait for the next connection (Telegram
+/// keeps them in the common update sequence, which the simulator does not model).
+struct Push {
+    body: Vec<u8>,
+    lossy: bool,
 }
 
 /// The endpoint; it runs until the test's runtime ends.
@@ -156,6 +173,7 @@ impl Endpoint {
                 imported: HashSet::new(),
                 exported: Vec::new(),
                 lose_reply_of: None,
+                held: false,
             });
             index
         };
@@ -167,15 +185,25 @@ impl Endpoint {
                     continue;
                 };
                 n += 1;
-                let body = wrap_update(&bytes, n);
-                let mut s = shared.lock().expect("endpoint state");
+                let lossy = matches!(
+                    update,
+                    secretchat::tl::api::enums::Update::NewEncryptedMessage(_)
+                );
+                let push = Push {
+                    body: wrap_update(&bytes, n),
+                    lossy,
+                };
+                let mut guard = shared.lock().expect("endpoint state");
+                let s = &mut *guard;
                 let a = &mut s.accounts[index];
-                let sent = a
-                    .live
-                    .as_ref()
-                    .is_some_and(|(_, tx, _)| tx.send(body.clone()).is_ok());
-                if !sent {
-                    a.pending.push_back(body);
+                let unsent = match a.live.as_ref() {
+                    Some((_, tx, _)) => tx.send(push).err().map(|e| e.0),
+                    None => Some(push),
+                };
+                match unsent {
+                    Some(p) if p.lossy => s.stats.lost_pushes += 1,
+                    Some(p) => a.pending.push_back(p),
+                    None => {}
                 }
             }
         });
@@ -197,6 +225,11 @@ impl Endpoint {
     /// closes before its reply goes out.
     pub fn lose_next_reply(&self, account: usize, method: u32) {
         self.lock().accounts[account].lose_reply_of = Some(method);
+    }
+
+    /// While `held`, the account's new home connections close as soon as they open.
+    pub fn hold(&self, account: usize, held: bool) {
+        self.lock().accounts[account].held = held;
     }
 
     pub fn stats(&self) -> Stats {
@@ -251,10 +284,14 @@ async fn serve(stream: TcpStream, shared: Arc<Mutex<Shared>>) {
         let _ = tokio::io::AsyncWriteExt::write_all(&mut wr, &(-404i32).to_le_bytes()).await;
         return;
     };
-    let (updates_tx, mut updates) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (updates_tx, mut updates) = mpsc::unbounded_channel::<Push>();
     let close = Arc::new(Notify::new());
     let id = {
         let mut s = shared.lock().expect("endpoint state");
+        if dc == HOME_DC && s.accounts[account].held {
+            s.stats.refused += 1;
+            return;
+        }
         s.next_conn += 1;
         *s.stats.connections.entry((account, dc)).or_default() += 1;
         let id = s.next_conn;
@@ -293,7 +330,7 @@ async fn serve(stream: TcpStream, shared: Arc<Mutex<Shared>>) {
                 },
                 Some(u) = updates.recv() => {
                     shared.lock().expect("endpoint state").stats.updates_out += 1;
-                    vec![Out { body: u, response: false, content: true }]
+                    vec![Out { body: u.body, response: false, content: true }]
                 }
                 _ = close.notified() => break,
             }
@@ -307,16 +344,23 @@ async fn serve(stream: TcpStream, shared: Arc<Mutex<Shared>>) {
             break;
         }
     }
-    // Updates this connection took but never wrote wait for the next one, in order.
+    // Updates this connection took but never wrote: the chat-state ones wait for the next
+    // connection, in order; encrypted messages are lost.
     let mut s = shared.lock().expect("endpoint state");
-    let a = &mut s.accounts[account];
-    if a.live.as_ref().is_some_and(|(live, _, _)| *live == id) {
-        a.live = None;
+    if s.accounts[account]
+        .live
+        .as_ref()
+        .is_some_and(|(live, _, _)| *live == id)
+    {
+        s.accounts[account].live = None;
         let mut unsent = Vec::new();
         while let Ok(u) = updates.try_recv() {
             unsent.push(u);
         }
-        for u in unsent.into_iter().rev() {
+        let lost = unsent.iter().filter(|u| u.lossy).count() as u64;
+        s.stats.lost_pushes += lost;
+        let a = &mut s.accounts[account];
+        for u in unsent.into_iter().rev().filter(|u| !u.lossy) {
             a.pending.push_front(u);
         }
     }

@@ -36,6 +36,8 @@ pub struct AccountActor {
     /// `idle_difference_interval` after it).
     last_difference: Option<std::time::Instant>,
     updates: Option<tokio::sync::mpsc::UnboundedReceiver<api::Update>>,
+    /// The transport's requests to catch up (see `UpdateFeed::catch_up`).
+    catch_up: Option<tokio::sync::mpsc::Receiver<()>>,
     /// Updates for chat ids not (yet) known: our own new chat's id is learned from the
     /// requestEncryption answer, which can arrive after the peer's first updates.
     orphans: Vec<(std::time::Instant, i32, Event, Option<AckToken>)>,
@@ -67,6 +69,7 @@ impl AccountActor {
         api: Arc<dyn ServerApi>,
         shared: Arc<Shared>,
         updates: tokio::sync::mpsc::UnboundedReceiver<api::Update>,
+        catch_up: tokio::sync::mpsc::Receiver<()>,
     ) -> Self {
         Self {
             account,
@@ -76,6 +79,7 @@ impl AccountActor {
             queue: QtsQueue::default(),
             last_difference: None,
             updates: Some(updates),
+            catch_up: Some(catch_up),
             orphans: Vec::new(),
             new_chats: HashMap::new(),
             last_seen: HashMap::new(),
@@ -91,6 +95,19 @@ impl AccountActor {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Incoming(api::Update);
+
+/// The transport reconnected: fetch the difference at the next gap check.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CatchUp;
+
+impl Handler<CatchUp> for AccountActor {
+    type Result = ();
+    fn handle(&mut self, _: CatchUp, _: &mut Context<Self>) {
+        // The idle poll is due at once (`get_difference`), whatever the last one's age.
+        self.last_difference = None;
+    }
+}
 
 /// A chat stored (and made durable) the step that consumed an update.
 #[derive(Message)]
@@ -168,6 +185,14 @@ impl Actor for AccountActor {
                         return;
                     }
                     me.do_send(Incoming(u));
+                }
+            });
+        }
+        if let Some(mut rx) = self.catch_up.take() {
+            let me = ctx.address();
+            actix::spawn(async move {
+                while rx.recv().await.is_some() && me.connected() {
+                    me.do_send(CatchUp);
                 }
             });
         }
