@@ -330,6 +330,11 @@ class Host:
         """Hands the engine one of the account's updates (a boxed `Update`, raw TL)."""
         await self._lines.send({"@type": "pushUpdate", "account": str(account), "tl": tl.hex()})
 
+    async def catch_up(self, account: int) -> None:
+        """The host's connection for the account dropped: updates pushed meanwhile are lost,
+        so the engine asks for the difference at its next gap check (not its idle poll)."""
+        await self._lines.send({"@type": "catchUp", "account": str(account)})
+
     async def create_secret_chat(self, account: int, user_id: int, access_hash: int) -> SecretChat:
         r = await self._lines.request(
             {

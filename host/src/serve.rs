@@ -186,6 +186,7 @@ async fn dispatch(host: &Host, line: Line, closing: bool) -> Flow {
         "invokeResult" => Some(answer_call(host, &f, true)),
         "invokeError" => Some(answer_call(host, &f, false)),
         "pushUpdate" => Some(push_update(host, &f)),
+        "catchUp" => Some(catch_up(host, &f)),
         _ => None,
     };
     if let Some(r) = inline {
@@ -231,17 +232,28 @@ fn answer_call(host: &Host, f: &Fields<'_>, ok: bool) -> Result<(), WireError> {
     Ok(())
 }
 
-fn push_update(host: &Host, f: &Fields<'_>) -> Result<(), WireError> {
+/// The account's update feed, or 404.
+fn feed(host: &Host, f: &Fields<'_>) -> Result<UpdateFeed, WireError> {
     let account = json::account(f)?;
-    let feed = host
-        .feeds
+    host.feeds
         .lock()
         .ok()
         .and_then(|feeds| feeds.get(&account).cloned())
         .ok_or_else(|| WireError {
             code: 404,
             message: format!("no account {account}"),
-        })?;
+        })
+}
+
+/// The host's connection for the account closed and came back: updates pushed meanwhile
+/// are lost, so the account asks for the difference at its next gap check.
+fn catch_up(host: &Host, f: &Fields<'_>) -> Result<(), WireError> {
+    feed(host, f)?.catch_up();
+    Ok(())
+}
+
+fn push_update(host: &Host, f: &Fields<'_>) -> Result<(), WireError> {
+    let feed = feed(host, f)?;
     let bytes = f.hex("tl")?;
     let update = match api::Update::from_bytes(&bytes) {
         Ok(u) => u,

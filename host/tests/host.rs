@@ -6,13 +6,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use secretchat::EngineConfig;
 use secretchat::tl::Identifiable;
 use secretchat::tl::api::functions::messages::SendEncrypted;
 use secretchat_host::HostOptions;
 use serde_json::{Value, json};
 
 mod common;
-use common::{ALICE, Action, BOB, forward_all, open_chat, sim, start};
+use common::{ALICE, Action, BOB, HostProc, forward_all, open_chat, sim, start, start_with};
 
 fn send(chat: &str, account: u64, text: &str) -> Value {
     json!({"@type": "sendMessage", "account": account.to_string(), "secret_chat_id": chat, "text": text})
@@ -427,5 +428,56 @@ async fn invokes_answered_out_of_order_or_failed_lose_nothing() {
         .filter(|l| l["@type"] == "updateNewMessage")
         .collect();
     assert!(late.is_empty(), "{late:?}");
+    h.close().await;
+}
+
+/// `catchUp` (the host's connection came back): the account asks for the difference at its
+/// next gap check, long before its idle poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_asks_for_the_difference_before_the_idle_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim();
+    let config = EngineConfig::builder()
+        .difference_interval(Duration::from_millis(100))
+        .idle_difference_interval(Duration::from_secs(3600))
+        .build();
+    let mut h = start_with(
+        dir.path(),
+        &sim,
+        forward_all(),
+        false,
+        HostOptions::default(),
+        config,
+    )
+    .await;
+    let get_difference = secretchat::tl::api::functions::updates::GetDifference::CONSTRUCTOR_ID;
+    let polls = |h: &HostProc| {
+        let seen = h.invokes.lock().unwrap();
+        seen.iter().filter(|&&id| id == get_difference).count()
+    };
+    // Each account's first poll comes at its first check; the next is an hour away.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while polls(&h) < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the first polls");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(polls(&h), 2, "idle: no poll for an hour");
+
+    h.raw(r#"{"@type":"catchUp","account":"1"}"#).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while polls(&h) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the catch-up's poll"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = h.request(json!({"@type": "catchUp", "account": "9"})).await;
+    assert_eq!(
+        (r["@type"].as_str(), r["code"].as_i64()),
+        (Some("error"), Some(404)),
+        "{r}"
+    );
     h.close().await;
 }

@@ -62,7 +62,19 @@ pub async fn start(
     reverse: bool,
     options: HostOptions,
 ) -> HostProc {
-    let (engine, events) = Engine::open(dir, EngineConfig::default()).unwrap();
+    start_with(dir, sim, policy, reverse, options, EngineConfig::default()).await
+}
+
+/// [`start`] with an engine configuration of the test's.
+pub async fn start_with(
+    dir: &Path,
+    sim: &Arc<SimServer>,
+    policy: Policy,
+    reverse: bool,
+    options: HostOptions,
+    config: EngineConfig,
+) -> HostProc {
+    let (engine, events) = Engine::open(dir, config).unwrap();
     let (host_side, test_side) = tokio::io::duplex(1 << 22);
     let (hr, hw) = tokio::io::split(host_side);
     let serving = tokio::spawn(serve(engine, events, BufReader::new(hr), hw, options));
