@@ -416,9 +416,13 @@ class Host:
     async def mark_read(self, account: int, chat: int, random_ids: List[int]) -> None:
         await self._chat_request("markRead", account, chat, random_ids=[str(i) for i in random_ids])
 
-    async def ack(self, seq: int) -> None:
-        """The event `seq` is handled: it never comes again."""
-        await self._lines.request({"@type": "ack", "seq": str(seq)})
+    async def ack(self, *seqs: int) -> None:
+        """These events are handled: they never come again (one store write for all);
+        returns once stored."""
+        if len(seqs) == 1:
+            await self._lines.request({"@type": "ack", "seq": str(seqs[0])})
+        elif seqs:
+            await self._lines.request({"@type": "ack", "seqs": [str(s) for s in seqs]})
 
     async def close(self) -> None:
         """Graceful shutdown: the engine stores what it was doing; waits for `closed`."""

@@ -186,9 +186,8 @@ fn start(host: &Host, kind: &str, req: &Request) -> Result<Work, WireError> {
             })
         }
         "ack" => {
-            let seq = f.u64("seq")?;
             // Queued now; answered once stored.
-            let stored = engine.ack(seq);
+            let stored = engine.ack_all(f.seqs()?);
             work(async move {
                 stored.await?;
                 Ok(ok())

@@ -210,8 +210,8 @@ async fn dispatch(host: &Host, line: Line, closing: bool) -> Flow {
     if kind == "ack" && extra.is_none() {
         // Nothing could match an answer to it: queued now, stored on the engine's acker
         // thread, not answered (an `ack` with `@extra` is answered `ok` once stored).
-        match f.u64("seq") {
-            Ok(seq) => drop(host.engine.ack(seq)),
+        match f.seqs() {
+            Ok(seqs) => drop(host.engine.ack_all(seqs)),
             Err(e) => host.answer(None, Err(e)).await,
         }
         return Flow::Go;

@@ -139,6 +139,31 @@ impl Fields<'_> {
         .ok_or_else(|| WireError::bad(format!("`{name}` is not an unsigned 64-bit integer")))
     }
 
+    /// The events an `ack` names: `seq` (one) or `seqs` (an array, one store write for all).
+    pub fn seqs(&self) -> Result<Vec<u64>, WireError> {
+        match (self.has("seq"), self.has("seqs")) {
+            (true, false) => Ok(vec![self.u64("seq")?]),
+            (false, true) => {
+                let items = self
+                    .get("seqs")?
+                    .as_array()
+                    .filter(|a| !a.is_empty())
+                    .ok_or_else(|| WireError::bad("`seqs` is not a non-empty array"))?;
+                items
+                    .iter()
+                    .map(|v| match v {
+                        Value::String(s) => s.parse().ok(),
+                        Value::Number(n) => n.as_u64(),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<u64>>>()
+                    .ok_or_else(|| WireError::bad("`seqs` holds a non-integer"))
+            }
+            (true, true) => Err(WireError::bad("`seq` and `seqs` together")),
+            (false, false) => Err(WireError::bad("missing field `seq`")),
+        }
+    }
+
     /// A 32-bit integer.
     pub fn i32(&self, name: &str) -> Result<i32, WireError> {
         self.i64(name)?

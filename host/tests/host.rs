@@ -233,6 +233,21 @@ async fn bad_input_of_every_kind_is_an_error_line_and_changes_nothing() {
             "`ttl` is out of the 32-bit range",
         ),
         (
+            json!({"@type": "ack", "seqs": []}),
+            400,
+            "`seqs` is not a non-empty array",
+        ),
+        (
+            json!({"@type": "ack", "seqs": ["1", "x"]}),
+            400,
+            "`seqs` holds a non-integer",
+        ),
+        (
+            json!({"@type": "ack", "seq": "1", "seqs": ["2"]}),
+            400,
+            "`seq` and `seqs` together",
+        ),
+        (
             json!({"@type": "pushUpdate", "account": "1", "tl": "zz"}),
             400,
             "",
@@ -328,13 +343,12 @@ async fn unacknowledged_events_come_again_after_a_restart() {
             e["message"]["text"].clone(),
         ));
     }
-    // Only the first three are acknowledged: one answered (it has `@extra`), two not.
+    // Only the first three are acknowledged: one answered (it has `@extra`), two in one
+    // `seqs` line, not answered.
     let ok = h.request(json!({"@type": "ack", "seq": seqs[0].0})).await;
     assert_eq!(ok["@type"], "ok");
-    for (seq, _) in &seqs[1..3] {
-        h.raw(&json!({"@type": "ack", "seq": seq}).to_string())
-            .await;
-    }
+    h.raw(&json!({"@type": "ack", "seqs": [seqs[1].0, seqs[2].0]}).to_string())
+        .await;
     let after = h.drain(Duration::from_millis(300)).await;
     assert!(
         after.iter().all(|l| l["@type"] != "ok"),
