@@ -52,6 +52,39 @@ impl Engine {
         Ok((Engine { inner, spool }, EventStream { inner: events }))
     }
 
+    /// Opens the engine on a PostgreSQL database shared by several nodes (docs/store.md):
+    /// records there, sealed with `config`'s at-rest key (required); file transfers spooled
+    /// under `files_dir` on this machine. [`Engine::add_account`] takes the account's lease
+    /// (refused with [`StoreError::Owned`](crate::StoreError::Owned) while another node's runs); an account this node
+    /// loses (another node took it over, or it could not renew its lease) stops here by
+    /// itself.
+    ///
+    /// # Errors
+    /// [`Error::Store`]: the database cannot be reached, no at-rest key, the wrong one.
+    #[cfg(feature = "postgres")]
+    pub fn open_postgres(
+        files_dir: impl AsRef<Path>,
+        db: crate::PgOptions,
+        config: EngineConfig,
+    ) -> Result<(Engine, EventStream), Error> {
+        use secretchat_engine::store::{Store, postgres::Postgres};
+        let backend = Postgres::connect(db)?;
+        let store = Store::with_backend(backend, config.0.store.clone())?;
+        let (inner, events) = Inner::open_with_store(store, config.0)?;
+        let spool = Arc::new(Spool::new(files_dir.as_ref()));
+        Ok((Engine { inner, spool }, EventStream { inner: events }))
+    }
+
+    /// Stops `account` here, keeping what is stored for it; on a shared database also gives
+    /// up its lease, so another node can add it at once (the hand-over). It can be added
+    /// again.
+    ///
+    /// # Errors
+    /// [`Error::Store`], [`Error::Stopped`].
+    pub async fn release_account(&self, account: AccountId) -> Result<(), Error> {
+        Ok(self.inner.release_account(account.0).await?)
+    }
+
     /// Stops gracefully: every chat finishes the step it is storing, queued
     /// acknowledgements are written, the database is flushed and released (it can be
     /// opened again at once). Other clones get [`Error::Stopped`] from then on. Never
@@ -359,6 +392,12 @@ impl Engine {
     /// Engine-wide counters (holes, resends, rejected messages, store batches, CPU split).
     pub fn metrics(&self) -> MetricsSnapshot {
         self.inner.metrics()
+    }
+
+    /// How long the store's writes waited for durability (the most recent ones), when its
+    /// backend measures it (PostgreSQL: from submission to commit).
+    pub fn commit_latency(&self) -> Option<crate::StoreLatency> {
+        self.inner.store().commit_latency()
     }
 
     /// How many times destroyed keys were erased from disk since the engine opened.

@@ -71,6 +71,9 @@ pub use secretchat_engine::protocol::layer::OUR_LAYER;
 pub use secretchat_engine::runtime::files::FileRef;
 pub use secretchat_engine::runtime::metrics::{MetricsSnapshot, PhaseTimes};
 pub use secretchat_engine::runtime::model::{AccountId, ChatId, ChatState, SecretChat};
+pub use secretchat_engine::store::Latency as StoreLatency;
+#[cfg(feature = "postgres")]
+pub use secretchat_engine::store::postgres::{PgOptions, drop_tables as drop_postgres_tables};
 pub use secretchat_engine::store::{DEFAULT_ERASE_WITHIN, Durability, StoreError, read_key_file};
 pub use secretchat_engine::transport::{BoxFuture, ErrorClass, RpcError, ServerApi, UpdateFeed};
 pub use secretchat_schema as tl;

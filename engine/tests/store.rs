@@ -1,140 +1,72 @@
-//! The RocksDB store: schema version, at-rest sealing, batches, inbox, pending-work scan.
+//! The RocksDB store: the conformance suite (`store_suite/`), and what only files on disk
+//! show: plaintext nowhere in them, records moved between places, keys erased.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 mod engine_common;
+mod store_suite;
 
 use engine_common::appears;
 
-use secretchat_engine::protocol::chat::{AppEvent, CloseReason, OutboxEntry, Persist};
-use secretchat_engine::store::{ChatWrite, Durability, Store, StoreError, StoreOptions};
+use secretchat_engine::protocol::chat::{AppEvent, Persist};
+use secretchat_engine::store::rocks::Rocks;
+use secretchat_engine::store::{Backend, ChatWrite, Durability, Store, StoreError, StoreOptions};
+use store_suite::{TestDb, entry, write};
 
-fn entry(raw: u32) -> OutboxEntry {
-    OutboxEntry {
-        random_id: i64::from(raw),
-        wire: vec![raw as u8; 40],
-        in_seq_no: 0,
-        out_seq_no: 2 * raw as i32 + 1,
-        service: false,
-        file: None,
-        silent: false,
+/// A RocksDB database in a temporary directory.
+struct RocksDb(tempfile::TempDir);
+
+impl RocksDb {
+    fn new() -> Self {
+        RocksDb(tempfile::tempdir().unwrap())
     }
 }
 
-fn write(
-    store: &Store,
-    handle: u64,
-    state: &[u8],
-    persist: &Persist,
-    events: &[AppEvent],
-) -> Vec<u64> {
-    store
-        .write_chat(&ChatWrite {
-            account: 1,
-            handle,
-            chat_id: 500 + handle as i32,
-            state,
-            persist: std::slice::from_ref(persist),
-            events,
-            qts: None,
-        })
-        .unwrap()
-        .1
+impl TestDb for RocksDb {
+    fn open(&self, options: StoreOptions) -> Result<Arc<Store>, StoreError> {
+        Store::open(self.0.path(), options)
+    }
+
+    fn raw(&self) -> Arc<dyn Backend> {
+        Rocks::open(self.0.path(), Durability::Sync).unwrap()
+    }
 }
 
 #[test]
-fn a_newer_schema_is_refused_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        s.put_meta(b"schema_version", &99u32.to_be_bytes()).unwrap();
-    }
-    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
-    assert!(matches!(err, StoreError::NewerSchema { found: 99 }));
-    assert!(err.to_string().contains("newer"), "{err}");
+fn suite_key_value_semantics() {
+    store_suite::key_value_semantics(&RocksDb::new());
 }
 
 #[test]
-fn chat_records_outbox_waiting_and_inbox_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let p = Persist {
-        outbox_put: (0..5).map(|r| (r, entry(r))).collect(),
-        ..Persist::default()
-    };
-    let seqs = write(
-        &s,
-        7,
-        b"state-1",
-        &p,
-        &[AppEvent::PeerLayer(144), AppEvent::Rekeyed(9)],
-    );
-    assert_eq!(seqs.len(), 2);
-    // Acknowledge 0, 1 and 2, replace nothing else.
-    let p = Persist {
-        outbox_done: vec![0, 1, 2],
-        ..Persist::default()
-    };
-    write(&s, 7, b"state-2", &p, &[]);
-    let c = s.load_chat(1, 7).unwrap().unwrap();
-    assert_eq!(c.state, b"state-2");
-    assert_eq!(c.outbox.iter().map(|(r, _)| *r).collect::<Vec<_>>(), [3, 4]);
-    assert_eq!(c.outbox[0].1, entry(3));
-    assert_eq!(s.handle_of(1, 507).unwrap(), Some(7));
-    assert_eq!(s.chats_with_pending_work().unwrap(), [(1, 7)]);
-    let inbox = s.inbox().unwrap();
-    assert_eq!(inbox.len(), 2);
-    assert_eq!(inbox[1].3, AppEvent::Rekeyed(9));
-    s.ack_inbox(&[inbox[0].0]).unwrap();
-    assert_eq!(s.inbox().unwrap().len(), 1);
-    // Closing drops outbox and waiting.
-    let p = Persist {
-        closed: true,
-        ..Persist::default()
-    };
-    write(
-        &s,
-        7,
-        b"closed",
-        &p,
-        &[AppEvent::ChatClosed(CloseReason::Local)],
-    );
-    assert!(s.load_chat(1, 7).unwrap().unwrap().outbox.is_empty());
-    assert!(s.chats_with_pending_work().unwrap().is_empty());
-    // Inbox sequence numbers continue after a reopen.
-    drop(s);
-    let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let more = write(
-        &s,
-        8,
-        b"x",
-        &Persist::default(),
-        &[AppEvent::PeerLayer(100)],
-    );
-    assert!(more[0] > seqs[1]);
-    // ... even when every entry was acknowledged before the reopen (found by the crash test:
-    // the numbering restarted after the last unacknowledged entry, so a number came back).
-    let mut highest = more[0];
-    for e in s.inbox().unwrap() {
-        s.ack_inbox(&[e.0]).unwrap();
-        highest = highest.max(e.0);
-    }
-    assert!(s.inbox().unwrap().is_empty());
-    drop(s);
-    let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let after = write(
-        &s,
-        8,
-        b"y",
-        &Persist::default(),
-        &[AppEvent::PeerLayer(101)],
-    );
-    assert!(
-        after[0] > highest,
-        "{} reused (highest was {highest})",
-        after[0]
-    );
+fn suite_chat_records_round_trip() {
+    store_suite::chat_records_round_trip(&RocksDb::new());
+}
+
+#[test]
+fn suite_several_steps_in_one_write_apply_in_order() {
+    store_suite::several_steps_in_one_write_apply_in_order(&RocksDb::new());
+}
+
+#[test]
+fn suite_a_newer_schema_is_refused() {
+    store_suite::a_newer_schema_is_refused(&RocksDb::new());
+}
+
+#[test]
+fn suite_sealing_hides_and_binds_records() {
+    store_suite::sealing_hides_and_binds_records(&RocksDb::new());
+}
+
+#[tokio::test]
+async fn suite_group_commit_makes_writes_durable() {
+    store_suite::group_commit_makes_writes_durable(&RocksDb::new()).await;
+}
+
+#[test]
+fn suite_removing_an_account_spares_the_others() {
+    store_suite::removing_an_account_spares_the_others(&RocksDb::new());
 }
 
 #[test]
@@ -174,77 +106,6 @@ fn at_rest_sealing_hides_state_and_refuses_the_wrong_key() {
     ));
 }
 
-#[tokio::test]
-async fn group_commit_makes_writes_durable_within_the_interval() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(
-        dir.path(),
-        StoreOptions {
-            durability: Durability::GroupCommit {
-                interval: Duration::from_millis(5),
-            },
-            at_rest_key: None,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
-    let (ticket, _) = s
-        .write_chat(&ChatWrite {
-            account: 1,
-            handle: 1,
-            chat_id: 0,
-            state: b"s",
-            persist: &[],
-            events: &[],
-            qts: None,
-        })
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(5), s.synced(ticket))
-        .await
-        .expect("fsynced by the group-commit thread");
-}
-
-/// A chat actor stores several steps in one write (the inputs that queued while the last step
-/// was being stored): their changes apply in step order, so an entry put by one step and
-/// acknowledged by a later one is gone, and the last state record wins.
-#[test]
-fn several_steps_in_one_write_apply_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let steps = [
-        Persist {
-            outbox_put: vec![(0, entry(0)), (1, entry(1))],
-            ..Persist::default()
-        },
-        Persist {
-            outbox_done: vec![0],
-            outbox_put: vec![(2, entry(2))],
-            ..Persist::default()
-        },
-        Persist {
-            outbox_done: vec![1],
-            ..Persist::default()
-        },
-    ];
-    let (_, seqs) = s
-        .write_chat(&ChatWrite {
-            account: 1,
-            handle: 3,
-            chat_id: 503,
-            state: b"after three steps",
-            persist: &steps,
-            events: &[AppEvent::PeerLayer(144), AppEvent::Rekeyed(1)],
-            qts: None,
-        })
-        .unwrap();
-    assert_eq!(seqs.len(), 2);
-    assert!(seqs[0] < seqs[1], "inbox order is step order");
-    let c = s.load_chat(1, 3).unwrap().unwrap();
-    assert_eq!(c.state, b"after three steps");
-    assert_eq!(c.outbox.iter().map(|(r, _)| *r).collect::<Vec<_>>(), [2]);
-    assert_eq!(s.handle_of(1, 503).unwrap(), Some(3));
-}
-
 fn sealed_opts(k: u8) -> StoreOptions {
     StoreOptions {
         durability: Durability::Sync,
@@ -257,33 +118,6 @@ fn sealed_opts(k: u8) -> StoreOptions {
 fn raw_db(dir: &std::path::Path) -> rocksdb::DB {
     let cfs = ["meta", "chats", "chat_index", "outbox", "waiting", "inbox"];
     rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, cfs).unwrap()
-}
-
-#[test]
-fn a_sealed_record_does_not_open_in_another_place() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let s = Store::open(dir.path(), sealed_opts(1)).unwrap();
-        write(&s, 3, b"state of chat three", &Persist::default(), &[]);
-        write(&s, 4, b"state of chat four", &Persist::default(), &[]);
-    }
-    {
-        // Chat 3's sealed state record copied over chat 4's.
-        let db = raw_db(dir.path());
-        let chats = db.cf_handle("chats").unwrap();
-        let key = |h: u64| [1u64.to_be_bytes(), h.to_be_bytes()].concat();
-        let three = db.get_cf(chats, key(3)).unwrap().unwrap();
-        db.put_cf(chats, key(4), three).unwrap();
-    }
-    let s = Store::open(dir.path(), sealed_opts(1)).unwrap();
-    assert_eq!(
-        s.load_chat(1, 3).unwrap().unwrap().state,
-        b"state of chat three"
-    );
-    assert!(
-        matches!(s.load_chat(1, 4), Err(StoreError::Corrupt("chats"))),
-        "a record moved to another chat opened"
-    );
 }
 
 #[test]

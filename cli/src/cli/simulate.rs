@@ -67,6 +67,12 @@ pub struct SimulateArgs {
     /// Keep the data here (default: a fresh temporary directory, removed afterwards).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Keep the engine's records in this PostgreSQL database (`postgres://user@host:port/db`)
+    /// instead of RocksDB: the same workload runs on RocksDB first, and both figures are
+    /// reported (docs/store.md). Records are sealed (with the run's own key when no
+    /// --at-rest-key-file is given).
+    #[arg(long)]
+    pub store: Option<String>,
     /// Seal the database at rest with the key in this file (32 bytes, or 64 hex digits).
     #[arg(long)]
     pub at_rest_key_file: Option<PathBuf>,
@@ -162,6 +168,7 @@ impl SimulateArgs {
             seed: self.seed,
             duration,
             data_dir: self.data_dir.clone(),
+            store: self.store.clone(),
             at_rest_key: super::at_rest_key(self.at_rest_key_file.as_deref())?,
             erase_keys_within: match self.erase_keys_within {
                 s if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
@@ -243,6 +250,24 @@ pub fn run(args: &SimulateArgs) -> u8 {
             );
         }
     };
+    // On a shared database the same workload runs on RocksDB first: the baseline of the
+    // figures, measured in the same run.
+    let baseline = match &opts.store {
+        Some(_) => {
+            let mut rocks = opts.clone();
+            rocks.store = None;
+            match rt.block_on(simulate::run(&rocks, &mut tick)) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    bar.finish_and_clear();
+                    println!("{}", CliError::new("simulate_failed", e).to_json());
+                    return 2;
+                }
+            }
+        }
+        None => None,
+    };
+    bar.reset();
     let result = rt.block_on(simulate::run(&opts, &mut tick));
     bar.finish_and_clear();
     let report = match result {
@@ -256,9 +281,28 @@ pub fn run(args: &SimulateArgs) -> u8 {
             return 2;
         }
     };
+    let mut json = report.to_json();
+    if let Some(base) = &baseline {
+        println!("## RocksDB (baseline, same workload)");
+        print!("{}", base.summary());
+        println!("## PostgreSQL");
+    }
     print!("{}", report.summary());
+    if let Some(base) = &baseline {
+        let ratio = report.msgs_per_sec() / base.msgs_per_sec().max(f64::MIN_POSITIVE);
+        println!(
+            "store: PostgreSQL {:.0} msgs/s = {ratio:.2}x RocksDB's {:.0} msgs/s in this run",
+            report.msgs_per_sec(),
+            base.msgs_per_sec()
+        );
+        json = serde_json::json!({
+            "postgres": json,
+            "rocksdb": base.to_json(),
+            "ratio": ratio,
+        });
+    }
     if let Some(p) = &args.json {
-        if !super::write_json(p, &report.to_json()) {
+        if !super::write_json(p, &json) {
             return 2;
         }
     }
@@ -276,5 +320,5 @@ pub fn run(args: &SimulateArgs) -> u8 {
             }
         }
     }
-    u8::from(!report.ok())
+    u8::from(!report.ok() || baseline.is_some_and(|b| !b.ok()))
 }

@@ -51,6 +51,10 @@ pub struct SimulateOptions {
     pub duration: Option<Duration>,
     /// Keep the data here (default: a fresh temporary directory, removed afterwards).
     pub data_dir: Option<PathBuf>,
+    /// The engine's records in this PostgreSQL database (`postgres://…`) instead of RocksDB
+    /// in the data directory; tables of the run's own, dropped afterwards unless the data
+    /// directory was given.
+    pub store: Option<String>,
     /// Store durability.
     pub durability: Durability,
     /// Seal the store's records with this key
@@ -91,6 +95,7 @@ impl Default for SimulateOptions {
             seed: 1,
             duration: None,
             data_dir: None,
+            store: None,
             at_rest_key: None,
             erase_keys_within: secretchat::DEFAULT_ERASE_WITHIN,
             durability: Durability::GroupCommit {

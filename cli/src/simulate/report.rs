@@ -102,6 +102,9 @@ pub struct Report {
     pub latencies: Vec<f32>,
     /// The floor, when measured.
     pub floor: Option<Floor>,
+    /// How long the store's writes waited for durability, when the backend measures it
+    /// (PostgreSQL: submission to commit).
+    pub commit_latency: Option<secretchat::StoreLatency>,
 }
 
 impl Report {
@@ -156,6 +159,7 @@ impl Report {
                 .collect(),
             latencies: std::mem::take(&mut ledger.latencies),
             floor: None,
+            commit_latency: None,
         }
     }
 
@@ -249,9 +253,15 @@ impl Report {
                 "drop": o.faults.drop, "duplicate": o.faults.duplicate, "reorder": o.faults.reorder,
                 "delay_ms": o.faults.latency_ms, "error_rate": o.faults.error,
                 "seed": o.seed, "durability": durability_name(&o.durability), "window": o.window,
-                "active": o.active,
+                "active": o.active, "store": if o.store.is_some() { "postgres" } else { "rocksdb" },
             },
         });
+        if let (Some(c), Some(obj)) = (&self.commit_latency, v.as_object_mut()) {
+            obj.insert(
+                "commit_latency_ms".into(),
+                json!({"writes": c.count, "p50": round(c.p50_ms), "p99": round(c.p99_ms), "max": round(c.max_ms)}),
+            );
+        }
         if let (Some(fl), Some(ratio), Some(obj)) =
             (&self.floor, self.floor_ratio(), v.as_object_mut())
         {
@@ -330,6 +340,12 @@ impl Report {
             f.loaded_peak,
             f.restart_s
         ));
+        if let Some(c) = &self.commit_latency {
+            s.push_str(&format!(
+                "store commits: {} writes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n",
+                c.count, c.p50_ms, c.p99_ms, c.max_ms
+            ));
+        }
         if let (Some(fl), Some(r)) = (&self.floor, self.floor_ratio()) {
             s.push_str(&format!(
                 "floor: {:.0} msgs/s (crypto {:.1} µs, DH {:.1} µs, RocksDB {:.1} µs per \

@@ -209,6 +209,20 @@ struct Batch {
 }
 
 impl ChatActor {
+    /// A step could not be stored (or never became durable): nothing may be sent or
+    /// acknowledged that was not stored, so the chat stops. It restarts from its last stored
+    /// state when next addressed.
+    fn store_failed(&mut self, e: &crate::store::StoreError, ctx: &mut Context<Self>) {
+        tracing::warn!(account = self.account, chat = self.handle, error = %e, "store write failed; chat stopped");
+        self.shared.events.deliver(EngineEvent {
+            seq: None,
+            account: self.account,
+            chat: self.handle,
+            kind: EventKind::StoreFailed(e.to_string()),
+        });
+        ctx.stop();
+    }
+
     /// Runs every queued input (up to [`MAX_INPUTS_PER_STEP`]) through the core, then stores and
     /// executes what they asked for as one step.
     fn step_queued(&mut self, ctx: &mut Context<Self>) {
@@ -425,16 +439,7 @@ impl ChatActor {
                     Some(t)
                 }
                 Err(e) => {
-                    tracing::warn!(account = self.account, chat = self.handle, error = %e, "store write failed; chat stopped");
-                    // Nothing may be sent or acknowledged that was not stored: stop the chat.
-                    // It restarts from its last stored state when next addressed.
-                    self.shared.events.deliver(EngineEvent {
-                        seq: None,
-                        account: self.account,
-                        chat: self.handle,
-                        kind: EventKind::StoreFailed(e.to_string()),
-                    });
-                    ctx.stop();
+                    self.store_failed(&e, ctx);
                     return;
                 }
             }
@@ -464,7 +469,14 @@ impl ChatActor {
         let fut = async move {
             let mut seqs = Vec::new();
             if let Some((ticket, s)) = ticket {
-                shared.store.synced(ticket).await;
+                if let Err(e) = shared.store.synced(ticket).await {
+                    // Never durable (the account was fenced off): nothing that depends on it
+                    // happens.
+                    for d in done {
+                        let _ = d.send(Err(e.clone().into()));
+                    }
+                    return Err(e);
+                }
                 seqs = s;
             }
             // The chat's new form before the events that changed it (a ready chat is
@@ -486,9 +498,14 @@ impl ChatActor {
             for d in done {
                 let _ = d.send(Ok(()));
             }
+            Ok(())
         };
         self.step.busy = true;
-        ctx.spawn(fut.into_actor(self).map(|(), act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(|stored, act, ctx| {
+            if let Err(e) = stored {
+                act.store_failed(&e, ctx);
+                return;
+            }
             // Stored: queue the calls (steps are stored one after another, so their calls
             // queue in order).
             act.step.calls.extend(calls);

@@ -298,6 +298,9 @@ enum Request {
     Active(u64, oneshot::Sender<usize>),
     /// Stop the account and delete its data.
     RemoveAccount(u64, oneshot::Sender<Result<usize, EngineError>>),
+    /// Stops the account here, keeping its records; then gives it up on a shared database
+    /// (`true`), or not (`false`: it was lost already).
+    ReleaseAccount(u64, bool, oneshot::Sender<Result<(), EngineError>>),
     /// Chats with work pending after a restart (found by the background scan).
     Pending(Vec<(u64, u64)>),
     /// Stop once the requests before it are handled (the engine is closing).
@@ -412,6 +415,18 @@ impl Engine {
     /// [`EngineError::Store`] (including a database from a newer version).
     pub fn open(path: &Path, config: EngineConfig) -> Result<(Engine, Events), EngineError> {
         let store = Store::open(path, config.store.clone())?;
+        Self::open_with_store(store, config)
+    }
+
+    /// Opens the engine on `store` (any backend: [`Store::with_backend`]); `config.store` is
+    /// not used (the store is open already).
+    ///
+    /// # Errors
+    /// [`EngineError::Stopped`] when its threads cannot start.
+    pub fn open_with_store(
+        store: Arc<Store>,
+        config: EngineConfig,
+    ) -> Result<(Engine, Events), EngineError> {
         // The unacknowledged inbox is read page by page as the application consumes it.
         let (events_tx, events_rx) = events::queue(&store, config.event_capacity);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -461,6 +476,20 @@ impl Engine {
             })
             .map_err(|_| EngineError::Stopped)?;
         let (system, files) = sys_rx.recv().map_err(|_| EngineError::Stopped)?;
+        if let Some(mut lost) = store.lost_accounts() {
+            // An account this node lost (another node took it, or its lease ran out while
+            // the database was unreachable) stops here at once: no more sends for it.
+            let requests = tx.clone();
+            system.arbiter().spawn(async move {
+                while lost.changed().await.is_ok() {
+                    let accounts = lost.borrow_and_update().clone();
+                    for account in accounts {
+                        let (reply, _) = oneshot::channel();
+                        let _ = requests.send(Request::ReleaseAccount(account, false, reply));
+                    }
+                }
+            });
+        }
         let (acker, acks) = acker::start(store.clone())?;
         let guard = SystemGuard {
             closer: std::sync::Mutex::new(Some(Closer {
@@ -498,6 +527,9 @@ impl Engine {
         account: u64,
         api: Arc<dyn ServerApi>,
     ) -> Result<UpdateFeed, EngineError> {
+        // On a shared database the account is this node's from now on (or refused: another
+        // node's lease on it runs).
+        self.store.acquire_account(account)?;
         if let Ok(mut m) = self.apis.lock() {
             m.insert(account, api.clone());
         }
@@ -657,6 +689,24 @@ impl Engine {
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
+    /// Stops `account` on this engine, keeping everything stored for it, and on a shared
+    /// database gives up its lease so that another node can take it over at once (the
+    /// hand-over). Its transport's feed is no longer read. It can be added again (here, or
+    /// on the node that takes it).
+    ///
+    /// # Errors
+    /// [`EngineError::Store`], [`EngineError::Stopped`].
+    pub async fn release_account(&self, account: u64) -> Result<(), EngineError> {
+        if let Ok(mut m) = self.apis.lock() {
+            m.remove(&account);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::ReleaseAccount(account, true, tx))
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
     /// Engine-wide counters: holes, Resend requests, re-sends, rejected messages, batches.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.metrics.snapshot()
@@ -688,6 +738,16 @@ fn forward<M, T>(
         let r = addr.send(msg).await.unwrap_or(Err(EngineError::Stopped));
         let _ = reply.send(r);
     });
+}
+
+/// Stops `account`'s actor and its chats (each after the step it is storing).
+async fn halt_account(accounts: &mut HashMap<u64, Addr<AccountActor>>, account: u64) {
+    if let Some(addr) = accounts.remove(&account) {
+        let chats = addr.send(account::Halt).await.unwrap_or_default();
+        for chat in chats {
+            let _ = chat.send(chat::Halt).await;
+        }
+    }
 }
 
 /// What `Engine::open` made before the system started and the actors share.
@@ -758,14 +818,27 @@ async fn run(
                 };
                 let _ = reply.send(n);
             }
+            Request::ReleaseAccount(account, give_up, reply) => {
+                pending.remove(&account);
+                halt_account(&mut accounts, account).await;
+                let store = shared.store.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("secretchat-release-account".into())
+                    .spawn(move || {
+                        let released = if give_up {
+                            store.release_account(account).map_err(Into::into)
+                        } else {
+                            Ok(())
+                        };
+                        let _ = reply.send(released);
+                    });
+                if spawned.is_err() {
+                    tracing::warn!(account, "could not start the account release");
+                }
+            }
             Request::RemoveAccount(account, reply) => {
                 pending.remove(&account);
-                if let Some(addr) = accounts.remove(&account) {
-                    let chats = addr.send(account::Halt).await.unwrap_or_default();
-                    for chat in chats {
-                        let _ = chat.send(chat::Halt).await;
-                    }
-                }
+                halt_account(&mut accounts, account).await;
                 let store = shared.store.clone();
                 // Off the request loop: the erasure flushes and compacts.
                 let spawned = std::thread::Builder::new()

@@ -1,8 +1,6 @@
 //! Removing an account: every record of it, and its keys gone from disk.
 
-use rocksdb::WriteBatch;
-
-use super::{CFS, Store, StoreError, cat, chat_key, dh_key, qts_key, u64_of};
+use super::{Batch, Family, Store, StoreError, cat, chat_key, dh_key, qts_key, u64_of};
 use crate::protocol::chat::AppEvent;
 
 impl Store {
@@ -21,30 +19,29 @@ impl Store {
         let chats = self.chats_of(account)?;
         let lo = account.to_be_bytes().to_vec();
         let hi = cat(&[&account.to_be_bytes(), &[0xff; 17]]);
-        let mut b = WriteBatch::default();
-        for cf in CFS {
-            if cf != "meta" && cf != "inbox" {
-                b.delete_range_cf(self.cf(cf), &lo, &hi);
-            }
+        let mut b = Batch::for_account(account);
+        for family in [
+            Family::Chats,
+            Family::ChatIndex,
+            Family::Outbox,
+            Family::Waiting,
+        ] {
+            b.delete_range(family, lo.clone(), hi.clone());
         }
-        b.delete_cf(self.cf("meta"), qts_key(account));
-        b.delete_cf(self.cf("meta"), dh_key(account));
+        b.delete(Family::Meta, qts_key(account));
+        b.delete(Family::Meta, dh_key(account));
         for prefix in [b"upload/".as_slice(), b"download/".as_slice()] {
             let from = cat(&[prefix, &account.to_be_bytes()]);
             let to = cat(&[&from, &[0xff; 9]]);
-            b.delete_range_cf(self.cf("meta"), &from, &to);
+            b.delete_range(Family::Meta, from, to);
         }
-        for item in self
-            .db
-            .iterator_cf(self.cf("inbox"), rocksdb::IteratorMode::Start)
-        {
-            let (k, v) = item?;
+        for (k, v) in self.db.range(Family::Inbox, &[], None, usize::MAX)? {
             u64_of(&k).ok_or(StoreError::Corrupt("inbox"))?;
-            let v = self.open_sealed("inbox", &k, &v)?;
+            let v = self.open_sealed(Family::Inbox, &k, &v)?;
             let (owner, _, _) =
                 AppEvent::from_record(&v).map_err(|_| StoreError::Corrupt("inbox"))?;
             if owner == account {
-                b.delete_cf(self.cf("inbox"), &k);
+                b.delete(Family::Inbox, k);
             }
         }
         self.write_now(b, true)?;
@@ -54,14 +51,11 @@ impl Store {
         // The keys (flush, then the chats' records), then the plaintexts waiting behind holes
         // and in the inbox: compacted to the bottom level, no older version survives.
         self.erase_dropped_secrets()?;
-        let mut opts = rocksdb::CompactOptions::default();
-        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
-        for cf in ["outbox", "waiting", "chat_index"] {
-            self.db
-                .compact_range_cf_opt(self.cf(cf), Some(&lo), Some(&hi), &opts);
+        let range = [(lo, hi)];
+        for family in [Family::Outbox, Family::Waiting, Family::ChatIndex] {
+            self.db.erase(family, Some(&range))?;
         }
-        self.db
-            .compact_range_cf_opt(self.cf("inbox"), None::<&[u8]>, None::<&[u8]>, &opts);
+        self.db.erase(Family::Inbox, None)?;
         Ok(chats.len())
     }
 }

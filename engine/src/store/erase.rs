@@ -6,9 +6,10 @@
 //! compaction rewrites them. pfs.md asks that old keys "cannot be reconstructed", so once a step
 //! destroys a secret ([`Persist::secrets_dropped`](crate::protocol::chat::Persist), or a closed
 //! chat) the chat is noted, and within [`StoreOptions::erase_keys_within`](super::StoreOptions)
-//! every column family is flushed (the log files holding the old versions are then deleted) and
-//! the table files holding that chat's records are compacted down to the bottom level (which
-//! drops every version but the newest).
+//! the backend erases them ([`Backend::erase`](super::Backend::erase): RocksDB flushes every
+//! column family, so the log files holding the old versions are deleted, and compacts the table
+//! files holding that chat's records down to the bottom level, which drops every version but
+//! the newest).
 //!
 //! Deleted files are unlinked, not overwritten: the bytes may survive in free blocks of the
 //! file system until reused (a copy of the raw device is outside what this covers; see
@@ -17,13 +18,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rocksdb::{BottommostLevelCompaction, CompactOptions, FlushOptions};
-
-use super::{CFS, Store, StoreError};
-
-/// Beyond this many chats to erase at once, the whole `chats` column family is compacted in one
-/// pass instead of chat by chat.
-const WHOLE_FAMILY_FROM: usize = 256;
+use super::{Family, Store, StoreError};
 
 impl Store {
     /// Notes that chat `key` (account ‖ handle) destroyed a secret in a write.
@@ -74,27 +69,8 @@ impl Store {
     }
 
     fn erase(&self, chats: &std::collections::BTreeSet<Vec<u8>>) -> Result<(), StoreError> {
-        // Every family: a log file is deleted only once no family needs it.
-        if self.manual_wal {
-            self.db.flush_wal(false)?;
-        }
-        let cfs: Vec<_> = CFS.iter().map(|n| self.cf(n)).collect();
-        let mut flush = FlushOptions::default();
-        flush.set_wait(true);
-        self.db.flush_cfs_opt(&cfs, &flush)?;
-        let mut opts = CompactOptions::default();
-        opts.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
-        opts.set_exclusive_manual_compaction(false);
-        let family = self.cf("chats");
-        if chats.len() >= WHOLE_FAMILY_FROM {
-            self.db
-                .compact_range_cf_opt(family, None::<&[u8]>, None::<&[u8]>, &opts);
-        } else {
-            for key in chats {
-                self.db
-                    .compact_range_cf_opt(family, Some(key), Some(key), &opts);
-            }
-        }
+        let ranges: Vec<_> = chats.iter().map(|k| (k.clone(), k.clone())).collect();
+        self.db.erase(Family::Chats, Some(&ranges))?;
         self.erasures.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -1,14 +1,12 @@
 //! Converting a database written by an earlier schema version, on open.
 
-use rocksdb::{IteratorMode, WriteBatch};
-
-use super::{CFS, SCHEMA_KEY, Store, StoreError};
+use super::{Batch, Family, SCHEMA_KEY, Store, StoreError};
 
 /// Records written per batch while migrating.
 const BATCH: usize = 1024;
 
 /// Column families whose values version 1 sealed (the others it stored as they are).
-const SEALED_IN_V1: [&str; 3] = ["chats", "waiting", "inbox"];
+const SEALED_IN_V1: [Family; 3] = [Family::Chats, Family::Waiting, Family::Inbox];
 
 impl Store {
     /// Brings a database at schema version `from` to the current one. Without an at-rest key
@@ -23,20 +21,22 @@ impl Store {
         let Some(cipher) = &self.cipher else {
             return Ok(());
         };
-        for cf in CFS {
-            let mut batch = WriteBatch::default();
+        for family in Family::ALL {
+            let cf = family.name();
+            let mut batch = Batch::default();
             let mut n = 0;
-            for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
-                let (k, v) = item?;
-                if (cf == "meta" && &*k == SCHEMA_KEY) || cipher.open(cf, &k, &v).is_some() {
+            for (k, v) in self.db.range(family, &[], None, usize::MAX)? {
+                if (family == Family::Meta && k == SCHEMA_KEY) || cipher.open(cf, &k, &v).is_some()
+                {
                     continue;
                 }
-                let plain = if SEALED_IN_V1.contains(&cf) {
+                let plain = if SEALED_IN_V1.contains(&family) {
                     cipher.open_legacy(&v).ok_or(StoreError::Corrupt(cf))?
                 } else {
                     zeroize::Zeroizing::new(v.to_vec())
                 };
-                batch.put_cf(self.cf(cf), &k, cipher.seal(cf, &k, &plain));
+                let sealed = cipher.seal(cf, &k, &plain);
+                batch.put(family, k, sealed);
                 n += 1;
                 if n % BATCH == 0 {
                     self.write_now(std::mem::take(&mut batch), true)?;
@@ -72,8 +72,12 @@ mod tests {
             // Write what version 1 wrote, through a store without a key (raw values).
             let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
             let legacy = RecordCipher::new(&key);
-            let mut b = WriteBatch::default();
-            b.put_cf(s.cf("chats"), &chat, seal_legacy(&legacy, b"old state"));
+            let mut b = Batch::default();
+            b.put(
+                Family::Chats,
+                chat.clone(),
+                seal_legacy(&legacy, b"old state"),
+            );
             let entry = OutboxEntry {
                 random_id: 1,
                 wire: vec![1; 40],
@@ -83,22 +87,26 @@ mod tests {
                 file: None,
                 silent: false,
             };
-            b.put_cf(s.cf("outbox"), &outbox_key, entry.to_bytes().unwrap());
-            b.put_cf(s.cf("meta"), b"next_handle", 10u64.to_be_bytes());
-            b.put_cf(s.cf("meta"), SCHEMA_KEY, 1u32.to_be_bytes());
+            b.put(
+                Family::Outbox,
+                outbox_key.clone(),
+                entry.to_bytes().unwrap(),
+            );
+            b.put(Family::Meta, b"next_handle".to_vec(), 10u64.to_be_bytes());
+            b.put(Family::Meta, SCHEMA_KEY, 1u32.to_be_bytes());
             s.write_now(b, true).unwrap();
         }
         let s = Store::open(dir.path(), opts()).unwrap();
         let c = s.cipher.as_ref().unwrap();
-        let raw = |cf: &str, k: &[u8]| s.db.get_cf(s.cf(cf), k).unwrap().unwrap();
+        let raw = |f: Family, k: &[u8]| s.db.get(f, k).unwrap().unwrap();
         assert_eq!(
-            c.open("chats", &chat, &raw("chats", &chat))
+            c.open("chats", &chat, &raw(Family::Chats, &chat))
                 .as_deref()
                 .map(Vec::as_slice),
             Some(&b"old state"[..])
         );
         assert!(
-            c.open("outbox", &outbox_key, &raw("outbox", &outbox_key))
+            c.open("outbox", &outbox_key, &raw(Family::Outbox, &outbox_key))
                 .is_some()
         );
         assert_eq!(s.new_handle().unwrap(), 10);

@@ -1,7 +1,8 @@
-//! The RocksDB store: one database per engine, column families per kind of record, and one
-//! `WriteBatch` per protocol step.
+//! The store: the engine's records in an ordered key-value [`Backend`] — RocksDB embedded
+//! ([`rocks`]) by default — one family per kind of record, and one atomic [`Batch`] per
+//! protocol step.
 //!
-//! | column family | key | value |
+//! | family | key | value |
 //! |---|---|---|
 //! | `meta` | `schema_version`, `next_handle`, `next_inbox`, `qts/<account>`, `dh/<account>`, `prime/<sha256(p)>` | see each |
 //! | `chats` | account ‖ handle | [`ChatCore::snapshot`](crate::protocol::chat::ChatCore::snapshot) record |
@@ -15,21 +16,23 @@
 //! waiting messages, inbox events) are sealed with [`cipher::RecordCipher`].
 
 mod account;
+pub mod backend;
 pub mod cipher;
 mod erase;
 mod migrate;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod rocks;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rocksdb::{
-    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
-};
 use sha2::{Digest, Sha256};
 
 use crate::protocol::chat::{AppEvent, OutboxEntry, Persist, WaitingEntry};
+pub use backend::{Backend, Batch, Family, Latency, Ticket, WriteMode};
 use cipher::RecordCipher;
 
 /// The on-disk schema version this build writes. Version 1 sealed only chat state, waiting
@@ -40,15 +43,6 @@ pub const SCHEMA_VERSION: u32 = 2;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 /// The `meta` key of the record that proves the at-rest key (present only in sealed databases).
 const AT_REST_CHECK: &[u8] = b"at_rest_check";
-
-const CFS: [&str; 6] = ["meta", "chats", "chat_index", "outbox", "waiting", "inbox"];
-/// All memtables together (RocksDB's default is 64 MiB × 2 per column family: up to 768 MiB).
-const MEMTABLE_BUDGET: usize = 128 << 20;
-/// One column family's memtable before it is flushed.
-const MEMTABLE_BYTES: usize = 32 << 20;
-/// The write-ahead log, at most: older column families are flushed beyond it, which bounds
-/// what an open after a crash replays.
-const MAX_WAL_BYTES: u64 = 128 << 20;
 
 /// When a write is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -125,7 +119,7 @@ impl std::fmt::Debug for StoreOptions {
 }
 
 /// Store failures.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// RocksDB reported an error.
@@ -149,6 +143,27 @@ pub enum StoreError {
     /// A record is corrupt, was altered, or was moved from where it was written.
     #[error("corrupt record in {0}")]
     Corrupt(&'static str),
+    /// A shared database refused a write: another node owns this account now (its epoch moved
+    /// past the one this node holds). The account must stop on this node.
+    #[error("account {account} is owned by another node (fenced off)")]
+    Fenced {
+        /// The account.
+        account: u64,
+    },
+    /// Another node's lease on this account runs: it cannot be taken yet.
+    #[error("account {account} is owned by node {owner:?}")]
+    Owned {
+        /// The account.
+        account: u64,
+        /// The node that owns it.
+        owner: String,
+    },
+    /// A shared database failed or could not be reached.
+    #[error("database: {0}")]
+    Remote(String),
+    /// A shared database needs an at-rest key (it sees only sealed values).
+    #[error("a shared database needs an at-rest key")]
+    AtRestKeyRequired,
 }
 
 /// A stored chat: its state record, outbox and waiting queue.
@@ -207,26 +222,15 @@ impl std::fmt::Debug for NewChat {
 /// A key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
-/// A write's place in the commit order; wait for it with [`Store::synced`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Ticket(u64);
-
-/// The database.
+/// The engine's records over a [`Backend`].
 pub struct Store {
-    db: DB,
+    db: Arc<dyn Backend>,
     durability: Durability,
     cipher: Option<RecordCipher>,
     next_inbox: AtomicU64,
     /// Inbox numbers below this are reserved in `meta/next_inbox`.
     inbox_reserved: std::sync::Mutex<u64>,
     next_handle: AtomicU64,
-    written: AtomicU64,
-    synced: tokio::sync::watch::Sender<u64>,
-    /// Group commit keeps the write-ahead log in RocksDB's buffer until the group-commit
-    /// thread flushes and fsyncs it (no `write` system call per step); writes that nothing
-    /// waits for are flushed to the file at once ([`Store::write_now`]), so they survive a
-    /// process crash as before.
-    manual_wal: bool,
     /// Chats (account ‖ handle) that destroyed a secret since the last erasure pass.
     erase_pending: std::sync::Mutex<std::collections::BTreeSet<Vec<u8>>>,
     /// Held by the erasure pass in progress.
@@ -262,31 +266,21 @@ impl Store {
     /// # Errors
     /// [`StoreError::NewerSchema`] for a database from a newer version; RocksDB errors.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Arc<Self>, StoreError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        // Memory and restart time at a million chats (docs/engine.md, "Store tuning"): one
-        // memtable budget for all column families instead of 64 MiB × 2 each, and a bounded
-        // write-ahead log (what a restart after a crash replays).
-        opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
-        opts.set_max_total_wal_size(MAX_WAL_BYTES);
-        opts.set_max_background_jobs(2);
-        // Old log files are deleted, never archived or reused (they hold old versions of
-        // records, keys among them: erase.rs).
-        opts.set_recycle_log_file_num(0);
-        opts.set_wal_ttl_seconds(0);
-        opts.set_wal_size_limit_mb(0);
-        let cfs = CFS.iter().map(|n| {
-            let mut o = Options::default();
-            o.set_write_buffer_size(MEMTABLE_BYTES);
-            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            ColumnFamilyDescriptor::new(*n, o)
-        });
-        let manual_wal = matches!(options.durability, Durability::GroupCommit { .. });
-        opts.set_manual_wal_flush(manual_wal);
-        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let (synced, _) = tokio::sync::watch::channel(0);
+        let db = rocks::Rocks::open(path, options.durability)?;
+        Self::with_backend(db, options)
+    }
+
+    /// Opens the store over `db` (see [`Store::open`]).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn with_backend(
+        db: Arc<dyn Backend>,
+        options: StoreOptions,
+    ) -> Result<Arc<Self>, StoreError> {
+        if db.is_shared() && options.at_rest_key.is_none() {
+            return Err(StoreError::AtRestKeyRequired);
+        }
         let store = Store {
             db,
             durability: options.durability,
@@ -294,15 +288,12 @@ impl Store {
             next_inbox: AtomicU64::new(0),
             inbox_reserved: std::sync::Mutex::new(0),
             next_handle: AtomicU64::new(1),
-            written: AtomicU64::new(0),
-            synced,
-            manual_wal,
             erase_pending: std::sync::Mutex::default(),
             erasing: std::sync::Mutex::default(),
             erasures: AtomicU64::new(0),
         };
         // The schema version is the one value never sealed: it says how to read the rest.
-        let stored = store.db.get_cf(store.cf("meta"), SCHEMA_KEY)?;
+        let stored = store.db.get(Family::Meta, SCHEMA_KEY)?;
         let fresh = stored.is_none();
         let found = match stored {
             Some(v) => v
@@ -320,9 +311,9 @@ impl Store {
             store.migrate(found)?;
         }
         store.check_at_rest_key(fresh || migrated)?;
-        let mut b = WriteBatch::default();
-        b.put_cf(store.cf("meta"), SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes());
-        store.write_now(b, true)?;
+        let mut b = Batch::default();
+        b.put(Family::Meta, SCHEMA_KEY, SCHEMA_VERSION.to_be_bytes());
+        store.db.write(b, WriteMode::Sync)?;
         if let Some(v) = store.meta(b"next_handle")? {
             store.next_handle.store(
                 u64_of(&v).ok_or(StoreError::Corrupt("meta"))?,
@@ -333,13 +324,8 @@ impl Store {
         // (the crash test found them restarting after the last unacknowledged one): numbers
         // are reserved in blocks, the reservation stored durably before any number of the
         // block is handed out.
-        let last = store
-            .db
-            .iterator_cf(store.cf("inbox"), IteratorMode::End)
-            .next()
-            .transpose()?;
-        let mut next = match last {
-            Some((k, _)) => u64_of(&k).ok_or(StoreError::Corrupt("inbox"))? + 1,
+        let mut next = match store.db.last_key(Family::Inbox)? {
+            Some(k) => u64_of(&k).ok_or(StoreError::Corrupt("inbox"))? + 1,
             None => 0,
         };
         if let Some(v) = store.meta(b"next_inbox")? {
@@ -351,13 +337,6 @@ impl Store {
             .lock()
             .map_err(|_| StoreError::Corrupt("inbox"))? = next;
         let store = Arc::new(store);
-        if let Durability::GroupCommit { interval } = options.durability {
-            let weak = Arc::downgrade(&store);
-            std::thread::Builder::new()
-                .name("secretchat-group-commit".into())
-                .spawn(move || group_commit(weak, interval))
-                .map_err(|_| StoreError::Corrupt("thread"))?;
-        }
         let weak = Arc::downgrade(&store);
         let within = options.erase_keys_within.max(Duration::from_millis(10));
         std::thread::Builder::new()
@@ -371,7 +350,7 @@ impl Store {
     /// none: a sealed record under `meta/at_rest_check` says which. A new (or just migrated)
     /// database gets the record.
     fn check_at_rest_key(&self, new: bool) -> Result<(), StoreError> {
-        let found = self.db.get_cf(self.cf("meta"), AT_REST_CHECK)?;
+        let found = self.db.get(Family::Meta, AT_REST_CHECK)?;
         match (&self.cipher, found) {
             (Some(c), Some(v)) if c.open("meta", AT_REST_CHECK, &v).is_some() => Ok(()),
             (None, None) => Ok(()),
@@ -380,52 +359,42 @@ impl Store {
         }
     }
 
-    #[allow(clippy::expect_used)]
-    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        // Every name in CFS is created on open.
-        self.db
-            .cf_handle(name)
-            .expect("column family created on open")
-    }
-
     fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.get("meta", key)
+        self.get(Family::Meta, key)
     }
 
-    /// The value of `key` in `cf`, opened.
-    fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.db.get_cf(self.cf(cf), key)? {
-            Some(v) => Ok(Some(self.open_sealed(cf, key, &v)?)),
+    /// The value of `key` in `family`, opened.
+    fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.db.get(family, key)? {
+            Some(v) => Ok(Some(self.open_sealed(family, key, &v)?)),
             None => Ok(None),
         }
     }
 
-    /// Puts `plain` as the value of `key` in `cf`, sealed when there is an at-rest key.
-    fn put(&self, b: &mut WriteBatch, cf: &'static str, key: &[u8], plain: &[u8]) {
-        b.put_cf(self.cf(cf), key, self.seal(cf, key, plain));
+    /// Puts `plain` as the value of `key` in `family`, sealed when there is an at-rest key.
+    fn put(&self, b: &mut Batch, family: Family, key: &[u8], plain: &[u8]) {
+        b.put(family, key, self.seal(family, key, plain));
     }
 
     /// A write whose dependants wait for its [`Ticket`] ([`Store::synced`]).
-    fn write(&self, batch: WriteBatch) -> Result<Ticket, StoreError> {
-        self.commit(batch, self.durability == Durability::Sync, false)
+    fn write(&self, batch: Batch) -> Result<Ticket, StoreError> {
+        let mode = match self.durability {
+            Durability::Sync => WriteMode::Sync,
+            Durability::GroupCommit { .. } => WriteMode::Group,
+            Durability::Buffered => WriteMode::Flushed,
+        };
+        self.db.write(batch, mode)
     }
 
-    /// A write nothing waits for: fsynced when `sync`, otherwise at least in the operating
+    /// A write nothing waits for: durable when `sync`, otherwise at least in the operating
     /// system's buffers when this returns (it survives a process crash).
-    fn write_now(&self, batch: WriteBatch, sync: bool) -> Result<Ticket, StoreError> {
-        self.commit(batch, sync, !sync && self.manual_wal)
-    }
-
-    /// Writes `batch` (fsynced when `sync`; the log buffer written to the file when
-    /// `flush_log`) and numbers it.
-    fn commit(&self, batch: WriteBatch, sync: bool, flush_log: bool) -> Result<Ticket, StoreError> {
-        let mut w = WriteOptions::default();
-        w.set_sync(sync);
-        self.db.write_opt(batch, &w)?;
-        if flush_log {
-            self.db.flush_wal(false)?;
-        }
-        Ok(Ticket(self.written.fetch_add(1, Ordering::SeqCst) + 1))
+    fn write_now(&self, batch: Batch, sync: bool) -> Result<Ticket, StoreError> {
+        let mode = if sync {
+            WriteMode::Sync
+        } else {
+            WriteMode::Flushed
+        };
+        self.db.write(batch, mode)
     }
 
     /// The inbox sequence number the next stored event gets: every event stored from now on
@@ -455,8 +424,8 @@ impl Store {
     /// # Errors
     /// RocksDB errors.
     pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        let mut b = WriteBatch::default();
-        self.put(&mut b, "meta", key, value);
+        let mut b = Batch::default();
+        self.put(&mut b, Family::Meta, key, value);
         self.write_now(b, true)?;
         Ok(())
     }
@@ -467,8 +436,8 @@ impl Store {
     /// # Errors
     /// RocksDB errors.
     pub fn put_meta_lazy(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        let mut b = WriteBatch::default();
-        self.put(&mut b, "meta", key, value);
+        let mut b = Batch::default();
+        self.put(&mut b, Family::Meta, key, value);
         self.write_now(b, false)?;
         Ok(())
     }
@@ -487,8 +456,8 @@ impl Store {
     /// # Errors
     /// RocksDB errors.
     pub fn delete_meta(&self, key: &[u8]) -> Result<(), StoreError> {
-        let mut b = WriteBatch::default();
-        b.delete_cf(self.cf("meta"), key);
+        let mut b = Batch::default();
+        b.delete(Family::Meta, key);
         self.write_now(b, false)?;
         Ok(())
     }
@@ -499,27 +468,54 @@ impl Store {
     /// RocksDB errors.
     pub fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(
-            self.cf("meta"),
-            IteratorMode::From(prefix, Direction::Forward),
-        ) {
-            let (k, v) = item?;
-            if !k.starts_with(prefix) {
-                break;
-            }
-            let v = self.open_sealed("meta", &k, &v)?;
-            out.push((k.to_vec(), v));
+        for (k, v) in self.prefixed(Family::Meta, prefix)? {
+            let v = self.open_sealed(Family::Meta, &k, &v)?;
+            out.push((k, v));
         }
         Ok(out)
     }
 
     /// Waits until the write with `ticket` is durable (at once except in group commit).
-    pub async fn synced(&self, ticket: Ticket) {
-        if !matches!(self.durability, Durability::GroupCommit { .. }) {
-            return;
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when it never will be (its account moved to another node before
+    /// it committed): nothing that depends on it may happen.
+    pub async fn synced(&self, ticket: Ticket) -> Result<(), StoreError> {
+        self.db.synced(ticket).await
+    }
+
+    /// The entries of `family` whose key starts with `prefix`, in key order (values as stored).
+    fn prefixed(&self, family: Family, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        match prefix_end(prefix) {
+            Some(end) => self.db.range(family, prefix, Some(&end), usize::MAX),
+            None => self.db.range(family, prefix, None, usize::MAX),
         }
-        let mut rx = self.synced.subscribe();
-        let _ = rx.wait_for(|&s| s >= ticket.0).await;
+    }
+
+    /// Makes `account` this node's (see [`Backend::acquire`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Owned`] while another node owns it; the database's.
+    pub fn acquire_account(&self, account: u64) -> Result<(), StoreError> {
+        self.db.acquire(account)
+    }
+
+    /// How long writes waited for durability, when the backend measures it.
+    pub fn commit_latency(&self) -> Option<Latency> {
+        self.db.commit_latency()
+    }
+
+    /// Accounts lost to another node (see [`Backend::lost_accounts`]).
+    pub fn lost_accounts(&self) -> Option<tokio::sync::watch::Receiver<Vec<u64>>> {
+        self.db.lost_accounts()
+    }
+
+    /// Gives `account` up (see [`Backend::release`]).
+    ///
+    /// # Errors
+    /// The database's.
+    pub fn release_account(&self, account: u64) -> Result<(), StoreError> {
+        self.db.release(account)
     }
 
     /// A new chat handle (persisted before it is returned).
@@ -548,12 +544,22 @@ impl Store {
     /// # Errors
     /// RocksDB errors; nothing is written then.
     pub fn write_new_chats(&self, chats: &[NewChat]) -> Result<(), StoreError> {
-        let mut b = WriteBatch::default();
+        let mut b = Batch::default();
+        if let Some(first) = chats.first() {
+            if chats.iter().all(|c| c.account == first.account) {
+                b.account = Some(first.account);
+            }
+        }
         for c in chats {
-            self.put(&mut b, "chats", &chat_key(c.account, c.handle), &c.state);
             self.put(
                 &mut b,
-                "chat_index",
+                Family::Chats,
+                &chat_key(c.account, c.handle),
+                &c.state,
+            );
+            self.put(
+                &mut b,
+                Family::ChatIndex,
                 &index_key(c.account, c.chat_id),
                 &c.handle.to_be_bytes(),
             );
@@ -569,12 +575,12 @@ impl Store {
     /// RocksDB errors; nothing is written then.
     pub fn write_chat(&self, w: &ChatWrite<'_>) -> Result<(Ticket, Vec<u64>), StoreError> {
         let key = chat_key(w.account, w.handle);
-        let mut b = WriteBatch::default();
-        self.put(&mut b, "chats", &key, w.state);
+        let mut b = Batch::for_account(w.account);
+        self.put(&mut b, Family::Chats, &key, w.state);
         if w.chat_id != 0 {
             self.put(
                 &mut b,
-                "chat_index",
+                Family::ChatIndex,
                 &index_key(w.account, w.chat_id),
                 &w.handle.to_be_bytes(),
             );
@@ -589,11 +595,16 @@ impl Store {
             let rec = e
                 .to_record(w.account, w.handle)
                 .map_err(|_| StoreError::Corrupt("inbox"))?;
-            self.put(&mut b, "inbox", &seq.to_be_bytes(), &rec);
+            self.put(&mut b, Family::Inbox, &seq.to_be_bytes(), &rec);
             seqs.push(seq);
         }
         if let Some(qts) = w.qts {
-            self.put(&mut b, "meta", &qts_key(w.account), &qts.to_be_bytes());
+            self.put(
+                &mut b,
+                Family::Meta,
+                &qts_key(w.account),
+                &qts.to_be_bytes(),
+            );
         }
         let ticket = self.write(b)?;
         // Noted once written: an erasure pass before this write would have left the version
@@ -605,28 +616,28 @@ impl Store {
     }
 
     /// One step's outbox/waiting changes, in the order they happened.
-    fn put_persist(&self, b: &mut WriteBatch, key: &[u8], p: &Persist) -> Result<(), StoreError> {
+    fn put_persist(&self, b: &mut Batch, key: &[u8], p: &Persist) -> Result<(), StoreError> {
         if p.closed {
             // Last: nothing the closing step put survives it.
             let lo = cat(&[key, &0u32.to_be_bytes()]);
             let hi = cat(&[key, &u32::MAX.to_be_bytes(), &[0xff]]);
-            b.delete_range_cf(self.cf("outbox"), &lo, &hi);
-            b.delete_range_cf(self.cf("waiting"), &lo, &hi);
+            b.delete_range(Family::Outbox, lo.clone(), hi.clone());
+            b.delete_range(Family::Waiting, lo, hi);
             return Ok(());
         }
         for raw in &p.outbox_done {
-            b.delete_cf(self.cf("outbox"), cat(&[key, &raw.to_be_bytes()]));
+            b.delete(Family::Outbox, cat(&[key, &raw.to_be_bytes()]));
         }
         for (raw, e) in &p.outbox_put {
             let v = e.to_bytes().map_err(|_| StoreError::Corrupt("outbox"))?;
-            self.put(b, "outbox", &cat(&[key, &raw.to_be_bytes()]), &v);
+            self.put(b, Family::Outbox, &cat(&[key, &raw.to_be_bytes()]), &v);
         }
         for (raw, e) in &p.waiting_put {
             let v = e.to_bytes().map_err(|_| StoreError::Corrupt("waiting"))?;
-            self.put(b, "waiting", &cat(&[key, &raw.to_be_bytes()]), &v);
+            self.put(b, Family::Waiting, &cat(&[key, &raw.to_be_bytes()]), &v);
         }
         for raw in &p.waiting_done {
-            b.delete_cf(self.cf("waiting"), cat(&[key, &raw.to_be_bytes()]));
+            b.delete(Family::Waiting, cat(&[key, &raw.to_be_bytes()]));
         }
         Ok(())
     }
@@ -637,24 +648,20 @@ impl Store {
     /// RocksDB errors, [`StoreError::Corrupt`].
     pub fn load_chat(&self, account: u64, handle: u64) -> Result<Option<StoredChat>, StoreError> {
         let key = chat_key(account, handle);
-        let Some(state) = self.get("chats", &key)? else {
+        let Some(state) = self.get(Family::Chats, &key)? else {
             return Ok(None);
         };
         let mut out = StoredChat {
             state,
             ..StoredChat::default()
         };
-        for item in self.scan("outbox", &key) {
-            let (raw, v) = item?;
-            let v = self.open_sealed("outbox", &cat(&[&key, &raw.to_be_bytes()]), &v)?;
+        for (raw, v) in self.queue(Family::Outbox, &key)? {
             out.outbox.push((
                 raw,
                 OutboxEntry::from_bytes(&v).map_err(|_| StoreError::Corrupt("outbox"))?,
             ));
         }
-        for item in self.scan("waiting", &key) {
-            let (raw, v) = item?;
-            let v = self.open_sealed("waiting", &cat(&[&key, &raw.to_be_bytes()]), &v)?;
+        for (raw, v) in self.queue(Family::Waiting, &key)? {
             out.waiting.push((
                 raw,
                 WaitingEntry::from_bytes(&v).map_err(|_| StoreError::Corrupt("waiting"))?,
@@ -663,25 +670,20 @@ impl Store {
         Ok(Some(out))
     }
 
-    /// The entries under `prefix` (a chat key) by raw out_seq_no.
-    fn scan<'a>(
-        &'a self,
-        cf: &'static str,
-        prefix: &'a [u8],
-    ) -> impl Iterator<Item = Result<(u32, Vec<u8>), StoreError>> + 'a {
-        self.db
-            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward))
-            .map_while(move |item| match item {
-                Ok((k, v)) if k.starts_with(prefix) => {
-                    let raw = k
-                        .get(prefix.len()..)
-                        .and_then(|r| r.try_into().ok())
-                        .map(u32::from_be_bytes);
-                    Some(raw.map(|r| (r, v.to_vec())).ok_or(StoreError::Corrupt(cf)))
-                }
-                Ok(_) => None,
-                Err(e) => Some(Err(e.into())),
+    /// The entries under `chat` (a chat key) by raw out_seq_no, opened.
+    fn queue(&self, family: Family, chat: &[u8]) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        let corrupt = || StoreError::Corrupt(family.name());
+        self.prefixed(family, chat)?
+            .into_iter()
+            .map(|(k, v)| {
+                let raw = k
+                    .get(chat.len()..)
+                    .and_then(|r| r.try_into().ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(corrupt)?;
+                Ok((raw, self.open_sealed(family, &k, &v)?))
             })
+            .collect()
     }
 
     /// Records that server chat `chat_id` of `account` is `handle` (durably, at once: a repeated
@@ -690,10 +692,10 @@ impl Store {
     /// # Errors
     /// RocksDB errors.
     pub fn index_chat(&self, account: u64, chat_id: i32, handle: u64) -> Result<(), StoreError> {
-        let mut b = WriteBatch::default();
+        let mut b = Batch::for_account(account);
         self.put(
             &mut b,
-            "chat_index",
+            Family::ChatIndex,
             &index_key(account, chat_id),
             &handle.to_be_bytes(),
         );
@@ -708,7 +710,7 @@ impl Store {
     pub fn has_chat(&self, account: u64, handle: u64) -> Result<bool, StoreError> {
         Ok(self
             .db
-            .get_pinned_cf(self.cf("chats"), chat_key(account, handle))?
+            .get(Family::Chats, &chat_key(account, handle))?
             .is_some())
     }
 
@@ -717,7 +719,7 @@ impl Store {
     /// # Errors
     /// RocksDB errors.
     pub fn handle_of(&self, account: u64, chat_id: i32) -> Result<Option<u64>, StoreError> {
-        match self.get("chat_index", &index_key(account, chat_id))? {
+        match self.get(Family::ChatIndex, &index_key(account, chat_id))? {
             Some(v) => Ok(Some(u64_of(&v).ok_or(StoreError::Corrupt("chat_index"))?)),
             None => Ok(None),
         }
@@ -728,16 +730,8 @@ impl Store {
     /// # Errors
     /// RocksDB errors.
     pub fn chats_of(&self, account: u64) -> Result<Vec<u64>, StoreError> {
-        let prefix = account.to_be_bytes();
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(
-            self.cf("chats"),
-            IteratorMode::From(&prefix, Direction::Forward),
-        ) {
-            let (k, _) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
+        for (k, _) in self.prefixed(Family::Chats, &account.to_be_bytes())? {
             out.push(
                 k.get(8..)
                     .and_then(u64_of)
@@ -767,20 +761,16 @@ impl Store {
         cancel: &AtomicBool,
     ) -> Result<Vec<(u64, u64)>, StoreError> {
         let mut out = std::collections::BTreeSet::new();
-        for cf in ["outbox", "waiting"] {
+        for family in [Family::Outbox, Family::Waiting] {
             let mut from = Vec::new();
             while !cancel.load(Ordering::Relaxed) {
-                let mut it = self
-                    .db
-                    .iterator_cf(self.cf(cf), IteratorMode::From(&from, Direction::Forward));
-                let Some(item) = it.next() else {
+                let Some((k, _)) = self.db.range(family, &from, None, 1)?.into_iter().next() else {
                     break;
                 };
-                let (k, _) = item?;
                 let (Some(a), Some(h)) =
                     (k.get(..8).and_then(u64_of), k.get(8..16).and_then(u64_of))
                 else {
-                    return Err(StoreError::Corrupt(cf));
+                    return Err(StoreError::Corrupt(family.name()));
                 };
                 out.insert((a, h));
                 // Skip past this chat's entries.
@@ -808,8 +798,8 @@ impl Store {
     /// # Errors
     /// RocksDB errors.
     pub fn set_qts(&self, account: u64, qts: i32) -> Result<Ticket, StoreError> {
-        let mut b = WriteBatch::default();
-        self.put(&mut b, "meta", &qts_key(account), &qts.to_be_bytes());
+        let mut b = Batch::for_account(account);
+        self.put(&mut b, Family::Meta, &qts_key(account), &qts.to_be_bytes());
         self.write_now(b, self.durability == Durability::Sync)
     }
 
@@ -832,12 +822,12 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(u64, u64, u64, AppEvent)>, StoreError> {
         let mut out = Vec::new();
-        let start = from.to_be_bytes();
-        let mode = IteratorMode::From(&start, Direction::Forward);
-        for item in self.db.iterator_cf(self.cf("inbox"), mode).take(limit) {
-            let (k, v) = item?;
+        for (k, v) in self
+            .db
+            .range(Family::Inbox, &from.to_be_bytes(), None, limit)?
+        {
             let seq = u64_of(&k).ok_or(StoreError::Corrupt("inbox"))?;
-            let v = self.open_sealed("inbox", &k, &v)?;
+            let v = self.open_sealed(Family::Inbox, &k, &v)?;
             let (account, handle, e) =
                 AppEvent::from_record(&v).map_err(|_| StoreError::Corrupt("inbox"))?;
             out.push((seq, account, handle, e));
@@ -850,10 +840,7 @@ impl Store {
     /// # Errors
     /// RocksDB errors.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let cfs: Vec<_> = CFS.iter().map(|n| self.cf(n)).collect();
-        self.db
-            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
-        Ok(())
+        self.db.flush()
     }
 
     /// The application consumed these inbox events (one batch).
@@ -861,9 +848,9 @@ impl Store {
     /// # Errors
     /// RocksDB errors.
     pub fn ack_inbox(&self, seqs: &[u64]) -> Result<Ticket, StoreError> {
-        let mut b = WriteBatch::default();
+        let mut b = Batch::default();
         for seq in seqs {
-            b.delete_cf(self.cf("inbox"), seq.to_be_bytes());
+            b.delete(Family::Inbox, seq.to_be_bytes());
         }
         self.write_now(b, self.durability == Durability::Sync)
     }
@@ -925,38 +912,40 @@ impl Store {
 
     /// Bytes the database occupies on disk (live SST files + WAL estimate).
     pub fn disk_size(&self) -> u64 {
-        self.db
-            .property_int_value("rocksdb.total-sst-files-size")
-            .ok()
-            .flatten()
-            .unwrap_or(0)
+        self.db.disk_size()
     }
 
-    /// `plain` as stored under `key` in `cf`: sealed when there is an at-rest key.
-    fn seal(&self, cf: &'static str, key: &[u8], plain: &[u8]) -> Vec<u8> {
+    /// `plain` as stored under `key` in `family`: sealed when there is an at-rest key.
+    fn seal(&self, family: Family, key: &[u8], plain: &[u8]) -> Vec<u8> {
         match &self.cipher {
-            Some(c) => c.seal(cf, key, plain),
+            Some(c) => c.seal(family.name(), key, plain),
             None => plain.to_vec(),
         }
     }
 
-    /// A stored value of `key` in `cf`, opened and authenticated.
-    fn open_sealed(&self, cf: &'static str, key: &[u8], v: &[u8]) -> Result<Vec<u8>, StoreError> {
+    /// A stored value of `key` in `family`, opened and authenticated.
+    fn open_sealed(&self, family: Family, key: &[u8], v: &[u8]) -> Result<Vec<u8>, StoreError> {
         match &self.cipher {
             Some(c) => c
-                .open(cf, key, v)
+                .open(family.name(), key, v)
                 .map(|mut z| std::mem::take(&mut *z))
-                .ok_or(StoreError::Corrupt(cf)),
+                .ok_or(StoreError::Corrupt(family.name())),
             None => Ok(v.to_vec()),
         }
     }
+}
 
-    fn sync_now(&self) -> Result<(), StoreError> {
-        let upto = self.written.load(Ordering::SeqCst);
-        self.db.flush_wal(true)?;
-        self.synced.send_replace(upto);
-        Ok(())
+/// The least key greater than every key starting with `prefix` (`None`: there is none, the
+/// prefix is all 0xff).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
     }
+    None
 }
 
 fn index_key(account: u64, chat_id: i32) -> Vec<u8> {
@@ -973,17 +962,4 @@ fn dh_key(account: u64) -> Vec<u8> {
 
 fn prime_key(p: &[u8]) -> Vec<u8> {
     cat(&[b"prime/", &Sha256::digest(p)])
-}
-
-/// The group-commit loop: one fsync per interval covers every batch written before it.
-fn group_commit(store: std::sync::Weak<Store>, interval: Duration) {
-    loop {
-        std::thread::sleep(interval);
-        let Some(s) = store.upgrade() else {
-            return;
-        };
-        if s.written.load(Ordering::SeqCst) > *s.synced.borrow() {
-            let _ = s.sync_now();
-        }
-    }
 }

@@ -21,7 +21,7 @@ mod setup;
 
 use sender::{Note, Sender};
 use settle::restart_probe;
-use setup::{DataDir, dir_size, ends, engine_config};
+use setup::{DataDir, dir_size, ends};
 
 #[derive(Debug, Clone, Default)]
 struct Pair {
@@ -100,7 +100,7 @@ pub async fn run(
     }
     let started = Instant::now();
     let cpu_start = super::cpu_seconds();
-    let (engine, mut events) = Engine::open(&engine_dir, engine_config(opts))?;
+    let (engine, mut events) = setup::open_engine(opts, &engine_dir)?;
     for a in 1..=opts.accounts as u64 {
         let device = sim.device(a as i64, 0);
         let feed = engine
@@ -221,8 +221,17 @@ pub async fn run(
     let (ledger, work) = (d.ledger.clone(), d.work);
     drop(d);
     drop(events);
+    let commit_latency = engine.commit_latency();
     engine.shutdown().await?;
     let restart_s = restart_probe(opts, &engine_dir, &sim, &probe, &ledger, work).await?;
+    if let (Some(url), None) = (&opts.store, &opts.data_dir) {
+        // A run in a temporary directory leaves nothing behind in the database either.
+        let mut db = secretchat::PgOptions::new(url.clone());
+        db.prefix = setup::table_prefix(&engine_dir);
+        if let Err(e) = secretchat::drop_postgres_tables(&db) {
+            tracing::warn!(error = %e, "could not drop the run's tables");
+        }
+    }
     let mut ledger = lock(&ledger);
     let lost = ledger.settle_losses();
     let mut report = Report::build(
@@ -252,6 +261,7 @@ pub async fn run(
         consistency,
     );
     drop(ledger);
+    report.commit_latency = commit_latency;
     if opts.floor {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         report.floor = Some(super::floor::measure(

@@ -6,11 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secretchat::sim::SimServer;
-use secretchat::{AccountId, ChatId, ChatStatus, Engine, EventStream, InputMessage, Update};
+use secretchat::{AccountId, ChatId, ChatStatus, EventStream, InputMessage, Update};
 use tokio::sync::mpsc;
 
 use super::sender::Note;
-use super::setup::engine_config;
 use super::{Driver, Pair, lock};
 use crate::simulate::ledger::Ledger;
 use crate::simulate::report::Consistency;
@@ -130,7 +129,7 @@ pub(super) async fn restart_probe(
         return Ok(0.0);
     };
     let t = Instant::now();
-    let (engine, mut events) = Engine::open(dir, engine_config(opts))?;
+    let (engine, mut events) = super::setup::open_engine(opts, dir)?;
     for acc in 1..=opts.accounts as u64 {
         let device = sim.device(acc as i64, 0);
         let feed = engine

@@ -1,0 +1,270 @@
+//! The committer: every batch waiting when a transaction starts goes into it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use tokio::sync::{Notify, watch};
+
+use super::{Counter, Leases, Tables, account_of, remote};
+use crate::store::StoreError;
+use crate::store::backend::{Batch, Family, Latencies, Op, Ticket};
+
+/// A boxed database future.
+pub(crate) type BoxFut<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
+/// Batches waiting at most (a write beyond it fails at once rather than queueing without end).
+const MAX_WAITING: usize = 1 << 16;
+/// Batches in one transaction at most.
+const MAX_GROUP: usize = 4096;
+/// Failed tickets remembered (a fenced account stops writing, so few ever are).
+const MAX_FAILED: usize = 1 << 14;
+
+pub(crate) struct Committer {
+    pool: Pool,
+    tables: Arc<Tables>,
+    leases: Arc<Leases>,
+    write_timeout: Duration,
+    waiting: Mutex<Vec<(u64, Batch, Instant)>>,
+    /// From submission to commit.
+    pub(crate) latencies: Latencies,
+    wake: Notify,
+    issued: Counter,
+    /// Every ticket up to this one has its outcome.
+    settled: watch::Sender<u64>,
+    failed: Mutex<BTreeMap<u64, StoreError>>,
+    closed: AtomicBool,
+}
+
+impl Committer {
+    pub(crate) fn new(
+        pool: Pool,
+        tables: Arc<Tables>,
+        leases: Arc<Leases>,
+        write_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Committer {
+            pool,
+            tables,
+            leases,
+            write_timeout,
+            waiting: Mutex::default(),
+            latencies: Latencies::default(),
+            wake: Notify::new(),
+            issued: Counter::default(),
+            settled: watch::channel(0).0,
+            failed: Mutex::default(),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The last ticket issued.
+    pub(crate) fn issued(&self) -> u64 {
+        self.issued.get()
+    }
+
+    /// Queues `batch` for the next transaction. A batch for an account this node does not own
+    /// is refused here, before it reaches the database.
+    pub(crate) fn submit(&self, batch: Batch) -> Result<Ticket, StoreError> {
+        if let Some(account) = batch.account {
+            if !self.leases.owns(account) {
+                return Err(StoreError::Fenced { account });
+            }
+        }
+        let mut waiting = self
+            .waiting
+            .lock()
+            .map_err(|_| remote("committer poisoned"))?;
+        if waiting.len() >= MAX_WAITING {
+            return Err(remote("too many writes waiting for the database"));
+        }
+        // Issued under the lock: the queue is in ticket order.
+        let ticket = self.issued.next();
+        waiting.push((ticket, batch, Instant::now()));
+        drop(waiting);
+        self.wake.notify_one();
+        Ok(Ticket(ticket))
+    }
+
+    /// Waits until every ticket up to `upto` has its outcome.
+    pub(crate) async fn settled(&self, upto: u64) {
+        let mut rx = self.settled.subscribe();
+        let _ = rx.wait_for(|&s| s >= upto).await;
+    }
+
+    /// The outcome of `ticket`, once it has one.
+    pub(crate) async fn outcome(&self, ticket: Ticket) -> Result<(), StoreError> {
+        self.settled(ticket.0).await;
+        match self
+            .failed
+            .lock()
+            .map_err(|_| remote("committer poisoned"))?
+            .get(&ticket.0)
+        {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// The loop: take what waits, commit it (retrying until the write timeout), settle it.
+    pub(crate) async fn run(self: Arc<Self>) {
+        loop {
+            let group: Vec<(u64, Batch, Instant)> = {
+                let Ok(mut waiting) = self.waiting.lock() else {
+                    return;
+                };
+                let n = waiting.len().min(MAX_GROUP);
+                waiting.drain(..n).collect()
+            };
+            if group.is_empty() {
+                if self.closed.load(Ordering::SeqCst) {
+                    return;
+                }
+                self.wake.notified().await;
+                continue;
+            }
+            let started = Instant::now();
+            let mut pause = Duration::from_millis(10);
+            let outcome = loop {
+                match self.commit(&group).await {
+                    Ok(fenced) => break Ok(fenced),
+                    Err(e) if started.elapsed() >= self.write_timeout => break Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, batches = group.len(), "commit failed; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(1));
+                    }
+                }
+            };
+            let last = group.last().map_or(0, |(t, _, _)| *t);
+            if outcome.is_ok() {
+                for (_, _, submitted) in &group {
+                    self.latencies.record(submitted.elapsed());
+                }
+            }
+            if let Ok(mut failed) = self.failed.lock() {
+                for (ticket, batch, _) in &group {
+                    let error = match (&outcome, batch.account) {
+                        (Err(e), _) => Some(e.clone()),
+                        (Ok(fenced), Some(a)) if fenced.contains(&a) => {
+                            Some(StoreError::Fenced { account: a })
+                        }
+                        _ => None,
+                    };
+                    if let Some(e) = error {
+                        failed.insert(*ticket, e);
+                    }
+                }
+                while failed.len() > MAX_FAILED {
+                    failed.pop_first();
+                }
+            }
+            self.settled.send_replace(last);
+        }
+    }
+
+    /// One transaction: the epochs of the group's accounts locked and checked, then every
+    /// batch of an account this node still owns. Returns the fenced accounts.
+    async fn commit(&self, group: &[(u64, Batch, Instant)]) -> Result<BTreeSet<u64>, StoreError> {
+        let mut client = self.pool.get().await.map_err(remote)?;
+        let tx = client.transaction().await.map_err(remote)?;
+        let accounts: BTreeSet<u64> = group.iter().filter_map(|(_, b, _)| b.account).collect();
+        let fenced = self.leases.fenced(&tx, &accounts).await?;
+        let mut changes: HashMap<Family, Changes> = HashMap::new();
+        for (_, batch, _) in group {
+            if batch.account.is_some_and(|a| fenced.contains(&a)) {
+                continue;
+            }
+            for op in &batch.ops {
+                match op {
+                    Op::Put(f, k, v) => {
+                        let c = changes.entry(*f).or_default();
+                        c.last
+                            .insert((account_of(*f, k)?, k.clone()), Some(v.clone()));
+                    }
+                    Op::Delete(f, k) => {
+                        let c = changes.entry(*f).or_default();
+                        c.last.insert((account_of(*f, k)?, k.clone()), None);
+                    }
+                    Op::DeleteRange(f, lo, hi) => {
+                        let c = changes.entry(*f).or_default();
+                        // What the group put there before is gone with the rows; what it puts
+                        // after stays (range deletions run first).
+                        c.last.retain(|(_, k), _| !(k >= lo && k < hi));
+                        c.ranges.push((lo.clone(), hi.clone()));
+                    }
+                }
+            }
+        }
+        for (family, c) in changes {
+            let t = self.tables.of(family);
+            for (lo, hi) in &c.ranges {
+                let lo_account = account_of(family, lo).unwrap_or(i64::MIN);
+                let hi_account = account_of(family, hi).unwrap_or(i64::MAX);
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {t} WHERE (account, k) >= ($1, $2) AND k < $3 AND account <= $4"
+                    ),
+                    &[&lo_account, lo, hi, &hi_account],
+                )
+                .await
+                .map_err(remote)?;
+            }
+            let (mut da, mut dk) = (Vec::new(), Vec::new());
+            let (mut pa, mut pk, mut pv) = (Vec::new(), Vec::new(), Vec::new());
+            for ((a, k), v) in c.last {
+                match v {
+                    Some(v) => {
+                        pa.push(a);
+                        pk.push(k);
+                        pv.push(v);
+                    }
+                    None => {
+                        da.push(a);
+                        dk.push(k);
+                    }
+                }
+            }
+            if !da.is_empty() {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {t} USING unnest($1::int8[], $2::bytea[]) AS d(account, k) \
+                         WHERE {t}.account = d.account AND {t}.k = d.k"
+                    ),
+                    &[&da, &dk],
+                )
+                .await
+                .map_err(remote)?;
+            }
+            if !pa.is_empty() {
+                let stmt = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO {t} (account, k, v) \
+                         SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[]) \
+                         ON CONFLICT (account, k) DO UPDATE SET v = EXCLUDED.v"
+                    ))
+                    .await
+                    .map_err(remote)?;
+                tx.execute(&stmt, &[&pa, &pk, &pv]).await.map_err(remote)?;
+            }
+        }
+        tx.commit().await.map_err(remote)?;
+        Ok(fenced)
+    }
+}
+
+/// One family's changes in a group: range deletions, then each key's last value.
+#[derive(Default)]
+struct Changes {
+    ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    last: BTreeMap<(i64, Vec<u8>), Option<Vec<u8>>>,
+}

@@ -1,0 +1,479 @@
+//! The shared backend: PostgreSQL (and what speaks its SQL), with fenced account ownership.
+//!
+//! One table per [`Family`], `(account, k, v)` with primary key `(account, k)`: `k` is the
+//! store's whole key, `account` the account it belongs to (the key's first eight bytes for the
+//! per-chat families, the account named in a per-account meta key, 0 for the engine-wide meta
+//! values and the inbox), so an account's rows sit together on a distributed database's shard.
+//! Accounts are stored with the sign bit flipped, so `(account, k)` orders as `k` does.
+//!
+//! Writes go to a committer task ([`commit`]): every batch waiting when a transaction starts
+//! goes into it (group commit), after one `SELECT … FOR SHARE` of the epochs of the accounts
+//! the batches belong to ([`lease`]): a batch whose account this node no longer owns is
+//! refused with [`StoreError::Fenced`], and nothing of it is written. `synchronous_commit` is
+//! left on: a commit the server acknowledged survives its crash.
+//!
+//! The engine calls the store from its actors' threads: a read here blocks its thread for a
+//! round trip to the server (and first waits for this node's writes not yet committed, so it
+//! reads them).
+
+mod commit;
+pub mod lease;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{Pool, Runtime};
+use tokio_postgres::NoTls;
+
+use super::backend::{Backend, Batch, Family, KeyRange, Synced, Ticket, WriteMode};
+use super::{KeyValue, StoreError};
+use commit::Committer;
+pub use lease::{Lease, Leases};
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://user@host:port/db` (key=value strings work too).
+    pub url: String,
+    /// This node's name in the ownership table (unique per node).
+    pub node: String,
+    /// How long an account's lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// Connections in the pool (reads; the committer holds one of them while it commits).
+    pub connections: usize,
+    /// A write that could not commit for this long fails with [`StoreError::Remote`].
+    pub write_timeout: Duration,
+    /// Table name prefix (several stores in one database, e.g. tests).
+    pub prefix: String,
+}
+
+impl PgOptions {
+    /// Defaults for `url`: node named by host name and process id, lease 10 s, 8 connections.
+    pub fn new(url: impl Into<String>) -> Self {
+        PgOptions {
+            url: url.into(),
+            node: format!(
+                "{}:{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into()),
+                std::process::id()
+            ),
+            lease_ttl: Duration::from_secs(10),
+            connections: 8,
+            write_timeout: Duration::from_secs(30),
+            prefix: "sc_".into(),
+        }
+    }
+}
+
+/// A PostgreSQL database.
+pub struct Postgres {
+    rt: Option<tokio::runtime::Runtime>,
+    pool: Pool,
+    tables: Arc<Tables>,
+    committer: Arc<Committer>,
+    leases: Arc<Leases>,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("prefix", &self.tables.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tables' names.
+#[derive(Debug)]
+pub(crate) struct Tables {
+    prefix: String,
+}
+
+impl Tables {
+    pub(crate) fn of(&self, family: Family) -> String {
+        format!("{}{}", self.prefix, family.name())
+    }
+
+    pub(crate) fn accounts(&self) -> String {
+        format!("{}accounts", self.prefix)
+    }
+}
+
+/// A database error as the store's.
+pub(crate) fn remote(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Remote(e.to_string())
+}
+
+/// The account column of `key` in `family`: see the module documentation.
+pub(crate) fn account_of(family: Family, key: &[u8]) -> Result<i64, StoreError> {
+    let leading =
+        |k: &[u8]| -> Option<u64> { Some(u64::from_be_bytes(k.get(..8)?.try_into().ok()?)) };
+    let account = match family {
+        Family::Chats | Family::ChatIndex | Family::Outbox | Family::Waiting => {
+            leading(key).ok_or(StoreError::Corrupt(family.name()))?
+        }
+        Family::Meta => ["qts/", "dh/", "upload/", "download/"]
+            .iter()
+            .find_map(|p| key.strip_prefix(p.as_bytes()).and_then(leading))
+            .unwrap_or(0),
+        Family::Inbox => 0,
+    };
+    Ok(column(account))
+}
+
+/// An account as its column value: order-preserving (sign bit flipped).
+pub(crate) fn column(account: u64) -> i64 {
+    (account ^ (1 << 63)) as i64
+}
+
+impl Postgres {
+    /// Connects, creates the tables when missing, and starts the committer and the lease
+    /// renewal.
+    ///
+    /// # Errors
+    /// [`StoreError::Remote`] when the database cannot be reached or refuses the schema.
+    pub fn connect(options: PgOptions) -> Result<Arc<Self>, StoreError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("secretchat-postgres")
+            .enable_all()
+            .build()
+            .map_err(remote)?;
+        let mut cfg = deadpool_postgres::Config::new();
+        cfg.url = Some(options.url.clone());
+        cfg.pool = Some(deadpool_postgres::PoolConfig::new(
+            options.connections.max(2),
+        ));
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1), NoTls)
+            .map_err(remote)?;
+        let tables = Arc::new(Tables {
+            prefix: options.prefix.clone(),
+        });
+        // Not `block_on`: the caller may be inside a runtime of its own.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (p, t) = (pool.clone(), tables.clone());
+        rt.spawn(async move {
+            let _ = tx.send(create_tables(&p, &t).await);
+        });
+        rx.recv()
+            .map_err(|_| remote("the database runtime stopped"))??;
+        let leases = Leases::new(
+            pool.clone(),
+            tables.clone(),
+            options.node.clone(),
+            options.lease_ttl,
+        );
+        let committer = Committer::new(
+            pool.clone(),
+            tables.clone(),
+            leases.clone(),
+            options.write_timeout,
+        );
+        rt.spawn(committer.clone().run());
+        rt.spawn(leases.clone().renew_loop());
+        Ok(Arc::new(Postgres {
+            rt: Some(rt),
+            pool,
+            tables,
+            committer,
+            leases,
+        }))
+    }
+
+    /// This node's account leases: acquire, release, renew.
+    pub fn leases(&self) -> &Arc<Leases> {
+        &self.leases
+    }
+
+    /// Runs `fut` on this backend's runtime and waits for it on the calling thread (which may
+    /// be inside another runtime: it does not enter this one).
+    fn wait<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let rt = self.rt.as_ref().ok_or_else(|| remote("closed"))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv()
+            .map_err(|_| remote("the database runtime stopped"))?
+    }
+
+    /// A read: after this node's writes so far are committed (or failed), `query` on a pooled
+    /// connection.
+    fn read<T: Send + 'static, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(deadpool_postgres::Object, Arc<Tables>) -> commit::BoxFut<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let tables = self.tables.clone();
+        let committer = self.committer.clone();
+        let upto = committer.issued();
+        self.wait(async move {
+            committer.settled(upto).await;
+            let client = pool.get().await.map_err(remote)?;
+            query(client, tables).await
+        })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.committer.close();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Drops the tables of the store `options` names (its data is gone).
+///
+/// # Errors
+/// [`StoreError::Remote`].
+pub fn drop_tables(options: &PgOptions) -> Result<(), StoreError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(remote)?;
+    let tables = Tables {
+        prefix: options.prefix.clone(),
+    };
+    let url = options.url.clone();
+    // On a thread of its own: the caller may be inside a runtime.
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, NoTls).await.map_err(remote)?;
+            tokio::spawn(conn);
+            for t in Family::ALL
+                .map(|f| tables.of(f))
+                .into_iter()
+                .chain([tables.accounts()])
+            {
+                client
+                    .batch_execute(&format!("DROP TABLE IF EXISTS {t}"))
+                    .await
+                    .map_err(remote)?;
+            }
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| remote("the drop thread panicked"))?
+}
+
+async fn create_tables(pool: &Pool, tables: &Tables) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(remote)?;
+    let tx = client.transaction().await.map_err(remote)?;
+    // Two nodes starting together: one creates, the other waits (a lock held by this
+    // transaction only).
+    tx.execute("SELECT pg_advisory_xact_lock(7413)", &[])
+        .await
+        .map_err(remote)?;
+    for family in Family::ALL {
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (account BIGINT NOT NULL, k BYTEA NOT NULL, \
+             v BYTEA NOT NULL, PRIMARY KEY (account, k))",
+            tables.of(family)
+        ))
+        .await
+        .map_err(remote)?;
+    }
+    tx.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {} (account BIGINT PRIMARY KEY, epoch BIGINT NOT NULL, \
+         owner TEXT NOT NULL, lease_until TIMESTAMPTZ NOT NULL)",
+        tables.accounts()
+    ))
+    .await
+    .map_err(remote)?;
+    tx.commit().await.map_err(remote)
+}
+
+impl Backend for Postgres {
+    fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let account = account_of(family, key)?;
+        let key = key.to_vec();
+        self.read(move |client, tables| {
+            Box::pin(async move {
+                let sql = format!(
+                    "SELECT v FROM {} WHERE account = $1 AND k = $2",
+                    tables.of(family)
+                );
+                let stmt = client.prepare_cached(&sql).await.map_err(remote)?;
+                let row = client
+                    .query_opt(&stmt, &[&account, &key])
+                    .await
+                    .map_err(remote)?;
+                Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+            })
+        })
+    }
+
+    fn range(
+        &self,
+        family: Family,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        // (account, k) orders as k does for the per-chat families and the inbox; meta ranges
+        // are read within one account's keys (a prefix), where it does too.
+        let lo_account = account_of(family, from).unwrap_or(i64::MIN);
+        let from = from.to_vec();
+        let to = to.map(<[u8]>::to_vec);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |client, tables| {
+            Box::pin(async move {
+                let t = tables.of(family);
+                let rows = match &to {
+                    Some(to) => {
+                        let sql = format!(
+                            "SELECT k, v FROM {t} WHERE (account, k) >= ($1, $2) AND k < $3 \
+                             AND account <= $5 ORDER BY account, k LIMIT $4"
+                        );
+                        let hi_account = account_of(family, to).unwrap_or(i64::MAX);
+                        let stmt = client.prepare_cached(&sql).await.map_err(remote)?;
+                        client
+                            .query(&stmt, &[&lo_account, &from, to, &limit, &hi_account])
+                            .await
+                    }
+                    None => {
+                        let sql = format!(
+                            "SELECT k, v FROM {t} WHERE (account, k) >= ($1, $2) \
+                             ORDER BY account, k LIMIT $3"
+                        );
+                        let stmt = client.prepare_cached(&sql).await.map_err(remote)?;
+                        client.query(&stmt, &[&lo_account, &from, &limit]).await
+                    }
+                }
+                .map_err(remote)?;
+                Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+            })
+        })
+    }
+
+    fn last_key(&self, family: Family) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(move |client, tables| {
+            Box::pin(async move {
+                let sql = format!(
+                    "SELECT k FROM {} ORDER BY account DESC, k DESC LIMIT 1",
+                    tables.of(family)
+                );
+                let row = client.query_opt(&sql, &[]).await.map_err(remote)?;
+                Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+            })
+        })
+    }
+
+    fn write(&self, batch: Batch, mode: WriteMode) -> Result<Ticket, StoreError> {
+        // Checked here so that a bad key fails its own write, not its group's transaction.
+        for op in &batch.ops {
+            let (super::backend::Op::Put(f, k, _)
+            | super::backend::Op::Delete(f, k)
+            | super::backend::Op::DeleteRange(f, k, _)) = op;
+            account_of(*f, k)?;
+        }
+        let ticket = self.committer.submit(batch)?;
+        if mode != WriteMode::Group {
+            let committer = self.committer.clone();
+            self.wait(async move { committer.outcome(ticket).await })?;
+        }
+        Ok(ticket)
+    }
+
+    fn synced(&self, ticket: Ticket) -> Synced<'_> {
+        let committer = self.committer.clone();
+        Box::pin(async move { committer.outcome(ticket).await })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        let committer = self.committer.clone();
+        let upto = committer.issued();
+        self.wait(async move {
+            committer.settled(upto).await;
+            Ok(())
+        })
+    }
+
+    /// PostgreSQL keeps a replaced row's old version until VACUUM reclaims it: the tables are
+    /// vacuumed (which also removes dead index entries).
+    fn erase(&self, family: Family, _ranges: Option<&[KeyRange]>) -> Result<(), StoreError> {
+        self.flush()?;
+        let pool = self.pool.clone();
+        let table = self.tables.of(family);
+        self.wait(async move {
+            let client = pool.get().await.map_err(remote)?;
+            client
+                .batch_execute(&format!("VACUUM {table}"))
+                .await
+                .map_err(remote)
+        })
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn commit_latency(&self) -> Option<super::backend::Latency> {
+        self.committer.latencies.summary()
+    }
+
+    fn lost_accounts(&self) -> Option<tokio::sync::watch::Receiver<Vec<u64>>> {
+        Some(self.leases.lost())
+    }
+
+    fn acquire(&self, account: u64) -> Result<(), StoreError> {
+        if self.leases.owns(account) {
+            return Ok(());
+        }
+        let leases = self.leases.clone();
+        self.wait(async move { leases.acquire(account).await.map(|_| ()) })
+    }
+
+    fn release(&self, account: u64) -> Result<(), StoreError> {
+        let committer = self.committer.clone();
+        let upto = committer.issued();
+        let leases = self.leases.clone();
+        // What was submitted for it commits (or fails) first.
+        self.wait(async move {
+            committer.settled(upto).await;
+            leases.release(account).await
+        })
+    }
+
+    fn disk_size(&self) -> u64 {
+        let tables = self.tables.clone();
+        self.read(move |client, _| {
+            Box::pin(async move {
+                let mut total = 0i64;
+                for family in Family::ALL {
+                    let row = client
+                        .query_one(
+                            "SELECT pg_total_relation_size($1::regclass)",
+                            &[&tables.of(family)],
+                        )
+                        .await
+                        .map_err(remote)?;
+                    total += row.get::<_, i64>(0);
+                }
+                Ok(u64::try_from(total).unwrap_or(0))
+            })
+        })
+        .unwrap_or(0)
+    }
+}
+
+/// Tickets issued by this node's committer so far (for tests and metrics).
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) fn next(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
