@@ -206,7 +206,7 @@ fn line(l: &Live) -> String {
 /// Runs the simulation with a progress display; prints the summary; writes `--json` and
 /// `--report`. Returns the exit status.
 pub fn run(args: &SimulateArgs) -> u8 {
-    let opts = match args.options() {
+    let mut opts = match args.options() {
         Ok(o) => o,
         Err(e) => {
             println!("{}", e.to_json());
@@ -224,6 +224,13 @@ pub fn run(args: &SimulateArgs) -> u8 {
             return 2;
         }
     };
+    if opts.store.is_some() && opts.at_rest_key.is_none() {
+        // A shared database holds sealed records only; the RocksDB baseline seals too, so
+        // both runs do the same work.
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+        opts.at_rest_key = Some(key);
+    }
     let tty = std::io::stderr().is_terminal();
     let bar = ProgressBar::new((opts.pairs() * opts.messages) as u64);
     if tty {

@@ -56,6 +56,9 @@ pub struct AccountActor {
     /// Requested chats started in this run whose first record (with its index entry) may not
     /// be written yet, by server chat id (see `lookup.rs`).
     new_chats: HashMap<i32, u64>,
+    /// Server chat id → handle of chats found in the store's index, while they are in memory
+    /// (an index entry never changes: no store read per incoming message).
+    indexed: HashMap<i32, u64>,
 }
 
 /// Most updates held for unknown chats.
@@ -76,6 +79,7 @@ impl AccountActor {
             api,
             shared,
             chats: HashMap::new(),
+            indexed: HashMap::new(),
             queue: QtsQueue::default(),
             last_difference: None,
             updates: Some(updates),
