@@ -205,19 +205,21 @@ impl Committer {
                 }
             }
         }
+        // Statements prepared (once per connection: cached), then sent together: one round
+        // trip for all of them (the server runs them in order).
+        let mut writes = Vec::new();
         for (family, c) in changes {
             let t = self.tables.of(family);
-            for (lo, hi) in &c.ranges {
-                let lo_account = account_of(family, lo).unwrap_or(i64::MIN);
-                let hi_account = account_of(family, hi).unwrap_or(i64::MAX);
-                tx.execute(
-                    &format!(
+            for (lo, hi) in c.ranges {
+                let lo_account = account_of(family, &lo).unwrap_or(i64::MIN);
+                let hi_account = account_of(family, &hi).unwrap_or(i64::MAX);
+                let stmt = tx
+                    .prepare_cached(&format!(
                         "DELETE FROM {t} WHERE (account, k) >= ($1, $2) AND k < $3 AND account <= $4"
-                    ),
-                    &[&lo_account, lo, hi, &hi_account],
-                )
-                .await
-                .map_err(remote)?;
+                    ))
+                    .await
+                    .map_err(remote)?;
+                writes.push(Write::Range(stmt, lo_account, lo, hi, hi_account));
             }
             let (mut da, mut dk) = (Vec::new(), Vec::new());
             let (mut pa, mut pk, mut pv) = (Vec::new(), Vec::new(), Vec::new());
@@ -235,15 +237,14 @@ impl Committer {
                 }
             }
             if !da.is_empty() {
-                tx.execute(
-                    &format!(
+                let stmt = tx
+                    .prepare_cached(&format!(
                         "DELETE FROM {t} USING unnest($1::int8[], $2::bytea[]) AS d(account, k) \
                          WHERE {t}.account = d.account AND {t}.k = d.k"
-                    ),
-                    &[&da, &dk],
-                )
-                .await
-                .map_err(remote)?;
+                    ))
+                    .await
+                    .map_err(remote)?;
+                writes.push(Write::Delete(stmt, da, dk));
             }
             if !pa.is_empty() {
                 let stmt = tx
@@ -254,12 +255,36 @@ impl Committer {
                     ))
                     .await
                     .map_err(remote)?;
-                tx.execute(&stmt, &[&pa, &pk, &pv]).await.map_err(remote)?;
+                writes.push(Write::Upsert(stmt, pa, pk, pv));
             }
         }
+        type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+        let sent = writes.iter().map(|w| {
+            let (stmt, params): (_, Vec<Param<'_>>) = match w {
+                Write::Range(stmt, la, lo, hi, ha) => (stmt, vec![la, lo, hi, ha]),
+                Write::Delete(stmt, a, k) => (stmt, vec![a, k]),
+                Write::Upsert(stmt, a, k, v) => (stmt, vec![a, k, v]),
+            };
+            tx.execute_raw(stmt, params)
+        });
+        futures_util::future::try_join_all(sent)
+            .await
+            .map_err(remote)?;
         tx.commit().await.map_err(remote)?;
         Ok(fenced)
     }
+}
+
+/// A statement of a group's transaction, with its parameters.
+enum Write {
+    Range(tokio_postgres::Statement, i64, Vec<u8>, Vec<u8>, i64),
+    Delete(tokio_postgres::Statement, Vec<i64>, Vec<Vec<u8>>),
+    Upsert(
+        tokio_postgres::Statement,
+        Vec<i64>,
+        Vec<Vec<u8>>,
+        Vec<Vec<u8>>,
+    ),
 }
 
 /// One family's changes in a group: range deletions, then each key's last value.

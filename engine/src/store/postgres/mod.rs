@@ -6,7 +6,7 @@
 //! values and the inbox), so an account's rows sit together on a distributed database's shard.
 //! Accounts are stored with the sign bit flipped, so `(account, k)` orders as `k` does.
 //!
-//! Writes go to a committer task ([`commit`]): every batch waiting when a transaction starts
+//! Writes go to a committer task (`commit.rs`): every batch waiting when a transaction starts
 //! goes into it (group commit), after one `SELECT … FOR SHARE` of the epochs of the accounts
 //! the batches belong to ([`lease`]): a batch whose account this node no longer owns is
 //! refused with [`StoreError::Fenced`], and nothing of it is written. `synchronous_commit` is
