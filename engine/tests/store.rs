@@ -34,40 +34,7 @@ impl TestDb for RocksDb {
     }
 }
 
-#[test]
-fn suite_key_value_semantics() {
-    store_suite::key_value_semantics(&RocksDb::new());
-}
-
-#[test]
-fn suite_chat_records_round_trip() {
-    store_suite::chat_records_round_trip(&RocksDb::new());
-}
-
-#[test]
-fn suite_several_steps_in_one_write_apply_in_order() {
-    store_suite::several_steps_in_one_write_apply_in_order(&RocksDb::new());
-}
-
-#[test]
-fn suite_a_newer_schema_is_refused() {
-    store_suite::a_newer_schema_is_refused(&RocksDb::new());
-}
-
-#[test]
-fn suite_sealing_hides_and_binds_records() {
-    store_suite::sealing_hides_and_binds_records(&RocksDb::new());
-}
-
-#[tokio::test]
-async fn suite_group_commit_makes_writes_durable() {
-    store_suite::group_commit_makes_writes_durable(&RocksDb::new()).await;
-}
-
-#[test]
-fn suite_removing_an_account_spares_the_others() {
-    store_suite::removing_an_account_spares_the_others(&RocksDb::new());
-}
+conformance!(RocksDb::new());
 
 #[test]
 fn at_rest_sealing_hides_state_and_refuses_the_wrong_key() {

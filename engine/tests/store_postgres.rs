@@ -86,40 +86,7 @@ fn db() -> PgDb {
     PgDb(options("test-node"))
 }
 
-#[test]
-fn suite_key_value_semantics() {
-    store_suite::key_value_semantics(&db());
-}
-
-#[test]
-fn suite_chat_records_round_trip() {
-    store_suite::chat_records_round_trip(&db());
-}
-
-#[test]
-fn suite_several_steps_in_one_write_apply_in_order() {
-    store_suite::several_steps_in_one_write_apply_in_order(&db());
-}
-
-#[test]
-fn suite_a_newer_schema_is_refused() {
-    store_suite::a_newer_schema_is_refused(&db());
-}
-
-#[test]
-fn suite_sealing_hides_and_binds_records() {
-    store_suite::sealing_hides_and_binds_records(&db());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn suite_group_commit_makes_writes_durable() {
-    store_suite::group_commit_makes_writes_durable(&db()).await;
-}
-
-#[test]
-fn suite_removing_an_account_spares_the_others() {
-    store_suite::removing_an_account_spares_the_others(&db());
-}
+conformance!(db());
 
 #[test]
 fn a_shared_database_needs_an_at_rest_key() {
