@@ -5,7 +5,8 @@
 #
 # Installs PostgreSQL from the Debian packages when it is missing, creates a cluster in a
 # temporary directory owned by an unprivileged user (PostgreSQL refuses to run as root),
-# starts it on 127.0.0.1 on a free port, exports its URL as SECRETCHAT_PG_URL, runs the
+# starts it on 127.0.0.1 on a free port, exports its URL as SECRETCHAT_PG_URL (and as
+# SECRETCHAT_PG_CRASH_RESTART a script that crashes and restarts it), runs the
 # command, and stops the server and deletes the cluster when the command ends (whatever its
 # exit status, which is this script's).
 set -euo pipefail
@@ -47,9 +48,20 @@ trap stop EXIT
   start >/dev/null
 "${as_user[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U secretchat secretchat
 
+start_opts="-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=200"
+# What the database-crash tests run: stop at once (no shutdown checkpoint, as a power loss
+# would leave it), wait the given seconds, start again on the same port.
+{
+  echo '#!/usr/bin/env bash'
+  echo 'set -e'
+  echo "${as_user[*]} '$bin/pg_ctl' -D '$dir/data' -m immediate stop >/dev/null"
+  echo 'sleep "${1:-0.5}"'
+  echo "${as_user[*]} '$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -o '$start_opts' start >/dev/null"
+} > "$dir/crash-restart"
+chmod 755 "$dir/crash-restart"
+
 export SECRETCHAT_PG_URL="postgres://secretchat@127.0.0.1:$port/secretchat"
-export SECRETCHAT_PG_DATA="$dir/data"
-export SECRETCHAT_PG_CTL="$bin/pg_ctl"
+export SECRETCHAT_PG_CRASH_RESTART="$dir/crash-restart"
 echo "pg.sh: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') at $SECRETCHAT_PG_URL" >&2
 set +e
 "$@"
