@@ -1,6 +1,7 @@
-//! The committer: every batch waiting when a transaction starts goes into it.
+//! The committer: every batch waiting when a transaction starts goes into it, up to
+//! [`IN_FLIGHT`] transactions at once, an account in one of them at a time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use super::{Counter, Leases, Tables, account_of, remote};
 use crate::store::StoreError;
@@ -21,6 +22,9 @@ pub(crate) type BoxFut<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> +
 const MAX_WAITING: usize = 1 << 16;
 /// Batches in one transaction at most.
 const MAX_GROUP: usize = 4096;
+/// Transactions in flight at most (PostgreSQL flushes its log once for the commits that
+/// wait together); an account's batches are in one of them at a time.
+const IN_FLIGHT: usize = 4;
 /// Failed tickets remembered (a fenced account stops writing, so few ever are).
 const MAX_FAILED: usize = 1 << 14;
 
@@ -36,6 +40,14 @@ pub(crate) struct Committer {
     issued: Counter,
     /// Every ticket up to this one has its outcome.
     settled: watch::Sender<u64>,
+    /// That watermark, and the tickets above it with their outcome.
+    done: Mutex<(u64, BTreeSet<u64>)>,
+    /// Bumped whenever a transaction ends.
+    progress: watch::Sender<u64>,
+    /// Accounts whose batches are in a transaction in flight.
+    busy: Mutex<HashSet<u64>>,
+    /// Transactions in flight at most.
+    slots: Arc<Semaphore>,
     failed: Mutex<BTreeMap<u64, StoreError>>,
     closed: AtomicBool,
 }
@@ -57,6 +69,10 @@ impl Committer {
             wake: Notify::new(),
             issued: Counter::default(),
             settled: watch::channel(0).0,
+            done: Mutex::default(),
+            progress: watch::channel(0).0,
+            busy: Mutex::default(),
+            slots: Arc::new(Semaphore::new(IN_FLIGHT)),
             failed: Mutex::default(),
             closed: AtomicBool::new(false),
         })
@@ -98,7 +114,8 @@ impl Committer {
 
     /// The outcome of `ticket`, once it has one.
     pub(crate) async fn outcome(&self, ticket: Ticket) -> Result<(), StoreError> {
-        self.settled(ticket.0).await;
+        let mut progress = self.progress.subscribe();
+        let _ = progress.wait_for(|_| self.is_done(ticket.0)).await;
         match self
             .failed
             .lock()
@@ -118,58 +135,118 @@ impl Committer {
     /// The loop: take what waits, commit it (retrying until the write timeout), settle it.
     pub(crate) async fn run(self: Arc<Self>) {
         loop {
-            let group: Vec<(u64, Batch, Instant)> = {
-                let Ok(mut waiting) = self.waiting.lock() else {
-                    return;
-                };
-                let n = waiting.len().min(MAX_GROUP);
-                waiting.drain(..n).collect()
+            let Ok(slot) = self.slots.clone().acquire_owned().await else {
+                return;
             };
-            if group.is_empty() {
+            let group = loop {
+                let group = self.take();
+                if !group.is_empty() {
+                    break group;
+                }
                 if self.closed.load(Ordering::SeqCst) {
                     return;
                 }
                 self.wake.notified().await;
-                continue;
-            }
-            let started = Instant::now();
-            let mut pause = Duration::from_millis(10);
-            let outcome = loop {
-                match self.commit(&group).await {
-                    Ok(fenced) => break Ok(fenced),
-                    Err(e) if started.elapsed() >= self.write_timeout => break Err(e),
-                    Err(e) => {
-                        tracing::warn!(error = %e, batches = group.len(), "commit failed; retrying");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_secs(1));
-                    }
-                }
             };
-            let last = group.last().map_or(0, |(t, _, _)| *t);
-            if outcome.is_ok() {
-                for (_, _, submitted) in &group {
-                    self.latencies.record(submitted.elapsed());
-                }
-            }
-            if let Ok(mut failed) = self.failed.lock() {
-                for (ticket, batch, _) in &group {
-                    let error = match (&outcome, batch.account) {
-                        (Err(e), _) => Some(e.clone()),
-                        (Ok(fenced), Some(a)) if fenced.contains(&a) => {
-                            Some(StoreError::Fenced { account: a })
-                        }
-                        _ => None,
-                    };
-                    if let Some(e) = error {
-                        failed.insert(*ticket, e);
-                    }
-                }
-                while failed.len() > MAX_FAILED {
-                    failed.pop_first();
-                }
-            }
-            self.settled.send_replace(last);
+            let this = self.clone();
+            tokio::spawn(async move {
+                let outcome = this.commit_retrying(&group).await;
+                this.finish(&group, &outcome);
+                drop(slot);
+                this.wake.notify_one();
+            });
         }
+    }
+
+    /// The batches the next transaction takes, in ticket order: every waiting batch of an
+    /// account no transaction in flight holds (up to [`MAX_GROUP`]). An account's batches
+    /// are in one transaction at a time, so they commit in the order they were written.
+    fn take(&self) -> Vec<(u64, Batch, Instant)> {
+        let (Ok(mut waiting), Ok(mut busy)) = (self.waiting.lock(), self.busy.lock()) else {
+            return Vec::new();
+        };
+        let mut group = Vec::new();
+        let mut left = Vec::new();
+        for item in waiting.drain(..) {
+            let free = item.1.account.is_none_or(|a| !busy.contains(&a));
+            if free && group.len() < MAX_GROUP {
+                group.push(item);
+            } else {
+                left.push(item);
+            }
+        }
+        *waiting = left;
+        busy.extend(group.iter().filter_map(|(_, b, _)| b.account));
+        group
+    }
+
+    /// Commits `group`, retrying until the write timeout.
+    async fn commit_retrying(
+        &self,
+        group: &[(u64, Batch, Instant)],
+    ) -> Result<BTreeSet<u64>, StoreError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match self.commit(group).await {
+                Ok(fenced) => return Ok(fenced),
+                Err(e) if started.elapsed() >= self.write_timeout => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, batches = group.len(), "commit failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Records the outcome of `group`'s tickets and frees its accounts.
+    fn finish(&self, group: &[(u64, Batch, Instant)], outcome: &Result<BTreeSet<u64>, StoreError>) {
+        if outcome.is_ok() {
+            for (_, _, submitted) in group {
+                self.latencies.record(submitted.elapsed());
+            }
+        }
+        if let Ok(mut failed) = self.failed.lock() {
+            for (ticket, batch, _) in group {
+                let error = match (outcome, batch.account) {
+                    (Err(e), _) => Some(e.clone()),
+                    (Ok(fenced), Some(a)) if fenced.contains(&a) => {
+                        Some(StoreError::Fenced { account: a })
+                    }
+                    _ => None,
+                };
+                if let Some(e) = error {
+                    failed.insert(*ticket, e);
+                }
+            }
+            while failed.len() > MAX_FAILED {
+                failed.pop_first();
+            }
+        }
+        if let Ok(mut busy) = self.busy.lock() {
+            for (_, b, _) in group {
+                if let Some(a) = b.account {
+                    busy.remove(&a);
+                }
+            }
+        }
+        if let Ok(mut done) = self.done.lock() {
+            let (watermark, above) = &mut *done;
+            above.extend(group.iter().map(|(t, _, _)| *t));
+            while above.remove(&(*watermark + 1)) {
+                *watermark += 1;
+            }
+            self.settled.send_replace(*watermark);
+        }
+        self.progress.send_modify(|n| *n += 1);
+    }
+
+    /// Whether `ticket` has its outcome.
+    fn is_done(&self, ticket: u64) -> bool {
+        self.done
+            .lock()
+            .map_or(true, |d| ticket <= d.0 || d.1.contains(&ticket))
     }
 
     /// One transaction: the epochs of the group's accounts locked and checked, then every
