@@ -323,3 +323,67 @@ fn an_accounts_writes_commit_in_order_across_concurrent_transactions() {
         }
     }
 }
+
+/// Two nodes on one database, each running its own account, hand out handles and inbox
+/// numbers at the same time: no number is handed out twice, and a store opened afterwards
+/// continues above all of them.
+#[test]
+fn two_nodes_never_hand_out_the_same_number() {
+    let o = options("a");
+    let sealed = StoreOptions {
+        at_rest_key: Some([8; 32]),
+        ..StoreOptions::default()
+    };
+    let nodes: Vec<_> = [(1u64, "a"), (2, "b")]
+        .into_iter()
+        .map(|(account, name)| {
+            let mut n = o.clone();
+            n.node = name.into();
+            let pg = Postgres::connect(n).unwrap();
+            block(pg.leases().acquire(account)).unwrap();
+            (account, Store::with_backend(pg, sealed.clone()).unwrap())
+        })
+        .collect();
+    let runs: Vec<_> = nodes
+        .into_iter()
+        .map(|(account, s)| {
+            std::thread::spawn(move || {
+                let (mut handles, mut seqs) = (Vec::new(), Vec::new());
+                for _ in 0..150 {
+                    let h = s.new_handle().unwrap();
+                    let (_, got) = s
+                        .write_chat(&ChatWrite {
+                            account,
+                            handle: h,
+                            chat_id: 0,
+                            state: b"s",
+                            persist: &[],
+                            events: &[AppEvent::PeerLayer(144)],
+                            qts: None,
+                        })
+                        .unwrap();
+                    handles.push(h);
+                    seqs.extend(got);
+                }
+                (handles, seqs)
+            })
+        })
+        .collect();
+    let (mut handles, mut seqs) = (Vec::new(), Vec::new());
+    for r in runs {
+        let (h, s) = r.join().unwrap();
+        handles.extend(h);
+        seqs.extend(s);
+    }
+    let unique = |v: &[u64]| v.iter().collect::<std::collections::BTreeSet<_>>().len();
+    assert_eq!(unique(&handles), 300, "a handle was handed out twice");
+    assert_eq!(unique(&seqs), 300, "an inbox number was handed out twice");
+    let mut n = o.clone();
+    n.node = "c".into();
+    let pg = Postgres::connect(n).unwrap();
+    block(pg.leases().acquire(3)).unwrap();
+    let s = Store::with_backend(pg, sealed).unwrap();
+    assert_eq!(s.inbox().unwrap().len(), 300, "every event is in the inbox");
+    let h = s.new_handle().unwrap();
+    assert!(handles.iter().all(|x| *x < h));
+}

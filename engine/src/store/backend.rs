@@ -219,6 +219,18 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Takes `n` consecutive numbers, none below `floor`, from the counter `name` that every
+    /// node sharing the database draws from; returns the first. Only a shared backend
+    /// ([`Backend::is_shared`]) has such counters: an embedded one is used by one process,
+    /// whose store counts by itself.
+    ///
+    /// # Errors
+    /// The database's; [`StoreError::Corrupt`] on a backend without shared counters.
+    fn reserve(&self, name: &str, n: u64, floor: u64) -> Result<u64, StoreError> {
+        let _ = (name, n, floor);
+        Err(StoreError::Corrupt("no shared counters"))
+    }
+
     /// Whether other machines reach this database (then the store refuses to open without an
     /// at-rest key: it must see ciphertext only).
     fn is_shared(&self) -> bool {

@@ -231,6 +231,9 @@ pub struct Store {
     /// Inbox numbers below this are reserved in `meta/next_inbox`.
     inbox_reserved: std::sync::Mutex<u64>,
     next_handle: AtomicU64,
+    /// On a shared database: the blocks of handles and inbox numbers this node holds, taken
+    /// from the database's counters (two nodes never hand out the same number).
+    shared: Option<std::sync::Mutex<SharedBlocks>>,
     /// Chats (account ‖ handle) that destroyed a secret since the last erasure pass.
     erase_pending: std::sync::Mutex<std::collections::BTreeSet<Vec<u8>>>,
     /// Held by the erasure pass in progress.
@@ -278,7 +281,8 @@ impl Store {
         db: Arc<dyn Backend>,
         options: StoreOptions,
     ) -> Result<Arc<Self>, StoreError> {
-        if db.is_shared() && options.at_rest_key.is_none() {
+        let shared = db.is_shared();
+        if shared && options.at_rest_key.is_none() {
             return Err(StoreError::AtRestKeyRequired);
         }
         let store = Store {
@@ -288,6 +292,7 @@ impl Store {
             next_inbox: AtomicU64::new(0),
             inbox_reserved: std::sync::Mutex::new(0),
             next_handle: AtomicU64::new(1),
+            shared: shared.then(std::sync::Mutex::default),
             erase_pending: std::sync::Mutex::default(),
             erasing: std::sync::Mutex::default(),
             erasures: AtomicU64::new(0),
@@ -406,6 +411,13 @@ impl Store {
     /// The next inbox sequence number, reserving a new block durably when needed.
     fn next_inbox_seq(&self) -> Result<u64, StoreError> {
         const BLOCK: u64 = 4096;
+        if let Some(shared) = &self.shared {
+            let mut b = shared.lock().map_err(|_| StoreError::Corrupt("counter"))?;
+            let floor = self.next_inbox.load(Ordering::SeqCst);
+            let seq = self.take(&mut b.inbox, "inbox", 1, BLOCK, floor)?;
+            self.next_inbox.fetch_max(seq + 1, Ordering::SeqCst);
+            return Ok(seq);
+        }
         let seq = self.next_inbox.fetch_add(1, Ordering::SeqCst);
         let mut reserved = self
             .inbox_reserved
@@ -523,6 +535,9 @@ impl Store {
     /// # Errors
     /// RocksDB errors.
     pub fn new_handle(&self) -> Result<u64, StoreError> {
+        if self.shared.is_some() {
+            return self.new_handles(1);
+        }
         let h = self.next_handle.fetch_add(1, Ordering::SeqCst);
         self.put_meta(b"next_handle", &(h + 1).to_be_bytes())?;
         Ok(h)
@@ -533,8 +548,33 @@ impl Store {
     /// # Errors
     /// RocksDB errors.
     pub fn new_handles(&self, n: u64) -> Result<u64, StoreError> {
+        if let Some(shared) = &self.shared {
+            let mut b = shared.lock().map_err(|_| StoreError::Corrupt("counter"))?;
+            let floor = self.next_handle.load(Ordering::SeqCst);
+            return self.take(&mut b.handle, "handle", n, 64, floor);
+        }
         let first = self.next_handle.fetch_add(n, Ordering::SeqCst);
         self.put_meta(b"next_handle", &(first + n).to_be_bytes())?;
+        Ok(first)
+    }
+
+    /// `n` numbers from `block`, taking a new block of at least `size` from the database's
+    /// counter `name` when it runs out.
+    fn take(
+        &self,
+        block: &mut (u64, u64),
+        name: &str,
+        n: u64,
+        size: u64,
+        floor: u64,
+    ) -> Result<u64, StoreError> {
+        if block.0 + n > block.1 {
+            let size = size.max(n);
+            let first = self.db.reserve(name, size, floor)?;
+            *block = (first, first + size);
+        }
+        let first = block.0;
+        block.0 += n;
         Ok(first)
     }
 
@@ -933,6 +973,13 @@ impl Store {
             None => Ok(v.to_vec()),
         }
     }
+}
+
+/// Numbers a node holds from a shared database's counters: `(next, end)` of each block.
+#[derive(Debug, Default)]
+struct SharedBlocks {
+    handle: (u64, u64),
+    inbox: (u64, u64),
 }
 
 /// The least key greater than every key starting with `prefix` (`None`: there is none, the

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use tokio::sync::{Notify, Semaphore, watch};
 
-use super::{Counter, Leases, Tables, account_of, remote};
+use super::{Counter, Leases, Tables, account_of, failure, remote};
 use crate::store::StoreError;
 use crate::store::backend::{Batch, Family, Latencies, Op, Ticket};
 
@@ -94,9 +94,9 @@ impl Committer {
         let mut waiting = self
             .waiting
             .lock()
-            .map_err(|_| remote("committer poisoned"))?;
+            .map_err(|_| failure("committer poisoned"))?;
         if waiting.len() >= MAX_WAITING {
-            return Err(remote("too many writes waiting for the database"));
+            return Err(failure("too many writes waiting for the database"));
         }
         // Issued under the lock: the queue is in ticket order.
         let ticket = self.issued.next();
@@ -119,7 +119,7 @@ impl Committer {
         match self
             .failed
             .lock()
-            .map_err(|_| remote("committer poisoned"))?
+            .map_err(|_| failure("committer poisoned"))?
             .get(&ticket.0)
         {
             Some(e) => Err(e.clone()),

@@ -97,11 +97,27 @@ impl Tables {
     pub(crate) fn accounts(&self) -> String {
         format!("{}accounts", self.prefix)
     }
+
+    pub(crate) fn counters(&self) -> String {
+        format!("{}counters", self.prefix)
+    }
 }
 
-/// A database error as the store's.
-pub(crate) fn remote(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Remote(e.to_string())
+/// A database error as the store's, with its causes (the server's message among them).
+pub(crate) fn remote(e: impl std::error::Error) -> StoreError {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    StoreError::Remote(text)
+}
+
+/// A failure of this backend's own machinery as the store's error.
+pub(crate) fn failure(what: &str) -> StoreError {
+    StoreError::Remote(what.to_owned())
 }
 
 /// The account column of `key` in `family`: see the module documentation.
@@ -157,7 +173,7 @@ impl Postgres {
             let _ = tx.send(create_tables(&p, &t).await);
         });
         rx.recv()
-            .map_err(|_| remote("the database runtime stopped"))??;
+            .map_err(|_| failure("the database runtime stopped"))??;
         let leases = Leases::new(
             pool.clone(),
             tables.clone(),
@@ -192,13 +208,13 @@ impl Postgres {
         &self,
         fut: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let rt = self.rt.as_ref().ok_or_else(|| remote("closed"))?;
+        let rt = self.rt.as_ref().ok_or_else(|| failure("closed"))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         rt.spawn(async move {
             let _ = tx.send(fut.await);
         });
         rx.recv()
-            .map_err(|_| remote("the database runtime stopped"))?
+            .map_err(|_| failure("the database runtime stopped"))?
     }
 
     /// A read: after this node's writes so far are committed (or failed), `query` on a pooled
@@ -249,7 +265,7 @@ pub fn drop_tables(options: &PgOptions) -> Result<(), StoreError> {
             for t in Family::ALL
                 .map(|f| tables.of(f))
                 .into_iter()
-                .chain([tables.accounts()])
+                .chain([tables.accounts(), tables.counters()])
             {
                 client
                     .batch_execute(&format!("DROP TABLE IF EXISTS {t}"))
@@ -260,7 +276,7 @@ pub fn drop_tables(options: &PgOptions) -> Result<(), StoreError> {
         })
     })
     .join()
-    .map_err(|_| remote("the drop thread panicked"))?
+    .map_err(|_| failure("the drop thread panicked"))?
 }
 
 async fn create_tables(pool: &Pool, tables: &Tables) -> Result<(), StoreError> {
@@ -284,6 +300,12 @@ async fn create_tables(pool: &Pool, tables: &Tables) -> Result<(), StoreError> {
         "CREATE TABLE IF NOT EXISTS {} (account BIGINT PRIMARY KEY, epoch BIGINT NOT NULL, \
          owner TEXT NOT NULL, lease_until TIMESTAMPTZ NOT NULL)",
         tables.accounts()
+    ))
+    .await
+    .map_err(remote)?;
+    tx.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {} (name TEXT PRIMARY KEY, next BIGINT NOT NULL)",
+        tables.counters()
     ))
     .await
     .map_err(remote)?;
@@ -421,6 +443,29 @@ impl Backend for Postgres {
 
     fn lost_accounts(&self) -> Option<tokio::sync::watch::Receiver<Vec<u64>>> {
         Some(self.leases.lost())
+    }
+
+    fn reserve(&self, name: &str, n: u64, floor: u64) -> Result<u64, StoreError> {
+        let (name, t) = (name.to_owned(), self.tables.counters());
+        let to_i64 = |v: u64| i64::try_from(v).map_err(|_| StoreError::Corrupt("counter"));
+        let (n, floor) = (to_i64(n)?, to_i64(floor)?);
+        let pool = self.pool.clone();
+        let first: i64 = self.wait(async move {
+            let client = pool.get().await.map_err(remote)?;
+            let row = client
+                .query_one(
+                    &format!(
+                        "INSERT INTO {t} AS c (name, next) VALUES ($1::text, $3::int8 + $2::int8) \
+                         ON CONFLICT (name) DO UPDATE SET next = greatest(c.next, $3) + $2 \
+                         RETURNING next - $2"
+                    ),
+                    &[&name, &n, &floor],
+                )
+                .await
+                .map_err(remote)?;
+            Ok(row.get(0))
+        })?;
+        u64::try_from(first).map_err(|_| StoreError::Corrupt("counter"))
     }
 
     fn acquire(&self, account: u64) -> Result<(), StoreError> {
