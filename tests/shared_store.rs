@@ -8,12 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use secretchat::sim::{SimFaults, SimServer};
 use secretchat::{Engine, EngineConfig, Error, InputMessage, PgOptions, StoreError, Update};
 use secretchat_engine::store::postgres::Postgres;
 
 mod common;
-use common::{ALICE, BOB, next, open_chat};
+use common::{ALICE, BOB, add_pair, next, open_chat};
 
 fn url() -> String {
     std::env::var("SECRETCHAT_PG_URL")
@@ -29,15 +28,7 @@ async fn an_account_taken_over_by_another_node_stops_here() {
     db.lease_ttl = Duration::from_millis(900);
     let config = EngineConfig::builder().at_rest_key([3; 32]).build();
     let (engine, mut events) = Engine::open_postgres(dir.path(), db.clone(), config).unwrap();
-    let sim = SimServer::new(SimFaults::NONE, 1);
-    for (account, user) in [(ALICE, 1), (BOB, 2)] {
-        let device = sim.device(user, 0);
-        let feed = engine
-            .add_account(account, Arc::new(device.clone()))
-            .await
-            .unwrap();
-        sim.connect(&device, feed);
-    }
+    let sim = add_pair(&engine).await;
     // A chat and a message, stored in PostgreSQL.
     let (alice_chat, _, _) = open_chat(&engine, &mut events).await;
     engine

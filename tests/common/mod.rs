@@ -22,8 +22,14 @@ pub async fn pair(
     dir: &std::path::Path,
     config: EngineConfig,
 ) -> (Engine, EventStream, Arc<SimServer>) {
-    let sim = SimServer::new(SimFaults::NONE, 1);
     let (engine, events) = Engine::open(dir, config).unwrap();
+    let sim = add_pair(&engine).await;
+    (engine, events, sim)
+}
+
+/// Alice and Bob added to `engine`, on a new simulated server.
+pub async fn add_pair(engine: &Engine) -> Arc<SimServer> {
+    let sim = SimServer::new(SimFaults::NONE, 1);
     for (account, user) in [(ALICE, 1), (BOB, 2)] {
         let device = sim.device(user, 0);
         let feed = engine
@@ -32,7 +38,7 @@ pub async fn pair(
             .unwrap();
         sim.connect(&device, feed);
     }
-    (engine, events, sim)
+    sim
 }
 
 /// Requests a chat from Alice to Bob and handles events until both sides are ready;
