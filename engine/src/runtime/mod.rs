@@ -740,13 +740,18 @@ fn forward<M, T>(
     });
 }
 
-/// Stops `account`'s actor and its chats (each after the step it is storing).
+/// Stops `account`'s actor and its chats (each after the step it is storing), removing it.
 async fn halt_account(accounts: &mut HashMap<u64, Addr<AccountActor>>, account: u64) {
     if let Some(addr) = accounts.remove(&account) {
-        let chats = addr.send(account::Halt).await.unwrap_or_default();
-        for chat in chats {
-            let _ = chat.send(chat::Halt).await;
-        }
+        halt(addr).await;
+    }
+}
+
+/// Stops an account's actor and its chats.
+async fn halt(addr: Addr<AccountActor>) {
+    let chats = addr.send(account::Halt).await.unwrap_or_default();
+    for chat in chats {
+        let _ = chat.send(chat::Halt).await;
     }
 }
 
@@ -820,21 +825,28 @@ async fn run(
             }
             Request::ReleaseAccount(account, give_up, reply) => {
                 pending.remove(&account);
-                halt_account(&mut accounts, account).await;
+                // Out of the map at once (nothing reaches it from now on); its actors are
+                // halted off the request loop, which a chat busy in a store call would hold.
+                let addr = accounts.remove(&account);
                 let store = shared.store.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("secretchat-release-account".into())
-                    .spawn(move || {
-                        let released = if give_up {
-                            store.release_account(account).map_err(Into::into)
-                        } else {
-                            Ok(())
-                        };
-                        let _ = reply.send(released);
-                    });
-                if spawned.is_err() {
-                    tracing::warn!(account, "could not start the account release");
-                }
+                actix::spawn(async move {
+                    if let Some(addr) = addr {
+                        halt(addr).await;
+                    }
+                    let spawned = std::thread::Builder::new()
+                        .name("secretchat-release-account".into())
+                        .spawn(move || {
+                            let released = if give_up {
+                                store.release_account(account).map_err(Into::into)
+                            } else {
+                                Ok(())
+                            };
+                            let _ = reply.send(released);
+                        });
+                    if spawned.is_err() {
+                        tracing::warn!(account, "could not start the account release");
+                    }
+                });
             }
             Request::RemoveAccount(account, reply) => {
                 pending.remove(&account);

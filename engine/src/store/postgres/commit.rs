@@ -25,15 +25,27 @@ const MAX_GROUP: usize = 4096;
 /// Transactions in flight at most (PostgreSQL flushes its log once for the commits that
 /// wait together); an account's batches are in one of them at a time.
 const IN_FLIGHT: usize = 4;
-/// Failed tickets remembered (a fenced account stops writing, so few ever are).
-const MAX_FAILED: usize = 1 << 14;
+/// Failed tickets whose outcome nobody has read yet, remembered at most (a fenced account
+/// stops writing, so few ever are; beyond it, the oldest are forgotten, and a forgotten
+/// ticket's outcome is reported as a failure, never as durable).
+const MAX_FAILED: usize = 1 << 20;
+
+/// A batch waiting for, or in, a transaction.
+pub(crate) struct Pending {
+    ticket: u64,
+    batch: Batch,
+    submitted: Instant,
+    /// Every account the batch writes for, with the epoch this node held for it when the
+    /// batch was written: it commits only under that epoch.
+    stamps: Vec<(u64, i64)>,
+}
 
 pub(crate) struct Committer {
     pool: Pool,
     tables: Arc<Tables>,
     leases: Arc<Leases>,
     write_timeout: Duration,
-    waiting: Mutex<Vec<(u64, Batch, Instant)>>,
+    waiting: Mutex<Vec<Pending>>,
     /// From submission to commit.
     pub(crate) latencies: Latencies,
     wake: Notify,
@@ -49,6 +61,8 @@ pub(crate) struct Committer {
     /// Transactions in flight at most.
     slots: Arc<Semaphore>,
     failed: Mutex<BTreeMap<u64, StoreError>>,
+    /// Failed tickets up to this one may have been forgotten (see [`MAX_FAILED`]).
+    forgotten: std::sync::atomic::AtomicU64,
     closed: AtomicBool,
 }
 
@@ -74,6 +88,7 @@ impl Committer {
             busy: Mutex::default(),
             slots: Arc::new(Semaphore::new(IN_FLIGHT)),
             failed: Mutex::default(),
+            forgotten: std::sync::atomic::AtomicU64::new(0),
             closed: AtomicBool::new(false),
         })
     }
@@ -86,9 +101,11 @@ impl Committer {
     /// Queues `batch` for the next transaction. A batch for an account this node does not own
     /// is refused here, before it reaches the database.
     pub(crate) fn submit(&self, batch: Batch) -> Result<Ticket, StoreError> {
-        if let Some(account) = batch.account {
-            if !self.leases.owns(account) {
-                return Err(StoreError::Fenced { account });
+        let mut stamps = Vec::new();
+        for account in accounts_of(&batch)? {
+            match self.leases.epoch(account) {
+                Some(epoch) => stamps.push((account, epoch)),
+                None => return Err(StoreError::Fenced { account }),
             }
         }
         let mut waiting = self
@@ -100,7 +117,12 @@ impl Committer {
         }
         // Issued under the lock: the queue is in ticket order.
         let ticket = self.issued.next();
-        waiting.push((ticket, batch, Instant::now()));
+        waiting.push(Pending {
+            ticket,
+            batch,
+            submitted: Instant::now(),
+            stamps,
+        });
         drop(waiting);
         self.wake.notify_one();
         Ok(Ticket(ticket))
@@ -116,13 +138,18 @@ impl Committer {
     pub(crate) async fn outcome(&self, ticket: Ticket) -> Result<(), StoreError> {
         let mut progress = self.progress.subscribe();
         let _ = progress.wait_for(|_| self.is_done(ticket.0)).await;
-        match self
+        // Read once (each ticket's outcome has one reader: the writer or the one waiting for
+        // its durability), then forgotten.
+        let failed = self
             .failed
             .lock()
             .map_err(|_| failure("committer poisoned"))?
-            .get(&ticket.0)
-        {
-            Some(e) => Err(e.clone()),
+            .remove(&ticket.0);
+        match failed {
+            Some(e) => Err(e),
+            None if ticket.0 <= self.forgotten.load(Ordering::SeqCst) => {
+                Err(failure("the outcome of this write was forgotten"))
+            }
             None => Ok(()),
         }
     }
@@ -161,14 +188,14 @@ impl Committer {
     /// The batches the next transaction takes, in ticket order: every waiting batch of an
     /// account no transaction in flight holds (up to [`MAX_GROUP`]). An account's batches
     /// are in one transaction at a time, so they commit in the order they were written.
-    fn take(&self) -> Vec<(u64, Batch, Instant)> {
+    fn take(&self) -> Vec<Pending> {
         let (Ok(mut waiting), Ok(mut busy)) = (self.waiting.lock(), self.busy.lock()) else {
             return Vec::new();
         };
         let mut group = Vec::new();
         let mut left = Vec::new();
         for item in waiting.drain(..) {
-            let free = item.1.account.is_none_or(|a| !busy.contains(&a));
+            let free = item.stamps.iter().all(|(a, _)| !busy.contains(a));
             if free && group.len() < MAX_GROUP {
                 group.push(item);
             } else {
@@ -176,15 +203,14 @@ impl Committer {
             }
         }
         *waiting = left;
-        busy.extend(group.iter().filter_map(|(_, b, _)| b.account));
+        for p in &group {
+            busy.extend(p.stamps.iter().map(|(a, _)| *a));
+        }
         group
     }
 
     /// Commits `group`, retrying until the write timeout.
-    async fn commit_retrying(
-        &self,
-        group: &[(u64, Batch, Instant)],
-    ) -> Result<BTreeSet<u64>, StoreError> {
+    async fn commit_retrying(&self, group: &[Pending]) -> Result<BTreeMap<u64, u64>, StoreError> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(10);
         loop {
@@ -201,39 +227,40 @@ impl Committer {
     }
 
     /// Records the outcome of `group`'s tickets and frees its accounts.
-    fn finish(&self, group: &[(u64, Batch, Instant)], outcome: &Result<BTreeSet<u64>, StoreError>) {
+    fn finish(&self, group: &[Pending], outcome: &Result<BTreeMap<u64, u64>, StoreError>) {
         if outcome.is_ok() {
-            for (_, _, submitted) in group {
-                self.latencies.record(submitted.elapsed());
+            for p in group {
+                self.latencies.record(p.submitted.elapsed());
             }
         }
         if let Ok(mut failed) = self.failed.lock() {
-            for (ticket, batch, _) in group {
-                let error = match (outcome, batch.account) {
-                    (Err(e), _) => Some(e.clone()),
-                    (Ok(fenced), Some(a)) if fenced.contains(&a) => {
-                        Some(StoreError::Fenced { account: a })
-                    }
-                    _ => None,
+            for p in group {
+                let error = match outcome {
+                    Err(e) => Some(e.clone()),
+                    Ok(fenced) => fenced
+                        .get(&p.ticket)
+                        .map(|a| StoreError::Fenced { account: *a }),
                 };
                 if let Some(e) = error {
-                    failed.insert(*ticket, e);
+                    failed.insert(p.ticket, e);
                 }
             }
             while failed.len() > MAX_FAILED {
-                failed.pop_first();
+                if let Some((t, _)) = failed.pop_first() {
+                    self.forgotten.fetch_max(t, Ordering::SeqCst);
+                }
             }
         }
         if let Ok(mut busy) = self.busy.lock() {
-            for (_, b, _) in group {
-                if let Some(a) = b.account {
-                    busy.remove(&a);
+            for p in group {
+                for (a, _) in &p.stamps {
+                    busy.remove(a);
                 }
             }
         }
         if let Ok(mut done) = self.done.lock() {
             let (watermark, above) = &mut *done;
-            above.extend(group.iter().map(|(t, _, _)| *t));
+            above.extend(group.iter().map(|p| p.ticket));
             while above.remove(&(*watermark + 1)) {
                 *watermark += 1;
             }
@@ -249,18 +276,29 @@ impl Committer {
             .map_or(true, |d| ticket <= d.0 || d.1.contains(&ticket))
     }
 
-    /// One transaction: the epochs of the group's accounts locked and checked, then every
-    /// batch of an account this node still owns. Returns the fenced accounts.
-    async fn commit(&self, group: &[(u64, Batch, Instant)]) -> Result<BTreeSet<u64>, StoreError> {
+    /// One transaction: the epochs of the group's accounts locked (`FOR SHARE`) and read,
+    /// then every batch whose accounts still have the epochs it was written under, and this
+    /// node still holds. Returns the fenced batches' tickets, each with an account it lost.
+    async fn commit(&self, group: &[Pending]) -> Result<BTreeMap<u64, u64>, StoreError> {
         let mut client = self.pool.get().await.map_err(remote)?;
         let tx = client.transaction().await.map_err(remote)?;
-        let accounts: BTreeSet<u64> = group.iter().filter_map(|(_, b, _)| b.account).collect();
-        let fenced = self.leases.fenced(&tx, &accounts).await?;
+        let accounts: BTreeSet<u64> = group
+            .iter()
+            .flat_map(|p| p.stamps.iter().map(|(a, _)| *a))
+            .collect();
+        let stored = self.leases.locked_epochs(&tx, &accounts).await?;
+        let mut fenced = BTreeMap::new();
         let mut changes: HashMap<Family, Changes> = HashMap::new();
-        for (_, batch, _) in group {
-            if batch.account.is_some_and(|a| fenced.contains(&a)) {
+        for p in group {
+            let lost = p
+                .stamps
+                .iter()
+                .find(|(a, e)| stored.get(a) != Some(e) || self.leases.epoch(*a) != Some(*e));
+            if let Some((a, _)) = lost {
+                fenced.insert(p.ticket, *a);
                 continue;
             }
+            let batch = &p.batch;
             for op in &batch.ops {
                 match op {
                     Op::Put(f, k, v) => {
@@ -350,6 +388,20 @@ impl Committer {
         tx.commit().await.map_err(remote)?;
         Ok(fenced)
     }
+}
+
+/// The accounts `batch` writes for: its own, and every account its keys belong to (the
+/// engine-wide rows, account 0, belong to none).
+fn accounts_of(batch: &Batch) -> Result<BTreeSet<u64>, StoreError> {
+    let mut out: BTreeSet<u64> = batch.account.into_iter().collect();
+    for op in &batch.ops {
+        let (Op::Put(f, k, _) | Op::Delete(f, k) | Op::DeleteRange(f, k, _)) = op;
+        let column = account_of(*f, k)?;
+        if column != super::column(0) {
+            out.insert(super::account(column));
+        }
+    }
+    Ok(out)
 }
 
 /// A statement of a group's transaction, with its parameters.

@@ -121,6 +121,16 @@ impl Leases {
         Ok(Lease { account, epoch })
     }
 
+    /// A renewal sent at `sent` succeeded: extends the holding, if it is still the same one.
+    fn extend(&self, account: u64, epoch: i64, sent: Instant) {
+        let valid_until = sent + self.ttl.saturating_sub(self.margin());
+        if let Ok(mut held) = self.held.lock() {
+            if let Some(h) = held.get_mut(&account).filter(|h| h.epoch == epoch) {
+                h.valid_until = h.valid_until.max(valid_until);
+            }
+        }
+    }
+
     fn hold(&self, account: u64, epoch: i64, sent: Instant) {
         let valid_until = sent + self.ttl.saturating_sub(self.margin());
         if let Ok(mut held) = self.held.lock() {
@@ -179,7 +189,8 @@ impl Leases {
         self.epoch(account).is_some()
     }
 
-    fn epoch(&self, account: u64) -> Option<i64> {
+    /// The epoch this node holds `account` under, while its lease runs on this node's clock.
+    pub(super) fn epoch(&self, account: u64) -> Option<i64> {
         let now = Instant::now();
         self.held
             .lock()
@@ -195,21 +206,31 @@ impl Leases {
         self.lost.subscribe()
     }
 
-    fn lose(&self, accounts: &[u64]) {
+    /// Gives up these `(account, epoch)` holdings — each only if this node still holds the
+    /// account under that epoch (a release or a new acquisition in the meantime wins).
+    fn lose(&self, lost: &[(u64, i64)]) {
+        let mut accounts = Vec::new();
+        if let Ok(mut held) = self.held.lock() {
+            for (a, e) in lost {
+                if held.get(a).is_some_and(|h| h.epoch == *e) {
+                    held.remove(a);
+                    accounts.push(*a);
+                }
+            }
+        }
         if accounts.is_empty() {
             return;
         }
-        if let Ok(mut held) = self.held.lock() {
-            for a in accounts {
-                held.remove(a);
-            }
-        }
         tracing::warn!(?accounts, node = %self.node, "accounts lost to another node or to the database");
         self.lost.send_modify(|l| {
-            l.extend_from_slice(accounts);
+            l.extend_from_slice(&accounts);
             l.sort_unstable();
             l.dedup();
         });
+    }
+
+    fn lose_epoch(&self, account: u64, epoch: i64) {
+        self.lose(&[(account, epoch)]);
     }
 
     /// Renews every lease once: those whose epoch moved on are lost at once, those that
@@ -218,11 +239,13 @@ impl Leases {
     /// # Errors
     /// [`StoreError::Remote`] when the database could not be asked.
     pub async fn renew(&self) -> Result<(), StoreError> {
-        let held: Vec<(u64, Held)> = self
+        // In account order: write transactions lock the same rows in that order.
+        let mut held: Vec<(u64, Held)> = self
             .held
             .lock()
             .map(|h| h.iter().map(|(a, x)| (*a, *x)).collect())
             .unwrap_or_default();
+        held.sort_unstable_by_key(|(a, _)| column(*a));
         if held.is_empty() {
             return Ok(());
         }
@@ -257,9 +280,9 @@ impl Leases {
                 let mut gone = Vec::new();
                 for (a, h) in held {
                     if renewed.contains(&column(a)) {
-                        self.hold(a, h.epoch, sent);
+                        self.extend(a, h.epoch, sent);
                     } else {
-                        gone.push(a);
+                        gone.push((a, h.epoch));
                     }
                 }
                 self.lose(&gone);
@@ -267,10 +290,10 @@ impl Leases {
             }
             Err(e) => {
                 let now = Instant::now();
-                let expired: Vec<u64> = held
+                let expired: Vec<(u64, i64)> = held
                     .iter()
                     .filter(|(_, h)| h.valid_until <= now)
-                    .map(|(a, _)| *a)
+                    .map(|(a, h)| (*a, h.epoch))
                     .collect();
                 self.lose(&expired);
                 Err(e)
@@ -287,13 +310,13 @@ impl Leases {
                 tracing::warn!(error = %e, "lease renewal failed");
             }
             let now = Instant::now();
-            let expired: Vec<u64> = self
+            let expired: Vec<(u64, i64)> = self
                 .held
                 .lock()
                 .map(|h| {
                     h.iter()
                         .filter(|(_, x)| x.valid_until <= now)
-                        .map(|(a, _)| *a)
+                        .map(|(a, x)| (*a, x.epoch))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -301,42 +324,40 @@ impl Leases {
         }
     }
 
-    /// Inside a write transaction: locks the ownership rows of `accounts` (`FOR SHARE`) and
-    /// returns those this node may not write for (epoch moved on, or its lease ran out here).
-    pub(super) async fn fenced(
+    /// Inside a write transaction: locks the ownership rows of `accounts` (`FOR SHARE`, in
+    /// account order, as renewals lock them) and returns their epochs. Accounts whose epoch
+    /// moved past the one this node holds are lost.
+    pub(super) async fn locked_epochs(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
         accounts: &BTreeSet<u64>,
-    ) -> Result<BTreeSet<u64>, StoreError> {
+    ) -> Result<HashMap<u64, i64>, StoreError> {
         if accounts.is_empty() {
-            return Ok(BTreeSet::new());
+            return Ok(HashMap::new());
         }
         let cols: Vec<i64> = accounts.iter().map(|a| column(*a)).collect();
         let rows = tx
             .query(
                 &format!(
-                    "SELECT account, epoch FROM {} WHERE account = ANY($1) FOR SHARE",
+                    "SELECT account, epoch FROM {} WHERE account = ANY($1) ORDER BY account \
+                     FOR SHARE",
                     self.tables.accounts()
                 ),
                 &[&cols],
             )
             .await
             .map_err(remote)?;
-        let stored: HashMap<i64, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let fenced: BTreeSet<u64> = accounts
+        let stored: HashMap<u64, i64> = rows
             .iter()
-            .copied()
-            .filter(|a| {
-                let mine = self.epoch(*a);
-                mine.is_none() || stored.get(&column(*a)).copied() != mine
-            })
+            .map(|r| (super::account(r.get(0)), r.get(1)))
             .collect();
-        let moved_on: Vec<u64> = fenced
-            .iter()
-            .copied()
-            .filter(|a| stored.contains_key(&column(*a)))
-            .collect();
-        self.lose(&moved_on);
-        Ok(fenced)
+        for (a, e) in &stored {
+            if let Some(mine) = self.epoch(*a) {
+                if mine != *e {
+                    self.lose_epoch(*a, mine);
+                }
+            }
+        }
+        Ok(stored)
     }
 }

@@ -142,6 +142,11 @@ pub(crate) fn column(account: u64) -> i64 {
     (account ^ (1 << 63)) as i64
 }
 
+/// The account of a column value (see [`column`]).
+pub(crate) fn account(column: i64) -> u64 {
+    (column as u64) ^ (1 << 63)
+}
+
 impl Postgres {
     /// Connects, creates the tables when missing, and starts the committer and the lease
     /// renewal.
