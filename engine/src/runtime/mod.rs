@@ -804,6 +804,24 @@ async fn run(
                 if let Some(handles) = pending.remove(&account) {
                     addr.do_send(Resume(handles));
                 }
+                if shared.store.is_shared() {
+                    // Another node may have run this account since this engine opened (its
+                    // scan at open saw the database as it was then): its chats with pending
+                    // work are found now, off the request loop.
+                    let (store, addr) = (shared.store.clone(), addr.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name("secretchat-resume-scan".into())
+                        .spawn(move || match store.pending_work_of(account) {
+                            Ok(handles) if !handles.is_empty() => addr.do_send(Resume(handles)),
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(account, error = %e, "pending-work scan failed")
+                            }
+                        });
+                    if spawned.is_err() {
+                        tracing::warn!(account, "could not start the pending-work scan");
+                    }
+                }
                 accounts.insert(account, addr);
                 let _ = reply.send(feed);
             }

@@ -821,6 +821,40 @@ impl Store {
         Ok(out.into_iter().collect())
     }
 
+    /// Handles of `account`'s chats with unacknowledged outgoing or queued incoming messages
+    /// (one seek per such chat).
+    ///
+    /// # Errors
+    /// The database's, [`StoreError::Corrupt`].
+    pub fn pending_work_of(&self, account: u64) -> Result<Vec<u64>, StoreError> {
+        let prefix = account.to_be_bytes();
+        let end = prefix_end(&prefix);
+        let mut out = std::collections::BTreeSet::new();
+        for family in [Family::Outbox, Family::Waiting] {
+            let mut from = prefix.to_vec();
+            while let Some((k, _)) = self
+                .db
+                .range(family, &from, end.as_deref(), 1)?
+                .into_iter()
+                .next()
+            {
+                let h = k
+                    .get(8..16)
+                    .and_then(u64_of)
+                    .ok_or(StoreError::Corrupt(family.name()))?;
+                out.insert(h);
+                from = chat_key(account, h);
+                from.extend_from_slice(&[0xff; 5]);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Whether other machines reach the database (see [`Backend::is_shared`]).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// The highest qts stored as processed for `account`.
     ///
     /// # Errors

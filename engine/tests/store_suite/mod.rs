@@ -229,6 +229,8 @@ pub fn chat_records_round_trip(db: &dyn TestDb) {
     assert!(s.has_chat(1, 7).unwrap());
     assert!(!s.has_chat(1, 8).unwrap());
     assert_eq!(s.chats_with_pending_work().unwrap(), [(1, 7)]);
+    assert_eq!(s.pending_work_of(1).unwrap(), [7]);
+    assert!(s.pending_work_of(2).unwrap().is_empty());
     let inbox = s.inbox().unwrap();
     assert_eq!(inbox.len(), 2);
     assert_eq!(inbox[1].3, AppEvent::Rekeyed(9));
@@ -247,6 +249,7 @@ pub fn chat_records_round_trip(db: &dyn TestDb) {
     );
     assert!(s.load_chat(1, 7).unwrap().unwrap().outbox.is_empty());
     assert!(s.chats_with_pending_work().unwrap().is_empty());
+    assert!(s.pending_work_of(1).unwrap().is_empty());
     drop(s);
     let s = db.open(db.plain()).unwrap();
     let more = write(
