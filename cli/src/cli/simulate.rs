@@ -224,13 +224,9 @@ pub fn run(args: &SimulateArgs) -> u8 {
             return 2;
         }
     };
-    if opts.store.is_some() && opts.at_rest_key.is_none() {
-        // A shared database holds sealed records only; the RocksDB baseline seals too, so
-        // both runs do the same work.
-        let mut key = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
-        opts.at_rest_key = Some(key);
-    }
+    // A shared database holds sealed records only; the RocksDB baseline seals with the same
+    // key, so both runs do the same work.
+    opts = opts.sealed_for_store();
     let tty = std::io::stderr().is_terminal();
     let bar = ProgressBar::new((opts.pairs() * opts.messages) as u64);
     if tty {

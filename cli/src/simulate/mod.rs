@@ -110,6 +110,18 @@ impl Default for SimulateOptions {
 }
 
 impl SimulateOptions {
+    /// These options, with a random at-rest key of the run's own when they name a shared
+    /// database (`store`) and no key: a shared database holds sealed records only.
+    pub fn sealed_for_store(&self) -> SimulateOptions {
+        let mut o = self.clone();
+        if o.store.is_some() && o.at_rest_key.is_none() {
+            let mut key = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+            o.at_rest_key = Some(key);
+        }
+        o
+    }
+
     /// Chats in all.
     pub fn pairs(&self) -> usize {
         self.accounts * self.chats

@@ -86,6 +86,7 @@ pub async fn run(
     tick: &mut dyn FnMut(&Live),
 ) -> Result<Report, SimulateError> {
     opts.validate()?;
+    let opts = &opts.sealed_for_store();
     let dir = DataDir::new(opts.data_dir.as_deref())?;
     let engine_dir = dir.path.join("engine");
     let files_dir = dir.path.join("files");

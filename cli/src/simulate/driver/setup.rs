@@ -44,8 +44,8 @@ impl DataDir {
 }
 
 /// Opens the run's engine: on RocksDB in `engine_dir`, or on the PostgreSQL database of
-/// `--store` (tables named after `engine_dir`, so a reopen finds them; an at-rest key is
-/// required there: the run's own when none was given).
+/// `--store` (tables named after `engine_dir`, so a reopen finds them; the options carry an
+/// at-rest key then: [`SimulateOptions::sealed_for_store`]).
 pub(super) fn open_engine(
     opts: &SimulateOptions,
     engine_dir: &Path,
@@ -53,9 +53,7 @@ pub(super) fn open_engine(
     let Some(url) = &opts.store else {
         return Ok(secretchat::Engine::open(engine_dir, engine_config(opts))?);
     };
-    let mut sealed = opts.clone();
-    sealed.at_rest_key = sealed.at_rest_key.or_else(|| Some(run_key(engine_dir)));
-    let config = engine_config(&sealed);
+    let config = engine_config(opts);
     let mut db = secretchat::PgOptions::new(url.clone());
     db.prefix = table_prefix(engine_dir);
     db.node = "simulate".into();
@@ -69,20 +67,6 @@ pub(super) fn table_prefix(engine_dir: &Path) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine_dir.hash(&mut h);
     format!("sim{:x}_", h.finish() & 0xffff_ffff_ffff)
-}
-
-/// A run's at-rest key for a shared database when none was given: random, kept in the
-/// engine directory so the restart probe opens the same records.
-fn run_key(engine_dir: &Path) -> [u8; 32] {
-    let path = engine_dir.join("at-rest.key");
-    if let Ok(k) = secretchat::read_key_file(&path) {
-        return k;
-    }
-    let mut k = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut k);
-    let _ = std::fs::create_dir_all(engine_dir);
-    let _ = std::fs::write(&path, k);
-    k
 }
 
 /// Engine settings for an in-process network: LAN-scale protocol timers (the defaults are for a

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use tokio::sync::{Notify, Semaphore, watch};
 
-use super::{Counter, Leases, Tables, account_of, failure, remote};
+use super::{Leases, Tables, account_of, bounds, failure, remote};
 use crate::store::StoreError;
 use crate::store::backend::{Batch, Family, Latencies, Op, Ticket};
 
@@ -49,7 +49,8 @@ pub(crate) struct Committer {
     /// From submission to commit.
     pub(crate) latencies: Latencies,
     wake: Notify,
-    issued: Counter,
+    /// The last ticket issued.
+    issued: std::sync::atomic::AtomicU64,
     /// Every ticket up to this one has its outcome.
     settled: watch::Sender<u64>,
     /// That watermark, and the tickets above it with their outcome.
@@ -81,7 +82,7 @@ impl Committer {
             waiting: Mutex::default(),
             latencies: Latencies::default(),
             wake: Notify::new(),
-            issued: Counter::default(),
+            issued: std::sync::atomic::AtomicU64::new(0),
             settled: watch::channel(0).0,
             done: Mutex::default(),
             progress: watch::channel(0).0,
@@ -95,7 +96,7 @@ impl Committer {
 
     /// The last ticket issued.
     pub(crate) fn issued(&self) -> u64 {
-        self.issued.get()
+        self.issued.load(Ordering::SeqCst)
     }
 
     /// Queues `batch` for the next transaction. A batch for an account this node does not own
@@ -116,7 +117,7 @@ impl Committer {
             return Err(failure("too many writes waiting for the database"));
         }
         // Issued under the lock: the queue is in ticket order.
-        let ticket = self.issued.next();
+        let ticket = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
         waiting.push(Pending {
             ticket,
             batch,
@@ -326,8 +327,7 @@ impl Committer {
         for (family, c) in changes {
             let t = self.tables.of(family);
             for (lo, hi) in c.ranges {
-                let lo_account = account_of(family, &lo).unwrap_or(i64::MIN);
-                let hi_account = account_of(family, &hi).unwrap_or(i64::MAX);
+                let (lo_account, hi_account) = bounds(family, &lo, Some(&hi));
                 let stmt = tx
                     .prepare_cached(&format!(
                         "DELETE FROM {t} WHERE (account, k) >= ($1, $2) AND k < $3 AND account <= $4"

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 
-use super::{Tables, column, remote};
+use super::{Tables, cell, column, remote};
 use crate::store::StoreError;
 
 /// An account this node owns.
@@ -107,11 +107,12 @@ impl Leases {
                 )
                 .await
                 .map_err(remote)?
-                .map(|r| r.get::<_, String>(0))
+                .map(|r| cell::<String>(&r, 0))
+                .transpose()?
                 .unwrap_or_default();
             return Err(StoreError::Owned { account, owner });
         };
-        let epoch: i64 = row.get(0);
+        let epoch: i64 = cell(&row, 0)?;
         self.hold(account, epoch, sent);
         self.lost.send_if_modified(|l| {
             let before = l.len();
@@ -268,11 +269,9 @@ impl Leases {
                 )
                 .await
                 .map_err(remote)?;
-            Ok::<_, StoreError>(
-                rows.iter()
-                    .map(|r| r.get::<_, i64>(0))
-                    .collect::<BTreeSet<i64>>(),
-            )
+            rows.iter()
+                .map(|r| cell::<i64>(r, 0))
+                .collect::<Result<BTreeSet<i64>, StoreError>>()
         }
         .await;
         match result {
@@ -347,10 +346,10 @@ impl Leases {
             )
             .await
             .map_err(remote)?;
-        let stored: HashMap<u64, i64> = rows
+        let stored = rows
             .iter()
-            .map(|r| (super::account(r.get(0)), r.get(1)))
-            .collect();
+            .map(|r| Ok((super::account(cell(r, 0)?), cell(r, 1)?)))
+            .collect::<Result<HashMap<u64, i64>, StoreError>>()?;
         for (a, e) in &stored {
             if let Some(mine) = self.epoch(*a) {
                 if mine != *e {

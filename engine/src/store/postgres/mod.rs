@@ -20,7 +20,6 @@ mod commit;
 pub mod lease;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Pool, Runtime};
@@ -32,7 +31,7 @@ use commit::Committer;
 pub use lease::{Lease, Leases};
 
 /// How to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgOptions {
     /// `postgres://user@host:port/db` (key=value strings work too).
     pub url: String,
@@ -63,6 +62,24 @@ impl PgOptions {
             write_timeout: Duration::from_secs(30),
             prefix: "sc_".into(),
         }
+    }
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        let url = match self.url.split_once('@') {
+            Some((_, host)) => format!("<credentials>@{host}"),
+            None => self.url.clone(),
+        };
+        f.debug_struct("PgOptions")
+            .field("url", &url)
+            .field("node", &self.node)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("connections", &self.connections)
+            .field("write_timeout", &self.write_timeout)
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 
@@ -140,6 +157,24 @@ pub(crate) fn account_of(family: Family, key: &[u8]) -> Result<i64, StoreError> 
 /// An account as its column value: order-preserving (sign bit flipped).
 pub(crate) fn column(account: u64) -> i64 {
     (account ^ (1 << 63)) as i64
+}
+
+/// The account columns bounding the keys from `from` to `to` (`None`: the end) in `family`:
+/// a range read or deletion also bounds `account`, so it is an index range scan.
+pub(crate) fn bounds(family: Family, from: &[u8], to: Option<&[u8]>) -> (i64, i64) {
+    (
+        account_of(family, from).unwrap_or(i64::MIN),
+        to.and_then(|to| account_of(family, to).ok())
+            .unwrap_or(i64::MAX),
+    )
+}
+
+/// Column `i` of a row, typed; a row of another shape is an error, never a panic.
+pub(crate) fn cell<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    i: usize,
+) -> Result<T, StoreError> {
+    row.try_get(i).map_err(remote)
 }
 
 /// The account of a column value (see [`column`]).
@@ -332,7 +367,7 @@ impl Backend for Postgres {
                     .query_opt(&stmt, &[&account, &key])
                     .await
                     .map_err(remote)?;
-                Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+                row.map(|r| cell(&r, 0)).transpose()
             })
         })
     }
@@ -346,7 +381,7 @@ impl Backend for Postgres {
     ) -> Result<Vec<KeyValue>, StoreError> {
         // (account, k) orders as k does for the per-chat families and the inbox; meta ranges
         // are read within one account's keys (a prefix), where it does too.
-        let lo_account = account_of(family, from).unwrap_or(i64::MIN);
+        let (lo_account, hi_account) = bounds(family, from, to);
         let from = from.to_vec();
         let to = to.map(<[u8]>::to_vec);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -359,7 +394,6 @@ impl Backend for Postgres {
                             "SELECT k, v FROM {t} WHERE (account, k) >= ($1, $2) AND k < $3 \
                              AND account <= $5 ORDER BY account, k LIMIT $4"
                         );
-                        let hi_account = account_of(family, to).unwrap_or(i64::MAX);
                         let stmt = client.prepare_cached(&sql).await.map_err(remote)?;
                         client
                             .query(&stmt, &[&lo_account, &from, to, &limit, &hi_account])
@@ -375,7 +409,9 @@ impl Backend for Postgres {
                     }
                 }
                 .map_err(remote)?;
-                Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+                rows.iter()
+                    .map(|r| Ok((cell(r, 0)?, cell(r, 1)?)))
+                    .collect()
             })
         })
     }
@@ -388,7 +424,7 @@ impl Backend for Postgres {
                     tables.of(family)
                 );
                 let row = client.query_opt(&sql, &[]).await.map_err(remote)?;
-                Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+                row.map(|r| cell(&r, 0)).transpose()
             })
         })
     }
@@ -468,7 +504,7 @@ impl Backend for Postgres {
                 )
                 .await
                 .map_err(remote)?;
-            Ok(row.get(0))
+            cell(&row, 0)
         })?;
         u64::try_from(first).map_err(|_| StoreError::Corrupt("counter"))
     }
@@ -505,25 +541,11 @@ impl Backend for Postgres {
                         )
                         .await
                         .map_err(remote)?;
-                    total += row.get::<_, i64>(0);
+                    total += cell::<i64>(&row, 0)?;
                 }
                 Ok(u64::try_from(total).unwrap_or(0))
             })
         })
         .unwrap_or(0)
-    }
-}
-
-/// Tickets issued by this node's committer so far (for tests and metrics).
-#[derive(Debug, Default)]
-pub(crate) struct Counter(AtomicU64);
-
-impl Counter {
-    pub(crate) fn next(&self) -> u64 {
-        self.0.fetch_add(1, Ordering::SeqCst) + 1
-    }
-
-    pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
     }
 }
