@@ -103,3 +103,92 @@ async fn an_account_taken_over_by_another_node_stops_here() {
     drop(b);
     secretchat::drop_postgres_tables(&db).unwrap();
 }
+
+/// Node A holds Alice and Bob; Bob has events A's application has not acknowledged when A
+/// hands him over. Node B takes him: B's application gets those events, each once and in
+/// order, ahead of his new ones, and never an event of Alice's (still A's); A's application
+/// gets none of Bob's from then on. (Before the inbox was filed by account, B read nothing of
+/// Bob's earlier events and both nodes paged every account's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_over_account_brings_its_unacknowledged_events_to_the_new_node() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut db = PgOptions::new(url());
+    db.node = "node-a".into();
+    db.prefix = format!("adopt{}_", std::process::id());
+    let config = || EngineConfig::builder().at_rest_key([4; 32]).build();
+    let (a, mut a_events) = Engine::open_postgres(dir_a.path(), db.clone(), config()).unwrap();
+    let sim = add_pair(&a).await;
+    let (alice_chat, bob_chat, _) = open_chat(&a, &mut a_events).await;
+
+    // Three messages to Bob and one to Alice, read on A and not acknowledged.
+    let texts = ["one", "two", "three"];
+    for t in texts {
+        a.send_message(ALICE, alice_chat, InputMessage::text(t))
+            .await
+            .unwrap();
+    }
+    a.send_message(BOB, bob_chat, InputMessage::text("to alice"))
+        .await
+        .unwrap();
+    let mut unacked = Vec::new();
+    while unacked.len() < 4 {
+        let e = next(&mut a_events).await;
+        if let Update::NewMessage(m) = &e.update {
+            unacked.push((e.account, m.text.clone(), e.seq.unwrap()));
+        }
+    }
+    a.release_account(BOB).await.unwrap();
+
+    // Node B takes Bob over (his transport now delivers to B).
+    let mut db_b = db.clone();
+    db_b.node = "node-b".into();
+    let (b, mut b_events) = Engine::open_postgres(dir_b.path(), db_b, config()).unwrap();
+    // B's application has read everything there was for it (nothing) before Bob comes.
+    assert!(b_events.try_next().is_none());
+    let device = sim.device(2, 0);
+    let feed = b.add_account(BOB, Arc::new(device.clone())).await.unwrap();
+    sim.connect(&device, feed);
+    let mut got = Vec::new();
+    while got.len() < texts.len() {
+        let e = next(&mut b_events).await;
+        assert_eq!(
+            e.account, BOB,
+            "node B got an event of an account it does not hold"
+        );
+        if let Update::NewMessage(m) = &e.update {
+            got.push((e.account, m.text.clone(), e.seq.unwrap()));
+        }
+    }
+    let expected: Vec<_> = unacked.iter().filter(|u| u.0 == BOB).cloned().collect();
+    assert_eq!(
+        got, expected,
+        "Bob's unacknowledged events, once each, in order"
+    );
+
+    // A new message to Bob reaches B's application after them, and not A's.
+    a.send_message(ALICE, alice_chat, InputMessage::text("four"))
+        .await
+        .unwrap();
+    loop {
+        let e = next(&mut b_events).await;
+        assert_eq!(e.account, BOB);
+        if let Some(seq) = e.seq {
+            b.ack(seq).await.unwrap();
+        }
+        if let Update::NewMessage(m) = &e.update {
+            assert_eq!(m.text, "four", "an earlier event came twice");
+            break;
+        }
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            let e = next(&mut a_events).await;
+            let stored_for_bob = e.account == BOB && e.seq.is_some();
+            assert!(!stored_for_bob, "node A still delivers Bob's events");
+        }
+    });
+    let _ = quiet.await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    secretchat::drop_postgres_tables(&db).unwrap();
+}

@@ -390,8 +390,78 @@ fn two_nodes_never_hand_out_the_same_number() {
     n.node = "c".into();
     let pg = Postgres::connect(n).unwrap();
     block(pg.leases().acquire(3)).unwrap();
+    let rows = pg.range(Family::Inbox, b"", None, usize::MAX).unwrap();
+    assert_eq!(rows.len(), 300, "every event is in the inbox");
     let s = Store::with_backend(pg, sealed).unwrap();
-    assert_eq!(s.inbox().unwrap().len(), 300, "every event is in the inbox");
     let h = s.new_handle().unwrap();
     assert!(handles.iter().all(|x| *x < h));
+}
+
+/// One stored event for `account`'s chat 1; its inbox number.
+fn event(s: &Store, account: u64, layer: i32) -> u64 {
+    let (_, seqs) = s
+        .write_chat(&ChatWrite {
+            account,
+            handle: 1,
+            chat_id: 0,
+            state: b"s",
+            persist: &[],
+            events: &[AppEvent::PeerLayer(layer)],
+            qts: None,
+        })
+        .unwrap();
+    seqs[0]
+}
+
+/// The inbox is filed by account: a node reads only the events of the accounts it holds, an
+/// account it takes over brings the events stored for it before (all below the bound
+/// `adopt_inbox` returns, while the node's own new ones are above it), and an event is
+/// acknowledged by its number alone.
+#[test]
+fn a_node_reads_only_its_accounts_events() {
+    let o = options("a");
+    let sealed = StoreOptions {
+        at_rest_key: Some([9; 32]),
+        ..StoreOptions::default()
+    };
+    let a_pg = node(&o);
+    let a = Store::with_backend(a_pg.clone(), sealed.clone()).unwrap();
+    let (one, two) = (event(&a, 1, 101), event(&a, 2, 102));
+    let accounts =
+        |s: &Store| -> Vec<(u64, u64)> { s.inbox().unwrap().iter().map(|e| (e.0, e.1)).collect() };
+    assert_eq!(accounts(&a), [(one, 1), (two, 2)]);
+
+    let mut b_options = o.clone();
+    b_options.node = "b".into();
+    let b_pg = Postgres::connect(b_options).unwrap();
+    let b = Store::with_backend(b_pg.clone(), sealed).unwrap();
+    assert!(
+        b.inbox().unwrap().is_empty(),
+        "B read events of A's accounts"
+    );
+
+    // A hands account 2 over; B takes it.
+    block(a_pg.leases().release(2)).unwrap();
+    block(b_pg.leases().acquire(2)).unwrap();
+    let below = b.adopt_inbox(2).unwrap();
+    assert!(two < below);
+    let earlier = b.inbox_page_of(2, 0, below, 10).unwrap();
+    assert_eq!(earlier.len(), 1);
+    assert_eq!((earlier[0].0, earlier[0].1), (two, 2));
+    assert!(matches!(earlier[0].3, AppEvent::PeerLayer(102)));
+    assert_eq!(accounts(&a), [(one, 1)], "A still reads account 2's events");
+
+    // B's own events for it are numbered above the bound, and read by B only.
+    let three = event(&b, 2, 103);
+    assert!(three >= below);
+    assert!(b.inbox_page_of(2, 0, below, 10).unwrap().len() == 1);
+    assert_eq!(accounts(&b), [(two, 2), (three, 2)]);
+    assert_eq!(accounts(&a), [(one, 1)]);
+
+    // Acknowledged by number, on the node that delivered each.
+    let t = b.ack_inbox(&[two, three]).unwrap();
+    block(b_pg.synced(t)).unwrap();
+    assert!(b.inbox().unwrap().is_empty());
+    a.ack_inbox(&[one]).unwrap();
+    assert!(a.inbox().unwrap().is_empty());
 }

@@ -11,10 +11,15 @@
 //! ([`Events::dropped`]); each of them is either repeated or readable on demand (a chat's
 //! state with `Engine::status`).
 //!
+//! On a shared database a node reads only its own accounts' events, and an account it takes
+//! over brings the events stored for it before ([`EventSink::adopt`]): they are read from the
+//! inbox, page by page, before the account's new ones.
+//!
 //! Memory is bounded by the capacity: the channel holds at most `capacity` events, a page at
-//! most `capacity`, and the de-duplication window `4 × capacity` sequence numbers.
+//! most `capacity`, and the de-duplication window `4 × capacity` sequence numbers; besides,
+//! one entry per account taken over.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -42,6 +47,19 @@ struct Lag {
     /// Events stored before this run have sequence numbers below this; they are never
     /// delivered, so pages do not record them in `paged`.
     run_floor: u64,
+    /// Accounts taken over on a shared database, each with the bound below which its events
+    /// were stored before: those are read by `catching`, never by the pages above.
+    adopted: HashMap<u64, u64>,
+    /// Accounts whose earlier events are still to be read.
+    catching: VecDeque<Catch>,
+}
+
+/// An account's earlier events being read: from `cursor` up to (not including) `below`.
+#[derive(Debug)]
+struct Catch {
+    account: u64,
+    cursor: u64,
+    below: u64,
 }
 
 #[derive(Debug, Default)]
@@ -50,10 +68,14 @@ struct Shared {
     dropped: AtomicU64,
 }
 
+/// What the channel carries: an event, or a nudge to look at the inbox (the receiver may be
+/// waiting on the channel when there is something to read there).
+type Item = Option<EngineEvent>;
+
 /// The engine's side of the queue (cloned into every actor that delivers).
 #[derive(Debug, Clone)]
 pub(crate) struct EventSink {
-    tx: mpsc::Sender<EngineEvent>,
+    tx: mpsc::Sender<Item>,
     shared: Arc<Shared>,
 }
 
@@ -80,7 +102,7 @@ impl EventSink {
             return;
         }
         let seq = event.seq;
-        match self.tx.try_send(event) {
+        match self.tx.try_send(Some(event)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => match seq {
                 Some(s) => {
@@ -95,6 +117,25 @@ impl EventSink {
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
+
+    /// `account` was taken over on a shared database: its events numbered below `below`
+    /// (stored before, see `Store::adopt_inbox`) are read from the inbox and handed out
+    /// before its new ones. Taking an account over again reads them again from the start.
+    pub(crate) fn adopt(&self, account: u64, below: u64) {
+        let Ok(mut lag) = self.shared.lag.lock() else {
+            return;
+        };
+        lag.adopted.insert(account, below);
+        lag.catching.retain(|c| c.account != account);
+        lag.catching.push_back(Catch {
+            account,
+            cursor: 0,
+            below,
+        });
+        drop(lag);
+        // A full channel needs no nudge: the receiver is not waiting.
+        let _ = self.tx.try_send(None);
+    }
 }
 
 /// The stream of application events: unacknowledged ones from before a restart first, then
@@ -102,7 +143,7 @@ impl EventSink {
 /// memory; stored events that do not fit are read back from the inbox, page by page.
 #[derive(Debug)]
 pub struct Events {
-    rx: mpsc::Receiver<EngineEvent>,
+    rx: mpsc::Receiver<Item>,
     shared: Arc<Shared>,
     store: Weak<Store>,
     capacity: usize,
@@ -127,6 +168,8 @@ pub(crate) fn queue(store: &Arc<Store>, capacity: usize) -> (EventSink, Events) 
             late: VecDeque::new(),
             paged: HashSet::new(),
             run_floor: store.inbox_seq_floor(),
+            adopted: HashMap::new(),
+            catching: VecDeque::new(),
         }),
         dropped: AtomicU64::new(0),
     });
@@ -150,12 +193,15 @@ pub(crate) fn queue(store: &Arc<Store>, capacity: usize) -> (EventSink, Events) 
 impl Events {
     /// The next event; `None` once the engine has stopped and everything queued was read.
     pub async fn recv(&mut self) -> Option<EngineEvent> {
-        if let Some(e) = self.ready() {
-            return Some(e);
+        loop {
+            if let Some(e) = self.ready() {
+                return Some(e);
+            }
+            if let Some(e) = self.rx.recv().await? {
+                self.note(&e);
+                return Some(e);
+            }
         }
-        let e = self.rx.recv().await?;
-        self.note(&e);
-        Some(e)
     }
 
     /// Polls for the next event (what [`Events::recv`] awaits): `Ready(None)` once the engine
@@ -164,14 +210,21 @@ impl Events {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<EngineEvent>> {
-        if let Some(e) = self.ready() {
-            return std::task::Poll::Ready(Some(e));
+        loop {
+            if let Some(e) = self.ready() {
+                return std::task::Poll::Ready(Some(e));
+            }
+            match self.rx.poll_recv(cx) {
+                std::task::Poll::Ready(Some(Some(e))) => {
+                    self.note(&e);
+                    return std::task::Poll::Ready(Some(e));
+                }
+                // A nudge: look again.
+                std::task::Poll::Ready(Some(None)) => {}
+                std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
         }
-        let polled = self.rx.poll_recv(cx);
-        if let std::task::Poll::Ready(Some(e)) = &polled {
-            self.note(e);
-        }
-        polled
     }
 
     /// The next event if one is ready now.
@@ -180,12 +233,15 @@ impl Events {
     /// [`mpsc::error::TryRecvError::Empty`] when none is ready,
     /// [`mpsc::error::TryRecvError::Disconnected`] once the engine has stopped.
     pub fn try_recv(&mut self) -> Result<EngineEvent, mpsc::error::TryRecvError> {
-        if let Some(e) = self.ready() {
-            return Ok(e);
+        loop {
+            if let Some(e) = self.ready() {
+                return Ok(e);
+            }
+            if let Some(e) = self.rx.try_recv()? {
+                self.note(&e);
+                return Ok(e);
+            }
         }
-        let e = self.rx.try_recv()?;
-        self.note(&e);
-        Ok(e)
     }
 
     /// Events that were not stored and were dropped because the queue was full.
@@ -193,18 +249,22 @@ impl Events {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
-    /// An event available without waiting: from the current page, the channel, or the next
-    /// inbox page when the queue is behind.
+    /// An event available without waiting: from the current page, an account taken over,
+    /// the channel, or the next inbox page when the queue is behind.
     fn ready(&mut self) -> Option<EngineEvent> {
         loop {
             if let Some(e) = self.page.pop_front() {
                 return Some(e);
             }
+            if self.catch_up() {
+                continue;
+            }
             match self.rx.try_recv() {
-                Ok(e) => {
+                Ok(Some(e)) => {
                     self.note(&e);
                     return Some(e);
                 }
+                Ok(None) => continue,
                 Err(mpsc::error::TryRecvError::Empty | mpsc::error::TryRecvError::Disconnected) => {
                 }
             }
@@ -233,7 +293,8 @@ impl Events {
             }
             for (seq, account, chat, event) in page {
                 lag.cursor = seq + 1;
-                if self.recent_set.contains(&seq) {
+                let earlier = lag.adopted.get(&account).is_some_and(|below| seq < *below);
+                if earlier || self.recent_set.contains(&seq) {
                     continue;
                 }
                 if seq >= lag.run_floor {
@@ -247,6 +308,42 @@ impl Events {
                 });
             }
         }
+    }
+
+    /// Reads the next page of an account taken over into `page`; whether it read any.
+    fn catch_up(&mut self) -> bool {
+        let Some(store) = self.store.upgrade() else {
+            return false;
+        };
+        let Ok(mut lag) = self.shared.lag.lock() else {
+            return false;
+        };
+        while let Some(c) = lag.catching.front_mut() {
+            let page = match store.inbox_page_of(c.account, c.cursor, c.below, self.capacity) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Read again at the next call.
+                    tracing::warn!(error = %e, "reading a taken-over account's inbox failed");
+                    return false;
+                }
+            };
+            let Some(last) = page.last() else {
+                lag.catching.pop_front();
+                continue;
+            };
+            c.cursor = last.0 + 1;
+            self.page.extend(
+                page.into_iter()
+                    .map(|(seq, account, chat, event)| EngineEvent {
+                        seq: Some(seq),
+                        account,
+                        chat,
+                        kind: super::EventKind::App(event),
+                    }),
+            );
+            return true;
+        }
+        false
     }
 
     fn note(&mut self, e: &EngineEvent) {

@@ -530,6 +530,12 @@ impl Engine {
         // On a shared database the account is this node's from now on (or refused: another
         // node's lease on it runs).
         self.store.acquire_account(account)?;
+        if self.store.is_shared() {
+            // The events stored for it before (by another node, or by this one earlier) are
+            // this node's to deliver now, ahead of its new ones.
+            let below = self.store.adopt_inbox(account)?;
+            self.events.adopt(account, below);
+        }
         if let Ok(mut m) = self.apis.lock() {
             m.insert(account, api.clone());
         }

@@ -24,7 +24,8 @@ pub enum Family {
     Outbox,
     /// Incoming messages behind a hole, by account ‖ handle ‖ raw out_seq_no.
     Waiting,
-    /// Application events not yet acknowledged, by sequence number.
+    /// Application events not yet acknowledged, by sequence number (each stored in a batch
+    /// of its account's: a shared database files it under that account).
     Inbox,
 }
 
@@ -153,6 +154,30 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KeyValue>, StoreError>;
+
+    /// Like [`Backend::range`], but only the records of `accounts` (a shared database holds
+    /// every node's; the inbox's account is the one its batch was written for). Only a shared
+    /// backend ([`Backend::is_shared`]) has it: an embedded one holds one node's accounts.
+    ///
+    /// # Errors
+    /// The database's; [`StoreError::Corrupt`] on a backend that is not shared.
+    fn range_of(
+        &self,
+        accounts: &[u64],
+        family: Family,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let _ = (accounts, family, from, to, limit);
+        Err(StoreError::Corrupt("no per-account reads"))
+    }
+
+    /// The accounts this node holds on a shared database; `None` on an embedded one (every
+    /// account in it is this node's).
+    fn held_accounts(&self) -> Option<Vec<u64>> {
+        None
+    }
 
     /// The greatest key of `family`.
     ///

@@ -16,6 +16,8 @@
 //! waiting messages, inbox events) are sealed with [`cipher::RecordCipher`].
 
 mod account;
+mod inbox;
+pub use inbox::InboxEvent;
 pub mod backend;
 pub mod cipher;
 mod erase;
@@ -400,35 +402,6 @@ impl Store {
             WriteMode::Flushed
         };
         self.db.write(batch, mode)
-    }
-
-    /// The inbox sequence number the next stored event gets: every event stored from now on
-    /// has one at least this high.
-    pub fn inbox_seq_floor(&self) -> u64 {
-        self.next_inbox.load(Ordering::SeqCst)
-    }
-
-    /// The next inbox sequence number, reserving a new block durably when needed.
-    fn next_inbox_seq(&self) -> Result<u64, StoreError> {
-        const BLOCK: u64 = 4096;
-        if let Some(shared) = &self.shared {
-            let mut b = shared.lock().map_err(|_| StoreError::Corrupt("counter"))?;
-            let floor = self.next_inbox.load(Ordering::SeqCst);
-            let seq = self.take(&mut b.inbox, "inbox", 1, BLOCK, floor)?;
-            self.next_inbox.fetch_max(seq + 1, Ordering::SeqCst);
-            return Ok(seq);
-        }
-        let seq = self.next_inbox.fetch_add(1, Ordering::SeqCst);
-        let mut reserved = self
-            .inbox_reserved
-            .lock()
-            .map_err(|_| StoreError::Corrupt("inbox"))?;
-        if seq >= *reserved {
-            let upto = seq + BLOCK;
-            self.put_meta(b"next_inbox", &upto.to_be_bytes())?;
-            *reserved = upto;
-        }
-        Ok(seq)
     }
 
     /// Writes a metadata value durably.
@@ -877,56 +850,12 @@ impl Store {
         self.write_now(b, self.durability == Durability::Sync)
     }
 
-    /// Application events not yet acknowledged, in order: `(seq, account, handle, event)`.
-    ///
-    /// # Errors
-    /// RocksDB errors, [`StoreError::Corrupt`].
-    pub fn inbox(&self) -> Result<Vec<(u64, u64, u64, AppEvent)>, StoreError> {
-        self.inbox_page(0, usize::MAX)
-    }
-
-    /// At most `limit` unacknowledged application events from sequence number `from` on, in
-    /// order: `(seq, account, handle, event)`.
-    ///
-    /// # Errors
-    /// RocksDB errors, [`StoreError::Corrupt`].
-    pub fn inbox_page(
-        &self,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, u64, u64, AppEvent)>, StoreError> {
-        let mut out = Vec::new();
-        for (k, v) in self
-            .db
-            .range(Family::Inbox, &from.to_be_bytes(), None, limit)?
-        {
-            let seq = u64_of(&k).ok_or(StoreError::Corrupt("inbox"))?;
-            let v = self.open_sealed(Family::Inbox, &k, &v)?;
-            let (account, handle, e) =
-                AppEvent::from_record(&v).map_err(|_| StoreError::Corrupt("inbox"))?;
-            out.push((seq, account, handle, e));
-        }
-        Ok(out)
-    }
-
     /// Writes the memtables out (a clean close: the next open has no log to replay).
     ///
     /// # Errors
     /// RocksDB errors.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()
-    }
-
-    /// The application consumed these inbox events (one batch).
-    ///
-    /// # Errors
-    /// RocksDB errors.
-    pub fn ack_inbox(&self, seqs: &[u64]) -> Result<Ticket, StoreError> {
-        let mut b = Batch::default();
-        for seq in seqs {
-            b.delete(Family::Inbox, seq.to_be_bytes());
-        }
-        self.write_now(b, self.durability == Durability::Sync)
     }
 
     /// The stored safe-prime verdict for `p`.

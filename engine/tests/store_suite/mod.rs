@@ -189,9 +189,9 @@ pub fn key_value_semantics(db: &dyn TestDb) {
     b.write(batch, WriteMode::Sync).unwrap();
     let left = b.range(Family::Waiting, b"", None, usize::MAX).unwrap();
     assert_eq!(left, [(k(1, b"k2"), b"y".to_vec())]);
-    // Values of a protocol message's size.
+    // Values of a protocol message's size (an inbox event is written for its account).
     let big = vec![7u8; 1 << 20];
-    let mut batch = Batch::default();
+    let mut batch = Batch::for_account(1);
     batch.put(Family::Inbox, 5u64.to_be_bytes(), big.clone());
     b.write(batch, WriteMode::Sync).unwrap();
     assert_eq!(

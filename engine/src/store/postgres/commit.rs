@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use tokio::sync::{Notify, Semaphore, watch};
 
-use super::{Leases, Tables, account_of, bounds, failure, remote};
+use super::{Leases, Tables, account_of, bounds, column_for, failure, remote};
 use crate::store::StoreError;
 use crate::store::backend::{Batch, Family, Latencies, Op, Ticket};
 
@@ -305,7 +305,14 @@ impl Committer {
                     Op::Put(f, k, v) => {
                         let c = changes.entry(*f).or_default();
                         c.last
-                            .insert((account_of(*f, k)?, k.clone()), Some(v.clone()));
+                            .insert((column_for(batch, *f, k)?, k.clone()), Some(v.clone()));
+                    }
+                    Op::Delete(Family::Inbox, k) => {
+                        // By sequence number alone (an acknowledgement does not name the
+                        // account); after what the group put there before.
+                        let c = changes.entry(Family::Inbox).or_default();
+                        c.last.retain(|(_, kk), _| kk != k);
+                        c.by_key.push(k.clone());
                     }
                     Op::Delete(f, k) => {
                         let c = changes.entry(*f).or_default();
@@ -330,11 +337,19 @@ impl Committer {
                 let (lo_account, hi_account) = bounds(family, &lo, Some(&hi));
                 let stmt = tx
                     .prepare_cached(&format!(
-                        "DELETE FROM {t} WHERE (account, k) >= ($1, $2) AND k < $3 AND account <= $4"
+                        "DELETE FROM {t} WHERE (account, k) >= ($1, $2) AND k >= $2 AND k < $3 \
+                         AND account <= $4"
                     ))
                     .await
                     .map_err(remote)?;
                 writes.push(Write::Range(stmt, lo_account, lo, hi, hi_account));
+            }
+            if !c.by_key.is_empty() {
+                let stmt = tx
+                    .prepare_cached(&format!("DELETE FROM {t} WHERE k = ANY($1::bytea[])"))
+                    .await
+                    .map_err(remote)?;
+                writes.push(Write::ByKey(stmt, c.by_key));
             }
             let (mut da, mut dk) = (Vec::new(), Vec::new());
             let (mut pa, mut pk, mut pv) = (Vec::new(), Vec::new(), Vec::new());
@@ -378,6 +393,7 @@ impl Committer {
             let (stmt, params): (_, Vec<Param<'_>>) = match w {
                 Write::Range(stmt, la, lo, hi, ha) => (stmt, vec![la, lo, hi, ha]),
                 Write::Delete(stmt, a, k) => (stmt, vec![a, k]),
+                Write::ByKey(stmt, k) => (stmt, vec![k]),
                 Write::Upsert(stmt, a, k, v) => (stmt, vec![a, k, v]),
             };
             tx.execute_raw(stmt, params)
@@ -408,6 +424,7 @@ fn accounts_of(batch: &Batch) -> Result<BTreeSet<u64>, StoreError> {
 enum Write {
     Range(tokio_postgres::Statement, i64, Vec<u8>, Vec<u8>, i64),
     Delete(tokio_postgres::Statement, Vec<i64>, Vec<Vec<u8>>),
+    ByKey(tokio_postgres::Statement, Vec<Vec<u8>>),
     Upsert(
         tokio_postgres::Statement,
         Vec<i64>,
@@ -416,9 +433,11 @@ enum Write {
     ),
 }
 
-/// One family's changes in a group: range deletions, then each key's last value.
+/// One family's changes in a group: range deletions, deletions by key alone (the inbox's),
+/// then each key's last value.
 #[derive(Default)]
 struct Changes {
     ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    by_key: Vec<Vec<u8>>,
     last: BTreeMap<(i64, Vec<u8>), Option<Vec<u8>>>,
 }

@@ -3,8 +3,10 @@
 //! One table per [`Family`], `(account, k, v)` with primary key `(account, k)`: `k` is the
 //! store's whole key, `account` the account it belongs to (the key's first eight bytes for the
 //! per-chat families, the account named in a per-account meta key, 0 for the engine-wide meta
-//! values and the inbox), so an account's rows sit together on a distributed database's shard.
-//! Accounts are stored with the sign bit flipped, so `(account, k)` orders as `k` does.
+//! values; an inbox event's is its batch's account, as its key is a sequence number), so an
+//! account's rows sit together on a distributed database's shard. Accounts are stored with the
+//! sign bit flipped, so `(account, k)` orders as `k` does. The inbox is read in sequence order
+//! (an index on `k`), each node only its own accounts' events ([`Backend::range_of`]).
 //!
 //! Writes go to a committer task (`commit.rs`): every batch waiting when a transaction starts
 //! goes into it (group commit), after one `SELECT … FOR SHARE` of the epochs of the accounts
@@ -149,9 +151,21 @@ pub(crate) fn account_of(family: Family, key: &[u8]) -> Result<i64, StoreError> 
             .iter()
             .find_map(|p| key.strip_prefix(p.as_bytes()).and_then(leading))
             .unwrap_or(0),
+        // Not in the key: the batch's (see `column_for`).
         Family::Inbox => 0,
     };
     Ok(column(account))
+}
+
+/// The account column of a row `batch` puts: an inbox event's is the batch's account.
+pub(crate) fn column_for(batch: &Batch, family: Family, key: &[u8]) -> Result<i64, StoreError> {
+    match family {
+        Family::Inbox => batch
+            .account
+            .map(column)
+            .ok_or(StoreError::Corrupt("an inbox event without its account")),
+        _ => account_of(family, key),
+    }
 }
 
 /// An account as its column value: order-preserving (sign bit flipped).
@@ -162,11 +176,22 @@ pub(crate) fn column(account: u64) -> i64 {
 /// The account columns bounding the keys from `from` to `to` (`None`: the end) in `family`:
 /// a range read or deletion also bounds `account`, so it is an index range scan.
 pub(crate) fn bounds(family: Family, from: &[u8], to: Option<&[u8]>) -> (i64, i64) {
+    if family == Family::Inbox {
+        return (i64::MIN, i64::MAX);
+    }
     (
         account_of(family, from).unwrap_or(i64::MIN),
         to.and_then(|to| account_of(family, to).ok())
             .unwrap_or(i64::MAX),
     )
+}
+
+/// The order of a range read: the inbox by sequence number, the others as keyed.
+fn order(family: Family) -> &'static str {
+    match family {
+        Family::Inbox => "k",
+        _ => "account, k",
+    }
 }
 
 /// Column `i` of a row, typed; a row of another shape is an error, never a panic.
@@ -336,6 +361,13 @@ async fn create_tables(pool: &Pool, tables: &Tables) -> Result<(), StoreError> {
         .await
         .map_err(remote)?;
     }
+    // The inbox is read and acknowledged by sequence number.
+    let inbox = tables.of(Family::Inbox);
+    tx.batch_execute(&format!(
+        "CREATE INDEX IF NOT EXISTS {inbox}_k ON {inbox} (k)"
+    ))
+    .await
+    .map_err(remote)?;
     tx.batch_execute(&format!(
         "CREATE TABLE IF NOT EXISTS {} (account BIGINT PRIMARY KEY, epoch BIGINT NOT NULL, \
          owner TEXT NOT NULL, lease_until TIMESTAMPTZ NOT NULL)",
@@ -358,10 +390,17 @@ impl Backend for Postgres {
         let key = key.to_vec();
         self.read(move |client, tables| {
             Box::pin(async move {
-                let sql = format!(
-                    "SELECT v FROM {} WHERE account = $1 AND k = $2",
-                    tables.of(family)
-                );
+                // An inbox event is found by its number alone (see `column_for`).
+                let sql = match family {
+                    Family::Inbox => format!(
+                        "SELECT v FROM {} WHERE k = $2 AND $1::int8 IS NOT NULL",
+                        tables.of(family)
+                    ),
+                    _ => format!(
+                        "SELECT v FROM {} WHERE account = $1 AND k = $2",
+                        tables.of(family)
+                    ),
+                };
                 let stmt = client.prepare_cached(&sql).await.map_err(remote)?;
                 let row = client
                     .query_opt(&stmt, &[&account, &key])
@@ -379,9 +418,10 @@ impl Backend for Postgres {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KeyValue>, StoreError> {
-        // (account, k) orders as k does for the per-chat families and the inbox; meta ranges
-        // are read within one account's keys (a prefix), where it does too.
+        // (account, k) orders as k does for the per-chat families; meta ranges are read
+        // within one account's keys (a prefix), where it does too. The inbox orders by k.
         let (lo_account, hi_account) = bounds(family, from, to);
+        let order = order(family);
         let from = from.to_vec();
         let to = to.map(<[u8]>::to_vec);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -391,8 +431,8 @@ impl Backend for Postgres {
                 let rows = match &to {
                     Some(to) => {
                         let sql = format!(
-                            "SELECT k, v FROM {t} WHERE (account, k) >= ($1, $2) AND k < $3 \
-                             AND account <= $5 ORDER BY account, k LIMIT $4"
+                            "SELECT k, v FROM {t} WHERE (account, k) >= ($1, $2) AND k >= $2 \
+                             AND k < $3 AND account <= $5 ORDER BY {order} LIMIT $4"
                         );
                         let stmt = client.prepare_cached(&sql).await.map_err(remote)?;
                         client
@@ -401,8 +441,8 @@ impl Backend for Postgres {
                     }
                     None => {
                         let sql = format!(
-                            "SELECT k, v FROM {t} WHERE (account, k) >= ($1, $2) \
-                             ORDER BY account, k LIMIT $3"
+                            "SELECT k, v FROM {t} WHERE (account, k) >= ($1, $2) AND k >= $2 \
+                             ORDER BY {order} LIMIT $3"
                         );
                         let stmt = client.prepare_cached(&sql).await.map_err(remote)?;
                         client.query(&stmt, &[&lo_account, &from, &limit]).await
@@ -416,11 +456,51 @@ impl Backend for Postgres {
         })
     }
 
+    fn range_of(
+        &self,
+        accounts: &[u64],
+        family: Family,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let accounts: Vec<i64> = accounts.iter().map(|a| column(*a)).collect();
+        let from = from.to_vec();
+        let to = to.map(<[u8]>::to_vec);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let order = order(family);
+        self.read(move |client, tables| {
+            Box::pin(async move {
+                let t = tables.of(family);
+                let sql = format!(
+                    "SELECT k, v FROM {t} WHERE account = ANY($1) AND k >= $2 \
+                     AND ($3::bytea IS NULL OR k < $3) ORDER BY {order} LIMIT $4"
+                );
+                let stmt = client.prepare_cached(&sql).await.map_err(remote)?;
+                let rows = client
+                    .query(&stmt, &[&accounts, &from, &to, &limit])
+                    .await
+                    .map_err(remote)?;
+                rows.iter()
+                    .map(|r| Ok((cell(r, 0)?, cell(r, 1)?)))
+                    .collect()
+            })
+        })
+    }
+
+    fn held_accounts(&self) -> Option<Vec<u64>> {
+        Some(self.leases.owned().iter().map(|l| l.account).collect())
+    }
+
     fn last_key(&self, family: Family) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(move |client, tables| {
             Box::pin(async move {
+                let order = match family {
+                    Family::Inbox => "k DESC",
+                    _ => "account DESC, k DESC",
+                };
                 let sql = format!(
-                    "SELECT k FROM {} ORDER BY account DESC, k DESC LIMIT 1",
+                    "SELECT k FROM {} ORDER BY {order} LIMIT 1",
                     tables.of(family)
                 );
                 let row = client.query_opt(&sql, &[]).await.map_err(remote)?;
@@ -432,10 +512,12 @@ impl Backend for Postgres {
     fn write(&self, batch: Batch, mode: WriteMode) -> Result<Ticket, StoreError> {
         // Checked here so that a bad key fails its own write, not its group's transaction.
         for op in &batch.ops {
-            let (super::backend::Op::Put(f, k, _)
-            | super::backend::Op::Delete(f, k)
-            | super::backend::Op::DeleteRange(f, k, _)) = op;
-            account_of(*f, k)?;
+            match op {
+                super::backend::Op::Put(f, k, _) => column_for(&batch, *f, k)?,
+                super::backend::Op::Delete(f, k) | super::backend::Op::DeleteRange(f, k, _) => {
+                    account_of(*f, k)?
+                }
+            };
         }
         let ticket = self.committer.submit(batch)?;
         if mode != WriteMode::Group {
