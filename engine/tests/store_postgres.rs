@@ -416,7 +416,7 @@ fn event(s: &Store, account: u64, layer: i32) -> u64 {
 /// The inbox is filed by account: a node reads only the events of the accounts it holds, an
 /// account it takes over brings the events stored for it before (all below the bound
 /// `adopt_inbox` returns, while the node's own new ones are above it), and an event is
-/// acknowledged by its number alone.
+/// acknowledged by its number alone — by the node that holds its account only.
 #[test]
 fn a_node_reads_only_its_accounts_events() {
     let o = options("a");
@@ -450,6 +450,10 @@ fn a_node_reads_only_its_accounts_events() {
     assert_eq!((earlier[0].0, earlier[0].1), (two, 2));
     assert!(matches!(earlier[0].3, AppEvent::PeerLayer(102)));
     assert_eq!(accounts(&a), [(one, 1)], "A still reads account 2's events");
+    // A's acknowledgement of an event of the account it gave up is refused (B delivers it).
+    let late = a.ack_inbox(&[two]).unwrap_err();
+    assert!(matches!(late, StoreError::Fenced { account: 2 }), "{late}");
+    assert_eq!(b.inbox_page_of(2, 0, below, 10).unwrap().len(), 1);
 
     // B's own events for it are numbered above the bound, and read by B only.
     let three = event(&b, 2, 103);

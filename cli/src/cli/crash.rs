@@ -44,9 +44,21 @@ pub struct CrashArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Seal the engine's database at rest with the key in this file (32 bytes, or 64 hex
-    /// digits).
+    /// digits). A shared database needs one: a run key is made when it is not given.
     #[arg(long)]
     pub at_rest_key_file: Option<PathBuf>,
+    /// Run the engines as nodes of this PostgreSQL database (`postgres://…`) instead of on
+    /// RocksDB; its tables are made for the run and dropped after it.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Engine processes sharing the accounts (with `--store`): each kill is a SIGKILL or a
+    /// SIGSTOP past the lease, the other node takes the accounts over, the stopped one comes
+    /// back and is handed one again.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// The accounts' lease on the shared database, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub lease_ms: u64,
 }
 
 /// The flags of the hidden `secretchat crash-engine` (started by `crash-test`).
@@ -67,6 +79,18 @@ pub struct EngineArgs {
     /// The at-rest key file.
     #[arg(long)]
     pub at_rest_key_file: Option<PathBuf>,
+    /// A shared PostgreSQL database (`postgres://…`): this process is one node of it.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// This node's name on the shared database.
+    #[arg(long, default_value = "node0")]
+    pub node: String,
+    /// The shared database's table prefix.
+    #[arg(long, default_value = "crash_")]
+    pub pg_prefix: String,
+    /// The lease of an account on the shared database, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub lease_ms: u64,
 }
 
 /// Runs `crash-test`; returns the exit status.
@@ -80,6 +104,9 @@ pub fn run(args: &CrashArgs) -> u8 {
         life_ms: (args.min_life_ms, args.max_life_ms),
         data_dir: args.data_dir.clone(),
         at_rest_key_file: args.at_rest_key_file.clone(),
+        store: args.store.clone(),
+        nodes: args.nodes,
+        lease_ms: args.lease_ms,
         ..CrashOptions::default()
     };
     // A bad key file is reported before any engine process starts.
@@ -141,7 +168,17 @@ pub fn engine(args: &EngineArgs) -> u8 {
             return 2;
         }
     };
-    match rt.block_on(crash::child::run(&args.data_dir, work, key)) {
+    let store = match &args.store {
+        None => crash::child::ChildStore::Embedded,
+        Some(url) => {
+            let mut db = secretchat::PgOptions::new(url.clone());
+            db.node = args.node.clone();
+            db.prefix = args.pg_prefix.clone();
+            db.lease_ttl = std::time::Duration::from_millis(args.lease_ms);
+            crash::child::ChildStore::Shared(db)
+        }
+    };
+    match rt.block_on(crash::child::run(&args.data_dir, store, work, key)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("crash-engine: {e}");

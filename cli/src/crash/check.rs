@@ -162,6 +162,41 @@ impl Checker {
         true
     }
 
+    /// A delivery a node's application took before its account left the node (taken over
+    /// while the node was paused, or handed over) and reported after: it counts (the taking node may never deliver it, if
+    /// the paused one acknowledged it first), but where it stands against the deliveries and
+    /// acknowledgements reported meanwhile is unknown, so neither is checked. Delivered under
+    /// two inbox entries is still a duplicate.
+    pub fn delivered_late(&mut self, stream: usize, idx: u32, seq: u64, intact: bool) {
+        if self.by_seq.contains_key(&seq) {
+            return;
+        }
+        let Some(s) = self.streams.get_mut(stream) else {
+            self.corrupted += 1;
+            self.flag(format!("delivery on unknown stream {stream}"));
+            return;
+        };
+        if let Some(first) = s.delivered.get(&idx).copied() {
+            self.duplicated += 1;
+            self.flag(format!(
+                "stream {stream} message {idx}: delivered under inbox entries {first} and {seq}"
+            ));
+            return;
+        }
+        if s.confirmed.contains(&idx) {
+            s.backlog = s.backlog.saturating_sub(1);
+        }
+        s.delivered.insert(idx, seq);
+        let bad = idx >= s.commanded || !intact;
+        self.by_seq.insert(seq, (stream, idx));
+        if bad {
+            self.corrupted += 1;
+            self.flag(format!(
+                "stream {stream} message {idx}: late delivery differs"
+            ));
+        }
+    }
+
     /// The application's acknowledgement of inbox entry `seq` was confirmed.
     pub fn acked(&mut self, seq: u64) {
         self.acked.insert(seq);

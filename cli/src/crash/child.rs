@@ -1,5 +1,6 @@
 //! The engine process of the crash test (`secretchat crash-engine`, started by the driver):
-//! the real engine on a data directory, two accounts whose server calls and updates travel over
+//! the real engine on a data directory (or a node on a shared PostgreSQL database, taking and
+//! giving up accounts as the driver says), accounts whose server calls and updates travel over
 //! stdin/stdout, and the application side, which checks every message against the workload,
 //! tells the driver, and only then acknowledges it. It runs until it is killed.
 
@@ -14,7 +15,7 @@ use secretchat::tl::Deserialize;
 use secretchat::tl::api::enums as api;
 use secretchat::{
     AccountId, BoxFuture, ChatConfig, ChatId, Engine, EngineConfig, Error, Event, Message,
-    RpcError, ServerApi, Update,
+    PgOptions, RpcError, ServerApi, StoreError, Update,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -85,17 +86,34 @@ pub fn engine_config(at_rest_key: Option<[u8; 32]>) -> EngineConfig {
     b.build()
 }
 
+/// Where the engine process keeps its chats.
+#[derive(Debug, Clone)]
+pub enum ChildStore {
+    /// RocksDB in the data directory; the two accounts are added at start.
+    Embedded,
+    /// A node on a shared PostgreSQL database; accounts come with [`Down::Take`].
+    Shared(PgOptions),
+}
+
 /// Runs the engine process until stdin closes (or the process is killed).
 ///
 /// # Errors
 /// The engine failed to open.
 pub async fn run(
     data_dir: &Path,
+    store: ChildStore,
     work: Workload,
     at_rest_key: Option<[u8; 32]>,
 ) -> Result<(), String> {
-    let (engine, mut events) = Engine::open(data_dir.join("engine"), engine_config(at_rest_key))
-        .map_err(|e| e.to_string())?;
+    let config = engine_config(at_rest_key);
+    let (engine, mut events) = match &store {
+        ChildStore::Embedded => Engine::open(data_dir.join("engine"), config),
+        ChildStore::Shared(db) => {
+            Engine::open_postgres(data_dir.join("engine"), db.clone(), config)
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    // Shared by the nodes of a run: an upload a killed node left is resumed by the next.
     let files = data_dir.join("files");
     std::fs::create_dir_all(&files).map_err(|e| e.to_string())?;
     let pipe = Pipe(Arc::new(Mutex::new(std::io::stdout())));
@@ -133,23 +151,22 @@ pub async fn run(
         // The driver is gone: stop.
         std::process::exit(0);
     });
-    let next = Arc::new(AtomicU64::new(1));
+    let accounts = Accounts {
+        engine: engine.clone(),
+        pipe: pipe.clone(),
+        pending: pending.clone(),
+        next: Arc::new(AtomicU64::new(1)),
+    };
+    let (took_tx, mut took) = mpsc::unbounded_channel::<(u64, Option<secretchat::UpdateFeed>)>();
     let mut feeds = HashMap::new();
-    for account in [1u64, 2] {
-        let api = Remote {
-            account,
-            pipe: pipe.clone(),
-            pending: pending.clone(),
-            next: next.clone(),
-        };
-        let feed = engine
-            .add_account(AccountId(account), Arc::new(api))
-            .await
-            .map_err(|e| e.to_string())?;
-        feeds.insert(account, feed);
+    if matches!(store, ChildStore::Embedded) {
+        for account in [1u64, 2] {
+            let feed = accounts.add(account).await.map_err(|e| e.to_string())?;
+            feeds.insert(account, feed);
+        }
     }
     pipe.up(&Up::Hello);
-    for account in [1u64, 2] {
+    for account in feeds.keys().copied() {
         let e = engine.clone();
         tokio::spawn(async move {
             let _ = e.resume_uploads(AccountId(account)).await;
@@ -174,7 +191,36 @@ pub async fn run(
                     feed.push(u);
                 }
             }
+            Some((a, feed)) = took.recv() => match feed {
+                Some(feed) => {
+                    feeds.insert(a, feed);
+                    pipe.up(&Up::Took(a));
+                    let e = engine.clone();
+                    tokio::spawn(async move {
+                        let _ = e.resume_uploads(AccountId(a)).await;
+                    });
+                }
+                None => {
+                    feeds.remove(&a);
+                    pipe.up(&Up::Released(a));
+                }
+            },
             Some(d) = commands.recv() => match d {
+                Down::Take(a) => {
+                    let (accounts, tx) = (accounts.clone(), took_tx.clone());
+                    tokio::spawn(async move { accounts.take(a, tx).await });
+                }
+                Down::Release(a) => {
+                    let (e, tx) = (engine.clone(), took_tx.clone());
+                    tokio::spawn(async move {
+                        match e.release_account(AccountId(a)).await {
+                            Ok(()) => {
+                                let _ = tx.send((a, None));
+                            }
+                            Err(err) => eprintln!("crash-engine: releasing {a}: {err}"),
+                        }
+                    });
+                }
                 Down::Setup(n) => {
                     for _ in 0..n {
                         let e = engine.clone();
@@ -205,6 +251,52 @@ pub async fn run(
                 Down::Reply(..) | Down::Update(..) => {}
             },
             else => return Ok(()),
+        }
+    }
+}
+
+/// Adds accounts to the engine, each with its server reached through the driver.
+#[derive(Clone)]
+struct Accounts {
+    engine: Engine,
+    pipe: Pipe,
+    pending: Pending,
+    next: Arc<AtomicU64>,
+}
+
+impl Accounts {
+    async fn add(&self, account: u64) -> Result<secretchat::UpdateFeed, Error> {
+        let api = Remote {
+            account,
+            pipe: self.pipe.clone(),
+            pending: self.pending.clone(),
+            next: self.next.clone(),
+        };
+        self.engine
+            .add_account(AccountId(account), Arc::new(api))
+            .await
+    }
+
+    /// Adds `account`, waiting while another node's lease on it runs; tells the main loop.
+    async fn take(
+        &self,
+        account: u64,
+        done: mpsc::UnboundedSender<(u64, Option<secretchat::UpdateFeed>)>,
+    ) {
+        loop {
+            match self.add(account).await {
+                Ok(feed) => {
+                    let _ = done.send((account, Some(feed)));
+                    return;
+                }
+                Err(Error::Store(StoreError::Owned { .. })) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => {
+                    eprintln!("crash-engine: taking {account}: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
         }
     }
 }
@@ -280,9 +372,14 @@ impl App {
                 let intact = match parse_prefix(&text) {
                     Some((p, d, idx)) => match self.work.item(p, d, idx) {
                         Item::Text(t) => t == text && message.file.is_none(),
-                        Item::File(caption) => {
-                            caption == text
-                                && self.file_ok(account, chat, (p, d, idx), &message).await
+                        Item::File(caption) if caption != text => false,
+                        Item::File(_) => {
+                            match self.file_ok(account, chat, (p, d, idx), &message).await {
+                                Some(ok) => ok,
+                                // The account left this node meanwhile: not delivered here
+                                // (nor acknowledged), the node that runs it delivers it.
+                                None => return,
+                            }
                         }
                     },
                     None => false,
@@ -303,16 +400,17 @@ impl App {
         }
     }
 
-    /// Downloads the attached file and compares it with the workload's bytes.
+    /// Downloads the attached file and compares it with the workload's bytes; `None` when
+    /// the account left this node during the download (taken over, or handed over).
     async fn file_ok(
         &self,
         account: AccountId,
         chat: ChatId,
         (p, d, idx): (usize, usize, u32),
         message: &Message,
-    ) -> bool {
+    ) -> Option<bool> {
         let Some(fref) = &message.file else {
-            return false;
+            return Some(false);
         };
         let dest = self.files.join(format!("in-{p}-{d}-{idx}"));
         // A transport error leaves the download resumable: try again (faults are on).
@@ -322,14 +420,15 @@ impl App {
                     let same =
                         std::fs::read(&dest).is_ok_and(|b| b == self.work.file_bytes(p, d, idx));
                     let _ = std::fs::remove_file(&dest);
-                    return same;
+                    return Some(same);
                 }
                 Err(Error::Rpc(_) | Error::Decode(_)) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(_) => return false,
+                Err(Error::NoSuchAccount(_) | Error::Stopped | Error::Store(_)) => return None,
+                Err(_) => return Some(false),
             }
         }
-        false
+        Some(false)
     }
 }

@@ -1,7 +1,8 @@
 //! The crash-test driver: owns the simulated server (it outlives every engine process), starts
-//! the engine process, carries its server calls and updates, drives traffic and re-keys,
-//! `kill -9`s it at seeded random moments, restarts it on the same data directory, and at the
-//! end checks that every chat still works.
+//! the engine processes (one, or the nodes of a shared database), carries their server calls
+//! and updates, drives traffic and re-keys, `kill -9`s (or, with two nodes, SIGSTOPs) them at
+//! seeded random moments, has the other node take a stopped node's accounts over, restarts the
+//! killed one, and at the end checks that every chat still works.
 
 use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
@@ -18,6 +19,7 @@ use tokio::process::{Child, ChildStdout};
 use tokio::sync::mpsc;
 
 mod finish;
+mod nodes;
 
 use super::check::Checker;
 use super::wire::{Down, MAX_FRAME, Up};
@@ -31,10 +33,13 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(120);
 struct Life {
     child: Child,
     down: mpsc::UnboundedSender<Vec<u8>>,
-    up: mpsc::UnboundedReceiver<Up>,
+    /// Which start this is: frames are tagged with it, so a reply never reaches a later
+    /// process of the same node.
+    generation: u64,
+    reader: tokio::task::JoinHandle<()>,
 }
 
-async fn read_up(mut out: ChildStdout, tx: mpsc::UnboundedSender<Up>) {
+async fn read_up(mut out: ChildStdout, generation: u64, tx: mpsc::UnboundedSender<(u64, Up)>) {
     loop {
         let mut len = [0u8; 4];
         if out.read_exact(&mut len).await.is_err() {
@@ -50,7 +55,7 @@ async fn read_up(mut out: ChildStdout, tx: mpsc::UnboundedSender<Up>) {
         }
         match Up::decode(&body) {
             Some(u) => {
-                if tx.send(u).is_err() {
+                if tx.send((generation, u)).is_err() {
                     return;
                 }
             }
@@ -76,8 +81,24 @@ struct Driver<'a> {
     rekeying: HashSet<usize>,
     statuses: HashMap<(u64, u64), (i64, u32, bool)>,
     report: CrashReport,
-    /// The data directory (for restarts after an unexpected exit).
-    dir: Option<std::path::PathBuf>,
+    /// The run's data directory (each node's engine in a directory of its own in it).
+    dir: std::path::PathBuf,
+    /// The engine process of each node, while it runs.
+    lives: Vec<Option<Life>>,
+    /// Frames of every engine process, tagged with its generation.
+    up_tx: mpsc::UnboundedSender<(u64, Up)>,
+    up_rx: mpsc::UnboundedReceiver<(u64, Up)>,
+    /// The node of each live generation.
+    generations: HashMap<u64, usize>,
+    next_generation: u64,
+    /// The node running each account (index 0: account 1), as last confirmed.
+    holder: [Option<usize>; 2],
+    /// Per node: accounts that left it (taken while it was paused, or handed over). Its
+    /// application may still report deliveries it took before (see
+    /// `Checker::delivered_late`), and its sends for them may be refused (never accepted).
+    leaving: Vec<HashSet<u64>>,
+    /// The shared database's table prefix and the run's at-rest key file, with `store`.
+    shared: Option<nodes::Shared>,
 }
 
 /// Runs the crash test.
@@ -101,6 +122,11 @@ pub async fn run(
     let sim = SimServer::new(opts.faults, opts.seed);
     let devices = [sim.device(1, 0), sim.device(2, 0)];
     let chats = opts.chats;
+    let (up_tx, up_rx) = mpsc::unbounded_channel();
+    let shared = match &opts.store {
+        Some(url) => Some(nodes::Shared::prepare(url, &dir, opts).await?),
+        None => None,
+    };
     let mut d = Driver {
         opts,
         sim,
@@ -119,33 +145,105 @@ pub async fn run(
             chats,
             ..CrashReport::default()
         },
-        dir: Some(dir.clone()),
+        dir: dir.clone(),
+        lives: (0..opts.nodes).map(|_| None).collect(),
+        up_tx,
+        up_rx,
+        generations: HashMap::new(),
+        next_generation: 0,
+        holder: [None; 2],
+        leaving: vec![HashSet::new(); opts.nodes],
+        shared,
     };
     let started = Instant::now();
-    let mut life = d.spawn(&dir).await?;
-    d.send(&life, Down::Setup(chats as u32));
-    d.await_setup(&mut life).await?;
-    while d.report.kills < opts.kills {
-        let lifetime = d.rng.gen_range(opts.life_ms.0..=opts.life_ms.1);
-        let until = Instant::now() + Duration::from_millis(lifetime);
-        d.traffic(&mut life, until, true).await;
-        d.kill(&mut life).await;
-        progress(&d.summary(started, false));
-        life = d.spawn(&dir).await?;
+    let outcome = d.drive(started, progress).await;
+    for n in 0..d.lives.len() {
+        d.stop(n).await;
     }
-    d.finish(&mut life).await;
-    let _ = life.child.start_kill();
-    let _ = life.child.wait().await;
+    if let Some(shared) = d.shared.take() {
+        d.report.foreign_writes = shared.foreign_writes().await.unwrap_or(u64::MAX);
+        shared.drop_tables().await;
+    }
+    outcome?;
     Ok(d.summary(started, true))
 }
 
 impl Driver<'_> {
-    fn send(&self, life: &Life, d: Down) {
-        let _ = life.down.send(d.encode());
+    /// The run: engines up, chats set up, the kills, the final checks.
+    async fn drive(
+        &mut self,
+        started: Instant,
+        progress: &mut dyn FnMut(&CrashReport),
+    ) -> Result<(), CrashError> {
+        for n in 0..self.lives.len() {
+            self.spawn(n).await?;
+        }
+        // The first node made the tables.
+        if let Some(shared) = &self.shared {
+            shared.install_audit().await?;
+        }
+        self.place_accounts().await?;
+        let chats = self.opts.chats as u32;
+        self.send_for(1, Down::Setup(chats));
+        self.await_setup().await?;
+        while self.report.kills < self.opts.kills {
+            let lifetime = self
+                .rng
+                .gen_range(self.opts.life_ms.0..=self.opts.life_ms.1);
+            let until = Instant::now() + Duration::from_millis(lifetime);
+            self.traffic(until, true).await;
+            self.revive().await?;
+            if self.lives.len() == 1 {
+                self.kill(0).await;
+                self.spawn(0).await?;
+                self.place_accounts().await?;
+            } else {
+                self.stop_a_node().await?;
+            }
+            self.revive().await?;
+            progress(&self.summary(started, false));
+        }
+        self.finish().await;
+        Ok(())
     }
 
-    /// Starts an engine process on `dir` and waits for its hello.
-    async fn spawn(&mut self, dir: &std::path::Path) -> Result<Life, CrashError> {
+    /// Sends `d` to node `n`'s engine process, if it runs.
+    fn send_to(&self, n: usize, d: Down) {
+        if let Some(Some(life)) = self.lives.get(n) {
+            let _ = life.down.send(d.encode());
+        }
+    }
+
+    /// Sends `d` to the node running `account`.
+    fn send_for(&self, account: u64, d: Down) {
+        if let Some(n) = self.holder[usize::from(account == 2)] {
+            self.send_to(n, d);
+        }
+    }
+
+    /// Connects account `i + 1`'s server feed to the node that runs it.
+    fn connect_feed(&self, i: usize) {
+        let Some(Some(life)) = self.holder[i].map(|n| self.lives.get(n).and_then(Option::as_ref))
+        else {
+            return;
+        };
+        let account = i as u64 + 1;
+        let (feed, mut rx) = UpdateFeed::channel();
+        self.sim.connect(&self.devices[i], feed);
+        let down = life.down.clone();
+        tokio::spawn(async move {
+            while let Some(u) = rx.recv().await {
+                if let Ok(b) = u.to_bytes() {
+                    if down.send(Down::Update(account, b).encode()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Starts node `n`'s engine process and waits for its hello.
+    async fn spawn(&mut self, n: usize) -> Result<(), CrashError> {
         let t = Instant::now();
         let exe = match &self.opts.engine_exe {
             Some(p) => p.clone(),
@@ -154,23 +252,35 @@ impl Driver<'_> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join("engine.log"))?;
-        let mut child = tokio::process::Command::new(exe)
-            .arg("crash-engine")
+            .open(self.dir.join(format!("engine{n}.log")))?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("crash-engine")
             .arg("--data-dir")
-            .arg(dir)
+            .arg(&self.dir)
             .arg("--seed")
             .arg(self.opts.seed.to_string())
             .arg("--file-share")
             .arg(self.opts.file_share.to_string())
             .arg("--file-size")
-            .arg(self.opts.file_size.to_string())
-            .args(
-                self.opts
-                    .at_rest_key_file
-                    .iter()
-                    .flat_map(|p| [std::ffi::OsStr::new("--at-rest-key-file"), p.as_os_str()]),
-            )
+            .arg(self.opts.file_size.to_string());
+        let key_file = match &self.shared {
+            Some(shared) => Some(shared.key_file.clone()),
+            None => self.opts.at_rest_key_file.clone(),
+        };
+        if let Some(k) = key_file {
+            cmd.arg("--at-rest-key-file").arg(k);
+        }
+        if let (Some(shared), Some(url)) = (&self.shared, &self.opts.store) {
+            cmd.arg("--store")
+                .arg(url)
+                .arg("--node")
+                .arg(format!("node{n}"))
+                .arg("--pg-prefix")
+                .arg(&shared.prefix)
+                .arg("--lease-ms")
+                .arg(self.opts.lease_ms.to_string());
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -187,77 +297,87 @@ impl Driver<'_> {
                 }
             }
         });
-        let (up_tx, up) = mpsc::unbounded_channel();
-        tokio::spawn(read_up(stdout, up_tx));
-        let mut life = Life { child, down, up };
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let reader = tokio::spawn(read_up(stdout, generation, self.up_tx.clone()));
+        self.generations.insert(generation, n);
+        self.lives[n] = Some(Life {
+            child,
+            down,
+            generation,
+            reader,
+        });
         // Requests come before the hello (adding an account fetches nothing, but resuming
         // chats may): serve them while waiting.
         let deadline = Instant::now() + OPEN_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, life.up.recv()).await {
-                Ok(Some(Up::Hello)) => break,
-                Ok(Some(u)) => self.handle(&life, u).await,
+            match tokio::time::timeout(left, self.up_rx.recv()).await {
+                Ok(Some((g, Up::Hello))) if g == generation => break,
+                Ok(Some((g, u))) => self.handle(g, u).await,
                 Ok(None) => return Err(CrashError::Engine("the engine process exited".into())),
                 Err(_) => return Err(CrashError::Engine("the engine process never opened".into())),
             }
-        }
-        for (i, dev) in self.devices.iter().enumerate() {
-            let (feed, mut rx) = UpdateFeed::channel();
-            self.sim.connect(dev, feed);
-            let down = life.down.clone();
-            let account = i as u64 + 1;
-            tokio::spawn(async move {
-                while let Some(u) = rx.recv().await {
-                    if let Ok(b) = u.to_bytes() {
-                        if down.send(Down::Update(account, b).encode()).is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
         }
         self.report.restart_ms_max = self
             .report
             .restart_ms_max
             .max(t.elapsed().as_millis() as u64);
-        Ok(life)
+        Ok(())
     }
 
-    async fn await_setup(&mut self, life: &mut Life) -> Result<(), CrashError> {
+    /// Gives the accounts nobody runs to nodes: on RocksDB both are the engine's from its
+    /// start; on a shared database account 1 goes to node 0 and account 2 to the last node,
+    /// each taken over (waiting out a dead process's lease).
+    async fn place_accounts(&mut self) -> Result<(), CrashError> {
+        if self.shared.is_none() {
+            self.holder = [Some(0), Some(0)];
+            self.connect_feed(0);
+            self.connect_feed(1);
+            return Ok(());
+        }
+        let last = self.lives.len() - 1;
+        for (i, n) in [(0, 0), (1, last)] {
+            if self.holder[i].is_none() {
+                self.take(n, i as u64 + 1, Instant::now()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn await_setup(&mut self) -> Result<(), CrashError> {
         let deadline = Instant::now() + OPEN_TIMEOUT;
         while self.pairs.iter().any(|p| p.iter().any(Option::is_none)) {
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, life.up.recv()).await {
-                Ok(Some(u)) => self.handle(life, u).await,
+            match tokio::time::timeout(left, self.up_rx.recv()).await {
+                Ok(Some((g, u))) => self.handle(g, u).await,
                 _ => return Err(CrashError::Engine("chats were never set up".into())),
             }
         }
         Ok(())
     }
 
-    /// Serves the engine process and drives traffic until `until`.
-    async fn traffic(&mut self, life: &mut Life, until: Instant, sending: bool) {
+    /// Serves the engine processes and drives traffic until `until`.
+    async fn traffic(&mut self, until: Instant, sending: bool) {
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         let mut last_rekey = Instant::now();
         while Instant::now() < until {
             tokio::select! {
-                u = life.up.recv() => match u {
-                    Some(u) => self.handle(life, u).await,
-                    None => {
-                        self.died(life).await;
-                        return;
+                u = self.up_rx.recv() => {
+                    if let Some((g, u)) = u {
+                        self.handle(g, u).await;
                     }
-                },
+                }
                 _ = tick.tick() => {
+                    self.check_alive().await;
                     if sending {
-                        self.top_up(life);
+                        self.top_up();
                         if last_rekey.elapsed() >= Duration::from_millis(self.opts.rekey_every_ms) {
                             last_rekey = Instant::now();
                             let p = self.rng.gen_range(0..self.pairs.len());
-                            if let Some(h) = self.pairs[p][0] {
+                            if let (Some(h), Some(_)) = (self.pairs[p][0], self.holder[0]) {
                                 self.rekeying.insert(p);
-                                self.send(life, Down::Rekey(1, h));
+                                self.send_for(1, Down::Rekey(1, h));
                             }
                         }
                     }
@@ -267,14 +387,18 @@ impl Driver<'_> {
     }
 
     /// Keeps `window` sends in flight on every stream.
-    fn top_up(&mut self, life: &Life) {
+    fn top_up(&mut self) {
         for s in 0..self.in_flight.len() {
+            // A stream whose sending account no node runs now waits for its take-over.
+            if self.holder[s % 2].is_none() {
+                continue;
+            }
             // Like an application, do not run ahead of delivery without bound: accepted
             // is cheap (a local write), delivery takes the network and the peer.
             while self.in_flight[s] < self.opts.window
                 && self.check.backlog(s) + self.in_flight[s] < self.opts.backlog
             {
-                if self.send_next(life, s).is_none() {
+                if self.send_next(s).is_none() {
                     break;
                 }
             }
@@ -282,16 +406,17 @@ impl Driver<'_> {
     }
 
     /// Commands the stream's next message; returns its index.
-    fn send_next(&mut self, life: &Life, s: usize) -> Option<u32> {
+    fn send_next(&mut self, s: usize) -> Option<u32> {
         let (pair, dir) = (s / 2, s % 2);
         let handle = self.pairs.get(pair)?[dir]?;
+        self.holder[dir]?;
         let idx = self.check.command(s)?;
         if matches!(self.work.item(pair, dir, idx), Item::File(_)) {
             self.files_in_flight.insert((s, idx));
         }
         self.in_flight[s] += 1;
-        self.send(
-            life,
+        self.send_for(
+            dir as u64 + 1,
             Down::Send {
                 account: dir as u64 + 1,
                 handle,
@@ -303,29 +428,38 @@ impl Driver<'_> {
         Some(idx)
     }
 
-    /// The engine process ended without being killed: a violation. It is restarted (the
-    /// caller's next step serves the new one) so the run can still report everything else.
-    async fn died(&mut self, life: &mut Life) {
-        self.report.unexpected_exits += 1;
-        let status = life.child.wait().await;
-        self.violation(format!("the engine process exited on its own: {status:?}"));
-        self.reset_in_flight();
-        if let Some(dir) = self.dir.clone() {
-            if let Ok(new) = self.spawn(&dir).await {
-                *life = new;
+    /// An engine process that ended without being killed is a violation; it is restarted
+    /// ([`Driver::revive`]) so the run can still report everything else.
+    async fn check_alive(&mut self) {
+        for n in 0..self.lives.len() {
+            let exited = match self.lives[n].as_mut() {
+                Some(life) => matches!(life.child.try_wait(), Ok(Some(_))),
+                None => false,
+            };
+            if !exited {
+                continue;
             }
+            self.report.unexpected_exits += 1;
+            self.violation(format!("engine process {n} exited on its own"));
+            self.stop(n).await;
+            self.lost_accounts_of(n);
         }
     }
 
-    async fn kill(&mut self, life: &mut Life) {
-        let _ = life.child.start_kill();
-        let _ = life.child.wait().await;
-        // Frames written before the kill are still in the pipe: take them.
-        while let Some(u) = life.up.recv().await {
-            if !matches!(u, Up::Request(..)) {
-                self.handle(life, u).await;
+    /// Restarts the engine processes that exited on their own and gives their accounts to
+    /// nodes again.
+    async fn revive(&mut self) -> Result<(), CrashError> {
+        for n in 0..self.lives.len() {
+            if self.lives[n].is_none() {
+                self.spawn(n).await?;
             }
         }
+        self.place_accounts().await
+    }
+
+    /// Kills node `n`'s process (SIGKILL) and takes the frames it wrote before.
+    async fn kill(&mut self, n: usize) {
+        self.stop(n).await;
         self.report.kills += 1;
         if !self.rekeying.is_empty() {
             self.report.kills_in_rekey += 1;
@@ -333,23 +467,69 @@ impl Driver<'_> {
         if !self.files_in_flight.is_empty() {
             self.report.kills_in_upload += 1;
         }
-        self.reset_in_flight();
+        self.lost_accounts_of(n);
     }
 
-    /// Unconfirmed sends are now "maybe": they arrive once or not at all.
-    fn reset_in_flight(&mut self) {
-        self.in_flight.iter_mut().for_each(|n| *n = 0);
-        self.files_in_flight.clear();
-        self.rekeying.clear();
+    /// Ends node `n`'s process (if it runs) and handles what it wrote before it ended.
+    async fn stop(&mut self, n: usize) {
+        let Some(mut life) = self.lives.get_mut(n).and_then(Option::take) else {
+            return;
+        };
+        let _ = life.child.start_kill();
+        let _ = life.child.wait().await;
+        let _ = (&mut life.reader).await;
+        // Frames written before the kill are queued: take them (its requests need no answer).
+        while let Ok((g, u)) = self.up_rx.try_recv() {
+            if !matches!(u, Up::Request(..)) || g != life.generation {
+                self.handle(g, u).await;
+            }
+        }
+        self.generations.remove(&life.generation);
     }
 
-    async fn handle(&mut self, life: &Life, u: Up) {
+    /// Node `n` no longer runs its accounts: nobody does until another node takes them.
+    fn lost_accounts_of(&mut self, n: usize) {
+        for i in 0..2 {
+            if self.holder[i] == Some(n) {
+                self.holder[i] = None;
+                self.reset_in_flight(i);
+            }
+        }
+    }
+
+    /// Unconfirmed sends of `account_index`'s streams are now "maybe": they arrive once or
+    /// not at all.
+    fn reset_in_flight(&mut self, account_index: usize) {
+        for s in (account_index..self.in_flight.len()).step_by(2) {
+            self.in_flight[s] = 0;
+        }
+        self.files_in_flight.retain(|(s, _)| s % 2 != account_index);
+        if account_index == 0 {
+            self.rekeying.clear();
+        }
+    }
+
+    /// Handles a frame of the process of `generation`.
+    async fn handle(&mut self, generation: u64, u: Up) {
+        let node = self.generations.get(&generation).copied();
         match u {
             Up::Hello => {}
             Up::Request(id, account, body) => {
+                let Some(n) = node else { return };
                 let dev = &self.devices[usize::from(account == 2)];
                 let r = dev.invoke(body).await.map_err(|e| (e.code, e.message));
-                self.send(life, Down::Reply(id, r));
+                // Still the same process (a reply never reaches a later one).
+                if self.lives[n]
+                    .as_ref()
+                    .is_some_and(|l| l.generation == generation)
+                {
+                    self.send_to(n, Down::Reply(id, r));
+                }
+            }
+            Up::Took(account) | Up::Released(account) => {
+                if let Some(n) = node {
+                    self.node_changed(n, account, matches!(u, Up::Took(_)));
+                }
             }
             Up::ChatReady(account, handle, chat_id) => self.ready(account, handle, chat_id),
             Up::Accepted(p, d, idx) => {
@@ -361,12 +541,31 @@ impl Driver<'_> {
                 }
             }
             Up::SendFailed(p, d, idx, e) => {
-                self.report.send_failures += 1;
                 let s = p as usize * 2 + usize::from(d);
+                if node.is_some_and(|n| self.leaving[n].contains(&(u64::from(d) + 1))) {
+                    // A send for an account that left the node (taken from it while paused,
+                    // or handed over): refused, so never accepted.
+                    self.report.refused_sends += 1;
+                    return;
+                }
+                self.report.send_failures += 1;
                 if let Some(n) = self.in_flight.get_mut(s) {
                     *n = n.saturating_sub(1);
                 }
                 self.violation(format!("stream {s} message {idx}: send failed: {e}"));
+            }
+            Up::Delivered(account, handle, seq, text, intact)
+                if node.is_some_and(|n| self.leaving[n].contains(&account)) =>
+            {
+                self.report.late_deliveries += 1;
+                let Some(&(pair, side)) = self.side_of.get(&(account, handle)) else {
+                    return;
+                };
+                if let Some((p, d, idx)) =
+                    parse_prefix(&text).filter(|x| (x.0, x.1) == (pair, 1 - side))
+                {
+                    self.check.delivered_late(p * 2 + d, idx, seq, intact);
+                }
             }
             Up::Delivered(account, handle, seq, text, intact) => {
                 let Some(&(pair, side)) = self.side_of.get(&(account, handle)) else {
@@ -404,6 +603,19 @@ impl Driver<'_> {
             Up::Status(account, handle, fp, rekeys, busy, _) => {
                 self.statuses.insert((account, handle), (fp, rekeys, busy));
             }
+        }
+    }
+
+    /// Node `n` took (`true`) or released `account`.
+    fn node_changed(&mut self, n: usize, account: u64, took: bool) {
+        let i = usize::from(account == 2);
+        if took {
+            self.holder[i] = Some(n);
+            self.leaving[n].remove(&account);
+            self.connect_feed(i);
+        } else if self.holder[i] == Some(n) {
+            self.holder[i] = None;
+            self.reset_in_flight(i);
         }
     }
 

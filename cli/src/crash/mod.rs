@@ -54,6 +54,15 @@ pub struct CrashOptions {
     pub engine_exe: Option<PathBuf>,
     /// The engine process seals its store with the key in this file.
     pub at_rest_key_file: Option<PathBuf>,
+    /// A shared PostgreSQL database the engine processes are nodes of (RocksDB when `None`).
+    pub store: Option<String>,
+    /// Engine processes (nodes of `store`; 1 without it).
+    pub nodes: usize,
+    /// The accounts' lease on the shared database, ms.
+    pub lease_ms: u64,
+    /// Of the stops with two nodes or more, the share that are SIGSTOPs past the lease
+    /// (the rest are SIGKILLs).
+    pub pause_share: f64,
 }
 
 impl Default for CrashOptions {
@@ -82,6 +91,10 @@ impl Default for CrashOptions {
             data_dir: None,
             at_rest_key_file: None,
             engine_exe: None,
+            store: None,
+            nodes: 1,
+            lease_ms: 1000,
+            pause_share: 0.5,
         }
     }
 }
@@ -107,6 +120,15 @@ impl CrashOptions {
         }
         if self.life_ms.0 == 0 || self.life_ms.0 > self.life_ms.1 {
             return bad("--life-ms", "must be MIN..MAX with 0 < MIN <= MAX");
+        }
+        if self.nodes == 0 || self.nodes > 2 || (self.nodes > 1 && self.store.is_none()) {
+            return bad("--nodes", "must be 1, or 2 with --store");
+        }
+        if self.lease_ms < 100 || self.lease_ms > 60_000 {
+            return bad("--lease-ms", "must be 100..=60000");
+        }
+        if !(0.0..=1.0).contains(&self.pause_share) {
+            return bad("pause share", "must be within 0..=1");
         }
         Ok(())
     }
@@ -144,6 +166,22 @@ pub struct CrashReport {
     pub kills_in_rekey: u32,
     /// Kills while a file upload was running.
     pub kills_in_upload: u32,
+    /// Of the kills, SIGSTOPs past the lease (a node paused, its accounts taken over, then
+    /// resumed).
+    pub pauses: u32,
+    /// Accounts taken over by another node after a kill or a pause.
+    pub takeovers: u32,
+    /// Longest time from a node's kill (or pause) to another node running its account, ms.
+    pub takeover_ms_max: u64,
+    /// Writes a node made for an account another node owned, counted by the database itself
+    /// (a trigger on every table, by session name): must be 0.
+    pub foreign_writes: u64,
+    /// Sends a node refused because their account had left it (taken while the node was
+    /// paused, or handed over): never accepted, so not expected to arrive.
+    pub refused_sends: u64,
+    /// Messages a node's application had taken before their account left it (paused past
+    /// its lease, or handed over) and reported after (see `Checker::delivered_late`).
+    pub late_deliveries: u64,
     /// Messages the engine confirmed as accepted.
     pub messages: u64,
     /// Distinct messages delivered (confirmed or not).
@@ -195,6 +233,7 @@ impl CrashReport {
             && self.chats_closed == 0
             && self.unexpected_exits == 0
             && self.chats_working == self.chats
+            && self.foreign_writes == 0
     }
 
     /// The one-line summary: `N kills, M messages, 0 lost, 0 duplicated, 0 misordered`, then
@@ -206,6 +245,12 @@ impl CrashReport {
         );
         if self.corrupted > 0 {
             s += &format!(", {} corrupted", self.corrupted);
+        }
+        if self.takeovers > 0 || self.foreign_writes > 0 {
+            s += &format!(
+                ", {} take-overs (longest {} ms), {} foreign writes",
+                self.takeovers, self.takeover_ms_max, self.foreign_writes
+            );
         }
         if self.in_flight > 0 {
             s += &format!(", {} awaiting delivery", self.in_flight);
@@ -233,6 +278,12 @@ impl CrashReport {
             "delivered": self.delivered,
             "kills_in_rekey": self.kills_in_rekey,
             "kills_in_upload": self.kills_in_upload,
+            "pauses": self.pauses,
+            "takeovers": self.takeovers,
+            "takeover_ms_max": self.takeover_ms_max,
+            "foreign_writes": self.foreign_writes,
+            "refused_sends": self.refused_sends,
+            "late_deliveries": self.late_deliveries,
             "rekeys": self.rekeys,
             "send_failures": self.send_failures,
             "chats_closed": self.chats_closed,

@@ -37,6 +37,11 @@ pub enum Down {
     Rekey(u64, u64),
     /// Report this chat's status.
     Status(u64, u64),
+    /// Add this account (on a shared database: take it over, waiting while another node's
+    /// lease on it runs).
+    Take(u64),
+    /// Stop this account and give up its lease (the hand-over).
+    Release(u64),
 }
 
 /// Engine process → driver.
@@ -63,6 +68,10 @@ pub enum Up {
     Closed(u64, u64, String),
     /// A status answer: (account, handle, key fingerprint, re-keys, re-keying, seq numbers).
     Status(u64, u64, i64, u32, bool, (u32, u32, u32)),
+    /// The account is added (taken over) and runs here.
+    Took(u64),
+    /// The account is stopped here and its lease given up.
+    Released(u64),
 }
 
 #[derive(Default)]
@@ -148,6 +157,8 @@ impl Down {
                 .u32(*idx),
             Down::Rekey(a, h) => o.u8(4).u64(*a).u64(*h),
             Down::Status(a, h) => o.u8(5).u64(*a).u64(*h),
+            Down::Take(a) => o.u8(6).u64(*a),
+            Down::Release(a) => o.u8(7).u64(*a),
         }
         .framed()
     }
@@ -174,6 +185,8 @@ impl Down {
             },
             4 => Down::Rekey(i.u64()?, i.u64()?),
             5 => Down::Status(i.u64()?, i.u64()?),
+            6 => Down::Take(i.u64()?),
+            7 => Down::Release(i.u64()?),
             _ => return None,
         })
     }
@@ -209,6 +222,8 @@ impl Up {
                 .u32(*x)
                 .u32(*y)
                 .u32(*z),
+            Up::Took(a) => o.u8(10).u64(*a),
+            Up::Released(a) => o.u8(11).u64(*a),
         }
         .framed()
     }
@@ -234,6 +249,8 @@ impl Up {
                 i.u8()? != 0,
                 (i.u32()?, i.u32()?, i.u32()?),
             ),
+            10 => Up::Took(i.u64()?),
+            11 => Up::Released(i.u64()?),
             _ => return None,
         })
     }
@@ -291,6 +308,8 @@ mod tests {
             Up::Rekeyed(1, 2),
             Up::Closed(1, 2, "gone".into()),
             Up::Status(1, 2, -3, 4, true, (5, 6, 7)),
+            Up::Took(2),
+            Up::Released(1),
         ];
         for u in ups {
             let f = u.encode();
@@ -311,6 +330,8 @@ mod tests {
             },
             Down::Rekey(1, 2),
             Down::Status(2, 1),
+            Down::Take(2),
+            Down::Release(1),
         ];
         for d in downs {
             let f = d.encode();

@@ -11,9 +11,10 @@
 //! ([`Events::dropped`]); each of them is either repeated or readable on demand (a chat's
 //! state with `Engine::status`).
 //!
-//! On a shared database a node reads only its own accounts' events, and an account it takes
-//! over brings the events stored for it before ([`EventSink::adopt`]): they are read from the
-//! inbox, page by page, before the account's new ones.
+//! On a shared database a node hands out only its own accounts' events (one it lost or gave
+//! up stops at once: its stored events stay for the node that holds it), and an account it
+//! takes over brings the events stored for it before ([`EventSink::adopt`]): they are read
+//! from the inbox, page by page, before the account's new ones.
 //!
 //! Memory is bounded by the capacity: the channel holds at most `capacity` events, a page at
 //! most `capacity`, and the de-duplication window `4 × capacity` sequence numbers; besides,
@@ -199,7 +200,9 @@ impl Events {
             }
             if let Some(e) = self.rx.recv().await? {
                 self.note(&e);
-                return Some(e);
+                if self.held(&e) {
+                    return Some(e);
+                }
             }
         }
     }
@@ -217,7 +220,9 @@ impl Events {
             match self.rx.poll_recv(cx) {
                 std::task::Poll::Ready(Some(Some(e))) => {
                     self.note(&e);
-                    return std::task::Poll::Ready(Some(e));
+                    if self.held(&e) {
+                        return std::task::Poll::Ready(Some(e));
+                    }
                 }
                 // A nudge: look again.
                 std::task::Poll::Ready(Some(None)) => {}
@@ -239,7 +244,9 @@ impl Events {
             }
             if let Some(e) = self.rx.try_recv()? {
                 self.note(&e);
-                return Ok(e);
+                if self.held(&e) {
+                    return Ok(e);
+                }
             }
         }
     }
@@ -254,7 +261,10 @@ impl Events {
     fn ready(&mut self) -> Option<EngineEvent> {
         loop {
             if let Some(e) = self.page.pop_front() {
-                return Some(e);
+                if self.held(&e) {
+                    return Some(e);
+                }
+                continue;
             }
             if self.catch_up() {
                 continue;
@@ -262,7 +272,10 @@ impl Events {
             match self.rx.try_recv() {
                 Ok(Some(e)) => {
                     self.note(&e);
-                    return Some(e);
+                    if self.held(&e) {
+                        return Some(e);
+                    }
+                    continue;
                 }
                 Ok(None) => continue,
                 Err(mpsc::error::TryRecvError::Empty | mpsc::error::TryRecvError::Disconnected) => {
@@ -308,6 +321,13 @@ impl Events {
                 });
             }
         }
+    }
+
+    /// Whether `e`'s account is this node's: on a shared database, the events of an account
+    /// it lost (or gave up) are not handed out from then on — the stored ones stay in the
+    /// inbox for the node that holds it.
+    fn held(&self, e: &EngineEvent) -> bool {
+        self.store.upgrade().is_none_or(|s| s.holds(e.account))
     }
 
     /// Reads the next page of an account taken over into `page`; whether it read any.

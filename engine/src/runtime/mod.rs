@@ -804,6 +804,10 @@ async fn run(
         match req {
             Request::Stop => break,
             Request::AddAccount(account, api, reply) => {
+                // Added again while it runs (on a shared database: lost, and taken back
+                // before this engine stopped it): the old actors stop first, so one chat
+                // never has two.
+                halt_account(&mut accounts, account).await;
                 let (feed, updates, catch_up) = UpdateFeed::for_account();
                 let actor = AccountActor::new(account, api, shared.clone(), updates, catch_up);
                 let addr = actor.start();

@@ -173,6 +173,26 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         Err(StoreError::Corrupt("no per-account reads"))
     }
 
+    /// The account each of `keys` in `family` that exists is filed under (on a shared
+    /// database: the inbox's account is not in its key). Only a shared backend has it.
+    ///
+    /// # Errors
+    /// The database's; [`StoreError::Corrupt`] on a backend that is not shared.
+    fn filed_under(
+        &self,
+        family: Family,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<(Vec<u8>, u64)>, StoreError> {
+        let _ = (family, keys);
+        Err(StoreError::Corrupt("no per-account filing"))
+    }
+
+    /// Whether this node holds `account` now (always, on an embedded database).
+    fn holds(&self, account: u64) -> bool {
+        let _ = account;
+        true
+    }
+
     /// The accounts this node holds on a shared database; `None` on an embedded one (every
     /// account in it is this node's).
     fn held_accounts(&self) -> Option<Vec<u64>> {

@@ -42,6 +42,12 @@ impl Store {
         Ok(seq)
     }
 
+    /// Whether this node holds `account` (on a shared database: its lease runs; always on an
+    /// embedded one). Events of an account it does not hold are not handed to its application.
+    pub fn holds(&self, account: u64) -> bool {
+        self.db.holds(account)
+    }
+
     /// Makes `account`'s earlier events this node's to deliver (it has just taken the account
     /// on a shared database): this node's next events are numbered from a fresh block, so
     /// every event of `account` numbered below the returned bound was stored before — by
@@ -125,15 +131,43 @@ impl Store {
         Ok(out)
     }
 
-    /// The application consumed these inbox events (one batch).
+    /// The application consumed these inbox events (one batch; on a shared database one per
+    /// account).
+    ///
+    /// On a shared database each event's removal is a write for its account, fenced as any
+    /// other: refused with [`StoreError::Fenced`] once another node holds the account (which
+    /// then delivers the event again). So an acknowledgement that succeeds means the event
+    /// never comes again, on any node. Events already removed are skipped.
     ///
     /// # Errors
-    /// RocksDB errors.
+    /// The database's; [`StoreError::Fenced`].
     pub fn ack_inbox(&self, seqs: &[u64]) -> Result<Ticket, StoreError> {
-        let mut b = Batch::default();
-        for seq in seqs {
-            b.delete(Family::Inbox, seq.to_be_bytes());
+        let sync = self.durability == Durability::Sync;
+        let keys: Vec<Vec<u8>> = seqs.iter().map(|s| s.to_be_bytes().to_vec()).collect();
+        if !self.db.is_shared() {
+            let mut b = Batch::default();
+            for k in keys {
+                b.delete(Family::Inbox, k);
+            }
+            return self.write_now(b, sync);
         }
-        self.write_now(b, self.durability == Durability::Sync)
+        let mut batches: std::collections::BTreeMap<u64, Batch> = Default::default();
+        for (k, account) in self.db.filed_under(Family::Inbox, &keys)? {
+            batches
+                .entry(account)
+                .or_insert_with(|| Batch::for_account(account))
+                .delete(Family::Inbox, k);
+        }
+        if batches.is_empty() {
+            return self.write_now(Batch::default(), sync);
+        }
+        let mut outcome = None;
+        for b in batches.into_values() {
+            let r = self.write_now(b, sync);
+            if outcome.as_ref().is_none_or(Result::is_ok) {
+                outcome = Some(r);
+            }
+        }
+        outcome.unwrap_or_else(|| self.write_now(Batch::default(), sync))
     }
 }

@@ -222,6 +222,16 @@ impl Postgres {
             .map_err(remote)?;
         let mut cfg = deadpool_postgres::Config::new();
         cfg.url = Some(options.url.clone());
+        // The server names each session by its node (pg_stat_activity, logs, audits).
+        cfg.application_name = Some(options.node.clone());
+        // A node that stalls (paused, cut off) inside a transaction holds its row locks — the
+        // epochs it checked among them, which a taking node's acquisition must update: the
+        // server ends such a session after half a lease, so a take-over waits for the lease
+        // alone. (Its transaction rolls back: nothing of it was committed.)
+        cfg.options = Some(format!(
+            "-c idle_in_transaction_session_timeout={}",
+            (options.lease_ttl / 2).as_millis().max(100)
+        ));
         cfg.pool = Some(deadpool_postgres::PoolConfig::new(
             options.connections.max(2),
         ));
@@ -486,6 +496,31 @@ impl Backend for Postgres {
                     .collect()
             })
         })
+    }
+
+    fn filed_under(
+        &self,
+        family: Family,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<(Vec<u8>, u64)>, StoreError> {
+        let keys = keys.to_vec();
+        self.read(move |client, tables| {
+            Box::pin(async move {
+                let sql = format!(
+                    "SELECT k, account FROM {} WHERE k = ANY($1::bytea[])",
+                    tables.of(family)
+                );
+                let stmt = client.prepare_cached(&sql).await.map_err(remote)?;
+                let rows = client.query(&stmt, &[&keys]).await.map_err(remote)?;
+                rows.iter()
+                    .map(|r| Ok((cell(r, 0)?, account(cell(r, 1)?))))
+                    .collect()
+            })
+        })
+    }
+
+    fn holds(&self, account: u64) -> bool {
+        self.leases.owns(account)
     }
 
     fn held_accounts(&self) -> Option<Vec<u64>> {

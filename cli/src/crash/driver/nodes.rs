@@ -1,0 +1,249 @@
+//! Two engine processes as nodes of one PostgreSQL database: a node is stopped (SIGKILL, or
+//! SIGSTOP past its lease), the other takes its accounts over, the stopped one comes back and
+//! is handed one of them again (the hand-over: release, then take).
+//!
+//! The database itself counts any write a node makes for an account another node owns: the
+//! driver installs a trigger on every table that records a row written (or deleted) by a
+//! session whose name — the node, set by the engine as `application_name` — is not the
+//! account's owner in the ownership table. The engine's fencing must keep that count at 0.
+//! Acknowledgements (inbox deletions by number) are left out: a node acknowledges the events
+//! it delivered, whoever holds their account by then (see docs/store.md).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use secretchat::PgOptions;
+use tokio_postgres::NoTls;
+
+use super::Driver;
+use crate::crash::wire::Down;
+use crate::crash::{CrashError, CrashOptions};
+
+/// How long a take-over may take at most before the run gives up (the lease, plus the time
+/// a loaded machine needs).
+const TAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The shared database of a run.
+pub(super) struct Shared {
+    url: String,
+    /// The run's table prefix.
+    pub(super) prefix: String,
+    /// The run's at-rest key (a shared database needs one), in the data directory.
+    pub(super) key_file: PathBuf,
+}
+
+fn remote(e: impl std::fmt::Display) -> CrashError {
+    CrashError::Engine(format!("database: {e}"))
+}
+
+impl Shared {
+    /// A prefix and a key for the run (the given key file, or a new one in `dir`).
+    pub(super) async fn prepare(
+        url: &str,
+        dir: &Path,
+        opts: &CrashOptions,
+    ) -> Result<Self, CrashError> {
+        let key_file = match &opts.at_rest_key_file {
+            Some(k) => k.clone(),
+            None => {
+                let path = dir.join("run.key");
+                let key: [u8; 32] = rand::random();
+                std::fs::write(&path, hex::encode(key))?;
+                restrict(&path)?;
+                path
+            }
+        };
+        Ok(Shared {
+            url: url.to_owned(),
+            prefix: format!("crash{}_", std::process::id()),
+            key_file,
+        })
+    }
+
+    async fn client(&self) -> Result<tokio_postgres::Client, CrashError> {
+        let (client, conn) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .map_err(remote)?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    /// Installs the audit (after a node made the tables).
+    pub(super) async fn install_audit(&self) -> Result<(), CrashError> {
+        let p = &self.prefix;
+        let client = self.client().await?;
+        let mut sql = format!(
+            "CREATE TABLE IF NOT EXISTS {p}foreign_writes (node TEXT, account BIGINT, tbl TEXT, \
+             op TEXT, at TIMESTAMPTZ DEFAULT now());
+             CREATE OR REPLACE FUNCTION {p}audit() RETURNS trigger LANGUAGE plpgsql AS $$
+             DECLARE a BIGINT; o TEXT;
+             BEGIN
+               IF TG_OP = 'DELETE' THEN a := OLD.account; ELSE a := NEW.account; END IF;
+               IF a <> -9223372036854775808
+                  AND NOT (TG_OP = 'DELETE' AND TG_TABLE_NAME = '{p}inbox') THEN
+                 SELECT owner INTO o FROM {p}accounts WHERE account = a;
+                 IF o IS DISTINCT FROM current_setting('application_name') THEN
+                   INSERT INTO {p}foreign_writes (node, account, tbl, op)
+                   VALUES (current_setting('application_name'), a, TG_TABLE_NAME, TG_OP);
+                 END IF;
+               END IF;
+               IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+               RETURN NEW;
+             END $$;"
+        );
+        for t in ["meta", "chats", "chat_index", "outbox", "waiting", "inbox"] {
+            sql.push_str(&format!(
+                "CREATE TRIGGER {p}audit_{t} BEFORE INSERT OR UPDATE OR DELETE ON {p}{t} \
+                 FOR EACH ROW EXECUTE FUNCTION {p}audit();"
+            ));
+        }
+        client.batch_execute(&sql).await.map_err(remote)
+    }
+
+    /// Writes the audit recorded.
+    pub(super) async fn foreign_writes(&self) -> Result<u64, CrashError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                &format!("SELECT count(*) FROM {}foreign_writes", self.prefix),
+                &[],
+            )
+            .await
+            .map_err(remote)?;
+        let n: i64 = row.try_get(0).map_err(remote)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Drops the run's tables and the audit.
+    pub(super) async fn drop_tables(&self) {
+        if let Ok(client) = self.client().await {
+            let p = &self.prefix;
+            let _ = client
+                .batch_execute(&format!(
+                    "DROP TABLE IF EXISTS {p}foreign_writes; DROP FUNCTION IF EXISTS {p}audit() CASCADE"
+                ))
+                .await;
+        }
+        let mut o = PgOptions::new(self.url.clone());
+        o.prefix = self.prefix.clone();
+        let _ = secretchat::drop_postgres_tables(&o);
+    }
+}
+
+/// Only the owner reads the key file.
+fn restrict(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let _ = path;
+    Ok(())
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a process.
+async fn signal(pid: u32, signal: &str) -> Result<(), CrashError> {
+    let status = tokio::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .await?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(CrashError::Engine(format!("kill -{signal} {pid} failed")))
+    }
+}
+
+impl Driver<'_> {
+    /// One stop of a node that runs an account: SIGKILL, or SIGSTOP past its lease; the
+    /// other node takes its accounts over; the stopped node comes back and is handed one.
+    pub(super) async fn stop_a_node(&mut self) -> Result<(), CrashError> {
+        let running: Vec<usize> = (0..self.lives.len())
+            .filter(|n| self.holder.contains(&Some(*n)))
+            .collect();
+        let victim = running[self.rng.gen_range(0..running.len())];
+        let other = 1 - victim;
+        let accounts: Vec<u64> = (0..2)
+            .filter(|i| self.holder[*i] == Some(victim))
+            .map(|i| i as u64 + 1)
+            .collect();
+        let stopped_at = Instant::now();
+        let pause = self.rng.gen_bool(self.opts.pause_share);
+        let pid = self.lives[victim]
+            .as_ref()
+            .and_then(|l| l.child.id())
+            .ok_or_else(|| CrashError::Engine("no engine process to stop".into()))?;
+        if pause {
+            signal(pid, "STOP").await?;
+            self.report.pauses += 1;
+            self.report.kills += 1;
+            self.lost_accounts_of(victim);
+            for a in &accounts {
+                self.leaving[victim].insert(*a);
+            }
+        } else {
+            self.kill(victim).await;
+        }
+        for a in &accounts {
+            self.take(other, *a, stopped_at).await?;
+            self.report.takeovers += 1;
+        }
+        if pause {
+            signal(pid, "CONT").await?;
+            // It finds its leases gone and stops those accounts by itself.
+            let settle = Instant::now() + Duration::from_millis(self.opts.lease_ms);
+            self.traffic(settle, true).await;
+        } else {
+            self.spawn(victim).await?;
+        }
+        // The hand-over: the other node gives one account back.
+        let account = accounts[self.rng.gen_range(0..accounts.len())];
+        self.release(other, account).await?;
+        self.take(victim, account, Instant::now()).await
+    }
+
+    /// Has node `n` take `account` (waiting out another node's lease); serves traffic
+    /// meanwhile. Records the time from `since` to the account running on `n`.
+    pub(super) async fn take(
+        &mut self,
+        n: usize,
+        account: u64,
+        since: Instant,
+    ) -> Result<(), CrashError> {
+        self.send_to(n, Down::Take(account));
+        let i = usize::from(account == 2);
+        let deadline = Instant::now() + TAKE_TIMEOUT;
+        while self.holder[i] != Some(n) {
+            if Instant::now() >= deadline {
+                return Err(CrashError::Engine(format!(
+                    "node {n} never took account {account}"
+                )));
+            }
+            self.traffic(Instant::now() + Duration::from_millis(10), true)
+                .await;
+        }
+        let ms = since.elapsed().as_millis() as u64;
+        self.report.takeover_ms_max = self.report.takeover_ms_max.max(ms);
+        Ok(())
+    }
+
+    /// Has node `n` release `account` and waits for it.
+    async fn release(&mut self, n: usize, account: u64) -> Result<(), CrashError> {
+        self.leaving[n].insert(account);
+        self.send_to(n, Down::Release(account));
+        let i = usize::from(account == 2);
+        let deadline = Instant::now() + TAKE_TIMEOUT;
+        while self.holder[i] == Some(n) {
+            if Instant::now() >= deadline {
+                return Err(CrashError::Engine(format!(
+                    "node {n} never released account {account}"
+                )));
+            }
+            self.traffic(Instant::now() + Duration::from_millis(10), true)
+                .await;
+        }
+        Ok(())
+    }
+}
