@@ -369,23 +369,25 @@ impl App {
             Update::NewMessage(message) => {
                 let Some(seq) = e.seq else { return };
                 let text = message.text.clone();
-                let intact = match parse_prefix(&text) {
-                    Some((p, d, idx)) => match self.work.item(p, d, idx) {
-                        Item::Text(t) => t == text && message.file.is_none(),
-                        Item::File(caption) if caption != text => false,
-                        Item::File(_) => {
-                            match self.file_ok(account, chat, (p, d, idx), &message).await {
-                                Some(ok) => ok,
-                                // The account left this node meanwhile: not delivered here
-                                // (nor acknowledged), the node that runs it delivers it.
-                                None => return,
-                            }
-                        }
-                    },
+                let item =
+                    parse_prefix(&text).map(|(p, d, idx)| ((p, d, idx), self.work.item(p, d, idx)));
+                let intact = match &item {
+                    Some((_, Item::Text(t))) => *t == text && message.file.is_none(),
+                    Some((_, Item::File(caption))) => *caption == text && message.file.is_some(),
                     None => false,
                 };
-                // Told before the acknowledgement: a kill in between redelivers it.
+                // Told at once (the order it came in), and before the acknowledgement: a kill
+                // in between redelivers it.
                 self.pipe.up(&Up::Delivered(a, h, seq, text, intact));
+                if let (true, Some((at, Item::File(_)))) = (intact, &item) {
+                    match self.file_ok(account, chat, *at, &message).await {
+                        Some(true) => {}
+                        Some(false) => self.pipe.up(&Up::FileBad(a, h, seq)),
+                        // The account left this node meanwhile: not acknowledged here; the
+                        // node that runs it delivers it again.
+                        None => return,
+                    }
+                }
             }
             Update::Rekeyed { .. } => self.pipe.up(&Up::Rekeyed(a, h)),
             Update::ChatClosed(r) => {
@@ -419,6 +421,9 @@ impl App {
                 Ok(()) => {
                     let same =
                         std::fs::read(&dest).is_ok_and(|b| b == self.work.file_bytes(p, d, idx));
+                    if !same {
+                        eprintln!("crash-engine: file {p}:{d}:{idx} differs");
+                    }
                     let _ = std::fs::remove_file(&dest);
                     return Some(same);
                 }
@@ -426,7 +431,10 @@ impl App {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(Error::NoSuchAccount(_) | Error::Stopped | Error::Store(_)) => return None,
-                Err(_) => return Some(false),
+                Err(e) => {
+                    eprintln!("crash-engine: downloading {p}:{d}:{idx}: {e}");
+                    return Some(false);
+                }
             }
         }
         Some(false)

@@ -590,6 +590,12 @@ impl Driver<'_> {
                 }
             }
             Up::Acked(seq) => self.check.acked(seq),
+            Up::FileBad(account, handle, seq) => {
+                self.check.corrupted += 1;
+                self.violation(format!(
+                    "chat {account}/{handle}: the file of entry {seq} differs"
+                ));
+            }
             Up::Rekeyed(account, handle) => {
                 self.report.rekeys += 1;
                 if let Some(&(pair, _)) = self.side_of.get(&(account, handle)) {

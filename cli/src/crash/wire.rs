@@ -68,6 +68,8 @@ pub enum Up {
     Closed(u64, u64, String),
     /// A status answer: (account, handle, key fingerprint, re-keys, re-keying, seq numbers).
     Status(u64, u64, i64, u32, bool, (u32, u32, u32)),
+    /// The file of a delivered message (account, handle, inbox seq) is not the workload's.
+    FileBad(u64, u64, u64),
     /// The account is added (taken over) and runs here.
     Took(u64),
     /// The account is stopped here and its lease given up.
@@ -223,6 +225,7 @@ impl Up {
                 .u32(*y)
                 .u32(*z),
             Up::Took(a) => o.u8(10).u64(*a),
+            Up::FileBad(a, h, s) => o.u8(12).u64(*a).u64(*h).u64(*s),
             Up::Released(a) => o.u8(11).u64(*a),
         }
         .framed()
@@ -251,6 +254,7 @@ impl Up {
             ),
             10 => Up::Took(i.u64()?),
             11 => Up::Released(i.u64()?),
+            12 => Up::FileBad(i.u64()?, i.u64()?, i.u64()?),
             _ => return None,
         })
     }
@@ -310,6 +314,7 @@ mod tests {
             Up::Status(1, 2, -3, 4, true, (5, 6, 7)),
             Up::Took(2),
             Up::Released(1),
+            Up::FileBad(1, 2, 3),
         ];
         for u in ups {
             let f = u.encode();

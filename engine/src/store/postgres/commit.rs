@@ -215,9 +215,26 @@ impl Committer {
         let started = Instant::now();
         let mut pause = Duration::from_millis(10);
         loop {
-            match self.commit(group).await {
+            // An attempt that hangs (the database cut off: nothing answers, nothing closes)
+            // is given up after a lease and tried again; a COMMIT that did land meanwhile is
+            // harmless to repeat (every statement sets keys to their values, under the same
+            // epochs).
+            let attempt = tokio::time::timeout(self.leases.ttl(), self.commit(group))
+                .await
+                .unwrap_or_else(|_| Err(failure("no answer from the database within a lease")));
+            // Every batch is for an account this node has lost meanwhile (its lease ran out
+            // unrenewed): they fail now rather than at the write timeout. Reporting a write
+            // that did land as failed is safe — its chat stops without sending, and the node
+            // that takes the account reads it — the reverse never happens.
+            let lost = if attempt.is_err() {
+                self.all_lost(group)
+            } else {
+                None
+            };
+            match attempt {
                 Ok(fenced) => return Ok(fenced),
                 Err(e) if started.elapsed() >= self.write_timeout => return Err(e),
+                Err(_) if lost.is_some() => return Ok(lost.unwrap_or_default()),
                 Err(e) => {
                     tracing::warn!(error = %e, batches = group.len(), "commit failed; retrying");
                     tokio::time::sleep(pause).await;
@@ -225,6 +242,20 @@ impl Committer {
                 }
             }
         }
+    }
+
+    /// When every batch of `group` writes for an account this node no longer holds under the
+    /// batch's epoch: each ticket with such an account.
+    fn all_lost(&self, group: &[Pending]) -> Option<BTreeMap<u64, u64>> {
+        group
+            .iter()
+            .map(|p| {
+                p.stamps
+                    .iter()
+                    .find(|(a, e)| self.leases.epoch(*a) != Some(*e))
+                    .map(|(a, _)| (p.ticket, *a))
+            })
+            .collect()
     }
 
     /// Records the outcome of `group`'s tickets and frees its accounts.

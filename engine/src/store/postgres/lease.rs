@@ -305,8 +305,12 @@ impl Leases {
         let every = (self.ttl / 3).max(Duration::from_millis(10));
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = self.renew().await {
-                tracing::warn!(error = %e, "lease renewal failed");
+            // Bounded: a renewal that hangs (the database cut off) must not keep this loop
+            // from giving up the accounts whose time ran out.
+            match tokio::time::timeout(every, self.renew()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "lease renewal failed"),
+                Err(_) => tracing::warn!("lease renewal got no answer"),
             }
             let now = Instant::now();
             let expired: Vec<(u64, i64)> = self
