@@ -110,6 +110,32 @@ impl Engine {
         Ok(self.inner.add_account(account.0, api).await?)
     }
 
+    /// Adds `account` as soon as no other node's lease on it runs: the take-over of a
+    /// standby node. While another node holds the account, this tries again every `poll`
+    /// (a fraction of the lease: the take-over then comes at most `poll` after the lease runs
+    /// out); any other error ends it. On an embedded database it is [`Engine::add_account`].
+    ///
+    /// The account's events stored before (by the node that held it) come first on this
+    /// engine's event stream; see docs/store.md.
+    ///
+    /// # Errors
+    /// As [`Engine::add_account`], except [`StoreError::Owned`](crate::StoreError::Owned).
+    pub async fn take_over(
+        &self,
+        account: AccountId,
+        api: Arc<dyn ServerApi>,
+        poll: std::time::Duration,
+    ) -> Result<UpdateFeed, Error> {
+        loop {
+            match self.add_account(account, api.clone()).await {
+                Err(Error::Store(crate::StoreError::Owned { .. })) => {
+                    tokio::time::sleep(poll).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Stops `account` and deletes everything stored for it, its keys erased from disk (a
     /// user logging out). Returns how many chats it had. It can be added again, as new.
     ///

@@ -124,6 +124,12 @@ pub enum Update {
     /// A write to the store failed: the chat stopped and restarts from its last stored
     /// state when next addressed. Not stored.
     StoreFailed(String),
+    /// On a shared database, the engine stopped this account by itself: another node took
+    /// it over, or its lease ran out while the database was unreachable. Calls for it fail
+    /// with [`Error::NoSuchAccount`](crate::Error::NoSuchAccount) until it is added again
+    /// ([`Engine::take_over`](crate::Engine::take_over) waits for the other node's lease).
+    /// Not stored; the event's chat is 0.
+    AccountLost,
 }
 
 /// A service action of the peer.
@@ -221,6 +227,7 @@ impl Event {
                 upload,
             },
             EventKind::StoreFailed(s) => Update::StoreFailed(s),
+            EventKind::AccountLost => Update::AccountLost,
             _ => return None,
         };
         Some(Event {

@@ -83,6 +83,17 @@ async fn an_account_taken_over_by_another_node_stops_here() {
     tokio::time::timeout(Duration::from_secs(10), stopped)
         .await
         .expect("the engine stops an account another node took over");
+    // ...and says so on the event stream.
+    let lost = async {
+        loop {
+            let e = next(&mut events).await;
+            if matches!(e.update, Update::AccountLost) {
+                break e.account;
+            }
+        }
+    };
+    let lost = tokio::time::timeout(Duration::from_secs(10), lost).await;
+    assert_eq!(lost.expect("an AccountLost event"), ALICE);
     // Adding her back is refused while node B owns her...
     let device = sim.device(1, 0);
     let refused = engine
@@ -93,11 +104,25 @@ async fn an_account_taken_over_by_another_node_stops_here() {
         matches!(refused, Error::Store(StoreError::Owned { .. })),
         "{refused}"
     );
-    // ...and works once it hands her back.
+    // ...and a take-over waits while node B's lease runs, and comes once it hands her back.
+    let taking = {
+        let (engine, api) = (engine.clone(), Arc::new(device.clone()));
+        tokio::spawn(async move {
+            engine
+                .take_over(ALICE, api, Duration::from_millis(20))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !taking.is_finished(),
+        "taken over while another node's lease ran"
+    );
     b.leases().release(ALICE.0).await.unwrap();
-    engine
-        .add_account(ALICE, Arc::new(device.clone()))
+    tokio::time::timeout(Duration::from_secs(10), taking)
         .await
+        .expect("taken over once released")
+        .unwrap()
         .unwrap();
     engine.shutdown().await.unwrap();
     drop(b);

@@ -257,6 +257,7 @@ fn update(chat: ChatId, u: &Update) -> (&'static str, Value) {
             json!({"file_id": long(file_id), "done": long(done), "total": long(total), "upload": upload}),
         ),
         Update::StoreFailed(s) => ("updateStoreFailed", json!({"message": s})),
+        Update::AccountLost => ("updateAccountLost", json!({})),
         _ => ("updateOther", json!({})),
     }
 }

@@ -56,8 +56,9 @@ pub struct CrashArgs {
     /// back and is handed one again.
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
-    /// The accounts' lease on the shared database, ms.
-    #[arg(long, default_value_t = 1000)]
+    /// The accounts' lease on the shared database, ms (short, so that take-overs are many;
+    /// below about 2 s a loaded machine's renewals come late and leases lapse on their own).
+    #[arg(long, default_value_t = 2000)]
     pub lease_ms: u64,
 }
 

@@ -15,7 +15,7 @@ use secretchat::tl::Deserialize;
 use secretchat::tl::api::enums as api;
 use secretchat::{
     AccountId, BoxFuture, ChatConfig, ChatId, Engine, EngineConfig, Error, Event, Message,
-    PgOptions, RpcError, ServerApi, StoreError, Update,
+    PgOptions, RpcError, ServerApi, Update,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -265,32 +265,36 @@ struct Accounts {
 }
 
 impl Accounts {
-    async fn add(&self, account: u64) -> Result<secretchat::UpdateFeed, Error> {
-        let api = Remote {
+    /// `account`'s server, reached through the driver.
+    fn remote(&self, account: u64) -> Arc<Remote> {
+        Arc::new(Remote {
             account,
             pipe: self.pipe.clone(),
             pending: self.pending.clone(),
             next: self.next.clone(),
-        };
+        })
+    }
+
+    async fn add(&self, account: u64) -> Result<secretchat::UpdateFeed, Error> {
         self.engine
-            .add_account(AccountId(account), Arc::new(api))
+            .add_account(AccountId(account), self.remote(account))
             .await
     }
 
-    /// Adds `account`, waiting while another node's lease on it runs; tells the main loop.
+    /// Takes `account` over (waiting while another node's lease on it runs); tells the main
+    /// loop.
     async fn take(
         &self,
         account: u64,
         done: mpsc::UnboundedSender<(u64, Option<secretchat::UpdateFeed>)>,
     ) {
+        let poll = Duration::from_millis(20);
         loop {
-            match self.add(account).await {
+            let api = self.remote(account);
+            match self.engine.take_over(AccountId(account), api, poll).await {
                 Ok(feed) => {
                     let _ = done.send((account, Some(feed)));
                     return;
-                }
-                Err(Error::Store(StoreError::Owned { .. })) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(e) => {
                     eprintln!("crash-engine: taking {account}: {e}");
@@ -390,6 +394,8 @@ impl App {
                 }
             }
             Update::Rekeyed { .. } => self.pipe.up(&Up::Rekeyed(a, h)),
+            // Stopped by the engine itself (its lease ran out or another node took it).
+            Update::AccountLost => self.pipe.up(&Up::Released(a)),
             Update::ChatClosed(r) => {
                 self.pipe.up(&Up::Closed(a, h, format!("{r:?}")));
             }
@@ -414,7 +420,11 @@ impl App {
         let Some(fref) = &message.file else {
             return Some(false);
         };
-        let dest = self.files.join(format!("in-{p}-{d}-{idx}"));
+        // Named by process: after a hand-over two nodes may fetch one message at once (the
+        // files directory is the run's, shared by its nodes).
+        let dest = self
+            .files
+            .join(format!("in-{}-{p}-{d}-{idx}", std::process::id()));
         // A transport error leaves the download resumable: try again (faults are on).
         for _ in 0..50 {
             match self.engine.download(account, chat, fref, &dest).await {

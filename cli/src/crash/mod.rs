@@ -93,7 +93,7 @@ impl Default for CrashOptions {
             engine_exe: None,
             store: None,
             nodes: 1,
-            lease_ms: 1000,
+            lease_ms: 2000,
             pause_share: 0.5,
         }
     }

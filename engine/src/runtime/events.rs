@@ -327,7 +327,8 @@ impl Events {
     /// it lost (or gave up) are not handed out from then on — the stored ones stay in the
     /// inbox for the node that holds it.
     fn held(&self, e: &EngineEvent) -> bool {
-        self.store.upgrade().is_none_or(|s| s.holds(e.account))
+        matches!(e.kind, super::EventKind::AccountLost)
+            || self.store.upgrade().is_none_or(|s| s.holds(e.account))
     }
 
     /// Reads the next page of an account taken over into `page`; whether it read any.

@@ -202,6 +202,10 @@ pub enum EventKind {
         /// Upload (else download).
         upload: bool,
     },
+    /// On a shared database, this engine stopped the account by itself: another node took
+    /// it over, or its lease ran out unrenewed (the database unreachable). Calls for it fail
+    /// with `NoSuchAccount` until it is added again. Not stored (`chat` is 0).
+    AccountLost,
 }
 
 /// State shared by the actors.
@@ -856,6 +860,14 @@ async fn run(
                 // Out of the map at once (nothing reaches it from now on); its actors are
                 // halted off the request loop, which a chat busy in a store call would hold.
                 let addr = accounts.remove(&account);
+                if !give_up && addr.is_some() {
+                    shared.events.deliver(EngineEvent {
+                        seq: None,
+                        account,
+                        chat: 0,
+                        kind: EventKind::AccountLost,
+                    });
+                }
                 let store = shared.store.clone();
                 actix::spawn(async move {
                     if let Some(addr) = addr {
