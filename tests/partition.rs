@@ -10,19 +10,14 @@
 
 use std::time::{Duration, Instant};
 
-use secretchat::{Engine, EngineConfig, Error, InputMessage, PgOptions, StoreError, Update};
+use secretchat::{Engine, EngineConfig, Error, InputMessage, PgOptions, StoreError};
 use secretchat_engine::store::postgres::Postgres;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 mod common;
-use common::{ALICE, BOB, add_pair, next, open_chat};
-
-fn url() -> String {
-    std::env::var("SECRETCHAT_PG_URL")
-        .expect("SECRETCHAT_PG_URL is not set: run the tests through .ci/pg.sh")
-}
+use common::{ALICE, BOB, add_pair, alice_sends, open_chat, pg_url};
 
 /// A TCP proxy to `target` that can be cut: while cut it carries no byte either way (what it
 /// read is held until it heals) and connects nowhere, but closes nothing.
@@ -99,10 +94,10 @@ fn target(url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_the_database_stops_its_accounts_and_another_takes_them() {
-    let proxy = Proxy::start(target(&url())).await;
+    let proxy = Proxy::start(target(&pg_url())).await;
     let dir = tempfile::tempdir().unwrap();
     let ttl = Duration::from_millis(1000);
-    let mut db = PgOptions::new(via(&url(), proxy.port));
+    let mut db = PgOptions::new(via(&pg_url(), proxy.port));
     db.node = "cut-node".into();
     db.prefix = format!("cut{}_", std::process::id());
     db.lease_ttl = ttl;
@@ -110,19 +105,7 @@ async fn a_node_cut_off_from_the_database_stops_its_accounts_and_another_takes_t
     let (engine, mut events) = Engine::open_postgres(dir.path(), db.clone(), config).unwrap();
     let _sim = add_pair(&engine).await;
     let (alice_chat, _, _) = open_chat(&engine, &mut events).await;
-    engine
-        .send_message(ALICE, alice_chat, InputMessage::text("before the cut"))
-        .await
-        .unwrap();
-    loop {
-        let e = next(&mut events).await;
-        if let Some(seq) = e.seq {
-            engine.ack(seq).await.unwrap();
-        }
-        if matches!(e.update, Update::NewMessage(_)) {
-            break;
-        }
-    }
+    alice_sends(&engine, &mut events, alice_chat, "before the cut").await;
 
     // The partition: the node keeps running, the database no longer answers it.
     proxy.set_cut(true);
@@ -160,7 +143,7 @@ async fn a_node_cut_off_from_the_database_stops_its_accounts_and_another_takes_t
 
     // Another node, which reaches the database, takes them over.
     let mut other = db.clone();
-    other.url = url();
+    other.url = pg_url();
     other.node = "other-node".into();
     let b = Postgres::connect(other).unwrap();
     for account in [ALICE, BOB] {

@@ -12,17 +12,12 @@ use secretchat::{Engine, EngineConfig, Error, InputMessage, PgOptions, StoreErro
 use secretchat_engine::store::postgres::Postgres;
 
 mod common;
-use common::{ALICE, BOB, add_pair, next, open_chat};
-
-fn url() -> String {
-    std::env::var("SECRETCHAT_PG_URL")
-        .expect("SECRETCHAT_PG_URL is not set: run the tests through .ci/pg.sh")
-}
+use common::{ALICE, BOB, add_pair, alice_sends, next, open_chat, pg_url};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_taken_over_by_another_node_stops_here() {
     let dir = tempfile::tempdir().unwrap();
-    let mut db = PgOptions::new(url());
+    let mut db = PgOptions::new(pg_url());
     db.node = "node-a".into();
     db.prefix = format!("eng{}_", std::process::id());
     db.lease_ttl = Duration::from_millis(900);
@@ -31,20 +26,7 @@ async fn an_account_taken_over_by_another_node_stops_here() {
     let sim = add_pair(&engine).await;
     // A chat and a message, stored in PostgreSQL.
     let (alice_chat, _, _) = open_chat(&engine, &mut events).await;
-    engine
-        .send_message(ALICE, alice_chat, InputMessage::text("over postgres"))
-        .await
-        .unwrap();
-    loop {
-        let e = next(&mut events).await;
-        if let Some(seq) = e.seq {
-            engine.ack(seq).await.unwrap();
-        }
-        if let Update::NewMessage(m) = e.update {
-            assert_eq!((e.account, m.text.as_str()), (BOB, "over postgres"));
-            break;
-        }
-    }
+    alice_sends(&engine, &mut events, alice_chat, "over postgres").await;
 
     // Another node cannot take Alice while this one's lease runs.
     let mut other = db.clone();
@@ -54,7 +36,7 @@ async fn an_account_taken_over_by_another_node_stops_here() {
     assert!(matches!(owned, StoreError::Owned { .. }), "{owned}");
 
     // The leases end (as when this node stalls past them); node B takes Alice.
-    let (client, conn) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+    let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(conn);
@@ -137,7 +119,7 @@ async fn an_account_taken_over_by_another_node_stops_here() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_over_account_brings_its_unacknowledged_events_to_the_new_node() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut db = PgOptions::new(url());
+    let mut db = PgOptions::new(pg_url());
     db.node = "node-a".into();
     db.prefix = format!("adopt{}_", std::process::id());
     let config = || EngineConfig::builder().at_rest_key([4; 32]).build();

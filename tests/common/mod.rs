@@ -68,3 +68,28 @@ pub async fn open_chat(
     }
     (alice_chat, bob_chat.unwrap(), seen)
 }
+
+/// Alice sends `text` on her chat; events are handled (and acknowledged) until Bob gets it.
+pub async fn alice_sends(engine: &Engine, events: &mut EventStream, chat: ChatId, text: &str) {
+    engine
+        .send_message(ALICE, chat, secretchat::InputMessage::text(text))
+        .await
+        .unwrap();
+    loop {
+        let e = next(events).await;
+        if let Some(seq) = e.seq {
+            engine.ack(seq).await.unwrap();
+        }
+        if let Update::NewMessage(m) = e.update {
+            assert_eq!((e.account, m.text.as_str()), (BOB, text));
+            return;
+        }
+    }
+}
+
+/// The test database's URL (`.ci/pg.sh` sets `SECRETCHAT_PG_URL`); fails without it: no
+/// test passes by skipping.
+pub fn pg_url() -> String {
+    std::env::var("SECRETCHAT_PG_URL")
+        .expect("SECRETCHAT_PG_URL is not set: run the tests through .ci/pg.sh")
+}
