@@ -136,6 +136,48 @@ impl Engine {
         }
     }
 
+    /// A standby for `accounts`: each runs on this node whenever no other node's lease on
+    /// it runs — taken over ([`Engine::take_over`]) as soon as its lease runs out, and again
+    /// each time this node loses it. The feed of every take-over comes on the returned
+    /// channel, for the application to connect to the account's transport. It ends when the
+    /// engine stops or the receiver is dropped. On an embedded database each account is
+    /// simply added once.
+    ///
+    /// Spawned on the current Tokio runtime.
+    pub fn standby(
+        &self,
+        accounts: Vec<(AccountId, Arc<dyn ServerApi>)>,
+        poll: std::time::Duration,
+    ) -> tokio::sync::mpsc::Receiver<(AccountId, UpdateFeed)> {
+        let (tx, rx) = tokio::sync::mpsc::channel(accounts.len().max(1));
+        for (account, api) in accounts {
+            let (engine, tx) = (self.clone(), tx.clone());
+            let mut lost = self.inner.store().lost_accounts();
+            tokio::spawn(async move {
+                loop {
+                    let feed = match engine.take_over(account, api.clone(), poll).await {
+                        Ok(feed) => feed,
+                        Err(Error::Stopped) => return,
+                        Err(e) => {
+                            tracing::warn!(account = account.0, error = %e, "standby take-over failed");
+                            tokio::time::sleep(poll * 10).await;
+                            continue;
+                        }
+                    };
+                    if tx.send((account, feed)).await.is_err() {
+                        return;
+                    }
+                    // Until this node loses it (another node took it, or its lease ran out).
+                    let Some(lost) = lost.as_mut() else { return };
+                    if lost.wait_for(|l| l.contains(&account.0)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        rx
+    }
+
     /// Stops `account` and deletes everything stored for it, its keys erased from disk (a
     /// user logging out). Returns how many chats it had. It can be added again, as new.
     ///

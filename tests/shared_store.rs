@@ -199,3 +199,65 @@ async fn a_taken_over_account_brings_its_unacknowledged_events_to_the_new_node()
     b.shutdown().await.unwrap();
     secretchat::drop_postgres_tables(&db).unwrap();
 }
+
+/// A standby node runs Alice whenever nobody else does: it takes her over once node A's lease
+/// runs out, and again after losing her to a third node that then gives her up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_an_expired_lease_and_again_after_losing_it() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut db = PgOptions::new(pg_url());
+    db.node = "node-a".into();
+    db.prefix = format!("standby{}_", std::process::id());
+    db.lease_ttl = Duration::from_millis(900);
+    let config = || EngineConfig::builder().at_rest_key([6; 32]).build();
+    let (a, _a_events) = Engine::open_postgres(dir_a.path(), db.clone(), config()).unwrap();
+    let sim = add_pair(&a).await;
+    let mut db_b = db.clone();
+    db_b.node = "node-b".into();
+    let (b, _b_events) = Engine::open_postgres(dir_b.path(), db_b, config()).unwrap();
+    let api: Arc<dyn secretchat::ServerApi> = Arc::new(sim.device(1, 0));
+    let poll = Duration::from_millis(20);
+    let mut taken = b.standby(vec![(ALICE, api)], poll);
+    let quiet = tokio::time::timeout(Duration::from_millis(300), taken.recv()).await;
+    assert!(quiet.is_err(), "taken while node A's lease ran");
+
+    // Node A stops without handing Alice over: her lease runs out, the standby takes her.
+    a.shutdown().await.unwrap();
+    let (account, _feed) = tokio::time::timeout(Duration::from_secs(10), taken.recv())
+        .await
+        .expect("taken over once the lease ran out")
+        .unwrap();
+    assert_eq!(account, ALICE);
+
+    // A third node takes her (B's lease ended as a stalled node's would); B waits again, and
+    // takes her back once the third node gives her up.
+    let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut other = db.clone();
+    other.node = "node-c".into();
+    let c = Postgres::connect(other).unwrap();
+    client
+        .execute(
+            &format!(
+                "UPDATE {}accounts SET lease_until = now() - interval '1 second'",
+                db.prefix
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    c.leases().acquire(ALICE.0).await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(500), taken.recv()).await;
+    assert!(quiet.is_err(), "taken while node C's lease ran");
+    c.leases().release(ALICE.0).await.unwrap();
+    let (account, _feed) = tokio::time::timeout(Duration::from_secs(10), taken.recv())
+        .await
+        .expect("taken again once node C gave her up")
+        .unwrap();
+    assert_eq!(account, ALICE);
+    b.shutdown().await.unwrap();
+    drop(c);
+    secretchat::drop_postgres_tables(&db).unwrap();
+}
