@@ -53,7 +53,17 @@ struct Lag {
     adopted: HashMap<u64, u64>,
     /// Accounts whose earlier events are still to be read.
     catching: VecDeque<Catch>,
+    /// Numbers the adoptions (a page read without the lock is kept only if its adoption is
+    /// still the one being read).
+    adoptions: u64,
+    /// Notices that must not be dropped when the queue is full (`AccountLost`), handed out
+    /// first; at most [`MAX_NOTICES`].
+    notices: VecDeque<EngineEvent>,
 }
+
+/// Notices kept while the queue is full, at most (one per account loss; beyond it the oldest
+/// go, counted as dropped).
+const MAX_NOTICES: usize = 4096;
 
 /// An account's earlier events being read: from `cursor` up to (not including) `below`.
 #[derive(Debug)]
@@ -61,6 +71,7 @@ struct Catch {
     account: u64,
     cursor: u64,
     below: u64,
+    adoption: u64,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +103,21 @@ impl EventSink {
                 return; // the receiver read it from the inbox already
             }
         }
+        if matches!(event.kind, super::EventKind::AccountLost) {
+            // Never dropped: queued when there is room, else kept for the receiver.
+            if lag.behind_from.is_some() || !lag.notices.is_empty() {
+                lag.notices.push_back(event);
+            } else if let Err(mpsc::error::TrySendError::Full(Some(e))) =
+                self.tx.try_send(Some(event))
+            {
+                lag.notices.push_back(e);
+            }
+            if lag.notices.len() > MAX_NOTICES {
+                lag.notices.pop_front();
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
         if lag.behind_from.is_some() {
             match event.seq {
                 Some(s) if s < lag.cursor => lag.late.push_back(event),
@@ -119,6 +145,24 @@ impl EventSink {
         }
     }
 
+    /// `account` is about to be taken over on a shared database: until [`EventSink::adopt`]
+    /// gives its bound, none of its stored events is read by the pages (they are the
+    /// adoption's to read).
+    pub(crate) fn adopting(&self, account: u64) {
+        if let Ok(mut lag) = self.shared.lag.lock() {
+            lag.adopted.insert(account, u64::MAX);
+        }
+    }
+
+    /// The take-over of `account` failed: its events are no longer set aside.
+    pub(crate) fn adopt_abandoned(&self, account: u64) {
+        if let Ok(mut lag) = self.shared.lag.lock() {
+            if lag.adopted.get(&account) == Some(&u64::MAX) {
+                lag.adopted.remove(&account);
+            }
+        }
+    }
+
     /// `account` was taken over on a shared database: its events numbered below `below`
     /// (stored before, see `Store::adopt_inbox`) are read from the inbox and handed out
     /// before its new ones. Taking an account over again reads them again from the start.
@@ -128,10 +172,13 @@ impl EventSink {
         };
         lag.adopted.insert(account, below);
         lag.catching.retain(|c| c.account != account);
+        lag.adoptions += 1;
+        let adoption = lag.adoptions;
         lag.catching.push_back(Catch {
             account,
             cursor: 0,
             below,
+            adoption,
         });
         drop(lag);
         // A full channel needs no nudge: the receiver is not waiting.
@@ -171,6 +218,8 @@ pub(crate) fn queue(store: &Arc<Store>, capacity: usize) -> (EventSink, Events) 
             run_floor: store.inbox_seq_floor(),
             adopted: HashMap::new(),
             catching: VecDeque::new(),
+            adoptions: 0,
+            notices: VecDeque::new(),
         }),
         dropped: AtomicU64::new(0),
     });
@@ -266,6 +315,15 @@ impl Events {
                 }
                 continue;
             }
+            if let Some(notice) = self
+                .shared
+                .lag
+                .lock()
+                .ok()
+                .and_then(|mut lag| lag.notices.pop_front())
+            {
+                return Some(notice);
+            }
             if self.catch_up() {
                 continue;
             }
@@ -331,16 +389,24 @@ impl Events {
             || self.store.upgrade().is_none_or(|s| s.holds(e.account))
     }
 
-    /// Reads the next page of an account taken over into `page`; whether it read any.
+    /// Reads the next page of an account taken over into `page`; whether it read any. The
+    /// read runs without the lock (a database round trip must not hold up every chat that
+    /// delivers meanwhile); its page is kept only if that adoption is still the one read.
     fn catch_up(&mut self) -> bool {
         let Some(store) = self.store.upgrade() else {
             return false;
         };
-        let Ok(mut lag) = self.shared.lag.lock() else {
-            return false;
-        };
-        while let Some(c) = lag.catching.front_mut() {
-            let page = match store.inbox_page_of(c.account, c.cursor, c.below, self.capacity) {
+        loop {
+            let Some((account, cursor, below, adoption)) =
+                self.shared.lag.lock().ok().and_then(|lag| {
+                    lag.catching
+                        .front()
+                        .map(|c| (c.account, c.cursor, c.below, c.adoption))
+                })
+            else {
+                return false;
+            };
+            let page = match store.inbox_page_of(account, cursor, below, self.capacity) {
                 Ok(p) => p,
                 Err(e) => {
                     // Read again at the next call.
@@ -348,11 +414,18 @@ impl Events {
                     return false;
                 }
             };
+            let Ok(mut lag) = self.shared.lag.lock() else {
+                return false;
+            };
+            let Some(c) = lag.catching.front_mut().filter(|c| c.adoption == adoption) else {
+                continue; // adopted again meanwhile: read the new adoption
+            };
             let Some(last) = page.last() else {
                 lag.catching.pop_front();
                 continue;
             };
             c.cursor = last.0 + 1;
+            drop(lag);
             self.page.extend(
                 page.into_iter()
                     .map(|(seq, account, chat, event)| EngineEvent {
@@ -364,7 +437,6 @@ impl Events {
             );
             return true;
         }
-        false
     }
 
     fn note(&mut self, e: &EngineEvent) {
@@ -412,6 +484,35 @@ mod tests {
             chat: 1,
             kind: EventKind::App(AppEvent::PeerLayer(layer)),
         }
+    }
+
+    /// An `AccountLost` notice is kept when the queue is full (other unstored events are
+    /// dropped then), and handed out.
+    #[test]
+    fn an_account_lost_notice_is_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let (sink, mut events) = queue(&store, 1);
+        assert!(events.try_recv().is_err()); // caught up with the (empty) inbox
+        let typing = |chat| EngineEvent {
+            seq: None,
+            account: 1,
+            chat,
+            kind: EventKind::Typing,
+        };
+        sink.deliver(typing(1)); // fills the queue
+        sink.deliver(typing(2)); // dropped
+        sink.deliver(EngineEvent {
+            seq: None,
+            account: 1,
+            chat: 0,
+            kind: EventKind::AccountLost,
+        });
+        assert_eq!(events.dropped(), 1);
+        let got: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
+            .map(|e| e.kind)
+            .collect();
+        assert!(matches!(got[..], [EventKind::AccountLost, EventKind::Typing]), "{got:?}");
     }
 
     /// A chat's write lands, the receiver (catching up) reads it from the inbox, and only

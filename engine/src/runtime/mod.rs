@@ -305,6 +305,10 @@ enum Request {
     /// Stops the account here, keeping its records; then gives it up on a shared database
     /// (`true`), or not (`false`: it was lost already).
     ReleaseAccount(u64, bool, oneshot::Sender<Result<(), EngineError>>),
+    /// Stops the account's actors if it runs here, and waits for any stop of them still
+    /// under way (before it is acquired again: no actor of an earlier holding may write
+    /// under the new one).
+    Quiesce(u64, oneshot::Sender<()>),
     /// Chats with work pending after a restart (found by the background scan).
     Pending(Vec<(u64, u64)>),
     /// Stop once the requests before it are handled (the engine is closing).
@@ -531,14 +535,35 @@ impl Engine {
         account: u64,
         api: Arc<dyn ServerApi>,
     ) -> Result<UpdateFeed, EngineError> {
+        if self.store.is_shared() {
+            // Its actors of an earlier holding (lost, or being stopped) are gone first: they
+            // would write under the epoch acquired now.
+            let (tx, rx) = oneshot::channel();
+            self.tx
+                .send(Request::Quiesce(account, tx))
+                .map_err(|_| EngineError::Stopped)?;
+            rx.await.map_err(|_| EngineError::Stopped)?;
+            // Its earlier events are left to the adoption below, not to the pages.
+            self.events.adopting(account);
+        }
         // On a shared database the account is this node's from now on (or refused: another
         // node's lease on it runs).
-        self.store.acquire_account(account)?;
+        if let Err(e) = self.store.acquire_account(account) {
+            self.events.adopt_abandoned(account);
+            return Err(e.into());
+        }
         if self.store.is_shared() {
             // The events stored for it before (by another node, or by this one earlier) are
             // this node's to deliver now, ahead of its new ones.
-            let below = self.store.adopt_inbox(account)?;
-            self.events.adopt(account, below);
+            match self.store.adopt_inbox(account) {
+                Ok(below) => self.events.adopt(account, below),
+                Err(e) => {
+                    self.events.adopt_abandoned(account);
+                    // Not left holding a lease with nothing running it.
+                    let _ = self.store.release_account(account);
+                    return Err(e.into());
+                }
+            }
         }
         if let Ok(mut m) = self.apis.lock() {
             m.insert(account, api.clone());
@@ -804,6 +829,8 @@ async fn run(
     });
     let mut accounts: HashMap<u64, Addr<AccountActor>> = HashMap::new();
     let mut pending: HashMap<u64, Vec<u64>> = HashMap::new();
+    // Accounts whose actors are being stopped off the loop: done when the value turns true.
+    let mut halting: HashMap<u64, tokio::sync::watch::Receiver<bool>> = HashMap::new();
     while let Some(req) = rx.recv().await {
         match req {
             Request::Stop => break,
@@ -860,6 +887,9 @@ async fn run(
                 // Out of the map at once (nothing reaches it from now on); its actors are
                 // halted off the request loop, which a chat busy in a store call would hold.
                 let addr = accounts.remove(&account);
+                let (halted, done) = tokio::sync::watch::channel(false);
+                halting.retain(|_, rx| !*rx.borrow());
+                halting.insert(account, done);
                 if !give_up && addr.is_some() {
                     shared.events.deliver(EngineEvent {
                         seq: None,
@@ -873,6 +903,7 @@ async fn run(
                     if let Some(addr) = addr {
                         halt(addr).await;
                     }
+                    halted.send_replace(true);
                     let spawned = std::thread::Builder::new()
                         .name("secretchat-release-account".into())
                         .spawn(move || {
@@ -904,6 +935,19 @@ async fn run(
             }
             Request::Status(account, chat, reply) => {
                 forward(&accounts, account, Status(chat), reply)
+            }
+            Request::Quiesce(account, reply) => {
+                let addr = accounts.remove(&account);
+                let mut stopping = halting.get(&account).cloned();
+                actix::spawn(async move {
+                    if let Some(addr) = addr {
+                        halt(addr).await;
+                    }
+                    if let Some(rx) = stopping.as_mut() {
+                        let _ = rx.wait_for(|done| *done).await;
+                    }
+                    let _ = reply.send(());
+                });
             }
             Request::Pending(found) => {
                 for (account, handle) in found {

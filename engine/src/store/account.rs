@@ -35,7 +35,14 @@ impl Store {
             let to = cat(&[&from, &[0xff; 9]]);
             b.delete_range(Family::Meta, from, to);
         }
-        for (k, v) in self.db.range(Family::Inbox, &[], None, usize::MAX)? {
+        // On a shared database the inbox is filed by account: only this account's rows.
+        let inbox = match self.db.is_shared() {
+            true => self
+                .db
+                .range_of(&[account], Family::Inbox, &[], None, usize::MAX)?,
+            false => self.db.range(Family::Inbox, &[], None, usize::MAX)?,
+        };
+        for (k, v) in inbox {
             u64_of(&k).ok_or(StoreError::Corrupt("inbox"))?;
             let v = self.open_sealed(Family::Inbox, &k, &v)?;
             let (owner, _, _) =

@@ -335,14 +335,18 @@ impl Committer {
                 match op {
                     Op::Put(f, k, v) => {
                         let c = changes.entry(*f).or_default();
-                        c.last
-                            .insert((column_for(batch, *f, k)?, k.clone()), Some(v.clone()));
+                        let column = column_for(batch, *f, k)?;
+                        if *f == Family::Inbox {
+                            c.columns.insert(k.clone(), column);
+                        }
+                        c.last.insert((column, k.clone()), Some(v.clone()));
                     }
                     Op::Delete(Family::Inbox, k) => {
-                        // By sequence number alone (an acknowledgement does not name the
-                        // account); after what the group put there before.
+                        // By sequence number alone; after what the group put there before.
                         let c = changes.entry(Family::Inbox).or_default();
-                        c.last.retain(|(_, kk), _| kk != k);
+                        if let Some(column) = c.columns.remove(k) {
+                            c.last.remove(&(column, k.clone()));
+                        }
                         c.by_key.push(k.clone());
                     }
                     Op::Delete(f, k) => {
@@ -470,5 +474,7 @@ enum Write {
 struct Changes {
     ranges: Vec<(Vec<u8>, Vec<u8>)>,
     by_key: Vec<Vec<u8>>,
+    /// The account column of each inbox key put (its deletion names the key alone).
+    columns: HashMap<Vec<u8>, i64>,
     last: BTreeMap<(i64, Vec<u8>), Option<Vec<u8>>>,
 }

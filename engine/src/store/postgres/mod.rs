@@ -484,15 +484,26 @@ impl Backend for Postgres {
         self.read(move |client, tables| {
             Box::pin(async move {
                 let t = tables.of(family);
-                let sql = format!(
-                    "SELECT k, v FROM {t} WHERE account = ANY($1) AND k >= $2 \
-                     AND ($3::bytea IS NULL OR k < $3) ORDER BY {order} LIMIT $4"
-                );
-                let stmt = client.prepare_cached(&sql).await.map_err(remote)?;
-                let rows = client
-                    .query(&stmt, &[&accounts, &from, &to, &limit])
-                    .await
-                    .map_err(remote)?;
+                // Two statements, so that the upper bound is an index bound in a cached plan.
+                let rows = match &to {
+                    Some(to) => {
+                        let sql = format!(
+                            "SELECT k, v FROM {t} WHERE account = ANY($1) AND k >= $2 \
+                             AND k < $3 ORDER BY {order} LIMIT $4"
+                        );
+                        let stmt = client.prepare_cached(&sql).await.map_err(remote)?;
+                        client.query(&stmt, &[&accounts, &from, to, &limit]).await
+                    }
+                    None => {
+                        let sql = format!(
+                            "SELECT k, v FROM {t} WHERE account = ANY($1) AND k >= $2 \
+                             ORDER BY {order} LIMIT $3"
+                        );
+                        let stmt = client.prepare_cached(&sql).await.map_err(remote)?;
+                        client.query(&stmt, &[&accounts, &from, &limit]).await
+                    }
+                }
+                .map_err(remote)?;
                 rows.iter()
                     .map(|r| Ok((cell(r, 0)?, cell(r, 1)?)))
                     .collect()
