@@ -12,7 +12,7 @@ use secretchat::{Engine, EngineConfig, Error, InputMessage, PgOptions, StoreErro
 use secretchat_engine::store::postgres::Postgres;
 
 mod common;
-use common::{ALICE, BOB, add_pair, alice_sends, next, open_chat, pg_url};
+use common::{ALICE, BOB, add_pair, alice_sends, end_leases, next, open_chat, pg_url};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_taken_over_by_another_node_stops_here() {
@@ -36,20 +36,7 @@ async fn an_account_taken_over_by_another_node_stops_here() {
     assert!(matches!(owned, StoreError::Owned { .. }), "{owned}");
 
     // The leases end (as when this node stalls past them); node B takes Alice.
-    let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-        .execute(
-            &format!(
-                "UPDATE {}accounts SET lease_until = now() - interval '1 second'",
-                db.prefix
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
+    end_leases(&db.prefix).await;
     b.leases().acquire(ALICE.0).await.unwrap();
 
     // This engine stops Alice by itself (its renewal is refused): her calls fail as for an
@@ -231,23 +218,10 @@ async fn a_standby_takes_over_an_expired_lease_and_again_after_losing_it() {
 
     // A third node takes her (B's lease ended as a stalled node's would); B waits again, and
     // takes her back once the third node gives her up.
-    let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
     let mut other = db.clone();
     other.node = "node-c".into();
     let c = Postgres::connect(other).unwrap();
-    client
-        .execute(
-            &format!(
-                "UPDATE {}accounts SET lease_until = now() - interval '1 second'",
-                db.prefix
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
+    end_leases(&db.prefix).await;
     c.leases().acquire(ALICE.0).await.unwrap();
     let quiet = tokio::time::timeout(Duration::from_millis(500), taken.recv()).await;
     assert!(quiet.is_err(), "taken while node C's lease ran");

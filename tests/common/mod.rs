@@ -93,3 +93,19 @@ pub fn pg_url() -> String {
     std::env::var("SECRETCHAT_PG_URL")
         .expect("SECRETCHAT_PG_URL is not set: run the tests through .ci/pg.sh")
 }
+
+/// Ends every lease of the store with table prefix `prefix` at once, as when the nodes
+/// holding them stall past them.
+pub async fn end_leases(prefix: &str) {
+    let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .execute(
+            &format!("UPDATE {prefix}accounts SET lease_until = now() - interval '1 second'"),
+            &[],
+        )
+        .await
+        .unwrap();
+}

@@ -512,7 +512,10 @@ mod tests {
         let got: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
             .map(|e| e.kind)
             .collect();
-        assert!(matches!(got[..], [EventKind::AccountLost, EventKind::Typing]), "{got:?}");
+        assert!(
+            matches!(got[..], [EventKind::AccountLost, EventKind::Typing]),
+            "{got:?}"
+        );
     }
 
     /// A chat's write lands, the receiver (catching up) reads it from the inbox, and only

@@ -194,6 +194,13 @@ fn order(family: Family) -> &'static str {
     }
 }
 
+/// `(k, v)` rows as the store's entries.
+fn key_values(rows: &[tokio_postgres::Row]) -> Result<Vec<KeyValue>, StoreError> {
+    rows.iter()
+        .map(|r| Ok((cell(r, 0)?, cell(r, 1)?)))
+        .collect()
+}
+
 /// Column `i` of a row, typed; a row of another shape is an error, never a panic.
 pub(crate) fn cell<'a, T: tokio_postgres::types::FromSql<'a>>(
     row: &'a tokio_postgres::Row,
@@ -461,9 +468,7 @@ impl Backend for Postgres {
                     }
                 }
                 .map_err(remote)?;
-                rows.iter()
-                    .map(|r| Ok((cell(r, 0)?, cell(r, 1)?)))
-                    .collect()
+                key_values(&rows)
             })
         })
     }
@@ -504,9 +509,7 @@ impl Backend for Postgres {
                     }
                 }
                 .map_err(remote)?;
-                rows.iter()
-                    .map(|r| Ok((cell(r, 0)?, cell(r, 1)?)))
-                    .collect()
+                key_values(&rows)
             })
         })
     }
