@@ -158,9 +158,6 @@ impl Store {
                 .or_insert_with(|| Batch::for_account(account))
                 .delete(Family::Inbox, k);
         }
-        if batches.is_empty() {
-            return self.write_now(Batch::default(), sync);
-        }
         let mut outcome = None;
         for b in batches.into_values() {
             let r = self.write_now(b, sync);
@@ -168,6 +165,7 @@ impl Store {
                 outcome = Some(r);
             }
         }
+        // Nothing left to remove: an empty write still gives a ticket to wait on.
         outcome.unwrap_or_else(|| self.write_now(Batch::default(), sync))
     }
 }

@@ -48,9 +48,9 @@ impl Shared {
             Some(k) => k.clone(),
             None => {
                 let path = dir.join("run.key");
-                let key: [u8; 32] = rand::random();
-                std::fs::write(&path, hex::encode(key))?;
-                restrict(&path)?;
+                let key = zeroize::Zeroizing::new(rand::random::<[u8; 32]>());
+                let text = zeroize::Zeroizing::new(hex::encode(*key));
+                write_private(&path, text.as_bytes())?;
                 path
             }
         };
@@ -131,15 +131,20 @@ impl Shared {
     }
 }
 
-/// Only the owner reads the key file.
-fn restrict(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+/// Writes `bytes` to a new file at `path` that only its owner can read (created so, never
+/// readable by others in between).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    // A key left by an earlier run in the same directory is replaced, not reused.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
     }
-    let _ = path;
-    Ok(())
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to a process.
@@ -163,6 +168,9 @@ impl Driver<'_> {
         let running: Vec<usize> = (0..self.lives.len())
             .filter(|n| self.holder.contains(&Some(*n)))
             .collect();
+        if running.is_empty() {
+            return Ok(()); // nothing runs anywhere: the next revive places the accounts
+        }
         let victim = running[self.rng.gen_range(0..running.len())];
         let other = 1 - victim;
         let accounts: Vec<u64> = (0..2)

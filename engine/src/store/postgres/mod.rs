@@ -231,12 +231,12 @@ impl Postgres {
         cfg.url = Some(options.url.clone());
         // The server names each session by its node (pg_stat_activity, logs, audits).
         cfg.application_name = Some(options.node.clone());
+        // A connection attempt to an unreachable server gives up after half a lease.
+        cfg.connect_timeout = Some((options.lease_ttl / 2).max(Duration::from_millis(100)));
         // A node that stalls (paused, cut off) inside a transaction holds its row locks — the
         // epochs it checked among them, which a taking node's acquisition must update: the
         // server ends such a session after half a lease, so a take-over waits for the lease
         // alone. (Its transaction rolls back: nothing of it was committed.)
-        // A connection attempt to an unreachable server gives up after half a lease.
-        cfg.connect_timeout = Some((options.lease_ttl / 2).max(Duration::from_millis(100)));
         cfg.options = Some(format!(
             "-c idle_in_transaction_session_timeout={}",
             (options.lease_ttl / 2).as_millis().max(100)
