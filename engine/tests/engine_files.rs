@@ -4,7 +4,7 @@
 mod engine_common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use engine_common::{config, user};
@@ -281,6 +281,98 @@ async fn an_upload_interrupted_by_a_crash_resumes_from_the_last_stored_part() {
         .await
         .unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), content(size, 9));
+}
+
+/// Lets the first file part through, then holds the others until `released` (an upload in
+/// progress); counts the parts let through.
+struct HoldParts {
+    inner: SimDevice,
+    passed: Arc<AtomicUsize>,
+    released: Arc<AtomicBool>,
+}
+
+impl ServerApi for HoldParts {
+    fn invoke(&self, request: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        use secretchat_schema::Identifiable;
+        use secretchat_schema::api::functions::upload as up;
+        let id = u32::from_le_bytes(request[..4].try_into().unwrap());
+        if id != up::SaveFilePart::CONSTRUCTOR_ID && id != up::SaveBigFilePart::CONSTRUCTOR_ID {
+            return self.inner.invoke(request);
+        }
+        let first = self.passed.fetch_add(1, Ordering::SeqCst) == 0;
+        let (inner, released) = (self.inner.clone(), self.released.clone());
+        Box::pin(async move {
+            while !first && !released.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            inner.invoke(request).await
+        })
+    }
+}
+
+/// A layer-73+ message's text.
+fn text_of(m: &secretchat_schema::e2e::enums::DecryptedMessage) -> Option<&str> {
+    match m {
+        secretchat_schema::e2e::enums::DecryptedMessage::DecryptedMessage73(m) => Some(&m.message),
+        _ => None,
+    }
+}
+
+/// `resume_uploads` while an upload of this process is in progress (an account taken over, a
+/// host resuming at start while the application already sends) leaves it to the sender:
+/// run a second time, its message was sent twice (the crash test saw one message delivered
+/// under two inbox entries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_leaves_an_upload_in_progress_to_its_sender() {
+    let root = tempfile::tempdir().unwrap();
+    let sim = SimServer::new(SimFaults::NONE, 2);
+    let (passed, released) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let hold = HoldParts {
+        inner: sim.device(1, 0),
+        passed: passed.clone(),
+        released: released.clone(),
+    };
+    let mut a = side(&root.path().join("a"), &sim, 1, Arc::new(hold)).await;
+    let mut b = side(&root.path().join("b"), &sim, 2, Arc::new(sim.device(2, 0))).await;
+    let (ha, _) = open(&mut a, &mut b).await;
+    let path = root.path().join("doc");
+    std::fs::write(&path, content(3 * 512 * 1024 + 5, 4)).unwrap();
+    let (engine, account) = (a.engine.clone(), a.account);
+    let file = FileToSend::document(&path, "application/pdf");
+    let sending = tokio::spawn(async move { engine.send_file(account, ha, file).await });
+    // The first part is through: the upload's record is stored, its other parts are held.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while passed.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(Instant::now() < deadline, "the upload never started");
+    }
+    let engine = a.engine.clone();
+    let resuming = tokio::spawn(async move { engine.resume_uploads(account).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    released.store(true, Ordering::SeqCst);
+    assert_eq!(
+        resuming.await.unwrap().unwrap(),
+        0,
+        "nothing was interrupted"
+    );
+    sending.await.unwrap().unwrap();
+    assert_eq!(a.engine.resume_uploads(account).await.unwrap(), 0);
+    // A text after it: once it arrived, so did every earlier message of the chat.
+    a.engine.send_text(account, ha, "after").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b
+        .chat(
+            |e| matches!(e, AppEvent::Message { message, .. } if text_of(message) == Some("after")),
+        )
+        .is_none()
+    {
+        b.pump(Duration::from_millis(50)).await;
+        assert!(Instant::now() < deadline, "the text never arrived");
+    }
+    assert_eq!(b.files().len(), 1, "the file's message arrived once");
 }
 
 /// Lets `allowed` `upload.getFile` calls through, then fails them (a transport dying mid-way);

@@ -272,6 +272,7 @@ fn a_removed_account_leaves_nothing_on_disk() {
         persist: std::slice::from_ref(&persist),
         events: std::slice::from_ref(&event),
         qts: None,
+        forget: &[],
     })
     .unwrap();
     s.flush().unwrap();

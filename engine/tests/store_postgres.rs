@@ -128,6 +128,7 @@ fn chat_write(s: &Store, account: u64, handle: u64, state: &[u8]) -> Result<u64,
         persist: &[Persist::default()],
         events: &[AppEvent::PeerLayer(144)],
         qts: None,
+        forget: &[],
     })
     .map(|(t, _)| t.0)
 }
@@ -307,6 +308,7 @@ fn an_accounts_writes_commit_in_order_across_concurrent_transactions() {
                             persist: &[],
                             events: &[],
                             qts: Some(i as i32),
+                            forget: &[],
                         })
                         .unwrap();
                     last = t.0;
@@ -368,6 +370,7 @@ fn two_nodes_never_hand_out_the_same_number() {
                             persist: &[],
                             events: &[AppEvent::PeerLayer(144)],
                             qts: None,
+                            forget: &[],
                         })
                         .unwrap();
                     handles.push(h);
@@ -408,6 +411,7 @@ fn event(s: &Store, account: u64, layer: i32) -> u64 {
             persist: &[],
             events: &[AppEvent::PeerLayer(layer)],
             qts: None,
+            forget: &[],
         })
         .unwrap();
     seqs[0]

@@ -56,6 +56,7 @@ fn a_database_crash_under_load_loses_no_durable_write() {
                         persist: &[Persist::default()],
                         events: &[AppEvent::PeerLayer(144)],
                         qts: Some(h as i32),
+                        forget: &[],
                     })
                     .unwrap();
                 tickets.push(t);

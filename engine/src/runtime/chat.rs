@@ -106,6 +106,10 @@ pub struct ChatInput {
     pub ack: Option<AckToken>,
     /// Told once the step is durably stored (commands: "accepted" means stored).
     pub done: Option<Reply>,
+    /// A metadata record removed in the same write as this input's step: an upload's record
+    /// goes with the step that stores its message, so a crash can neither lose the message
+    /// nor have it sent again by [`Engine::resume_uploads`](crate::runtime::Engine::resume_uploads).
+    pub forget: Option<Box<[u8]>>,
 }
 
 impl ChatInput {
@@ -115,6 +119,7 @@ impl ChatInput {
             event,
             ack: None,
             done: None,
+            forget: None,
         }
     }
 }
@@ -206,6 +211,8 @@ struct Batch {
     calls: Vec<Call>,
     acks: Vec<AckToken>,
     done: Vec<Reply>,
+    /// Metadata records removed with the step ([`ChatInput::forget`]).
+    forget: Vec<Vec<u8>>,
 }
 
 impl ChatActor {
@@ -285,6 +292,7 @@ impl ChatActor {
         let actions = self
             .core
             .handle(msg.event, now_ms(), &mut rand::rngs::OsRng);
+        batch.forget.extend(msg.forget.map(Vec::from));
         self.collect(actions, msg.ack, msg.done, batch, ctx);
     }
 
@@ -412,8 +420,9 @@ impl ChatActor {
             calls,
             acks,
             done,
+            forget,
         } = batch;
-        let ticket = if !persist.is_empty() || !events.is_empty() {
+        let ticket = if !persist.is_empty() || !events.is_empty() || !forget.is_empty() {
             let started = PhaseClock::sample(Phase::Store);
             let state = self.core.snapshot();
             let chat_id = self.core.chat_id();
@@ -429,6 +438,7 @@ impl ChatActor {
                 persist: &persist,
                 events: &events,
                 qts: None,
+                forget: &forget,
             };
             self.shared.metrics.batch();
             let written = self.shared.store.write_chat(&w);

@@ -472,6 +472,7 @@ mod tests {
                 persist: &[Persist::default()],
                 events: &[AppEvent::PeerLayer(layer)],
                 qts: None,
+                forget: &[],
             })
             .unwrap();
         seqs[0]

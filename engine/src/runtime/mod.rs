@@ -297,7 +297,14 @@ enum Request {
         api::InputUser,
         oneshot::Sender<Result<u64, EngineError>>,
     ),
-    Command(u64, u64, Command, oneshot::Sender<Result<(), EngineError>>),
+    /// A command, and the metadata record its step removes ([`ChatInput::forget`]).
+    Command(
+        u64,
+        u64,
+        Command,
+        Option<Box<[u8]>>,
+        oneshot::Sender<Result<(), EngineError>>,
+    ),
     Status(u64, u64, oneshot::Sender<Result<ChatStatus, EngineError>>),
     Active(u64, oneshot::Sender<usize>),
     /// Stop the account and delete its data.
@@ -321,6 +328,8 @@ pub struct Engine {
     tx: mpsc::UnboundedSender<Request>,
     store: Arc<Store>,
     apis: Arc<std::sync::Mutex<HashMap<u64, Arc<dyn ServerApi>>>>,
+    /// The uploads running in this process.
+    uploads: Arc<files::Running>,
     events: EventSink,
     files: Addr<FileCryptor>,
     metrics: Arc<EngineMetrics>,
@@ -514,6 +523,7 @@ impl Engine {
                 tx,
                 store,
                 apis: Arc::default(),
+                uploads: Arc::default(),
                 events: engine_events,
                 files,
                 metrics,
@@ -617,8 +627,22 @@ impl Engine {
         chat: u64,
         command: Command,
     ) -> impl std::future::Future<Output = Result<(), EngineError>> + Send + 'static {
+        self.submit_forgetting(account, chat, command, None)
+    }
+
+    /// [`Engine::submit`], removing the metadata record `forget` in the same write as the
+    /// command's step.
+    pub(crate) fn submit_forgetting(
+        &self,
+        account: u64,
+        chat: u64,
+        command: Command,
+        forget: Option<Box<[u8]>>,
+    ) -> impl std::future::Future<Output = Result<(), EngineError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        let queued = self.tx.send(Request::Command(account, chat, command, tx));
+        let queued = self
+            .tx
+            .send(Request::Command(account, chat, command, forget, tx));
         async move {
             queued.map_err(|_| EngineError::Stopped)?;
             rx.await.map_err(|_| EngineError::Stopped)?
@@ -869,8 +893,9 @@ async fn run(
             Request::OpenChat(account, user, reply) => {
                 forward(&accounts, account, RequestChat(user), reply)
             }
-            Request::Command(account, chat, command, reply) => match accounts.get(&account) {
-                Some(a) => a.do_send(ChatCommand(chat, command, reply)),
+            Request::Command(account, chat, command, forget, reply) => match accounts.get(&account)
+            {
+                Some(a) => a.do_send(ChatCommand(chat, command, reply, forget)),
                 None => {
                     let _ = reply.send(Err(EngineError::NoSuchAccount(account)));
                 }

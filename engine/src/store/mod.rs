@@ -196,6 +196,9 @@ pub struct ChatWrite<'a> {
     pub events: &'a [AppEvent],
     /// Highest qts whose processing this step completes (stored with it), if any.
     pub qts: Option<i32>,
+    /// Metadata records removed with the step (an upload's record, once its message is
+    /// stored: see `runtime/files/upload.rs`).
+    pub forget: &'a [Vec<u8>],
 }
 
 /// A chat written by [`Store::write_new_chats`].
@@ -618,6 +621,9 @@ impl Store {
                 &qts_key(w.account),
                 &qts.to_be_bytes(),
             );
+        }
+        for key in w.forget {
+            b.delete(Family::Meta, key.clone());
         }
         let ticket = self.write(b)?;
         // Noted once written: an erasure pass before this write would have left the version

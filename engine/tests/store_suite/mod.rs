@@ -92,6 +92,7 @@ pub fn write(
             persist: std::slice::from_ref(persist),
             events,
             qts: None,
+            forget: &[],
         })
         .unwrap()
         .1
@@ -287,7 +288,8 @@ pub fn chat_records_round_trip(db: &dyn TestDb) {
     assert_eq!(s.qts(2).unwrap(), None);
 }
 
-/// Several steps in one write apply in step order.
+/// Several steps in one write apply in step order, and the metadata records the write forgets
+/// are gone with it.
 pub fn several_steps_in_one_write_apply_in_order(db: &dyn TestDb) {
     let s = db.open(db.plain()).unwrap();
     let steps = [
@@ -305,6 +307,17 @@ pub fn several_steps_in_one_write_apply_in_order(db: &dyn TestDb) {
             ..Persist::default()
         },
     ];
+    // Two upload records of account 1: the step's write removes one (its message is stored).
+    let upload = |id: u64| {
+        [
+            b"upload/".as_slice(),
+            &1u64.to_be_bytes(),
+            &id.to_be_bytes(),
+        ]
+        .concat()
+    };
+    s.put_meta(&upload(7), b"sent with this step").unwrap();
+    s.put_meta(&upload(8), b"still uploading").unwrap();
     let (_, seqs) = s
         .write_chat(&ChatWrite {
             account: 1,
@@ -314,9 +327,15 @@ pub fn several_steps_in_one_write_apply_in_order(db: &dyn TestDb) {
             persist: &steps,
             events: &[AppEvent::PeerLayer(144), AppEvent::Rekeyed(1)],
             qts: None,
+            forget: &[upload(7)],
         })
         .unwrap();
     assert!(seqs[0] < seqs[1], "inbox order is step order");
+    assert_eq!(s.get_meta(&upload(7)).unwrap(), None);
+    assert_eq!(
+        s.get_meta(&upload(8)).unwrap().as_deref(),
+        Some(&b"still uploading"[..])
+    );
     let c = s.load_chat(1, 3).unwrap().unwrap();
     assert_eq!(c.state, b"after three steps");
     assert_eq!(c.outbox.iter().map(|(r, _)| *r).collect::<Vec<_>>(), [2]);
@@ -425,6 +444,7 @@ pub async fn group_commit_makes_writes_durable(db: &dyn TestDb) {
                 persist: &[],
                 events: &[AppEvent::PeerLayer(144)],
                 qts: Some(handle as i32),
+                forget: &[],
             })
             .unwrap();
         assert_eq!(
@@ -459,6 +479,7 @@ pub fn removing_an_account_spares_the_others(db: &dyn TestDb) {
             }],
             events: &[AppEvent::PeerLayer(144)],
             qts: Some(9),
+            forget: &[],
         })
         .unwrap();
     }

@@ -127,7 +127,7 @@ pub(super) struct RequestChat(pub api::InputUser);
 /// for it), so commands reach the chat in the order they were submitted.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(super) struct ChatCommand(pub u64, pub Command, pub Reply);
+pub(super) struct ChatCommand(pub u64, pub Command, pub Reply, pub Option<Box<[u8]>>);
 
 /// A chat's status.
 #[derive(Message)]
@@ -308,6 +308,7 @@ impl AccountActor {
             event,
             ack,
             done: None,
+            forget: None,
         };
         if let Err(input) = self.deliver(handle, input, ctx) {
             self.fail(handle, input);
@@ -551,13 +552,14 @@ impl Handler<RequestChat> for AccountActor {
 impl Handler<ChatCommand> for AccountActor {
     type Result = ();
     fn handle(&mut self, msg: ChatCommand, ctx: &mut Context<Self>) {
-        let ChatCommand(handle, command, reply) = msg;
+        let ChatCommand(handle, command, reply, forget) = msg;
         // Answered once stored ("accepted" means a restart cannot lose it); a dropped answer
         // (the chat stopped on a store failure) reads as `Stopped`.
         let input = ChatInput {
             event: Event::Command(command),
             ack: None,
             done: Some(reply),
+            forget,
         };
         if let Err(input) = self.deliver(handle, input, ctx) {
             self.fail(handle, input);

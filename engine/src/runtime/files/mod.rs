@@ -20,6 +20,8 @@
 mod download;
 mod upload;
 
+pub(crate) use upload::Running;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

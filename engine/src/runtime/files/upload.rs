@@ -13,7 +13,7 @@ use super::{BIG_FILE, FileError, FileRef, FileToSend, MAX_PARTS, encrypted_len, 
 use crate::crypto::file::{FileKey, PART_SIZE};
 use crate::crypto::ige::Direction;
 use crate::crypto::keys::Secret32;
-use crate::protocol::chat::Outgoing;
+use crate::protocol::chat::{Command, Outgoing};
 use crate::runtime::workers::CryptPart;
 use crate::runtime::{Engine, EngineError, call_retrying};
 use crate::transport::CallError;
@@ -42,6 +42,37 @@ impl Drop for Upload {
         self.iv.zeroize();
         self.state.zeroize();
         self.message.zeroize();
+    }
+}
+
+/// The uploads this process is running, by `(account, file_id)`: [`Engine::resume_uploads`]
+/// leaves them alone (run twice, an upload's message was sent twice).
+#[derive(Debug, Default)]
+pub(crate) struct Running(std::sync::Mutex<std::collections::HashSet<(u64, i64)>>);
+
+/// One upload claimed in [`Running`] until dropped.
+struct Claim<'a> {
+    running: &'a Running,
+    key: (u64, i64),
+}
+
+impl Running {
+    /// Claims `(account, file_id)`; `None` while another claim on it lives.
+    fn claim(&self, account: u64, file_id: i64) -> Option<Claim<'_>> {
+        let fresh = self.0.lock().ok()?.insert((account, file_id));
+        // Built only when it is ours: a `Claim` dropped releases its key.
+        fresh.then(|| Claim {
+            running: self,
+            key: (account, file_id),
+        })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.running.0.lock() {
+            set.remove(&self.key);
+        }
     }
 }
 
@@ -94,7 +125,13 @@ impl Engine {
         let mut rec = Upload::default();
         rec.account = account as i64;
         rec.chat = chat as i64;
-        rec.file_id = rand::random::<i64>();
+        // Claimed before its record is stored, released after the record is gone.
+        let claim = loop {
+            rec.file_id = rand::random::<i64>();
+            if let Some(c) = self.uploads.claim(account, rec.file_id) {
+                break c;
+            }
+        };
         rec.path = file.path.to_string_lossy().into_owned();
         rec.size = size as i64;
         rec.key = key.key.0.to_vec();
@@ -108,11 +145,13 @@ impl Engine {
             .map_err(EngineError::from)?;
         let id = rec.file_id;
         self.run_upload(rec).await?;
+        drop(claim);
         Ok(id)
     }
 
     /// Finishes the uploads of `account` a crash interrupted (from their last stored part) and
-    /// sends their messages. Returns how many it finished.
+    /// sends their messages. Returns how many it finished. Uploads this process is running
+    /// (a [`Engine::send_file`] in progress, another resume) are left to them.
     ///
     /// # Errors
     /// [`FileError`] for the first one that fails (the rest stay stored).
@@ -122,10 +161,28 @@ impl Engine {
             .store
             .meta_with_prefix(&prefix)
             .map_err(EngineError::from)?;
-        let n = pending.len();
-        for (_, v) in pending {
+        let mut n = 0;
+        for (key, _) in pending {
+            let Some(file_id) = key
+                .get(prefix.len()..)
+                .and_then(|id| <[u8; 8]>::try_from(id).ok())
+                .map(i64::from_be_bytes)
+            else {
+                continue;
+            };
+            let Some(claim) = self.uploads.claim(account, file_id) else {
+                continue;
+            };
+            // Read again under the claim: an upload that finished since the listing has
+            // removed its record (with the step that stored its message) before releasing
+            // its claim.
+            let Some(v) = self.store.get_meta(&key).map_err(EngineError::from)? else {
+                continue;
+            };
             let rec = Upload::from_bytes(&v).map_err(CallError::from)?;
             self.run_upload(rec).await?;
+            drop(claim);
+            n += 1;
         }
         Ok(n)
     }
@@ -291,10 +348,15 @@ impl Engine {
             via_bot_name: None,
             grouped_id: None,
         };
-        self.send(account, rec.chat as u64, outgoing).await?;
-        self.store
-            .delete_meta(&upload_key(account, rec.file_id))
-            .map_err(EngineError::from)?;
+        // The record goes in the write that stores the message: a crash leaves either both
+        // (the upload is resumed and sends it) or neither (it was sent once).
+        self.submit_forgetting(
+            account,
+            rec.chat as u64,
+            Command::Send(Box::new(outgoing)),
+            Some(upload_key(account, rec.file_id).into()),
+        )
+        .await?;
         Ok(())
     }
 
