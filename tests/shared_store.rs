@@ -235,3 +235,69 @@ async fn a_standby_takes_over_an_expired_lease_and_again_after_losing_it() {
     drop(c);
     secretchat::drop_postgres_tables(&db).unwrap();
 }
+
+/// On PostgreSQL a sleeping chat's records are read on the loader's threads while what comes
+/// for it waits (docs/store.md): chats that fell asleep answer a status request, and messages
+/// sent while both sides sleep wake them and arrive once each, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_chats_wake_from_postgres_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = PgOptions::new(pg_url());
+    db.prefix = format!("wake{}_", std::process::id());
+    let config = EngineConfig::builder()
+        .at_rest_key([5; 32])
+        .idle_after(Duration::from_millis(100))
+        .build();
+    let (engine, mut events) = Engine::open_postgres(dir.path(), db.clone(), config).unwrap();
+    add_pair(&engine).await;
+    let (alice_chat, bob_chat, _) = open_chat(&engine, &mut events).await;
+    let asleep = |engine: Engine| async move {
+        for _ in 0..200 {
+            let a = engine.loaded_chats(ALICE).await.unwrap();
+            let b = engine.loaded_chats(BOB).await.unwrap();
+            if a + b == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the chats never fell asleep");
+    };
+    let mut got = Vec::new();
+    for round in 0..4 {
+        asleep(engine.clone()).await;
+        // Woken by a status request.
+        let c = engine.chat(BOB, bob_chat).await.unwrap();
+        assert_eq!(c.id, bob_chat);
+        asleep(engine.clone()).await;
+        // Woken by messages: the first wakes Alice's chat, Bob's wakes with the first to
+        // reach him while the others queue behind its read.
+        let sends: Vec<_> = (0..6)
+            .map(|i| {
+                engine.queue_message(
+                    ALICE,
+                    alice_chat,
+                    InputMessage::text(format!("{round}.{i}")),
+                )
+            })
+            .collect();
+        for s in sends {
+            s.await.unwrap();
+        }
+        while got.len() < (round + 1) * 6 {
+            let e = next(&mut events).await;
+            if let Some(seq) = e.seq {
+                engine.ack(seq).await.unwrap();
+            }
+            if let Update::NewMessage(m) = e.update {
+                assert_eq!(e.account, BOB);
+                got.push(m.text);
+            }
+        }
+    }
+    let want: Vec<String> = (0..4)
+        .flat_map(|r| (0..6).map(move |i| format!("{r}.{i}")))
+        .collect();
+    assert_eq!(got, want, "once each, in order");
+    engine.shutdown().await.unwrap();
+    secretchat::drop_postgres_tables(&db).unwrap();
+}

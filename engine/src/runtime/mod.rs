@@ -42,7 +42,7 @@ use crate::transport::{CallError, RpcError, ServerApi, UpdateFeed, call};
 use account::{AccountActor, ChatCommand, RequestChat, Resume, Status};
 use metrics::{EngineMetrics, MetricsSnapshot};
 pub use provision::ProvisionedChat;
-use workers::{DhConfigActor, FileCryptor, ParamsRegistry, RekeyActor};
+use workers::{ChatLoader, DhConfigActor, FileCryptor, ParamsRegistry, RekeyActor};
 
 use events::EventSink;
 pub use events::Events;
@@ -99,7 +99,7 @@ impl Default for EngineConfig {
 }
 
 /// Engine failures.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
     /// The store failed (or belongs to a newer version).
@@ -218,6 +218,8 @@ pub struct Shared {
     #[allow(dead_code)]
     pub(crate) files: Addr<FileCryptor>,
     pub(crate) dh_config: Addr<DhConfigActor>,
+    /// Reads chat records off the account threads (a shared database only).
+    pub(crate) loader: Option<Addr<ChatLoader>>,
     pub(crate) registry: Arc<ParamsRegistry>,
     pub(crate) metrics: Arc<EngineMetrics>,
     arbiters: Vec<ArbiterHandle>,
@@ -814,6 +816,10 @@ async fn halt(addr: Addr<AccountActor>) {
     }
 }
 
+/// Chat loads in flight at once on a shared database (each holds a connection for a round
+/// trip; more queue in the loader's mailbox).
+const LOAD_THREADS: usize = 4;
+
 /// What `Engine::open` made before the system started and the actors share.
 struct Parts {
     files: Addr<FileCryptor>,
@@ -837,6 +843,10 @@ async fn run(
     let dh_metrics = metrics.clone();
     let rekey = SyncArbiter::start(dh_threads, move || RekeyActor(dh_metrics.clone()));
     let dh_config = DhConfigActor::new(store.clone(), registry.clone()).start();
+    let loader = store.is_shared().then(|| {
+        let store = store.clone();
+        SyncArbiter::start(LOAD_THREADS, move || ChatLoader(store.clone()))
+    });
     let arbiters: Vec<Arbiter> = (0..config.chat_threads.max(1))
         .map(|_| Arbiter::new())
         .collect();
@@ -847,6 +857,7 @@ async fn run(
         rekey,
         files,
         dh_config,
+        loader,
         registry,
         metrics,
         arbiters: arbiters.iter().map(Arbiter::handle).collect(),

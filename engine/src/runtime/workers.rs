@@ -1,6 +1,7 @@
 //! Worker pools and shared services: [`RekeyActor`] (DH exponentiations off the chat threads),
-//! [`FileCryptor`] (file parts), [`DhConfigActor`] (the DH config per account, with safe-prime
-//! verdicts kept in the store).
+//! [`FileCryptor`] (file parts), [`ChatLoader`] (chat records read from a database over the
+//! network), [`DhConfigActor`] (the DH config per account, with safe-prime verdicts kept in the
+//! store).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,32 @@ impl Handler<RunJob> for RekeyActor {
         let out = msg.0.run();
         self.0.spent(Phase::Dh, t.elapsed());
         MessageResult(out)
+    }
+}
+
+/// Reads chat records on a thread pool, so that a database round trip never holds an account's
+/// thread (only on a shared database: an embedded one answers in microseconds, read in place).
+#[derive(Debug)]
+pub struct ChatLoader(pub Arc<Store>);
+
+impl Actor for ChatLoader {
+    type Context = SyncContext<Self>;
+}
+
+/// Read one chat's records.
+#[derive(Message)]
+#[rtype(result = "Result<Option<crate::store::StoredChat>, crate::store::StoreError>")]
+pub struct LoadChat {
+    /// The account.
+    pub account: u64,
+    /// The chat's handle.
+    pub handle: u64,
+}
+
+impl Handler<LoadChat> for ChatLoader {
+    type Result = Result<Option<crate::store::StoredChat>, crate::store::StoreError>;
+    fn handle(&mut self, msg: LoadChat, _: &mut SyncContext<Self>) -> Self::Result {
+        self.0.load_chat(msg.account, msg.handle)
     }
 }
 

@@ -43,9 +43,9 @@ impl AccountActor {
         });
     }
 
-    /// Memory holds as many chats as allowed.
+    /// Memory holds as many chats as allowed (counting those being read).
     pub(super) fn full(&self) -> bool {
-        self.shared.metrics.loaded_now() >= self.shared.config.max_loaded_chats
+        self.shared.metrics.loaded_now() + self.loading.len() >= self.shared.config.max_loaded_chats
     }
 
     /// Loads waiting chats while there is room (or a batch regardless when `force`) and hands
@@ -63,18 +63,10 @@ impl AccountActor {
             let Some((handle, inputs)) = self.admission.next(now) else {
                 return;
             };
-            match self.chat(handle, ctx) {
-                Ok(addr) => {
-                    self.last_seen.insert(handle, now);
-                    for input in inputs {
-                        addr.do_send(input);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(account = self.account, chat = handle, error = %e, "chat could not be loaded");
-                    for input in inputs {
-                        self.fail(handle, input);
-                    }
+            if let Err((e, inputs)) = self.hand(handle, inputs, ctx) {
+                tracing::warn!(account = self.account, chat = handle, error = %e, "chat could not be loaded");
+                for input in inputs {
+                    self.fail(handle, input);
                 }
             }
         }
@@ -173,7 +165,7 @@ impl AccountActor {
             let Some(h) = self.resume.pop_front() else {
                 return;
             };
-            let _ = self.chat(h, ctx);
+            let _ = self.activate(h, ctx);
         }
     }
 }

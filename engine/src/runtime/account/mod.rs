@@ -14,13 +14,13 @@ use secretchat_schema::api::functions::{messages as m, updates as u};
 
 use super::admission::Admission;
 use super::chat::{ChatActor, ChatInput, GetStatus};
-use super::metrics::{Phase, PhaseClock};
 use super::queue::{Live, MessageKey, QtsQueue};
 use super::{AckToken, EngineError, Reply, Shared, call_retrying, now_ms};
 use crate::protocol::chat::{Action, ChatCore, ChatStatus, Command, Event};
 use crate::transport::ServerApi;
 
 mod difference;
+mod load;
 mod lookup;
 mod memory;
 
@@ -45,6 +45,8 @@ pub struct AccountActor {
     last_seen: HashMap<u64, std::time::Instant>,
     /// Chats asked to stop: inputs for them wait here until they answer.
     stopping: HashMap<u64, Vec<ChatInput>>,
+    /// Chats whose records are being read, and what waits for them (`load.rs`).
+    loading: HashMap<u64, load::Loading>,
     /// Chats with pending work still to resume after a restart (paced, see `Resume`).
     resume: std::collections::VecDeque<u64>,
     /// Sleeping chats' earliest timers (ms, handle): a chat is loaded again when its timer is
@@ -90,6 +92,7 @@ impl AccountActor {
             resume: std::collections::VecDeque::new(),
             alarms: std::collections::BinaryHeap::new(),
             stopping: HashMap::new(),
+            loading: HashMap::new(),
             admission: Admission::default(),
         }
     }
@@ -210,43 +213,6 @@ impl Actor for AccountActor {
 }
 
 impl AccountActor {
-    /// The chat actor for `handle`, loading it from the store if needed.
-    fn chat(
-        &mut self,
-        handle: u64,
-        ctx: &mut Context<Self>,
-    ) -> Result<Addr<ChatActor>, EngineError> {
-        if let Some(a) = self.chats.get(&handle) {
-            if a.connected() {
-                return Ok(a.clone());
-            }
-        }
-        let clock = PhaseClock::sample(Phase::Load);
-        let stored = self
-            .shared
-            .store
-            .load_chat(self.account, handle)?
-            .ok_or(EngineError::NoSuchChat(handle))?;
-        let registry = self.shared.registry.clone();
-        let (core, actions) = ChatCore::restore(
-            self.shared.config.chat,
-            &stored.state,
-            stored.outbox,
-            stored.waiting,
-            |p, g| registry.get(p, g),
-            now_ms(),
-            &mut rand::rngs::OsRng,
-        )?;
-        self.shared.metrics.spent(Phase::Load, clock.elapsed());
-        let addr = self.start_chat(handle, core, actions, None, false, ctx);
-        // Loaded outside its turn (a status request, a due timer): what waited for it goes
-        // first, so that nothing overtakes it.
-        for input in self.admission.take(handle) {
-            addr.do_send(input);
-        }
-        Ok(addr)
-    }
-
     fn start_chat(
         &mut self,
         handle: u64,
@@ -328,20 +294,18 @@ impl AccountActor {
             buffer.push(input);
             return Ok(());
         }
+        if let Some(loading) = self.loading.get_mut(&handle) {
+            loading.inputs.push(input);
+            return Ok(());
+        }
         let loaded = self.chats.get(&handle).is_some_and(|a| a.connected());
         if self.admission.holds(handle) || (!loaded && self.full()) {
             self.admission
                 .push(handle, input, std::time::Instant::now());
             return Ok(());
         }
-        match self.chat(handle, ctx) {
-            Ok(addr) => {
-                self.last_seen.insert(handle, std::time::Instant::now());
-                addr.do_send(input);
-                Ok(())
-            }
-            Err(_) => Err(input),
-        }
+        self.hand(handle, vec![input], ctx)
+            .map_err(|(_, mut back)| back.remove(0))
     }
 
     fn on_update(&mut self, update: api::Update, ctx: &mut Context<Self>) {
@@ -570,9 +534,9 @@ impl Handler<ChatCommand> for AccountActor {
 impl Handler<Status> for AccountActor {
     type Result = ResponseFuture<Result<ChatStatus, EngineError>>;
     fn handle(&mut self, msg: Status, ctx: &mut Context<Self>) -> Self::Result {
-        let addr = self.chat(msg.0, ctx);
+        let active = self.when_active(msg.0, ctx);
         Box::pin(async move {
-            let addr = addr?;
+            let addr = active.await.map_err(|_| EngineError::Stopped)??;
             addr.send(GetStatus).await.map_err(|_| EngineError::Stopped)
         })
     }
