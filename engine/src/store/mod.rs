@@ -856,6 +856,18 @@ impl Store {
         self.write_now(b, self.durability == Durability::Sync)
     }
 
+    /// [`Store::set_qts`] as a write whose caller waits for its [`Ticket`] with
+    /// [`Store::synced`] (in group commit it returns at once: an account's thread never waits
+    /// for the database).
+    ///
+    /// # Errors
+    /// RocksDB errors; [`StoreError::Fenced`].
+    pub fn submit_qts(&self, account: u64, qts: i32) -> Result<Ticket, StoreError> {
+        let mut b = Batch::for_account(account);
+        self.put(&mut b, Family::Meta, &qts_key(account), &qts.to_be_bytes());
+        self.write(b)
+    }
+
     /// Writes the memtables out (a clean close: the next open has no log to replay).
     ///
     /// # Errors

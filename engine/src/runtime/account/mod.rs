@@ -47,6 +47,8 @@ pub struct AccountActor {
     stopping: HashMap<u64, Vec<ChatInput>>,
     /// Chats whose records are being read, and what waits for them (`load.rs`).
     loading: HashMap<u64, load::Loading>,
+    /// The account's qts position is being stored (acknowledged to the server once durable).
+    qts_writing: bool,
     /// Chats with pending work still to resume after a restart (paced, see `Resume`).
     resume: std::collections::VecDeque<u64>,
     /// Sleeping chats' earliest timers (ms, handle): a chat is loaded again when its timer is
@@ -93,6 +95,7 @@ impl AccountActor {
             alarms: std::collections::BinaryHeap::new(),
             stopping: HashMap::new(),
             loading: HashMap::new(),
+            qts_writing: false,
             admission: Admission::default(),
         }
     }
@@ -479,17 +482,28 @@ impl Handler<Tick> for AccountActor {
         if !self.orphans.is_empty() {
             self.retry_orphans(ctx);
         }
-        if let Some(mark) = self.queue.to_acknowledge() {
-            // Stored first (durably), then acknowledged to the server.
-            if self.shared.store.set_qts(self.account, mark).is_err() {
+        if let (false, Some(mark)) = (self.qts_writing, self.queue.to_acknowledge()) {
+            // Stored first (durably), then acknowledged to the server; the account goes on
+            // meanwhile (on a shared database the write is a round trip), one such write at a
+            // time so that the stored position only moves forward.
+            let Ok(ticket) = self.shared.store.submit_qts(self.account, mark) else {
                 return;
-            }
-            self.queue.acknowledged(mark);
-            tracing::trace!(account = self.account, max_qts = mark, "receivedQueue");
-            let api = self.api.clone();
-            actix::spawn(async move {
-                let _ = call_retrying(&*api, &m::ReceivedQueue { max_qts: mark }).await;
-            });
+            };
+            self.qts_writing = true;
+            let store = self.shared.store.clone();
+            let stored = async move { store.synced(ticket).await };
+            ctx.spawn(stored.into_actor(self).map(move |stored, act, _| {
+                act.qts_writing = false;
+                if stored.is_err() {
+                    return;
+                }
+                act.queue.acknowledged(mark);
+                tracing::trace!(account = act.account, max_qts = mark, "receivedQueue");
+                let api = act.api.clone();
+                actix::spawn(async move {
+                    let _ = call_retrying(&*api, &m::ReceivedQueue { max_qts: mark }).await;
+                });
+            }));
         }
     }
 }
