@@ -182,3 +182,46 @@ async fn a_node_cut_off_from_the_database_stops_its_accounts_and_another_takes_t
     drop(b);
     secretchat::drop_postgres_tables(&db).unwrap();
 }
+
+/// `add_account` on a shared database makes its round trips (the lease, the inbox block) off
+/// the caller's thread: with the database unreachable, a single-threaded runtime that called
+/// it goes on running its other tasks, and the account is added once the database answers.
+#[tokio::test(flavor = "current_thread")]
+async fn adding_an_account_never_holds_the_callers_thread() {
+    // The proxy on a runtime of its own: this thread is the one a blocking call would hold.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            tx.send(Proxy::start(target(&pg_url())).await).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    let proxy = rx.recv().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = PgOptions::new(via(&pg_url(), proxy.port));
+    db.prefix = format!("add{}_", std::process::id());
+    let config = EngineConfig::builder().at_rest_key([6; 32]).build();
+    let (engine, _events) = Engine::open_postgres(dir.path(), db.clone(), config).unwrap();
+    let sim = secretchat::sim::SimServer::new(secretchat::sim::SimFaults::NONE, 1);
+    proxy.set_cut(true);
+    let adding = {
+        let (engine, api) = (engine.clone(), std::sync::Arc::new(sim.device(1, 0)));
+        tokio::spawn(async move { engine.add_account(ALICE, api).await })
+    };
+    // Another task of this thread runs while the account waits for the database.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !adding.is_finished(),
+        "add_account finished with the database unreachable"
+    );
+    proxy.set_cut(false);
+    tokio::time::timeout(Duration::from_secs(30), adding)
+        .await
+        .expect("added once the database answers")
+        .unwrap()
+        .unwrap();
+    engine.shutdown().await.unwrap();
+    db.url = pg_url();
+    secretchat::drop_postgres_tables(&db).unwrap();
+}

@@ -557,23 +557,25 @@ impl Engine {
             rx.await.map_err(|_| EngineError::Stopped)?;
             // Its earlier events are left to the adoption below, not to the pages.
             self.events.adopting(account);
-        }
-        // On a shared database the account is this node's from now on (or refused: another
-        // node's lease on it runs).
-        if let Err(e) = self.store.acquire_account(account) {
-            self.events.adopt_abandoned(account);
-            return Err(e.into());
-        }
-        if self.store.is_shared() {
-            // The events stored for it before (by another node, or by this one earlier) are
-            // this node's to deliver now, ahead of its new ones.
-            match self.store.adopt_inbox(account) {
+            // The account is this node's from now on (or refused: another node's lease on it
+            // runs), and the events stored for it before (by another node, or by this one
+            // earlier) are this node's to deliver, ahead of its new ones. Two round trips,
+            // made off the caller's thread (it may be a runtime's worker).
+            let store = self.store.clone();
+            let taken = off_thread("secretchat-acquire", move || {
+                store.acquire_account(account)?;
+                store.adopt_inbox(account).inspect_err(|_| {
+                    // Not left holding a lease with nothing running it.
+                    let _ = store.release_account(account);
+                })
+            })
+            .await
+            .and_then(|r| r.map_err(EngineError::from));
+            match taken {
                 Ok(below) => self.events.adopt(account, below),
                 Err(e) => {
                     self.events.adopt_abandoned(account);
-                    // Not left holding a lease with nothing running it.
-                    let _ = self.store.release_account(account);
-                    return Err(e.into());
+                    return Err(e);
                 }
             }
         }
@@ -777,6 +779,22 @@ impl Engine {
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
+}
+
+/// Runs `f` (blocking store calls: database round trips) on a thread of its own and waits for
+/// it without holding the caller's thread, whatever runtime the caller runs on.
+async fn off_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, EngineError> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|_| EngineError::Stopped)?;
+    rx.await.map_err(|_| EngineError::Stopped)
 }
 
 /// Hands a request to its account without waiting here: a command resolves only once its
