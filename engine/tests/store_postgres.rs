@@ -361,7 +361,7 @@ fn two_nodes_never_hand_out_the_same_number() {
                 let (mut handles, mut seqs) = (Vec::new(), Vec::new());
                 for _ in 0..150 {
                     let h = s.new_handle().unwrap();
-                    let (_, got) = s
+                    let (ticket, got) = s
                         .write_chat(&ChatWrite {
                             account,
                             handle: h,
@@ -373,6 +373,7 @@ fn two_nodes_never_hand_out_the_same_number() {
                             forget: &[],
                         })
                         .unwrap();
+                    block(s.synced(ticket)).unwrap();
                     handles.push(h);
                     seqs.extend(got);
                 }

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
+use super::counters::Counter;
 use super::{Batch, Durability, Family, Store, StoreError, Ticket, u64_of};
 use crate::protocol::chat::AppEvent;
 
@@ -23,9 +24,8 @@ impl Store {
     /// The next inbox sequence number, reserving a new block durably when needed.
     pub(super) fn next_inbox_seq(&self) -> Result<u64, StoreError> {
         if let Some(shared) = &self.shared {
-            let mut b = shared.lock().map_err(|_| StoreError::Corrupt("counter"))?;
             let floor = self.next_inbox.load(Ordering::SeqCst);
-            let seq = self.take(&mut b.inbox, "inbox", 1, BLOCK, floor)?;
+            let seq = shared.take(&self.db, Counter::Inbox, 1, BLOCK, floor)?;
             self.next_inbox.fetch_max(seq + 1, Ordering::SeqCst);
             return Ok(seq);
         }
@@ -61,10 +61,8 @@ impl Store {
         let Some(shared) = &self.shared else {
             return Ok(self.inbox_seq_floor());
         };
-        let mut b = shared.lock().map_err(|_| StoreError::Corrupt("counter"))?;
         let floor = self.next_inbox.load(Ordering::SeqCst);
-        let first = self.db.reserve("inbox", BLOCK, floor)?;
-        b.inbox = (first, first + BLOCK);
+        let first = shared.restart(&self.db, Counter::Inbox, BLOCK, floor)?;
         self.next_inbox.fetch_max(first, Ordering::SeqCst);
         tracing::debug!(account, below = first, "inbox adopted");
         Ok(first)

@@ -16,6 +16,7 @@
 //! waiting messages, inbox events) are sealed with [`cipher::RecordCipher`].
 
 mod account;
+mod counters;
 mod inbox;
 pub use inbox::InboxEvent;
 pub mod backend;
@@ -46,7 +47,9 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 /// The `meta` key of the record that proves the at-rest key (present only in sealed databases).
 const AT_REST_CHECK: &[u8] = b"at_rest_check";
 
-/// When a write is durable.
+/// When a write is durable (on RocksDB: on a shared database every step is one committed
+/// transaction, `synchronous_commit` on, which the chat awaits without holding its thread,
+/// whatever the mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// fsync every batch before anything that depends on it happens (the default).
@@ -238,7 +241,7 @@ pub struct Store {
     next_handle: AtomicU64,
     /// On a shared database: the blocks of handles and inbox numbers this node holds, taken
     /// from the database's counters (two nodes never hand out the same number).
-    shared: Option<std::sync::Mutex<SharedBlocks>>,
+    shared: Option<counters::SharedCounters>,
     /// Chats (account ‖ handle) that destroyed a secret since the last erasure pass.
     erase_pending: std::sync::Mutex<std::collections::BTreeSet<Vec<u8>>>,
     /// Held by the erasure pass in progress.
@@ -297,7 +300,7 @@ impl Store {
             next_inbox: AtomicU64::new(0),
             inbox_reserved: std::sync::Mutex::new(0),
             next_handle: AtomicU64::new(1),
-            shared: shared.then(std::sync::Mutex::default),
+            shared: shared.then(counters::SharedCounters::default),
             erase_pending: std::sync::Mutex::default(),
             erasing: std::sync::Mutex::default(),
             erasures: AtomicU64::new(0),
@@ -388,6 +391,11 @@ impl Store {
 
     /// A write whose dependants wait for its [`Ticket`] ([`Store::synced`]).
     fn write(&self, batch: Batch) -> Result<Ticket, StoreError> {
+        // A shared database commits every group durably; the writer awaits the ticket
+        // rather than hold its thread for the round trip.
+        if self.shared.is_some() {
+            return self.db.write(batch, WriteMode::Group);
+        }
         let mode = match self.durability {
             Durability::Sync => WriteMode::Sync,
             Durability::GroupCommit { .. } => WriteMode::Group,
@@ -463,7 +471,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Waits until the write with `ticket` is durable (at once except in group commit).
+    /// Waits until the write with `ticket` is durable (at once on RocksDB except in group
+    /// commit; on a shared database when its transaction commits).
     ///
     /// # Errors
     /// [`StoreError::Fenced`] when it never will be (its account moved to another node before
@@ -525,32 +534,11 @@ impl Store {
     /// RocksDB errors.
     pub fn new_handles(&self, n: u64) -> Result<u64, StoreError> {
         if let Some(shared) = &self.shared {
-            let mut b = shared.lock().map_err(|_| StoreError::Corrupt("counter"))?;
             let floor = self.next_handle.load(Ordering::SeqCst);
-            return self.take(&mut b.handle, "handle", n, 64, floor);
+            return shared.take(&self.db, counters::Counter::Handle, n, 64, floor);
         }
         let first = self.next_handle.fetch_add(n, Ordering::SeqCst);
         self.put_meta(b"next_handle", &(first + n).to_be_bytes())?;
-        Ok(first)
-    }
-
-    /// `n` numbers from `block`, taking a new block of at least `size` from the database's
-    /// counter `name` when it runs out.
-    fn take(
-        &self,
-        block: &mut (u64, u64),
-        name: &str,
-        n: u64,
-        size: u64,
-        floor: u64,
-    ) -> Result<u64, StoreError> {
-        if block.0 + n > block.1 {
-            let size = size.max(n);
-            let first = self.db.reserve(name, size, floor)?;
-            *block = (first, first + size);
-        }
-        let first = block.0;
-        block.0 += n;
         Ok(first)
     }
 
@@ -741,6 +729,18 @@ impl Store {
         match self.get(Family::ChatIndex, &index_key(account, chat_id))? {
             Some(v) => Ok(Some(u64_of(&v).ok_or(StoreError::Corrupt("chat_index"))?)),
             None => Ok(None),
+        }
+    }
+
+    /// The chat of server chat id `chat_id`: its index entry, if the chat it names has a
+    /// state record (an entry without one was left by a chat that never existed).
+    ///
+    /// # Errors
+    /// The database's.
+    pub fn find_chat(&self, account: u64, chat_id: i32) -> Result<Option<u64>, StoreError> {
+        match self.handle_of(account, chat_id)? {
+            Some(h) if self.has_chat(account, h)? => Ok(Some(h)),
+            _ => Ok(None),
         }
     }
 
@@ -954,13 +954,6 @@ impl Store {
             None => Ok(v.to_vec()),
         }
     }
-}
-
-/// Numbers a node holds from a shared database's counters: `(next, end)` of each block.
-#[derive(Debug, Default)]
-struct SharedBlocks {
-    handle: (u64, u64),
-    inbox: (u64, u64),
 }
 
 /// The least key greater than every key starting with `prefix` (`None`: there is none, the

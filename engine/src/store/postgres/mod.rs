@@ -45,12 +45,17 @@ pub struct PgOptions {
     pub connections: usize,
     /// A write that could not commit for this long fails with [`StoreError::Remote`].
     pub write_timeout: Duration,
+    /// A read, an acquisition or release of an account, or a counter reservation that gets no
+    /// answer for this long fails with [`StoreError::Remote`] (the database unreachable, its
+    /// connections all busy): `Engine::add_account` among them.
+    pub request_timeout: Duration,
     /// Table name prefix (several stores in one database, e.g. tests).
     pub prefix: String,
 }
 
 impl PgOptions {
-    /// Defaults for `url`: node named by host name and process id, lease 10 s, 8 connections.
+    /// Defaults for `url`: node named by host name and process id, lease 10 s, 8 connections,
+    /// writes and requests given up after 30 s.
     pub fn new(url: impl Into<String>) -> Self {
         PgOptions {
             url: url.into(),
@@ -62,6 +67,7 @@ impl PgOptions {
             lease_ttl: Duration::from_secs(10),
             connections: 8,
             write_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
             prefix: "sc_".into(),
         }
     }
@@ -80,6 +86,7 @@ impl std::fmt::Debug for PgOptions {
             .field("lease_ttl", &self.lease_ttl)
             .field("connections", &self.connections)
             .field("write_timeout", &self.write_timeout)
+            .field("request_timeout", &self.request_timeout)
             .field("prefix", &self.prefix)
             .finish()
     }
@@ -92,6 +99,8 @@ pub struct Postgres {
     tables: Arc<Tables>,
     committer: Arc<Committer>,
     leases: Arc<Leases>,
+    /// [`PgOptions::request_timeout`].
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -278,6 +287,7 @@ impl Postgres {
             tables,
             committer,
             leases,
+            request_timeout: options.request_timeout,
         }))
     }
 
@@ -301,8 +311,24 @@ impl Postgres {
             .map_err(|_| failure("the database runtime stopped"))?
     }
 
+    /// `fut`, failed with [`StoreError::Remote`] if it has no answer within the request
+    /// timeout.
+    fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static {
+        let limit = self.request_timeout;
+        async move {
+            tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                Err(StoreError::Remote(format!(
+                    "no answer from the database within {limit:?}"
+                )))
+            })
+        }
+    }
+
     /// A read: after this node's writes so far are committed (or failed), `query` on a pooled
-    /// connection.
+    /// connection (within the request timeout).
     fn read<T: Send + 'static, F>(&self, query: F) -> Result<T, StoreError>
     where
         F: FnOnce(deadpool_postgres::Object, Arc<Tables>) -> commit::BoxFut<T> + Send + 'static,
@@ -311,10 +337,13 @@ impl Postgres {
         let tables = self.tables.clone();
         let committer = self.committer.clone();
         let upto = committer.issued();
-        self.wait(async move {
-            committer.settled(upto).await;
+        let query = self.bounded(async move {
             let client = pool.get().await.map_err(remote)?;
             query(client, tables).await
+        });
+        self.wait(async move {
+            committer.settled(upto).await;
+            query.await
         })
     }
 }
@@ -624,7 +653,7 @@ impl Backend for Postgres {
         let to_i64 = |v: u64| i64::try_from(v).map_err(|_| StoreError::Corrupt("counter"));
         let (n, floor) = (to_i64(n)?, to_i64(floor)?);
         let pool = self.pool.clone();
-        let first: i64 = self.wait(async move {
+        let first: i64 = self.wait(self.bounded(async move {
             let client = pool.get().await.map_err(remote)?;
             let row = client
                 .query_one(
@@ -638,7 +667,7 @@ impl Backend for Postgres {
                 .await
                 .map_err(remote)?;
             cell(&row, 0)
-        })?;
+        }))?;
         u64::try_from(first).map_err(|_| StoreError::Corrupt("counter"))
     }
 
@@ -647,7 +676,7 @@ impl Backend for Postgres {
             return Ok(());
         }
         let leases = self.leases.clone();
-        self.wait(async move { leases.acquire(account).await.map(|_| ()) })
+        self.wait(self.bounded(async move { leases.acquire(account).await.map(|_| ()) }))
     }
 
     fn release(&self, account: u64) -> Result<(), StoreError> {
@@ -655,9 +684,10 @@ impl Backend for Postgres {
         let upto = committer.issued();
         let leases = self.leases.clone();
         // What was submitted for it commits (or fails) first.
+        let release = self.bounded(async move { leases.release(account).await });
         self.wait(async move {
             committer.settled(upto).await;
-            leases.release(account).await
+            release.await
         })
     }
 
