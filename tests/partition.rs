@@ -225,3 +225,172 @@ async fn adding_an_account_never_holds_the_callers_thread() {
     db.url = pg_url();
     secretchat::drop_postgres_tables(&db).unwrap();
 }
+
+/// With the database cut off, an account on it goes on answering: an update for a chat
+/// asleep there is looked up in the index and loaded off the account's thread (and delivered
+/// once the database answers again), and the account's qts position, due at its next tick,
+/// is submitted without waiting for the commit — whatever the store's durability mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_cut_off_from_the_database_keeps_answering() {
+    let proxy = Proxy::start(target(&pg_url())).await;
+    let sim = secretchat::sim::SimServer::new(secretchat::sim::SimFaults::NONE, 1);
+    // Alice on an embedded store of her own; Bob on the database, through the proxy.
+    let (alice_dir, bob_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = || {
+        EngineConfig::builder()
+            .at_rest_key([7; 32])
+            .idle_after(Duration::from_millis(100))
+            .ack_interval(Duration::from_millis(1000))
+            .build()
+    };
+    let (alice, mut alice_events) = Engine::open(alice_dir.path(), config()).unwrap();
+    let mut db = PgOptions::new(via(&pg_url(), proxy.port));
+    db.prefix = format!("look{}_", std::process::id());
+    db.lease_ttl = Duration::from_secs(60);
+    let (bob, mut bob_events) =
+        Engine::open_postgres(bob_dir.path(), db.clone(), config()).unwrap();
+    for (engine, account, user) in [(&alice, ALICE, 1), (&bob, BOB, 2)] {
+        let device = sim.device(user, 0);
+        let feed = engine
+            .add_account(account, std::sync::Arc::new(device.clone()))
+            .await
+            .unwrap();
+        sim.connect(&device, feed);
+    }
+    // Two chats from Alice to Bob.
+    let chats = [
+        alice.request_chat(ALICE, 2, 0).await.unwrap(),
+        alice.request_chat(ALICE, 2, 0).await.unwrap(),
+    ];
+    let mut ready = 0;
+    while ready < 4 {
+        let (engine, e) = tokio::select! {
+            e = common::next(&mut alice_events) => (&alice, e),
+            e = common::next(&mut bob_events) => (&bob, e),
+        };
+        if let secretchat::Update::ChatRequested { .. } = e.update {
+            bob.accept_chat(BOB, e.chat).await.unwrap();
+        }
+        if matches!(e.update, secretchat::Update::ChatReady { .. }) {
+            ready += 1;
+        }
+        if let Some(seq) = e.seq {
+            engine.ack(seq).await.unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bob.loaded_chats(BOB).await.unwrap() > 0 {
+        assert!(Instant::now() < deadline, "Bob's chats never fell asleep");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Bob gets a message on the second chat: its qts is acknowledged at his next tick.
+    alice
+        .send_message(ALICE, chats[1], InputMessage::text("before the cut"))
+        .await
+        .unwrap();
+    gets(&bob, &mut bob_events, "before the cut").await;
+
+    proxy.set_cut(true);
+    // A message for the first chat, asleep on Bob's side: its index entry and records are
+    // on the unreachable database.
+    alice
+        .send_message(ALICE, chats[0], InputMessage::text("while cut off"))
+        .await
+        .unwrap();
+    // Over more than an ack interval, the account answers each probe.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let probe = tokio::time::timeout(Duration::from_secs(2), bob.loaded_chats(BOB)).await;
+        assert!(
+            matches!(probe, Ok(Ok(_))),
+            "the account waited for the database: {probe:?}"
+        );
+    }
+    proxy.set_cut(false);
+    gets(&bob, &mut bob_events, "while cut off").await;
+    alice.shutdown().await.unwrap();
+    bob.shutdown().await.unwrap();
+    db.url = pg_url();
+    secretchat::drop_postgres_tables(&db).unwrap();
+}
+
+/// Handles `engine`'s events (acknowledging them) until a message comes; it must be `want`.
+async fn gets(engine: &Engine, events: &mut secretchat::EventStream, want: &str) {
+    loop {
+        let e = common::next(events).await;
+        if let Some(seq) = e.seq {
+            engine.ack(seq).await.unwrap();
+        }
+        if let secretchat::Update::NewMessage(m) = e.update {
+            assert_eq!(m.text, want);
+            return;
+        }
+    }
+}
+
+/// With the database unreachable, `add_account` gives up once the request timeout has passed
+/// (a typed error, not a wait without end), and adds the account once the database answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_an_account_gives_up_after_the_request_timeout() {
+    let proxy = Proxy::start(target(&pg_url())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = PgOptions::new(via(&pg_url(), proxy.port));
+    db.prefix = format!("give{}_", std::process::id());
+    db.request_timeout = Duration::from_millis(500);
+    let config = EngineConfig::builder().at_rest_key([8; 32]).build();
+    let (engine, _events) = Engine::open_postgres(dir.path(), db.clone(), config).unwrap();
+    let sim = secretchat::sim::SimServer::new(secretchat::sim::SimFaults::NONE, 1);
+    let api = std::sync::Arc::new(sim.device(1, 0));
+    proxy.set_cut(true);
+    let adding = engine.add_account(ALICE, api.clone());
+    let refused = tokio::time::timeout(Duration::from_secs(10), adding)
+        .await
+        .expect("add_account gives up within its bound");
+    assert!(
+        matches!(refused, Err(Error::Store(StoreError::Remote(_)))),
+        "{refused:?}"
+    );
+    proxy.set_cut(false);
+    engine.add_account(ALICE, api).await.unwrap();
+    engine.shutdown().await.unwrap();
+    db.url = pg_url();
+    secretchat::drop_postgres_tables(&db).unwrap();
+}
+
+/// Chat handles (and inbox numbers) come from the database's counters in blocks, the next
+/// block reserved ahead once half of one is used: with the database cut off after that, a
+/// whole block's worth more is handed out without waiting for it, every number distinct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_blocks_are_reserved_ahead() {
+    use secretchat_engine::store::{Store, StoreOptions};
+    let proxy = Proxy::start(target(&pg_url())).await;
+    let mut db = PgOptions::new(via(&pg_url(), proxy.port));
+    db.prefix = format!("ahead{}_", std::process::id());
+    let options = StoreOptions {
+        at_rest_key: Some([9; 32]),
+        ..StoreOptions::default()
+    };
+    let store = Store::with_backend(Postgres::connect(db.clone()).unwrap(), options).unwrap();
+    let take = |store: std::sync::Arc<Store>, n: usize| {
+        tokio::task::spawn_blocking(move || {
+            (0..n)
+                .map(|_| store.new_handle().unwrap())
+                .collect::<Vec<_>>()
+        })
+    };
+    // Past half of the first block (64 handles): the next is reserved ahead.
+    let mut handles = take(store.clone(), 40).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.set_cut(true);
+    let more = tokio::time::timeout(Duration::from_secs(5), take(store.clone(), 64))
+        .await
+        .expect("handles of the block reserved ahead are handed out without the database")
+        .unwrap();
+    handles.extend(more);
+    let distinct: std::collections::HashSet<_> = handles.iter().collect();
+    assert_eq!(distinct.len(), handles.len(), "a handle handed out twice");
+    proxy.set_cut(false);
+    drop(store);
+    db.url = pg_url();
+    secretchat::drop_postgres_tables(&db).unwrap();
+}

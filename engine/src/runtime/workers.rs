@@ -40,7 +40,7 @@ impl Handler<RunJob> for RekeyActor {
     }
 }
 
-/// Reads chat records on a thread pool, so that a database round trip never holds an account's
+/// Reads chat records (and the index) on a thread pool, so that a database round trip never holds an account's
 /// thread (only on a shared database: an embedded one answers in microseconds, read in place).
 #[derive(Debug)]
 pub struct ChatLoader(pub Arc<Store>);
@@ -63,6 +63,23 @@ impl Handler<LoadChat> for ChatLoader {
     type Result = Result<Option<crate::store::StoredChat>, crate::store::StoreError>;
     fn handle(&mut self, msg: LoadChat, _: &mut SyncContext<Self>) -> Self::Result {
         self.0.load_chat(msg.account, msg.handle)
+    }
+}
+
+/// Find the chat of a server chat id in the index ([`Store::find_chat`]).
+#[derive(Message)]
+#[rtype(result = "Result<Option<u64>, crate::store::StoreError>")]
+pub struct FindChat {
+    /// The account.
+    pub account: u64,
+    /// The server's chat id.
+    pub chat_id: i32,
+}
+
+impl Handler<FindChat> for ChatLoader {
+    type Result = Result<Option<u64>, crate::store::StoreError>;
+    fn handle(&mut self, msg: FindChat, _: &mut SyncContext<Self>) -> Self::Result {
+        self.0.find_chat(msg.account, msg.chat_id)
     }
 }
 

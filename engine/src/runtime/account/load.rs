@@ -9,9 +9,13 @@ use super::AccountActor;
 use crate::protocol::chat::ChatCore;
 use crate::runtime::chat::{ChatActor, ChatInput};
 use crate::runtime::metrics::{Phase, PhaseClock};
+use crate::runtime::workers::ChatLoader;
 use crate::runtime::workers::LoadChat;
 use crate::runtime::{EngineError, now_ms};
-use crate::store::StoredChat;
+use crate::store::{StoreError, StoredChat};
+
+/// How long a read of the database that failed waits before it is tried again.
+pub(super) const READ_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Where a chat's activation stands.
 pub(super) enum Activation {
@@ -54,16 +58,37 @@ impl AccountActor {
                 .map(Activation::Ready);
         };
         self.loading.insert(handle, Loading::default());
+        self.read_chat(loader, handle, ctx);
+        Ok(Activation::Loading)
+    }
+
+    /// Reads chat `handle`'s records on the loader's threads. A read the database failed
+    /// (unreachable, timed out) is tried again after [`READ_RETRY`], with what waits for the
+    /// chat kept: its updates are not acknowledged before they are stored, and a later read
+    /// hands them over in order. Status requests waiting meanwhile get the error.
+    fn read_chat(&mut self, loader: Addr<ChatLoader>, handle: u64, ctx: &mut Context<Self>) {
         let account = self.account;
+        let retry = loader.clone();
         let read = async move { loader.send(LoadChat { account, handle }).await };
         ctx.spawn(read.into_actor(self).map(move |read, act, ctx| {
             let stored = match read {
                 Ok(r) => r.map_err(EngineError::from),
                 Err(_) => Err(EngineError::Stopped),
             };
-            act.loaded(handle, stored, ctx);
+            match stored {
+                Err(e @ EngineError::Store(StoreError::Remote(_))) => {
+                    let Some(waiting) = act.loading.get_mut(&handle) else {
+                        return;
+                    };
+                    tracing::warn!(account = act.account, chat = handle, error = %e, "chat read failed; trying again");
+                    for w in waiting.waiters.drain(..) {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                    ctx.run_later(READ_RETRY, move |act, ctx| act.read_chat(retry, handle, ctx));
+                }
+                stored => act.loaded(handle, stored, ctx),
+            }
         }));
-        Ok(Activation::Loading)
     }
 
     /// A chat's records were read: starts it and hands it what waited, in order; or fails

@@ -12,7 +12,7 @@ impl AccountActor {
     /// Asks chats idle for longer than `idle_after` to stop (they refuse while they have work
     /// in flight); their records stay in the store and they are activated again when addressed.
     pub(super) fn sweep_idle(&mut self, ctx: &mut Context<Self>) {
-        self.forget_indexed_new_chats();
+        self.forget_indexed();
         let idle_after = self.shared.config.idle_after;
         let idle: Vec<u64> = self
             .last_seen

@@ -18,6 +18,7 @@ use super::queue::{Live, MessageKey, QtsQueue};
 use super::{AckToken, EngineError, Reply, Shared, call_retrying, now_ms};
 use crate::protocol::chat::{Action, ChatCore, ChatStatus, Command, Event};
 use crate::transport::ServerApi;
+use lookup::Lookup;
 
 mod difference;
 mod load;
@@ -57,12 +58,12 @@ pub struct AccountActor {
     alarms: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64)>>,
     /// Inputs for sleeping chats waiting for room in memory (see `runtime/admission.rs`).
     admission: Admission,
-    /// Requested chats started in this run whose first record (with its index entry) may not
-    /// be written yet, by server chat id (see `lookup.rs`).
-    new_chats: HashMap<i32, u64>,
-    /// Server chat id → handle of chats found in the store's index, while they are in memory
-    /// (an index entry never changes: no store read per incoming message).
+    /// Server chat id → handle of chats in memory: found in the store's index (an index entry
+    /// never changes: no store read per incoming message), or started in this run with their
+    /// first record perhaps not written yet (see `lookup.rs`).
     indexed: HashMap<i32, u64>,
+    /// Server chat ids whose index entry is being read, and what waits for it, in order.
+    resolving: HashMap<i32, Vec<lookup::Waiting>>,
 }
 
 /// Most updates held for unknown chats.
@@ -89,7 +90,7 @@ impl AccountActor {
             updates: Some(updates),
             catch_up: Some(catch_up),
             orphans: Vec::new(),
-            new_chats: HashMap::new(),
+            resolving: HashMap::new(),
             last_seen: HashMap::new(),
             resume: std::collections::VecDeque::new(),
             alarms: std::collections::BinaryHeap::new(),
@@ -251,28 +252,51 @@ impl AccountActor {
         addr
     }
 
+    /// Routes an update for server chat `chat_id`; `since` is when it first arrived if it
+    /// was held for an unknown chat before.
     fn route(
         &mut self,
         chat_id: i32,
         event: Event,
         ack: Option<AckToken>,
+        since: Option<std::time::Instant>,
         ctx: &mut Context<Self>,
     ) {
-        let handle = match self.known_chat(chat_id) {
-            Some(h) => h,
-            None => {
-                // Unknown for now: hold it (and its acknowledgement) until the chat is known.
-                if self.orphans.len() >= MAX_ORPHANS {
-                    let (_, _, _, old) = self.orphans.remove(0);
-                    if let Some(a) = old {
-                        self.processed(a);
-                    }
-                }
-                self.orphans
-                    .push((std::time::Instant::now(), chat_id, event, ack));
-                return;
+        match self.known_chat(chat_id, ctx) {
+            Lookup::Known(h) => self.route_to(h, event, ack, ctx),
+            Lookup::Unknown => self.orphan(chat_id, event, ack, since),
+            Lookup::Pending => {
+                self.wait_for_lookup(chat_id, lookup::Waiting::Input(event, ack, since))
             }
-        };
+        }
+    }
+
+    /// Holds an update for an unknown chat (and its acknowledgement) until the chat is known.
+    fn orphan(
+        &mut self,
+        chat_id: i32,
+        event: Event,
+        ack: Option<AckToken>,
+        since: Option<std::time::Instant>,
+    ) {
+        if self.orphans.len() >= MAX_ORPHANS {
+            let (_, _, _, old) = self.orphans.remove(0);
+            if let Some(a) = old {
+                self.processed(a);
+            }
+        }
+        let since = since.unwrap_or_else(std::time::Instant::now);
+        self.orphans.push((since, chat_id, event, ack));
+    }
+
+    /// Hands an update to chat `handle`.
+    fn route_to(
+        &mut self,
+        handle: u64,
+        event: Event,
+        ack: Option<AckToken>,
+        ctx: &mut Context<Self>,
+    ) {
         let input = ChatInput {
             event,
             ack,
@@ -332,22 +356,32 @@ impl AccountActor {
                     max_date: r.max_date,
                     date: r.date,
                 },
+                ctx,
             ),
-            api::Update::EncryptedChatTyping(t) => self.notify(t.chat_id, super::EventKind::Typing),
+            api::Update::EncryptedChatTyping(t) => {
+                self.notify(t.chat_id, super::EventKind::Typing, ctx)
+            }
         }
     }
 
     /// Hands the application an event about server chat `chat_id` that needs no chat step
     /// (read receipts, typing); dropped when the chat is not ours.
-    fn notify(&mut self, chat_id: i32, kind: super::EventKind) {
-        if let Some(chat) = self.known_chat(chat_id) {
-            self.shared.events.deliver(super::EngineEvent {
-                seq: None,
-                account: self.account,
-                chat,
-                kind,
-            });
+    fn notify(&mut self, chat_id: i32, kind: super::EventKind, ctx: &mut Context<Self>) {
+        match self.known_chat(chat_id, ctx) {
+            Lookup::Known(chat) => self.notify_chat(chat, kind),
+            Lookup::Unknown => {}
+            Lookup::Pending => self.wait_for_lookup(chat_id, lookup::Waiting::Notify(kind)),
         }
+    }
+
+    /// Hands the application an event about chat `chat` that needs no chat step.
+    fn notify_chat(&mut self, chat: u64, kind: super::EventKind) {
+        self.shared.events.deliver(super::EngineEvent {
+            seq: None,
+            account: self.account,
+            chat,
+            kind,
+        });
     }
 
     fn route_message(
@@ -366,22 +400,27 @@ impl AccountActor {
             }
             api::EncryptedMessage::Service(m) => (m.chat_id, m.bytes, None, m.date),
         };
-        self.route(chat_id, Event::Incoming { wire, file, date }, ack, ctx);
+        self.route(
+            chat_id,
+            Event::Incoming { wire, file, date },
+            ack,
+            None,
+            ctx,
+        );
     }
 
     fn on_chat(&mut self, chat: api::EncryptedChat, ctx: &mut Context<Self>) {
         if let api::EncryptedChat::Requested(req) = &chat {
-            if self.known_chat(req.id).is_some() {
-                return; // a repeated request
+            match self.known_chat(req.id, ctx) {
+                Lookup::Known(_) => return, // a repeated request
+                Lookup::Pending => {
+                    let id = req.id;
+                    self.wait_for_lookup(id, lookup::Waiting::Requested(chat));
+                    return;
+                }
+                Lookup::Unknown => {}
             }
-            let Ok(handle) = self.shared.store.new_handle() else {
-                return;
-            };
-            // The chat's first write stores its record, its index entry and the request event
-            // in one batch (lookup.rs); until then the id is known in memory.
-            self.new_chats.insert(req.id, handle);
-            let (core, actions) = ChatCore::requested(self.shared.config.chat, req);
-            self.start_chat(handle, core, actions, None, true, ctx);
+            self.start_requested(req, ctx);
             return;
         }
         let id = match &chat {
@@ -391,7 +430,23 @@ impl AccountActor {
             api::EncryptedChat::EncryptedChat(c) => c.id,
             api::EncryptedChat::Discarded(c) => c.id,
         };
-        self.route(id, Event::ChatUpdate(chat), None, ctx);
+        self.route(id, Event::ChatUpdate(chat), None, None, ctx);
+    }
+
+    /// Starts a chat the peer requested, whose id is no chat of ours.
+    fn start_requested(
+        &mut self,
+        req: &secretchat_schema::api::types::EncryptedChatRequested,
+        ctx: &mut Context<Self>,
+    ) {
+        let Ok(handle) = self.shared.store.new_handle() else {
+            return;
+        };
+        // The chat's first write stores its record, its index entry and the request event
+        // in one batch (lookup.rs); until then the id is known in memory.
+        self.remember_new_chat(req.id, handle);
+        let (core, actions) = ChatCore::requested(self.shared.config.chat, req);
+        self.start_chat(handle, core, actions, None, true, ctx);
     }
 
     fn processed(&mut self, a: AckToken) {
@@ -444,14 +499,13 @@ impl AccountActor {
     /// Routes held updates whose chat is now known; gives up on old ones (not our chat).
     fn retry_orphans(&mut self, ctx: &mut Context<Self>) {
         for (since, chat_id, event, ack) in std::mem::take(&mut self.orphans) {
-            if self.known_chat(chat_id).is_some() {
-                self.route(chat_id, event, ack, ctx);
-            } else if since.elapsed() > ORPHAN_TTL {
+            if since.elapsed() > ORPHAN_TTL {
                 if let Some(a) = ack {
                     self.processed(a);
                 }
             } else {
-                self.orphans.push((since, chat_id, event, ack));
+                // Known now, or held again (looked up once more meanwhile on a shared database).
+                self.route(chat_id, event, ack, Some(since), ctx);
             }
         }
     }
