@@ -202,7 +202,17 @@ pub struct Events {
     recent: VecDeque<u64>,
     /// The same numbers, for lookups while a page is read.
     recent_set: HashSet<u64>,
+    /// A taken-over account's earlier events could not be read: nothing newer is handed out
+    /// before this moment, when the read is tried again (its new events wait in the channel,
+    /// or in the inbox once the channel is full, so none overtakes the earlier ones).
+    stalled_until: Option<std::time::Instant>,
+    /// The task to wake when a stall ends (set while a thread waits to wake it).
+    retry_waker: Arc<Mutex<Option<std::task::Waker>>>,
 }
+
+/// How long the queue waits before it reads a taken-over account's earlier events again
+/// after a failed read.
+const CATCH_UP_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Creates a queue of `capacity` events that starts behind at sequence 0 (it reads the
 /// unacknowledged inbox first).
@@ -236,6 +246,8 @@ pub(crate) fn queue(store: &Arc<Store>, capacity: usize) -> (EventSink, Events) 
             page: VecDeque::new(),
             recent: VecDeque::new(),
             recent_set: HashSet::new(),
+            stalled_until: None,
+            retry_waker: Arc::default(),
         },
     )
 }
@@ -243,17 +255,7 @@ pub(crate) fn queue(store: &Arc<Store>, capacity: usize) -> (EventSink, Events) 
 impl Events {
     /// The next event; `None` once the engine has stopped and everything queued was read.
     pub async fn recv(&mut self) -> Option<EngineEvent> {
-        loop {
-            if let Some(e) = self.ready() {
-                return Some(e);
-            }
-            if let Some(e) = self.rx.recv().await? {
-                self.note(&e);
-                if self.held(&e) {
-                    return Some(e);
-                }
-            }
-        }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Polls for the next event (what [`Events::recv`] awaits): `Ready(None)` once the engine
@@ -265,6 +267,13 @@ impl Events {
         loop {
             if let Some(e) = self.ready() {
                 return std::task::Poll::Ready(Some(e));
+            }
+            if let Some(at) = self.stalled_until {
+                if self.wake_at(at, cx.waker()) {
+                    return std::task::Poll::Pending;
+                }
+                self.stalled_until = None;
+                continue;
             }
             match self.rx.poll_recv(cx) {
                 std::task::Poll::Ready(Some(Some(e))) => {
@@ -290,6 +299,9 @@ impl Events {
         loop {
             if let Some(e) = self.ready() {
                 return Ok(e);
+            }
+            if self.stalled_until.is_some() {
+                return Err(mpsc::error::TryRecvError::Empty);
             }
             if let Some(e) = self.rx.try_recv()? {
                 self.note(&e);
@@ -324,8 +336,19 @@ impl Events {
             {
                 return Some(notice);
             }
-            if self.catch_up() {
-                continue;
+            if let Some(at) = self.stalled_until {
+                if std::time::Instant::now() < at {
+                    return None;
+                }
+                self.stalled_until = None;
+            }
+            match self.catch_up() {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(()) => {
+                    self.stalled_until = Some(std::time::Instant::now() + CATCH_UP_RETRY);
+                    return None;
+                }
             }
             match self.rx.try_recv() {
                 Ok(Some(e)) => {
@@ -381,6 +404,37 @@ impl Events {
         }
     }
 
+    /// Wakes `waker` (the latest one given) at `at`: on a thread, not with a timer of the
+    /// caller's runtime, which may have none; one thread per stall. False if none could be
+    /// started.
+    fn wake_at(&mut self, at: std::time::Instant, waker: &std::task::Waker) -> bool {
+        let Ok(mut slot) = self.retry_waker.lock() else {
+            return false;
+        };
+        let armed = slot.is_some();
+        *slot = Some(waker.clone());
+        drop(slot);
+        if armed {
+            return true;
+        }
+        let retry_waker = self.retry_waker.clone();
+        let spawned = std::thread::Builder::new()
+            .name("secretchat-events-retry".into())
+            .spawn(move || {
+                std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
+                if let Some(w) = retry_waker.lock().ok().and_then(|mut w| w.take()) {
+                    w.wake();
+                }
+            });
+        if spawned.is_err() {
+            if let Ok(mut slot) = self.retry_waker.lock() {
+                *slot = None;
+            }
+            return false;
+        }
+        true
+    }
+
     /// Whether `e`'s account is this node's: on a shared database, the events of an account
     /// it lost (or gave up) are not handed out from then on — the stored ones stay in the
     /// inbox for the node that holds it.
@@ -392,9 +446,10 @@ impl Events {
     /// Reads the next page of an account taken over into `page`; whether it read any. The
     /// read runs without the lock (a database round trip must not hold up every chat that
     /// delivers meanwhile); its page is kept only if that adoption is still the one read.
-    fn catch_up(&mut self) -> bool {
+    /// `Err` when the read failed.
+    fn catch_up(&mut self) -> Result<bool, ()> {
         let Some(store) = self.store.upgrade() else {
-            return false;
+            return Ok(false);
         };
         loop {
             let Some((account, cursor, below, adoption)) =
@@ -404,18 +459,17 @@ impl Events {
                         .map(|c| (c.account, c.cursor, c.below, c.adoption))
                 })
             else {
-                return false;
+                return Ok(false);
             };
             let page = match store.inbox_page_of(account, cursor, below, self.capacity) {
                 Ok(p) => p,
                 Err(e) => {
-                    // Read again at the next call.
-                    tracing::warn!(error = %e, "reading a taken-over account's inbox failed");
-                    return false;
+                    tracing::warn!(error = %e, "reading a taken-over account's inbox failed; trying again");
+                    return Err(());
                 }
             };
             let Ok(mut lag) = self.shared.lag.lock() else {
-                return false;
+                return Ok(false);
             };
             let Some(c) = lag.catching.front_mut().filter(|c| c.adoption == adoption) else {
                 continue; // adopted again meanwhile: read the new adoption
@@ -435,7 +489,7 @@ impl Events {
                         kind: super::EventKind::App(event),
                     }),
             );
-            return true;
+            return Ok(true);
         }
     }
 
@@ -539,5 +593,120 @@ mod tests {
         let next = store_event(&store, 100);
         sink.deliver(event(next, 100));
         assert_eq!(events.try_recv().unwrap().seq, Some(next));
+    }
+
+    /// A shared-looking database over RocksDB whose per-account reads fail on demand.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: Arc<crate::store::rocks::Rocks>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl crate::store::backend::Backend for Flaky {
+        fn get(
+            &self,
+            family: crate::store::backend::Family,
+            key: &[u8],
+        ) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+            self.inner.get(family, key)
+        }
+        fn range(
+            &self,
+            family: crate::store::backend::Family,
+            from: &[u8],
+            to: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<crate::store::KeyValue>, crate::store::StoreError> {
+            self.inner.range(family, from, to, limit)
+        }
+        fn range_of(
+            &self,
+            _: &[u64],
+            family: crate::store::backend::Family,
+            from: &[u8],
+            to: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<crate::store::KeyValue>, crate::store::StoreError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(crate::store::StoreError::Remote("cut off".into()));
+            }
+            self.inner.range(family, from, to, limit)
+        }
+        fn held_accounts(&self) -> Option<Vec<u64>> {
+            Some(vec![1])
+        }
+        fn last_key(
+            &self,
+            family: crate::store::backend::Family,
+        ) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+            self.inner.last_key(family)
+        }
+        fn write(
+            &self,
+            batch: crate::store::backend::Batch,
+            mode: crate::store::backend::WriteMode,
+        ) -> Result<crate::store::backend::Ticket, crate::store::StoreError> {
+            self.inner.write(batch, mode)
+        }
+        fn synced(
+            &self,
+            ticket: crate::store::backend::Ticket,
+        ) -> crate::store::backend::Synced<'_> {
+            self.inner.synced(ticket)
+        }
+        fn flush(&self) -> Result<(), crate::store::StoreError> {
+            self.inner.flush()
+        }
+        fn erase(
+            &self,
+            family: crate::store::backend::Family,
+            ranges: Option<&[crate::store::backend::KeyRange]>,
+        ) -> Result<(), crate::store::StoreError> {
+            self.inner.erase(family, ranges)
+        }
+        fn disk_size(&self) -> u64 {
+            self.inner.disk_size()
+        }
+    }
+
+    /// An account taken over whose earlier events cannot be read yet: its new events wait
+    /// (none is handed out before the earlier ones), and once the read succeeds everything
+    /// comes in order. (On the old code the new event came first.)
+    #[test]
+    fn a_failed_catch_up_read_lets_nothing_overtake_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let rocks = crate::store::rocks::Rocks::open(dir.path(), Default::default()).unwrap();
+        let flaky = Arc::new(Flaky {
+            inner: rocks,
+            fail: std::sync::atomic::AtomicBool::new(false),
+        });
+        let store = Store::with_backend(flaky.clone(), StoreOptions::default()).unwrap();
+        let (sink, mut events) = queue(&store, 8);
+        assert!(events.try_recv().is_err()); // caught up with the (empty) inbox
+        // Account 1 is being taken over; two events were stored for it before.
+        sink.adopting(1);
+        let earlier = [store_event(&store, 1), store_event(&store, 2)];
+        let below = store.inbox_seq_floor();
+        sink.adopt(1, below);
+        // The read of the earlier events fails, and a new event arrives meanwhile.
+        flaky.fail.store(true, Ordering::SeqCst);
+        let new = store_event(&store, 3);
+        sink.deliver(event(new, 3));
+        assert!(
+            events.try_recv().is_err(),
+            "an event was handed out before the account's earlier ones"
+        );
+        flaky.fail.store(false, Ordering::SeqCst);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let got: Vec<_> = rt.block_on(async {
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                got.push(events.recv().await.unwrap().seq.unwrap());
+            }
+            got
+        });
+        assert_eq!(got, [earlier[0], earlier[1], new]);
     }
 }
