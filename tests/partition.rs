@@ -24,7 +24,14 @@ use common::{ALICE, BOB, add_pair, alice_sends, open_chat, pg_url};
 struct Proxy {
     port: u16,
     cut: watch::Sender<bool>,
+    /// Armed by `cut_after`: the bytes after which the proxy cuts itself.
+    trigger: Trigger,
 }
+
+/// A pattern in what a client sends: once it has passed, the client's next write passes too
+/// (a statement's execution follows its parse), and then the proxy is cut.
+/// (The pattern, and the connection it passed on.)
+type Trigger = std::sync::Arc<std::sync::Mutex<Option<(&'static [u8], Option<usize>)>>>;
 
 impl Proxy {
     async fn start(target: String) -> Proxy {
@@ -32,9 +39,14 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let (cut, _) = watch::channel(false);
         let cuts = cut.clone();
+        let trigger = Trigger::default();
+        let triggers = trigger.clone();
         tokio::spawn(async move {
+            let mut connections = 0;
             while let Ok((inbound, _)) = listener.accept().await {
                 let (target, mut cut) = (target.clone(), cuts.subscribe());
+                connections += 1;
+                let armed = (cuts.clone(), triggers.clone(), connections);
                 tokio::spawn(async move {
                     if cut.wait_for(|c| !c).await.is_err() {
                         return;
@@ -44,12 +56,17 @@ impl Proxy {
                     };
                     let (ir, iw) = inbound.into_split();
                     let (or, ow) = outbound.into_split();
-                    tokio::spawn(pump(ir, ow, cut.clone()));
-                    tokio::spawn(pump(or, iw, cut));
+                    tokio::spawn(pump(ir, ow, cut.clone(), Some(armed)));
+                    tokio::spawn(pump(or, iw, cut, None));
                 });
             }
         });
-        Proxy { port, cut }
+        Proxy { port, cut, trigger }
+    }
+
+    /// Cuts the proxy right after a client sent `pattern` and then one more write.
+    fn cut_after(&self, pattern: &'static [u8]) {
+        *self.trigger.lock().unwrap() = Some((pattern, None));
     }
 
     fn set_cut(&self, cut: bool) {
@@ -61,6 +78,7 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut cut: watch::Receiver<bool>,
+    armed: Option<(watch::Sender<bool>, Trigger, usize)>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -76,6 +94,19 @@ async fn pump(
         };
         if cut.wait_for(|c| !c).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
             return;
+        }
+        if let Some((cuts, trigger, me)) = &armed {
+            let mut t = trigger.lock().unwrap();
+            match *t {
+                Some((_, Some(on))) if on == *me => {
+                    *t = None;
+                    cuts.send_replace(true);
+                }
+                Some((p, None)) if buf[..n].windows(p.len()).any(|w| w == p) => {
+                    *t = Some((p, Some(*me)));
+                }
+                _ => {}
+            }
         }
     }
 }
@@ -177,6 +208,82 @@ async fn a_node_cut_off_from_the_database_stops_its_accounts_and_another_takes_t
     assert!(
         matches!(refused, Error::Store(StoreError::Owned { .. })),
         "{refused}"
+    );
+    engine.shutdown().await.unwrap();
+    drop(b);
+    secretchat::drop_postgres_tables(&db).unwrap();
+}
+
+/// A node cut off in the middle of a write transaction — its `SELECT … FOR SHARE` of the
+/// ownership rows executed, its COMMIT never sent — leaves the transaction open on the server,
+/// holding those rows, and nothing closes its connection. The database ends it itself (every
+/// session is opened with `idle_in_transaction_session_timeout` at half a lease), so another
+/// node takes the account over once the lease runs out. With that setting removed, this test
+/// never got past the take-over: it waited on the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_inside_a_transaction_does_not_hold_back_the_take_over() {
+    let proxy = Proxy::start(target(&pg_url())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = Duration::from_millis(1000);
+    let mut db = PgOptions::new(via(&pg_url(), proxy.port));
+    db.node = "cut-in-tx".into();
+    db.prefix = format!("cuttx{}_", std::process::id());
+    db.lease_ttl = ttl;
+    let config = EngineConfig::builder().at_rest_key([5; 32]).build();
+    let (engine, mut events) = Engine::open_postgres(dir.path(), db.clone(), config).unwrap();
+    let _sim = add_pair(&engine).await;
+    let (alice_chat, _, _) = open_chat(&engine, &mut events).await;
+    alice_sends(&engine, &mut events, alice_chat, "before the cut").await;
+
+    // The next write transaction is cut off right after its epochs' read executed.
+    proxy.cut_after(b"FOR SHARE");
+    let pending = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            engine
+                .send_message(ALICE, alice_chat, InputMessage::text("during the cut"))
+                .await
+        })
+    };
+    let mut cut = proxy.cut.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), cut.wait_for(|c| *c))
+        .await
+        .expect("a write transaction read the epochs")
+        .unwrap();
+    let cut_at = Instant::now();
+
+    let mut other = db.clone();
+    other.url = pg_url();
+    other.node = "other-node".into();
+    // Long enough for the lease and the database's own timeout; short of what the old code
+    // waited on the lock (no bound but this one).
+    other.request_timeout = ttl * 8;
+    let b = Postgres::connect(other).unwrap();
+    // (Whichever account's write was cut: both are taken.)
+    for account in [ALICE, BOB] {
+        let deadline = Instant::now() + ttl * 10;
+        loop {
+            match b.leases().acquire(account.0).await {
+                Ok(_) => break,
+                Err(StoreError::Owned { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("take-over of {account:?}: {e}"),
+            }
+        }
+    }
+    let taken_after = cut_at.elapsed();
+    assert!(taken_after < ttl * 4, "take-over took {taken_after:?}");
+
+    // Healed: the send in the cut-off transaction never landed.
+    proxy.set_cut(false);
+    let sent = tokio::time::timeout(Duration::from_secs(60), pending)
+        .await
+        .expect("the send in flight ends once the partition heals")
+        .unwrap();
+    assert!(
+        sent.is_err(),
+        "a send of a cut-off node was stored: {sent:?}"
     );
     engine.shutdown().await.unwrap();
     drop(b);

@@ -60,6 +60,11 @@ pub struct CrashArgs {
     /// below about 2 s a loaded machine's renewals come late and leases lapse on their own).
     #[arg(long, default_value_t = 2000)]
     pub lease_ms: u64,
+    /// Of the stops with `--nodes 2`, the share that are cuts: the node runs in a network
+    /// namespace of its own, and its link to the database is taken down while it keeps
+    /// running; it must stop its accounts by itself (needs root, for `ip netns`).
+    #[arg(long, default_value_t = 0.0)]
+    pub cut_share: f64,
 }
 
 /// The flags of the hidden `secretchat crash-engine` (started by `crash-test`).
@@ -108,6 +113,7 @@ pub fn run(args: &CrashArgs) -> u8 {
         store: args.store.clone(),
         nodes: args.nodes,
         lease_ms: args.lease_ms,
+        cut_share: args.cut_share,
         ..CrashOptions::default()
     };
     // A bad key file is reported before any engine process starts.

@@ -401,10 +401,16 @@ impl App {
             }
             _ => {}
         }
+        // Acknowledged off the event loop, as an application that keeps up would: with the
+        // database out of reach an acknowledgement waits for it, and the events behind it —
+        // an `AccountLost` among them — must not.
         if let Some(seq) = e.seq {
-            if self.engine.ack(seq).await.is_ok() {
-                self.pipe.up(&Up::Acked(seq));
-            }
+            let (acked, pipe) = (self.engine.ack(seq), self.pipe.clone());
+            tokio::spawn(async move {
+                if acked.await.is_ok() {
+                    pipe.up(&Up::Acked(seq));
+                }
+            });
         }
     }
 

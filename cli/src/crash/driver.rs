@@ -19,6 +19,7 @@ use tokio::process::{Child, ChildStdout};
 use tokio::sync::mpsc;
 
 mod finish;
+mod netns;
 mod nodes;
 
 use super::check::Checker;
@@ -99,6 +100,10 @@ struct Driver<'a> {
     leaving: Vec<HashSet<u64>>,
     /// The shared database's table prefix and the run's at-rest key file, with `store`.
     shared: Option<nodes::Shared>,
+    /// Each node's network namespace, with `cut_share` (empty without).
+    nets: Vec<netns::NodeNet>,
+    /// The cut in progress: the node cut off, when, and the accounts it has not stopped yet.
+    cut: Option<nodes::Cut>,
 }
 
 /// Runs the crash test.
@@ -127,6 +132,12 @@ pub async fn run(
         Some(url) => Some(nodes::Shared::prepare(url, &dir, opts).await?),
         None => None,
     };
+    let mut nets = Vec::new();
+    if let (true, Some(url)) = (opts.cut_share > 0.0, &opts.store) {
+        for n in 0..opts.nodes {
+            nets.push(netns::NodeNet::create(std::process::id() % 100_000, n, url).await?);
+        }
+    }
     let mut d = Driver {
         opts,
         sim,
@@ -154,6 +165,8 @@ pub async fn run(
         holder: [None; 2],
         leaving: vec![HashSet::new(); opts.nodes],
         shared,
+        nets,
+        cut: None,
     };
     let started = Instant::now();
     let outcome = d.drive(started, progress).await;
@@ -253,7 +266,15 @@ impl Driver<'_> {
             .create(true)
             .append(true)
             .open(self.dir.join(format!("engine{n}.log")))?;
-        let mut cmd = tokio::process::Command::new(exe);
+        let mut cmd = match self.nets.get(n) {
+            // `ip netns exec` execs the engine: the process is the engine's (for its signals).
+            Some(net) => {
+                let mut c = tokio::process::Command::new("ip");
+                c.args(["netns", "exec", &net.ns.0]).arg(exe);
+                c
+            }
+            None => tokio::process::Command::new(exe),
+        };
         cmd.arg("crash-engine")
             .arg("--data-dir")
             .arg(&self.dir)
@@ -271,6 +292,10 @@ impl Driver<'_> {
             cmd.arg("--at-rest-key-file").arg(k);
         }
         if let (Some(shared), Some(url)) = (&self.shared, &self.opts.store) {
+            let url = match self.nets.get(n) {
+                Some(net) => net.url(url),
+                None => url.clone(),
+            };
             cmd.arg("--store")
                 .arg(url)
                 .arg("--node")
@@ -527,6 +552,9 @@ impl Driver<'_> {
                 }
             }
             Up::Took(account) | Up::Released(account) => {
+                if let (Some(n), Up::Released(_)) = (node, &u) {
+                    self.stopped_by_itself(n, account);
+                }
                 if let Some(n) = node {
                     self.node_changed(n, account, matches!(u, Up::Took(_)));
                 }

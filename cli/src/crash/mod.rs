@@ -63,6 +63,9 @@ pub struct CrashOptions {
     /// Of the stops with two nodes or more, the share that are SIGSTOPs past the lease
     /// (the rest are SIGKILLs).
     pub pause_share: f64,
+    /// Of the stops with two nodes, the share that are cuts: the node's link to the database
+    /// taken down while it runs (each node in a network namespace of its own; needs root).
+    pub cut_share: f64,
 }
 
 impl Default for CrashOptions {
@@ -95,6 +98,7 @@ impl Default for CrashOptions {
             nodes: 1,
             lease_ms: 2000,
             pause_share: 0.5,
+            cut_share: 0.0,
         }
     }
 }
@@ -129,6 +133,9 @@ impl CrashOptions {
         }
         if !(0.0..=1.0).contains(&self.pause_share) {
             return bad("pause share", "must be within 0..=1");
+        }
+        if !(0.0..=1.0).contains(&self.cut_share) || (self.cut_share > 0.0 && self.nodes < 2) {
+            return bad("--cut-share", "must be within 0..=1, and needs --nodes 2");
         }
         Ok(())
     }
@@ -169,6 +176,15 @@ pub struct CrashReport {
     /// Of the kills, SIGSTOPs past the lease (a node paused, its accounts taken over, then
     /// resumed).
     pub pauses: u32,
+    /// Of the kills, cuts: the node's link to the database taken down while it ran; it
+    /// stopped its accounts by itself, another node took them over, then the link came back.
+    pub cuts: u32,
+    /// Longest time from a cut to the cut-off node stopping the last of its accounts by
+    /// itself, ms.
+    pub cut_stop_ms_max: u64,
+    /// Cuts after which the node did not stop its accounts by itself (within a minute):
+    /// must be 0.
+    pub cut_not_stopped: u32,
     /// Accounts taken over by another node after a kill or a pause.
     pub takeovers: u32,
     /// Longest time from a node's kill (or pause) to another node running its account, ms.
@@ -234,6 +250,7 @@ impl CrashReport {
             && self.unexpected_exits == 0
             && self.chats_working == self.chats
             && self.foreign_writes == 0
+            && self.cut_not_stopped == 0
     }
 
     /// The one-line summary: `N kills, M messages, 0 lost, 0 duplicated, 0 misordered`, then
@@ -250,6 +267,12 @@ impl CrashReport {
             s += &format!(
                 ", {} take-overs (longest {} ms), {} foreign writes",
                 self.takeovers, self.takeover_ms_max, self.foreign_writes
+            );
+        }
+        if self.cuts > 0 {
+            s += &format!(
+                ", {} cuts (stopped by itself within {} ms; {} not)",
+                self.cuts, self.cut_stop_ms_max, self.cut_not_stopped
             );
         }
         if self.in_flight > 0 {
@@ -279,6 +302,9 @@ impl CrashReport {
             "kills_in_rekey": self.kills_in_rekey,
             "kills_in_upload": self.kills_in_upload,
             "pauses": self.pauses,
+            "cuts": self.cuts,
+            "cut_stop_ms_max": self.cut_stop_ms_max,
+            "cut_not_stopped": self.cut_not_stopped,
             "takeovers": self.takeovers,
             "takeover_ms_max": self.takeover_ms_max,
             "foreign_writes": self.foreign_writes,

@@ -24,6 +24,14 @@ use crate::crash::{CrashError, CrashOptions};
 /// a loaded machine needs).
 const TAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A node cut off from the database (see `netns`).
+pub(super) struct Cut {
+    node: usize,
+    at: Instant,
+    /// Its accounts it has not stopped by itself yet.
+    running: Vec<u64>,
+}
+
 /// The shared database of a run.
 pub(super) struct Shared {
     url: String,
@@ -178,6 +186,9 @@ impl Driver<'_> {
             .map(|i| i as u64 + 1)
             .collect();
         let stopped_at = Instant::now();
+        if !self.nets.is_empty() && self.rng.gen_bool(self.opts.cut_share) {
+            return self.cut_a_node(victim, accounts).await;
+        }
         let pause = self.rng.gen_bool(self.opts.pause_share);
         let pid = self.lives[victim]
             .as_ref()
@@ -206,10 +217,67 @@ impl Driver<'_> {
         } else {
             self.spawn(victim).await?;
         }
-        // The hand-over: the other node gives one account back.
+        self.hand_back(victim, &accounts).await
+    }
+
+    /// The hand-over: the other node gives one of `accounts` back to `n`.
+    async fn hand_back(&mut self, n: usize, accounts: &[u64]) -> Result<(), CrashError> {
         let account = accounts[self.rng.gen_range(0..accounts.len())];
-        self.release(other, account).await?;
-        self.take(victim, account, Instant::now()).await
+        self.release(1 - n, account).await?;
+        self.take(n, account, Instant::now()).await
+    }
+
+    /// A cut: node `victim`'s link to the database goes down while it runs. It must stop
+    /// `accounts` by itself once it cannot renew their leases, and the other node takes them
+    /// over; then the link comes back, and the node is handed one of them again.
+    async fn cut_a_node(&mut self, victim: usize, accounts: Vec<u64>) -> Result<(), CrashError> {
+        let at = Instant::now();
+        self.nets[victim].set_link(false)?;
+        self.report.cuts += 1;
+        self.report.kills += 1;
+        self.lost_accounts_of(victim);
+        for a in &accounts {
+            self.leaving[victim].insert(*a);
+        }
+        self.cut = Some(Cut {
+            node: victim,
+            at,
+            running: accounts.clone(),
+        });
+        for a in &accounts {
+            self.take(1 - victim, *a, at).await?;
+            self.report.takeovers += 1;
+        }
+        let deadline = Instant::now() + TAKE_TIMEOUT;
+        while self.cut.as_ref().is_some_and(|c| !c.running.is_empty()) {
+            if Instant::now() >= deadline {
+                self.report.cut_not_stopped += 1;
+                self.violation(format!(
+                    "node {victim}, cut off from the database, never stopped its accounts"
+                ));
+                break;
+            }
+            self.traffic(Instant::now() + Duration::from_millis(10), true)
+                .await;
+        }
+        self.cut = None;
+        self.nets[victim].set_link(true)?;
+        // Whatever it had in flight meets the fence now.
+        let settle = Instant::now() + Duration::from_millis(self.opts.lease_ms);
+        self.traffic(settle, true).await;
+        self.hand_back(victim, &accounts).await
+    }
+
+    /// Node `n` reported `account` stopped without being asked (its lease ran out).
+    pub(super) fn stopped_by_itself(&mut self, n: usize, account: u64) {
+        let Some(cut) = self.cut.as_mut().filter(|c| c.node == n) else {
+            return;
+        };
+        cut.running.retain(|a| *a != account);
+        if cut.running.is_empty() {
+            let ms = cut.at.elapsed().as_millis() as u64;
+            self.report.cut_stop_ms_max = self.report.cut_stop_ms_max.max(ms);
+        }
     }
 
     /// Has node `n` take `account` (waiting out another node's lease); serves traffic
