@@ -123,6 +123,34 @@ fn target(url: &str) -> String {
     rest.split_once('/').map_or(rest, |(h, _)| h).to_owned()
 }
 
+/// Node `b` acquires Alice and Bob, waiting out the leases of the node that held them.
+async fn take_both(b: &Postgres, ttl: Duration) {
+    for account in [ALICE, BOB] {
+        let deadline = Instant::now() + ttl * 10;
+        loop {
+            match b.leases().acquire(account.0).await {
+                Ok(_) => break,
+                Err(StoreError::Owned { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("take-over of {account:?}: {e}"),
+            }
+        }
+    }
+}
+
+/// The send a cut-off node had in flight ends, once the partition heals, without being stored.
+async fn never_stored(pending: tokio::task::JoinHandle<Result<i64, Error>>) {
+    let sent = tokio::time::timeout(Duration::from_secs(60), pending)
+        .await
+        .expect("the send in flight ends once the partition heals")
+        .unwrap();
+    assert!(
+        sent.is_err(),
+        "a send of a cut-off node was stored: {sent:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_the_database_stops_its_accounts_and_another_takes_them() {
     let proxy = Proxy::start(target(&pg_url())).await;
@@ -177,32 +205,14 @@ async fn a_node_cut_off_from_the_database_stops_its_accounts_and_another_takes_t
     other.url = pg_url();
     other.node = "other-node".into();
     let b = Postgres::connect(other).unwrap();
-    for account in [ALICE, BOB] {
-        let deadline = Instant::now() + ttl * 10;
-        loop {
-            match b.leases().acquire(account.0).await {
-                Ok(_) => break,
-                Err(StoreError::Owned { .. }) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("take-over of {account:?}: {e}"),
-            }
-        }
-    }
+    take_both(&b, ttl).await;
     let taken_after = cut_at.elapsed();
     assert!(taken_after < ttl * 4, "take-over took {taken_after:?}");
 
     // The partition heals: the cut-off node's send in flight did not land, and it cannot
     // take its accounts back while the other node holds them.
     proxy.set_cut(false);
-    let sent = tokio::time::timeout(Duration::from_secs(60), pending)
-        .await
-        .expect("the send in flight ends once the partition heals")
-        .unwrap();
-    assert!(
-        sent.is_err(),
-        "a send of a cut-off node was stored: {sent:?}"
-    );
+    never_stored(pending).await;
     let device_api = std::sync::Arc::new(_sim.device(1, 0));
     let refused = engine.add_account(ALICE, device_api).await.unwrap_err();
     assert!(
@@ -260,31 +270,13 @@ async fn a_node_cut_off_inside_a_transaction_does_not_hold_back_the_take_over() 
     other.request_timeout = ttl * 8;
     let b = Postgres::connect(other).unwrap();
     // (Whichever account's write was cut: both are taken.)
-    for account in [ALICE, BOB] {
-        let deadline = Instant::now() + ttl * 10;
-        loop {
-            match b.leases().acquire(account.0).await {
-                Ok(_) => break,
-                Err(StoreError::Owned { .. }) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("take-over of {account:?}: {e}"),
-            }
-        }
-    }
+    take_both(&b, ttl).await;
     let taken_after = cut_at.elapsed();
     assert!(taken_after < ttl * 4, "take-over took {taken_after:?}");
 
     // Healed: the send in the cut-off transaction never landed.
     proxy.set_cut(false);
-    let sent = tokio::time::timeout(Duration::from_secs(60), pending)
-        .await
-        .expect("the send in flight ends once the partition heals")
-        .unwrap();
-    assert!(
-        sent.is_err(),
-        "a send of a cut-off node was stored: {sent:?}"
-    );
+    never_stored(pending).await;
     engine.shutdown().await.unwrap();
     drop(b);
     secretchat::drop_postgres_tables(&db).unwrap();
