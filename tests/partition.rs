@@ -123,6 +123,39 @@ fn target(url: &str) -> String {
     rest.split_once('/').map_or(rest, |(h, _)| h).to_owned()
 }
 
+/// A node (Alice and Bob, with a chat between them) on the database through a proxy, with a
+/// lease of 1 s; Alice has sent one message.
+struct CutNode {
+    proxy: Proxy,
+    dir: tempfile::TempDir,
+    db: PgOptions,
+    engine: Engine,
+    sim: std::sync::Arc<secretchat::sim::SimServer>,
+    alice_chat: secretchat::ChatId,
+}
+
+async fn cut_node(name: &str, prefix: &str) -> CutNode {
+    let proxy = Proxy::start(target(&pg_url())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = PgOptions::new(via(&pg_url(), proxy.port));
+    db.node = name.into();
+    db.prefix = format!("{prefix}{}_", std::process::id());
+    db.lease_ttl = Duration::from_millis(1000);
+    let config = EngineConfig::builder().at_rest_key([5; 32]).build();
+    let (engine, mut events) = Engine::open_postgres(dir.path(), db.clone(), config).unwrap();
+    let sim = add_pair(&engine).await;
+    let (alice_chat, _, _) = open_chat(&engine, &mut events).await;
+    alice_sends(&engine, &mut events, alice_chat, "before the cut").await;
+    CutNode {
+        proxy,
+        dir,
+        db,
+        engine,
+        sim,
+        alice_chat,
+    }
+}
+
 /// Node `b` acquires Alice and Bob, waiting out the leases of the node that held them.
 async fn take_both(b: &Postgres, ttl: Duration) {
     for account in [ALICE, BOB] {
@@ -153,18 +186,15 @@ async fn never_stored(pending: tokio::task::JoinHandle<Result<i64, Error>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_the_database_stops_its_accounts_and_another_takes_them() {
-    let proxy = Proxy::start(target(&pg_url())).await;
-    let dir = tempfile::tempdir().unwrap();
     let ttl = Duration::from_millis(1000);
-    let mut db = PgOptions::new(via(&pg_url(), proxy.port));
-    db.node = "cut-node".into();
-    db.prefix = format!("cut{}_", std::process::id());
-    db.lease_ttl = ttl;
-    let config = EngineConfig::builder().at_rest_key([5; 32]).build();
-    let (engine, mut events) = Engine::open_postgres(dir.path(), db.clone(), config).unwrap();
-    let _sim = add_pair(&engine).await;
-    let (alice_chat, _, _) = open_chat(&engine, &mut events).await;
-    alice_sends(&engine, &mut events, alice_chat, "before the cut").await;
+    let CutNode {
+        proxy,
+        dir: _dir,
+        db,
+        engine,
+        sim: _sim,
+        alice_chat,
+    } = cut_node("cut-node", "cut").await;
 
     // The partition: the node keeps running, the database no longer answers it.
     proxy.set_cut(true);
@@ -232,18 +262,15 @@ async fn a_node_cut_off_from_the_database_stops_its_accounts_and_another_takes_t
 /// never got past the take-over: it waited on the lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_inside_a_transaction_does_not_hold_back_the_take_over() {
-    let proxy = Proxy::start(target(&pg_url())).await;
-    let dir = tempfile::tempdir().unwrap();
     let ttl = Duration::from_millis(1000);
-    let mut db = PgOptions::new(via(&pg_url(), proxy.port));
-    db.node = "cut-in-tx".into();
-    db.prefix = format!("cuttx{}_", std::process::id());
-    db.lease_ttl = ttl;
-    let config = EngineConfig::builder().at_rest_key([5; 32]).build();
-    let (engine, mut events) = Engine::open_postgres(dir.path(), db.clone(), config).unwrap();
-    let _sim = add_pair(&engine).await;
-    let (alice_chat, _, _) = open_chat(&engine, &mut events).await;
-    alice_sends(&engine, &mut events, alice_chat, "before the cut").await;
+    let CutNode {
+        proxy,
+        dir: _dir,
+        db,
+        engine,
+        sim: _sim,
+        alice_chat,
+    } = cut_node("cut-in-tx", "cuttx").await;
 
     // The next write transaction is cut off right after its epochs' read executed.
     proxy.cut_after(b"FOR SHARE");
