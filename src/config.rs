@@ -125,6 +125,15 @@ impl EngineConfigBuilder {
         self
     }
 
+    /// Inputs an account holds at most while the database reads the chats they are for
+    /// (default 4096). Past it, updates are left for `updates.getDifference` (their qts is
+    /// not acknowledged) and commands fail with [`Error::Busy`](crate::Error::Busy); it
+    /// bounds memory during a database outage.
+    pub fn max_waiting_for_reads(mut self, n: usize) -> Self {
+        self.0.max_waiting_for_reads = n.max(1);
+        self
+    }
+
     /// Events queued for the application at most (default 1024): beyond them stored
     /// events wait in the store, the others are dropped and counted
     /// ([`EventStream::dropped`](crate::EventStream::dropped)).

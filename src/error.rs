@@ -30,6 +30,10 @@ pub enum Error {
     /// The engine has shut down.
     #[error("the engine has stopped")]
     Stopped,
+    /// Too much waits for the database (an outage, or reads far slower than what arrives):
+    /// nothing of the command was stored; try again later.
+    #[error("busy: too much waits for the database")]
+    Busy,
     /// An argument the engine refuses (the text says which).
     #[error("invalid input: {0}")]
     InvalidInput(&'static str),
@@ -69,6 +73,7 @@ impl From<EngineError> for Error {
             EngineError::NoSuchChat(c) => Error::NoSuchChat(ChatId(c)),
             EngineError::NoSuchAccount(a) => Error::NoSuchAccount(AccountId(a)),
             EngineError::InvalidDhParams => Error::InvalidInput("DH parameters"),
+            EngineError::Busy => Error::Busy,
             _ => Error::Stopped,
         }
     }

@@ -20,6 +20,7 @@ pub fn wire_error(e: &Error) -> WireError {
         Error::InvalidInput(_) | Error::Io(_) | Error::FileTooLarge(_) => 400,
         Error::Rpc(r) => r.code,
         Error::Stopped => 503,
+        Error::Busy => 429,
         _ => 500,
     };
     WireError {

@@ -1,6 +1,8 @@
 //! What the public-API tests share: two accounts on one engine and one simulated server.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod proxy;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -74,6 +74,10 @@ pub struct EngineConfig {
     /// sleeping chats wait as events while the quietest loaded chats are asked to sleep
     /// (docs/engine.md, "Admission"). A loaded chat costs a few kilobytes.
     pub max_loaded_chats: usize,
+    /// Inputs an account holds at most while the database reads the chats they are for
+    /// (see `runtime/account/held.rs`): past it, updates are left for the difference and
+    /// commands answer [`EngineError::Busy`].
+    pub max_waiting_for_reads: usize,
     /// Events queued for the application at most: beyond them, stored events wait in the
     /// store and the rest are dropped and counted ([`Events`]).
     pub event_capacity: usize,
@@ -93,6 +97,7 @@ impl Default for EngineConfig {
             idle_difference_interval: Duration::from_secs(5),
             idle_after: Duration::from_secs(60),
             max_loaded_chats: 50_000,
+            max_waiting_for_reads: 4096,
             event_capacity: 1024,
         }
     }
@@ -117,6 +122,10 @@ pub enum EngineError {
     /// The engine is shut down.
     #[error("the engine has stopped")]
     Stopped,
+    /// Too much waits for the database (an outage, or reads far slower than what arrives):
+    /// nothing of the request was stored; try again later.
+    #[error("busy: too much waits for the database")]
+    Busy,
     /// DH parameters that are not valid (provisioning).
     #[error("invalid DH parameters")]
     InvalidDhParams,

@@ -53,6 +53,9 @@ pub(super) struct QtsQueue {
     gap_mark: Option<i32>,
     /// Outstanding difference batch: messages still to store, its `state.qts`.
     batch: Option<(usize, i32)>,
+    /// Routed live qts given up before they were stored (see [`QtsQueue::give_up`]): the
+    /// difference is fetched while any is left beyond the watermark.
+    given_up: BTreeSet<i32>,
     /// That batch was a slice: there is more to fetch once it is stored.
     more: bool,
     /// Live messages beyond the watermark → qts.
@@ -83,7 +86,9 @@ impl QtsQueue {
             return Live::Skip;
         }
         // qts comes from the server: compare without overflow.
-        let gap = i64::from(qts) > i64::from(mark) + 1 + self.in_flight.len() as i64;
+        let ahead = self.in_flight.len() + self.given_up.len();
+        let gap = i64::from(qts) > i64::from(mark) + 1 + ahead as i64;
+        self.given_up.remove(&qts);
         self.in_flight.insert(qts);
         self.remember(key, qts);
         Live::Route { gap }
@@ -120,6 +125,20 @@ impl QtsQueue {
         self.advance();
     }
 
+    /// A live message was given up before it was stored (dropped while too much waited for
+    /// the database): it is neither stored nor in flight, so the watermark stops before it,
+    /// and the difference is fetched at each check until a batch brings it again. (Still
+    /// counted with those in flight when telling a gap: the next message is not one.)
+    pub(super) fn give_up(&mut self, qts: i32) {
+        if self.in_flight.remove(&qts) {
+            self.given_up.insert(qts);
+            if self.given_up.len() > MAX_RECENT {
+                // Past the bound the newest is forgotten: the older ones keep the fetch due.
+                self.given_up.pop_last();
+            }
+        }
+    }
+
     /// Moves the watermark over stored qts and over the floor (stopping at in-flight qts).
     /// Steps over runs, never one qts at a time across a server-supplied range.
     fn advance(&mut self) {
@@ -146,6 +165,9 @@ impl QtsQueue {
         if self.done.first().is_some_and(|&q| q <= mark) {
             self.done = self.done.split_off(&mark.saturating_add(1));
         }
+        if self.given_up.first().is_some_and(|&q| q <= mark) {
+            self.given_up = self.given_up.split_off(&mark.saturating_add(1));
+        }
         while self.recent_order.front().is_some_and(|&(q, _)| q <= mark) {
             if let Some((_, key)) = self.recent_order.pop_front() {
                 self.recent.remove(&key);
@@ -164,6 +186,10 @@ impl QtsQueue {
         let mark = self.watermark?;
         if self.batch.is_some() {
             return None;
+        }
+        if !self.given_up.is_empty() {
+            self.gap_mark = None;
+            return Some(mark);
         }
         if self.in_flight.is_empty() && self.done.is_empty() && !idle {
             return None;
@@ -193,9 +219,12 @@ impl QtsQueue {
         if messages.is_empty() || self.watermark != Some(mark) || self.batch.is_some() {
             return Vec::new();
         }
+        // Seen live and stored or still on its way: not routed again (one that was given up
+        // is neither).
+        let seen = |q: &i32| *q <= mark || self.done.contains(q) || self.in_flight.contains(q);
         let fresh: Vec<T> = messages
             .into_iter()
-            .filter(|m| !self.recent.contains_key(&key(m)))
+            .filter(|m| !self.recent.get(&key(m)).is_some_and(seen))
             .collect();
         self.more = more;
         if fresh.is_empty() {
@@ -324,6 +353,52 @@ mod tests {
         assert_eq!(q.watermark(), Some(7));
         assert_eq!(q.next_slice(), Some(7));
         assert_eq!(q.next_slice(), None, "once");
+    }
+
+    #[test]
+    fn a_live_message_given_up_is_fetched_again_and_holds_the_watermark_back() {
+        let mut q = QtsQueue::default();
+        q.start(0);
+        for n in 1..=2 {
+            assert!(matches!(q.live(n, key(n.into())), Live::Route { .. }));
+        }
+        q.stored(1);
+        q.give_up(2);
+        assert!(
+            matches!(q.live(3, key(3)), Live::Route { gap: false }),
+            "the given-up 2 is not a gap"
+        );
+        q.stored(3);
+        assert_eq!(q.watermark(), Some(1), "2 is not stored");
+        assert_eq!(q.due(false), Some(1), "fetched at the next check");
+        let fresh = q.batch(1, vec![2i64, 3], 3, false, |&n| key(n));
+        assert_eq!(
+            fresh,
+            vec![2],
+            "the given-up message is routed again, 3 is not"
+        );
+        assert_eq!(q.due(false), None, "not while the batch is stored");
+        q.batch_message_stored();
+        assert_eq!(q.watermark(), Some(3));
+        assert_eq!(q.due(false), None, "nothing left to fetch");
+    }
+
+    #[test]
+    fn a_given_up_message_is_fetched_at_every_check_until_stored() {
+        let mut q = QtsQueue::default();
+        q.start(0);
+        assert!(matches!(q.live(1, key(1)), Live::Route { gap: false }));
+        assert_eq!(q.due(false), None, "in flight: it comes back by itself");
+        q.give_up(1);
+        assert_eq!(q.due(false), Some(0), "given up: no idle wait");
+        assert_eq!(q.due(false), Some(0), "and again while it is not back");
+        assert!(
+            matches!(q.live(1, key(1)), Live::Route { gap: false }),
+            "pushed again: routed again"
+        );
+        assert_eq!(q.due(false), None, "in flight again");
+        q.stored(1);
+        assert_eq!(q.watermark(), Some(1));
     }
 
     #[test]

@@ -102,6 +102,7 @@ impl AccountActor {
         let Some(waiting) = self.loading.remove(&handle) else {
             return;
         };
+        self.released(waiting.inputs.len());
         let clock = PhaseClock::sample(Phase::Load);
         match stored.and_then(|s| self.start_stored(handle, s, clock, ctx)) {
             Ok(addr) => {
@@ -173,8 +174,12 @@ impl AccountActor {
                 Ok(())
             }
             Ok(Activation::Loading) => {
-                if let Some(l) = self.loading.get_mut(&handle) {
-                    l.inputs.extend(inputs);
+                for input in inputs {
+                    if !self.may_hold(input.ack) {
+                        self.give_up(input);
+                    } else if let Some(l) = self.loading.get_mut(&handle) {
+                        l.inputs.push(input);
+                    }
                 }
                 Ok(())
             }

@@ -54,8 +54,14 @@ impl AccountActor {
     }
 
     /// The handle of server chat `chat_id`, if the chat exists; on a shared database an id not
-    /// cached starts a read of the index and answers [`Lookup::Pending`].
-    pub(super) fn known_chat(&mut self, chat_id: i32, ctx: &mut Context<Self>) -> Lookup {
+    /// cached starts a read of the index and answers [`Lookup::Pending`] (what asks for it
+    /// acknowledging `ack`: no read starts for a live update while too much waits already).
+    pub(super) fn known_chat(
+        &mut self,
+        chat_id: i32,
+        ack: Option<AckToken>,
+        ctx: &mut Context<Self>,
+    ) -> Lookup {
         if let Some(&h) = self.indexed.get(&chat_id) {
             if self.resident(h) {
                 return Lookup::Known(h);
@@ -68,6 +74,10 @@ impl AccountActor {
             let found = self.shared.store.find_chat(self.account, chat_id);
             return self.learn(chat_id, found.ok().flatten());
         };
+        if self.full_of_waiting() && !matches!(ack, Some(AckToken::Difference)) {
+            // No read started: what came for it is given up (`wait_for_lookup`).
+            return Lookup::Pending;
+        }
         self.resolving.insert(chat_id, Vec::new());
         self.read_index(loader, chat_id, ctx);
         Lookup::Pending
@@ -106,6 +116,7 @@ impl AccountActor {
     /// answered unknown starts the chat, and what follows goes to that chat).
     fn resolved(&mut self, chat_id: i32, found: Option<u64>, ctx: &mut Context<Self>) {
         let waiting = self.resolving.remove(&chat_id).unwrap_or_default();
+        self.released(waiting.len());
         self.learn(chat_id, found);
         for w in waiting {
             let known = self
@@ -129,9 +140,16 @@ impl AccountActor {
         }
     }
 
-    /// Queues `w` behind the read of `chat_id`'s index entry.
+    /// Queues `w` behind the read of `chat_id`'s index entry (or gives it up when too much
+    /// waits already: see `held.rs`).
     pub(super) fn wait_for_lookup(&mut self, chat_id: i32, w: Waiting) {
-        if let Some(q) = self.resolving.get_mut(&chat_id) {
+        let ack = match &w {
+            Waiting::Input(_, ack, _) => *ack,
+            _ => None,
+        };
+        if !self.resolving.contains_key(&chat_id) || !self.may_hold(ack) {
+            self.give_up_waiting(w);
+        } else if let Some(q) = self.resolving.get_mut(&chat_id) {
             q.push(w);
         }
     }

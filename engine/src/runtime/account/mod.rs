@@ -21,6 +21,7 @@ use crate::transport::ServerApi;
 use lookup::Lookup;
 
 mod difference;
+mod held;
 mod load;
 mod lookup;
 mod memory;
@@ -64,6 +65,10 @@ pub struct AccountActor {
     indexed: HashMap<i32, u64>,
     /// Server chat ids whose index entry is being read, and what waits for it, in order.
     resolving: HashMap<i32, Vec<lookup::Waiting>>,
+    /// Inputs waiting in `loading` and `resolving` (bounded, see `held.rs`).
+    held: usize,
+    /// Inputs given up for want of room there (for the log).
+    given_up: u64,
 }
 
 /// Most updates held for unknown chats.
@@ -91,6 +96,8 @@ impl AccountActor {
             catch_up: Some(catch_up),
             orphans: Vec::new(),
             resolving: HashMap::new(),
+            held: 0,
+            given_up: 0,
             last_seen: HashMap::new(),
             resume: std::collections::VecDeque::new(),
             alarms: std::collections::BinaryHeap::new(),
@@ -262,7 +269,7 @@ impl AccountActor {
         since: Option<std::time::Instant>,
         ctx: &mut Context<Self>,
     ) {
-        match self.known_chat(chat_id, ctx) {
+        match self.known_chat(chat_id, ack, ctx) {
             Lookup::Known(h) => self.route_to(h, event, ack, ctx),
             Lookup::Unknown => self.orphan(chat_id, event, ack, since),
             Lookup::Pending => {
@@ -321,8 +328,12 @@ impl AccountActor {
             buffer.push(input);
             return Ok(());
         }
-        if let Some(loading) = self.loading.get_mut(&handle) {
-            loading.inputs.push(input);
+        if self.loading.contains_key(&handle) {
+            if !self.may_hold(input.ack) {
+                self.give_up(input);
+            } else if let Some(loading) = self.loading.get_mut(&handle) {
+                loading.inputs.push(input);
+            }
             return Ok(());
         }
         let loaded = self.chats.get(&handle).is_some_and(|a| a.connected());
@@ -367,7 +378,7 @@ impl AccountActor {
     /// Hands the application an event about server chat `chat_id` that needs no chat step
     /// (read receipts, typing); dropped when the chat is not ours.
     fn notify(&mut self, chat_id: i32, kind: super::EventKind, ctx: &mut Context<Self>) {
-        match self.known_chat(chat_id, ctx) {
+        match self.known_chat(chat_id, None, ctx) {
             Lookup::Known(chat) => self.notify_chat(chat, kind),
             Lookup::Unknown => {}
             Lookup::Pending => self.wait_for_lookup(chat_id, lookup::Waiting::Notify(kind)),
@@ -411,7 +422,7 @@ impl AccountActor {
 
     fn on_chat(&mut self, chat: api::EncryptedChat, ctx: &mut Context<Self>) {
         if let api::EncryptedChat::Requested(req) = &chat {
-            match self.known_chat(req.id, ctx) {
+            match self.known_chat(req.id, None, ctx) {
                 Lookup::Known(_) => return, // a repeated request
                 Lookup::Pending => {
                     let id = req.id;
