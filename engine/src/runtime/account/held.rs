@@ -12,8 +12,8 @@
 //!   brings it again;
 //! - a command answers [`EngineError::Busy`] (nothing of it was stored);
 //! - a notice that needs no step (typing, read receipts) is dropped, and so is a chat request
-//!   whose id is being looked up (the server repeats `encryptedChatRequested` until it is
-//!   answered).
+//!   that came while the bound was reached: that chat is not started, and the peer's request
+//!   stays unanswered (a load shed only while the bound holds).
 //!
 //! The messages of a difference batch always wait (and count): a batch is already in memory,
 //! one at a time, as the server's answer, and giving part of it up would fetch it again
