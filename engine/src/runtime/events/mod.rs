@@ -28,6 +28,9 @@ use tokio::sync::mpsc;
 
 use super::EngineEvent;
 use crate::store::Store;
+use catch_up::{CatchUp, Reading};
+
+mod catch_up;
 
 /// Where stored events stand between the engine and the receiver.
 #[derive(Debug, Default)]
@@ -78,6 +81,9 @@ struct Catch {
 struct Shared {
     lag: Mutex<Lag>,
     dropped: AtomicU64,
+    /// The receiver's task while it waits on something other than the channel (a catch-up
+    /// read, or the pause after a failed one): an `AccountLost` notice wakes it.
+    notice_waker: Mutex<Option<std::task::Waker>>,
 }
 
 /// What the channel carries: an event, or a nudge to look at the inbox (the receiver may be
@@ -104,18 +110,28 @@ impl EventSink {
             }
         }
         if matches!(event.kind, super::EventKind::AccountLost) {
-            // Never dropped: queued when there is room, else kept for the receiver.
-            if lag.behind_from.is_some() || !lag.notices.is_empty() {
-                lag.notices.push_back(event);
-            } else if let Err(mpsc::error::TrySendError::Full(Some(e))) =
-                self.tx.try_send(Some(event))
-            {
-                lag.notices.push_back(e);
-            }
+            // Never dropped, and handed out ahead of everything (the account's other events
+            // are no longer this node's to hand out), even while a catch-up read waits or has
+            // failed: an account lost to a database outage must not wait for that database.
+            // Its earlier events, if still being read, are left for the node that holds it.
+            lag.catching.retain(|c| c.account != event.account);
+            lag.notices.push_back(event);
             if lag.notices.len() > MAX_NOTICES {
                 lag.notices.pop_front();
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             }
+            drop(lag);
+            if let Some(w) = self
+                .shared
+                .notice_waker
+                .lock()
+                .ok()
+                .and_then(|mut w| w.take())
+            {
+                w.wake();
+            }
+            // A full channel needs no nudge: the receiver is not waiting on it.
+            let _ = self.tx.try_send(None);
             return;
         }
         if lag.behind_from.is_some() {
@@ -208,11 +224,10 @@ pub struct Events {
     stalled_until: Option<std::time::Instant>,
     /// The task to wake when a stall ends (set while a thread waits to wake it).
     retry_waker: Arc<Mutex<Option<std::task::Waker>>>,
+    /// A page of a taken-over account's earlier events being read off the receiver's thread
+    /// (nothing newer is handed out meanwhile).
+    reading: Option<Reading>,
 }
-
-/// How long the queue waits before it reads a taken-over account's earlier events again
-/// after a failed read.
-const CATCH_UP_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Creates a queue of `capacity` events that starts behind at sequence 0 (it reads the
 /// unacknowledged inbox first).
@@ -232,6 +247,7 @@ pub(crate) fn queue(store: &Arc<Store>, capacity: usize) -> (EventSink, Events) 
             notices: VecDeque::new(),
         }),
         dropped: AtomicU64::new(0),
+        notice_waker: Mutex::default(),
     });
     (
         EventSink {
@@ -248,6 +264,7 @@ pub(crate) fn queue(store: &Arc<Store>, capacity: usize) -> (EventSink, Events) 
             recent_set: HashSet::new(),
             stalled_until: None,
             retry_waker: Arc::default(),
+            reading: None,
         },
     )
 }
@@ -268,7 +285,15 @@ impl Events {
             if let Some(e) = self.ready() {
                 return std::task::Poll::Ready(Some(e));
             }
+            if let Some(r) = &self.reading {
+                self.wake_on_notice(cx.waker());
+                if r.wake_when_read(cx.waker()) {
+                    return std::task::Poll::Pending;
+                }
+                continue; // read meanwhile
+            }
             if let Some(at) = self.stalled_until {
+                self.wake_on_notice(cx.waker());
                 if self.wake_at(at, cx.waker()) {
                     return std::task::Poll::Pending;
                 }
@@ -300,7 +325,7 @@ impl Events {
             if let Some(e) = self.ready() {
                 return Ok(e);
             }
-            if self.stalled_until.is_some() {
+            if self.stalled_until.is_some() || self.reading.is_some() {
                 return Err(mpsc::error::TryRecvError::Empty);
             }
             if let Some(e) = self.rx.try_recv()? {
@@ -343,10 +368,11 @@ impl Events {
                 self.stalled_until = None;
             }
             match self.catch_up() {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(()) => {
-                    self.stalled_until = Some(std::time::Instant::now() + CATCH_UP_RETRY);
+                CatchUp::Page => continue,
+                CatchUp::Nothing => {}
+                CatchUp::Reading => return None,
+                CatchUp::Failed => {
+                    self.stalled_until = Some(std::time::Instant::now() + catch_up::RETRY);
                     return None;
                 }
             }
@@ -404,93 +430,12 @@ impl Events {
         }
     }
 
-    /// Wakes `waker` (the latest one given) at `at`: on a thread, not with a timer of the
-    /// caller's runtime, which may have none; one thread per stall. False if none could be
-    /// started.
-    fn wake_at(&mut self, at: std::time::Instant, waker: &std::task::Waker) -> bool {
-        let Ok(mut slot) = self.retry_waker.lock() else {
-            return false;
-        };
-        let armed = slot.is_some();
-        *slot = Some(waker.clone());
-        drop(slot);
-        if armed {
-            return true;
-        }
-        let retry_waker = self.retry_waker.clone();
-        let spawned = std::thread::Builder::new()
-            .name("secretchat-events-retry".into())
-            .spawn(move || {
-                std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
-                if let Some(w) = retry_waker.lock().ok().and_then(|mut w| w.take()) {
-                    w.wake();
-                }
-            });
-        if spawned.is_err() {
-            if let Ok(mut slot) = self.retry_waker.lock() {
-                *slot = None;
-            }
-            return false;
-        }
-        true
-    }
-
     /// Whether `e`'s account is this node's: on a shared database, the events of an account
     /// it lost (or gave up) are not handed out from then on — the stored ones stay in the
     /// inbox for the node that holds it.
     fn held(&self, e: &EngineEvent) -> bool {
         matches!(e.kind, super::EventKind::AccountLost)
             || self.store.upgrade().is_none_or(|s| s.holds(e.account))
-    }
-
-    /// Reads the next page of an account taken over into `page`; whether it read any. The
-    /// read runs without the lock (a database round trip must not hold up every chat that
-    /// delivers meanwhile); its page is kept only if that adoption is still the one read.
-    /// `Err` when the read failed.
-    fn catch_up(&mut self) -> Result<bool, ()> {
-        let Some(store) = self.store.upgrade() else {
-            return Ok(false);
-        };
-        loop {
-            let Some((account, cursor, below, adoption)) =
-                self.shared.lag.lock().ok().and_then(|lag| {
-                    lag.catching
-                        .front()
-                        .map(|c| (c.account, c.cursor, c.below, c.adoption))
-                })
-            else {
-                return Ok(false);
-            };
-            let page = match store.inbox_page_of(account, cursor, below, self.capacity) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading a taken-over account's inbox failed; trying again");
-                    return Err(());
-                }
-            };
-            let Ok(mut lag) = self.shared.lag.lock() else {
-                return Ok(false);
-            };
-            let Some(c) = lag.catching.front_mut().filter(|c| c.adoption == adoption) else {
-                continue; // adopted again meanwhile: read the new adoption
-            };
-            let Some(last) = page.last() else {
-                lag.catching.pop_front();
-                continue;
-            };
-            c.cursor = last.0 + 1;
-            drop(lag);
-            self.page.extend(
-                page.into_iter()
-                    .map(|(seq, account, chat, event)| EngineEvent {
-                        seq: Some(seq),
-                        account,
-                        chat,
-                        kind: super::EventKind::App(event),
-                    }),
-            );
-            return Ok(true);
-        }
     }
 
     fn note(&mut self, e: &EngineEvent) {
@@ -516,7 +461,7 @@ mod tests {
     use crate::store::{ChatWrite, StoreOptions};
 
     /// Stores one event for chat 1 the way a chat does; returns its sequence number.
-    fn store_event(store: &Store, layer: i32) -> u64 {
+    pub(super) fn store_event(store: &Store, layer: i32) -> u64 {
         let (_, seqs) = store
             .write_chat(&ChatWrite {
                 account: 1,
@@ -532,7 +477,7 @@ mod tests {
         seqs[0]
     }
 
-    fn event(seq: u64, layer: i32) -> EngineEvent {
+    pub(super) fn event(seq: u64, layer: i32) -> EngineEvent {
         EngineEvent {
             seq: Some(seq),
             account: 1,
@@ -593,120 +538,5 @@ mod tests {
         let next = store_event(&store, 100);
         sink.deliver(event(next, 100));
         assert_eq!(events.try_recv().unwrap().seq, Some(next));
-    }
-
-    /// A shared-looking database over RocksDB whose per-account reads fail on demand.
-    #[derive(Debug)]
-    struct Flaky {
-        inner: Arc<crate::store::rocks::Rocks>,
-        fail: std::sync::atomic::AtomicBool,
-    }
-
-    impl crate::store::backend::Backend for Flaky {
-        fn get(
-            &self,
-            family: crate::store::backend::Family,
-            key: &[u8],
-        ) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
-            self.inner.get(family, key)
-        }
-        fn range(
-            &self,
-            family: crate::store::backend::Family,
-            from: &[u8],
-            to: Option<&[u8]>,
-            limit: usize,
-        ) -> Result<Vec<crate::store::KeyValue>, crate::store::StoreError> {
-            self.inner.range(family, from, to, limit)
-        }
-        fn range_of(
-            &self,
-            _: &[u64],
-            family: crate::store::backend::Family,
-            from: &[u8],
-            to: Option<&[u8]>,
-            limit: usize,
-        ) -> Result<Vec<crate::store::KeyValue>, crate::store::StoreError> {
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(crate::store::StoreError::Remote("cut off".into()));
-            }
-            self.inner.range(family, from, to, limit)
-        }
-        fn held_accounts(&self) -> Option<Vec<u64>> {
-            Some(vec![1])
-        }
-        fn last_key(
-            &self,
-            family: crate::store::backend::Family,
-        ) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
-            self.inner.last_key(family)
-        }
-        fn write(
-            &self,
-            batch: crate::store::backend::Batch,
-            mode: crate::store::backend::WriteMode,
-        ) -> Result<crate::store::backend::Ticket, crate::store::StoreError> {
-            self.inner.write(batch, mode)
-        }
-        fn synced(
-            &self,
-            ticket: crate::store::backend::Ticket,
-        ) -> crate::store::backend::Synced<'_> {
-            self.inner.synced(ticket)
-        }
-        fn flush(&self) -> Result<(), crate::store::StoreError> {
-            self.inner.flush()
-        }
-        fn erase(
-            &self,
-            family: crate::store::backend::Family,
-            ranges: Option<&[crate::store::backend::KeyRange]>,
-        ) -> Result<(), crate::store::StoreError> {
-            self.inner.erase(family, ranges)
-        }
-        fn disk_size(&self) -> u64 {
-            self.inner.disk_size()
-        }
-    }
-
-    /// An account taken over whose earlier events cannot be read yet: its new events wait
-    /// (none is handed out before the earlier ones), and once the read succeeds everything
-    /// comes in order. (On the old code the new event came first.)
-    #[test]
-    fn a_failed_catch_up_read_lets_nothing_overtake_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let rocks = crate::store::rocks::Rocks::open(dir.path(), Default::default()).unwrap();
-        let flaky = Arc::new(Flaky {
-            inner: rocks,
-            fail: std::sync::atomic::AtomicBool::new(false),
-        });
-        let store = Store::with_backend(flaky.clone(), StoreOptions::default()).unwrap();
-        let (sink, mut events) = queue(&store, 8);
-        assert!(events.try_recv().is_err()); // caught up with the (empty) inbox
-        // Account 1 is being taken over; two events were stored for it before.
-        sink.adopting(1);
-        let earlier = [store_event(&store, 1), store_event(&store, 2)];
-        let below = store.inbox_seq_floor();
-        sink.adopt(1, below);
-        // The read of the earlier events fails, and a new event arrives meanwhile.
-        flaky.fail.store(true, Ordering::SeqCst);
-        let new = store_event(&store, 3);
-        sink.deliver(event(new, 3));
-        assert!(
-            events.try_recv().is_err(),
-            "an event was handed out before the account's earlier ones"
-        );
-        flaky.fail.store(false, Ordering::SeqCst);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let got: Vec<_> = rt.block_on(async {
-            let mut got = Vec::new();
-            for _ in 0..3 {
-                got.push(events.recv().await.unwrap().seq.unwrap());
-            }
-            got
-        });
-        assert_eq!(got, [earlier[0], earlier[1], new]);
     }
 }
