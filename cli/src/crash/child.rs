@@ -340,6 +340,7 @@ impl StreamSender {
 }
 
 /// The application: checks, reports, then acknowledges.
+#[derive(Clone)]
 struct App {
     engine: Engine,
     pipe: Pipe,
@@ -383,14 +384,23 @@ impl App {
                 // Told at once (the order it came in), and before the acknowledgement: a kill
                 // in between redelivers it.
                 self.pipe.up(&Up::Delivered(a, h, seq, text, intact));
-                if let (true, Some((at, Item::File(_)))) = (intact, &item) {
-                    match self.file_ok(account, chat, *at, &message).await {
-                        Some(true) => {}
-                        Some(false) => self.pipe.up(&Up::FileBad(a, h, seq)),
-                        // The account left this node meanwhile: not acknowledged here; the
-                        // node that runs it delivers it again.
-                        None => return,
-                    }
+                if let (true, Some((at, Item::File(_)))) = (intact, item) {
+                    // The file is fetched and checked off the event loop, as an application
+                    // that keeps up would: a download waits for the database when it is out
+                    // of reach, and the events behind it — an `AccountLost` among them — must
+                    // not. Acknowledged once checked.
+                    let app = self.clone();
+                    tokio::spawn(async move {
+                        match app.file_ok(account, chat, at, &message).await {
+                            Some(true) => {}
+                            Some(false) => app.pipe.up(&Up::FileBad(a, h, seq)),
+                            // The account left this node meanwhile: not acknowledged here;
+                            // the node that runs it delivers it again.
+                            None => return,
+                        }
+                        app.acknowledge(seq);
+                    });
+                    return;
                 }
             }
             Update::Rekeyed { .. } => self.pipe.up(&Up::Rekeyed(a, h)),
@@ -401,17 +411,21 @@ impl App {
             }
             _ => {}
         }
-        // Acknowledged off the event loop, as an application that keeps up would: with the
-        // database out of reach an acknowledgement waits for it, and the events behind it —
-        // an `AccountLost` among them — must not.
         if let Some(seq) = e.seq {
-            let (acked, pipe) = (self.engine.ack(seq), self.pipe.clone());
-            tokio::spawn(async move {
-                if acked.await.is_ok() {
-                    pipe.up(&Up::Acked(seq));
-                }
-            });
+            self.acknowledge(seq);
         }
+    }
+
+    /// Acknowledges `seq` off the event loop, as an application that keeps up would: with
+    /// the database out of reach an acknowledgement waits for it, and the events behind it —
+    /// an `AccountLost` among them — must not.
+    fn acknowledge(&self, seq: u64) {
+        let (acked, pipe) = (self.engine.ack(seq), self.pipe.clone());
+        tokio::spawn(async move {
+            if acked.await.is_ok() {
+                pipe.up(&Up::Acked(seq));
+            }
+        });
     }
 
     /// Downloads the attached file and compares it with the workload's bytes; `None` when

@@ -271,20 +271,28 @@ mod tests {
         }
     }
 
-    /// An account taken over whose earlier events cannot be read yet: its new events wait
-    /// (none is handed out before the earlier ones), and once the read succeeds everything
-    /// comes in order. (On the old code the new event came first.)
-    #[test]
-    fn a_failed_catch_up_read_lets_nothing_overtake_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let rocks = crate::store::rocks::Rocks::open(dir.path(), Default::default()).unwrap();
+    /// A queue of 8 over a [`Flaky`] store in `dir`.
+    fn flaky_queue(
+        dir: &std::path::Path,
+    ) -> (Arc<Flaky>, Arc<Store>, super::super::EventSink, Events) {
+        let rocks = crate::store::rocks::Rocks::open(dir, Default::default()).unwrap();
         let flaky = Arc::new(Flaky {
             inner: rocks,
             fail: std::sync::atomic::AtomicBool::new(false),
             hang: std::sync::atomic::AtomicBool::new(false),
         });
         let store = Store::with_backend(flaky.clone(), StoreOptions::default()).unwrap();
-        let (sink, mut events) = queue(&store, 8);
+        let (sink, events) = queue(&store, 8);
+        (flaky, store, sink, events)
+    }
+
+    /// An account taken over whose earlier events cannot be read yet: its new events wait
+    /// (none is handed out before the earlier ones), and once the read succeeds everything
+    /// comes in order. (On the old code the new event came first.)
+    #[test]
+    fn a_failed_catch_up_read_lets_nothing_overtake_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (flaky, store, sink, mut events) = flaky_queue(dir.path());
         assert!(events.try_recv().is_err()); // caught up with the (empty) inbox
         // Account 1 is being taken over; two events were stored for it before.
         sink.adopting(1);
@@ -320,14 +328,7 @@ mod tests {
     #[test]
     fn an_unanswered_catch_up_read_holds_back_neither_the_receiver_nor_the_account_loss() {
         let dir = tempfile::tempdir().unwrap();
-        let rocks = crate::store::rocks::Rocks::open(dir.path(), Default::default()).unwrap();
-        let flaky = Arc::new(Flaky {
-            inner: rocks,
-            fail: std::sync::atomic::AtomicBool::new(false),
-            hang: std::sync::atomic::AtomicBool::new(false),
-        });
-        let store = Store::with_backend(flaky.clone(), StoreOptions::default()).unwrap();
-        let (sink, mut events) = queue(&store, 8);
+        let (flaky, store, sink, mut events) = flaky_queue(dir.path());
         assert!(events.try_recv().is_err());
         sink.adopting(1);
         store_event(&store, 1);
