@@ -371,4 +371,38 @@ mod tests {
         assert!(events.try_recv().is_err(), "a lost account's earlier event");
         assert!(events.try_recv().is_err(), "a lost account's earlier event");
     }
+
+    /// An inbox page read holds the queue's lock while the database does not answer: an
+    /// `AccountLost` notice given meanwhile (by the engine's request loop) does not wait for
+    /// it, and is handed out once the receiver is back. (On the old code the notice waited on
+    /// the lock, holding up the request loop for as long as the read.)
+    #[test]
+    fn an_account_loss_does_not_wait_for_an_inbox_page_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (flaky, _store, sink, mut events) = flaky_queue(dir.path());
+        // The queue starts behind (it reads the inbox from the start): that read hangs.
+        flaky.hang.store(true, Ordering::SeqCst);
+        let receiver = std::thread::spawn(move || {
+            let got = events.try_recv().map(|e| e.kind);
+            (events, got)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let engine_side = sink.clone();
+        std::thread::spawn(move || {
+            engine_side.deliver(EngineEvent {
+                seq: None,
+                account: 1,
+                chat: 0,
+                kind: EventKind::AccountLost,
+            });
+            let _ = tx.send(());
+        });
+        let delivered = rx.recv_timeout(std::time::Duration::from_secs(5));
+        flaky.hang.store(false, Ordering::SeqCst);
+        assert!(delivered.is_ok(), "the notice waited for the database");
+        let (mut events, got) = receiver.join().unwrap();
+        let got = got.or_else(|_| events.try_recv().map(|e| e.kind));
+        assert!(matches!(got, Ok(EventKind::AccountLost)), "{got:?}");
+    }
 }

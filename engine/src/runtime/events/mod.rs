@@ -59,9 +59,6 @@ struct Lag {
     /// Numbers the adoptions (a page read without the lock is kept only if its adoption is
     /// still the one being read).
     adoptions: u64,
-    /// Notices that must not be dropped when the queue is full (`AccountLost`), handed out
-    /// first; at most [`MAX_NOTICES`].
-    notices: VecDeque<EngineEvent>,
 }
 
 /// Notices kept while the queue is full, at most (one per account loss; beyond it the oldest
@@ -84,6 +81,10 @@ struct Shared {
     /// The receiver's task while it waits on something other than the channel (a catch-up
     /// read, or the pause after a failed one): an `AccountLost` notice wakes it.
     notice_waker: Mutex<Option<std::task::Waker>>,
+    /// Notices that must not be dropped when the queue is full (`AccountLost`), handed out
+    /// first; at most [`MAX_NOTICES`]. Apart from `lag`, whose lock an inbox page read holds:
+    /// a notice never waits for the database.
+    notices: Mutex<VecDeque<EngineEvent>>,
 }
 
 /// What the channel carries: an event, or a nudge to look at the inbox (the receiver may be
@@ -101,6 +102,10 @@ impl EventSink {
     /// Queues `event`. A stored event (with a `seq`) that does not fit stays in the inbox for
     /// the receiver to read; any other event that does not fit is dropped and counted.
     pub(crate) fn deliver(&self, event: EngineEvent) {
+        if matches!(event.kind, super::EventKind::AccountLost) {
+            self.notice(event);
+            return;
+        }
         let Ok(mut lag) = self.shared.lag.lock() else {
             return;
         };
@@ -108,31 +113,6 @@ impl EventSink {
             if lag.paged.remove(&s) {
                 return; // the receiver read it from the inbox already
             }
-        }
-        if matches!(event.kind, super::EventKind::AccountLost) {
-            // Never dropped, and handed out ahead of everything (the account's other events
-            // are no longer this node's to hand out), even while a catch-up read waits or has
-            // failed: an account lost to a database outage must not wait for that database.
-            // Its earlier events, if still being read, are left for the node that holds it.
-            lag.catching.retain(|c| c.account != event.account);
-            lag.notices.push_back(event);
-            if lag.notices.len() > MAX_NOTICES {
-                lag.notices.pop_front();
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            drop(lag);
-            if let Some(w) = self
-                .shared
-                .notice_waker
-                .lock()
-                .ok()
-                .and_then(|mut w| w.take())
-            {
-                w.wake();
-            }
-            // A full channel needs no nudge: the receiver is not waiting on it.
-            let _ = self.tx.try_send(None);
-            return;
         }
         if lag.behind_from.is_some() {
             match event.seq {
@@ -159,6 +139,36 @@ impl EventSink {
             // The receiver is gone: stored events come again at the next open.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
+    }
+
+    /// An `AccountLost` notice: never dropped, and handed out ahead of everything (the
+    /// account's other events are no longer this node's to hand out), even while a catch-up
+    /// read waits or has failed, or an inbox page is being read: an account lost to a
+    /// database outage must not wait for that database. Its earlier events, if still being
+    /// caught up, are left for the node that holds it (unless a page read holds the queue's
+    /// lock: then the catching-up goes on, and `Events::held` hides them).
+    fn notice(&self, event: EngineEvent) {
+        if let Ok(mut lag) = self.shared.lag.try_lock() {
+            lag.catching.retain(|c| c.account != event.account);
+        }
+        if let Ok(mut notices) = self.shared.notices.lock() {
+            notices.push_back(event);
+            if notices.len() > MAX_NOTICES {
+                notices.pop_front();
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(w) = self
+            .shared
+            .notice_waker
+            .lock()
+            .ok()
+            .and_then(|mut w| w.take())
+        {
+            w.wake();
+        }
+        // A full channel needs no nudge: the receiver is not waiting on it.
+        let _ = self.tx.try_send(None);
     }
 
     /// `account` is about to be taken over on a shared database: until [`EventSink::adopt`]
@@ -244,10 +254,10 @@ pub(crate) fn queue(store: &Arc<Store>, capacity: usize) -> (EventSink, Events) 
             adopted: HashMap::new(),
             catching: VecDeque::new(),
             adoptions: 0,
-            notices: VecDeque::new(),
         }),
         dropped: AtomicU64::new(0),
         notice_waker: Mutex::default(),
+        notices: Mutex::default(),
     });
     (
         EventSink {
@@ -354,10 +364,10 @@ impl Events {
             }
             if let Some(notice) = self
                 .shared
-                .lag
+                .notices
                 .lock()
                 .ok()
-                .and_then(|mut lag| lag.notices.pop_front())
+                .and_then(|mut n| n.pop_front())
             {
                 return Some(notice);
             }
