@@ -210,7 +210,17 @@ impl Driver<'_> {
             self.report.takeovers += 1;
         }
         if pause {
-            signal(pid, "CONT").await?;
+            if let Err(e) = signal(pid, "CONT").await {
+                // Gone while stopped: say how it ended (a stopped process cannot exit by
+                // itself, so it ended before the stop took hold, or was killed).
+                let ended = self.lives[victim]
+                    .as_mut()
+                    .and_then(|l| l.child.try_wait().ok().flatten());
+                return Err(CrashError::Engine(format!(
+                    "{e}: node {victim} had ended ({ended:?}); its log is engine{victim}.log \
+                     in the data directory (--data-dir keeps it)"
+                )));
+            }
             // It finds its leases gone and stops those accounts by itself.
             let settle = Instant::now() + Duration::from_millis(self.opts.lease_ms);
             self.traffic(settle, true).await;
