@@ -50,6 +50,27 @@ async fn cut_node(name: &str, prefix: &str) -> CutNode {
     }
 }
 
+/// Alice's send of "during the cut", in the background (it must never be stored).
+fn send_during_the_cut(
+    engine: &Engine,
+    chat: secretchat::ChatId,
+) -> tokio::task::JoinHandle<Result<i64, Error>> {
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        engine
+            .send_message(ALICE, chat, InputMessage::text("during the cut"))
+            .await
+    })
+}
+
+/// The options of another node, which reaches the database directly.
+fn other_node(db: &PgOptions) -> PgOptions {
+    let mut other = db.clone();
+    other.url = pg_url();
+    other.node = "other-node".into();
+    other
+}
+
 /// Node `b` acquires Alice and Bob, waiting out the leases of the node that held them.
 async fn take_both(b: &Postgres, ttl: Duration) {
     for account in [ALICE, BOB] {
@@ -94,14 +115,7 @@ async fn a_node_cut_off_from_the_database_stops_its_accounts_and_another_takes_t
     proxy.set_cut(true);
     let cut_at = Instant::now();
     // A send meanwhile is stored nowhere (it never completes, or fails).
-    let pending = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            engine
-                .send_message(ALICE, alice_chat, InputMessage::text("during the cut"))
-                .await
-        })
-    };
+    let pending = send_during_the_cut(&engine, alice_chat);
     // It stops both accounts by itself once their leases run out on its own clock.
     for account in [ALICE, BOB] {
         let stopped = async {
@@ -125,9 +139,7 @@ async fn a_node_cut_off_from_the_database_stops_its_accounts_and_another_takes_t
     );
 
     // Another node, which reaches the database, takes them over.
-    let mut other = db.clone();
-    other.url = pg_url();
-    other.node = "other-node".into();
+    let other = other_node(&db);
     let b = Postgres::connect(other).unwrap();
     take_both(&b, ttl).await;
     let taken_after = cut_at.elapsed();
@@ -168,14 +180,7 @@ async fn a_node_cut_off_inside_a_transaction_does_not_hold_back_the_take_over() 
 
     // The next write transaction is cut off right after its epochs' read executed.
     proxy.cut_after(b"FOR SHARE");
-    let pending = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            engine
-                .send_message(ALICE, alice_chat, InputMessage::text("during the cut"))
-                .await
-        })
-    };
+    let pending = send_during_the_cut(&engine, alice_chat);
     let mut cut = proxy.cut.subscribe();
     tokio::time::timeout(Duration::from_secs(10), cut.wait_for(|c| *c))
         .await
@@ -183,9 +188,7 @@ async fn a_node_cut_off_inside_a_transaction_does_not_hold_back_the_take_over() 
         .unwrap();
     let cut_at = Instant::now();
 
-    let mut other = db.clone();
-    other.url = pg_url();
-    other.node = "other-node".into();
+    let mut other = other_node(&db);
     // Long enough for the lease and the database's own timeout; short of what the old code
     // waited on the lock (no bound but this one).
     other.request_timeout = ttl * 8;
